@@ -1,0 +1,64 @@
+"""Aligned chips -> unit-length templates, each tagged with the model that made it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import dlib
+import numpy as np
+
+from . import models
+from .errors import ModelMismatchError
+
+
+@dataclass(frozen=True)
+class Template:
+    vector: np.ndarray  # (d,) float32, unit L2 norm
+    model: models.ModelId
+
+    def similarity(self, other: "Template") -> float:
+        """Cosine similarity in [-1, 1]; refuses templates of different models."""
+        return cosine(self, other)
+
+
+def cosine(a: Template, b: Template) -> float:
+    if a.model != b.model:
+        raise ModelMismatchError(
+            f"templates from different models cannot be compared: {a.model} vs {b.model}; "
+            "re-embed both images with the same model"
+        )
+    return float(np.dot(a.vector, b.vector))
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class Embedder(Protocol):
+    model: models.ModelId
+    chip_size: int
+
+    def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """(n, h, w, 3) uint8 chips -> (n, d) float32 unit vectors."""
+        ...
+
+
+class DlibResnetEmbedder:
+    """dlib's 29-layer ResNet (the face_recognition library's model), 128-D."""
+
+    chip_size = 150
+    dimension = 128
+
+    def __init__(self) -> None:
+        path = models.model_path(models.RESNET)
+        self._net = dlib.face_recognition_model_v1(str(path))
+        self.model = models.ModelId("dlib-resnet-v1", models.file_sha256(path)[:12])
+
+    def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        if len(chips) == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        descriptors = self._net.compute_face_descriptor([np.ascontiguousarray(c) for c in chips])
+        return normalise(np.array([np.asarray(d) for d in descriptors]))

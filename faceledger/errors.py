@@ -1,0 +1,99 @@
+"""Typed errors: one class per condition a client can act on.
+
+Every error carries ``code``, the Amazon Rekognition error code it maps to on the wire, so the
+interfaces translate errors without a table of their own. Subclasses refine the message and let
+Python callers catch exactly the condition they care about.
+"""
+
+from __future__ import annotations
+
+
+class FaceledgerError(Exception):
+    """Base of every error faceledger raises on purpose."""
+
+    code = "InternalServerError"
+    http_status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# --- client errors, by Rekognition error code ---------------------------------------------------
+
+
+class InvalidParameterError(FaceledgerError):
+    """A parameter is out of range or inconsistent with the others."""
+
+    code = "InvalidParameterException"
+    http_status = 400
+
+
+class InvalidImageFormatError(FaceledgerError):
+    """The bytes are not an image faceledger can decode."""
+
+    code = "InvalidImageFormatException"
+    http_status = 400
+
+
+class ImageTooLargeError(FaceledgerError):
+    """The image is over a size limit (bytes or pixels)."""
+
+    code = "ImageTooLargeException"
+    http_status = 400
+
+
+class ResourceNotFoundError(FaceledgerError):
+    code = "ResourceNotFoundException"
+    http_status = 400
+
+
+class ResourceAlreadyExistsError(FaceledgerError):
+    code = "ResourceAlreadyExistsException"
+    http_status = 400
+
+
+# --- imaging -------------------------------------------------------------------------------------
+
+
+class EmptyImageError(InvalidImageFormatError):
+    """Zero bytes were given where an image was expected."""
+
+
+class NotAnImageError(InvalidImageFormatError):
+    """The bytes do not start like any image format we know."""
+
+
+class UnsupportedImageFormatError(InvalidImageFormatError):
+    """A recognised image format that faceledger does not accept (e.g. ICO, PSD)."""
+
+
+class CorruptImageError(InvalidImageFormatError):
+    """The header parsed but the pixel data is truncated or damaged."""
+
+
+class ImageBytesTooLargeError(ImageTooLargeError):
+    """The encoded image is over the byte limit."""
+
+
+class TooManyPixelsError(ImageTooLargeError):
+    """The header declares more pixels than allowed: refused before decoding (decompression bomb)."""
+
+
+# --- faces and models ---------------------------------------------------------------------------
+
+
+class NoFaceError(InvalidParameterError):
+    """An operation needed a face and the image has none the detector could find."""
+
+
+class ModelMismatchError(InvalidParameterError):
+    """Two templates come from different embedding models and cannot be compared."""
+
+
+class ModelFileError(FaceledgerError):
+    """A model file is missing or unreadable: the installation is incomplete."""
+
+
+class DatasetError(FaceledgerError):
+    """A dataset is missing, incomplete or fails its checksum."""

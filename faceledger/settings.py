@@ -1,0 +1,90 @@
+"""One settings object for the whole project.
+
+Values come, in increasing priority, from the defaults below, an optional TOML file
+(``FACELEDGER_CONFIG`` or ``<user config dir>/faceledger/config.toml``) and environment variables
+named ``FACELEDGER_<FIELD>`` in upper case. docs/configuration.md lists every field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import platformdirs
+
+from .errors import InvalidParameterError
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_data_dir() -> Path | None:
+    candidate = _PROJECT_ROOT.parent / "shared" / "data"
+    return candidate if candidate.is_dir() else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Root of the face datasets (``lfw/``, ``fairface/``); ``../shared/data`` beside a checkout.
+    data_dir: Path | None = field(default_factory=_default_data_dir)
+    #: Where templates, downloaded datasets and converted models are cached.
+    cache_dir: Path = field(default_factory=lambda: Path(platformdirs.user_cache_dir("faceledger")))
+    #: Largest encoded image accepted, in bytes (the cloud API's limit for inline bytes).
+    max_image_bytes: int = 5 * 1024 * 1024
+    #: Largest decoded image accepted, in pixels; checked from the header before decoding.
+    max_image_pixels: int = 40_000_000
+    #: Primary face detector: ``hog`` (fast, frontal) or ``mmod`` (CNN, slower, more robust).
+    detector: str = "hog"
+    #: Detector tried when the primary finds no face: ``mmod``, ``hog`` or ``none``.
+    fallback_detector: str = "mmod"
+    #: Images are downscaled so that their longest side is at most this before detection.
+    detect_max_side: int = 1024
+    #: Upsampling passes of the HOG detector (each doubles the image; finds faces down to ~40 px).
+    hog_upsample: int = 1
+    #: Upsampling passes of the MMOD detector (it is ~20x slower per pixel than HOG).
+    mmod_upsample: int = 0
+    #: Faces whose box is smaller than this many pixels on its shorter side are dropped.
+    min_face_size: int = 20
+
+    @classmethod
+    def load(cls, **overrides: object) -> "Settings":
+        values: dict[str, object] = {}
+        config = os.environ.get("FACELEDGER_CONFIG")
+        path = Path(config) if config else Path(platformdirs.user_config_dir("faceledger")) / "config.toml"
+        if path.is_file():
+            with path.open("rb") as fh:
+                values.update(tomllib.load(fh))
+        for f in fields(cls):
+            env = os.environ.get(f"FACELEDGER_{f.name.upper()}")
+            if env is not None:
+                values[f.name] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, object]) -> "Settings":
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise InvalidParameterError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        converted: dict[str, object] = {}
+        for name, value in values.items():
+            converted[name] = _convert(name, known[name].type, value)
+        return cls(**converted)
+
+    def replace(self, **changes: object) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def _convert(name: str, type_name: object, value: object) -> object:
+    text = str(type_name)
+    try:
+        if "Path" in text:
+            return None if value in (None, "") else Path(str(value)).expanduser()
+        if text == "int":
+            return int(value)  # type: ignore[arg-type]
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameterError(f"setting {name}: cannot read {value!r} as {text}") from exc
