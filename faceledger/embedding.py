@@ -53,9 +53,12 @@ class DlibResnetEmbedder:
     dimension = 128
 
     def __init__(self) -> None:
-        path = models.model_path(models.RESNET)
-        self._net = dlib.face_recognition_model_v1(str(path))
-        self.model = models.ModelId("dlib-resnet-v1", models.file_sha256(path)[:12])
+        self._net = dlib.face_recognition_model_v1(str(models.model_path(models.RESNET)))
+        self.model = self.model_id()
+
+    @staticmethod
+    def model_id() -> models.ModelId:
+        return models.ModelId("dlib-resnet-v1", models.file_sha256(models.model_path(models.RESNET))[:12])
 
     def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         if len(chips) == 0:

@@ -94,8 +94,8 @@ class CompareMatch:
 class CompareResult:
     source_face: Face
     source_similarity_threshold: float
-    matches: list[CompareMatch]  # best first
-    unmatched_faces: list[Face]
+    matches: list[CompareMatch]  # at or above the threshold, best first
+    unmatched: list[CompareMatch]  # below it, best first (the cloud API omits their similarity)
     source_orientation: imaging.OrientationCorrection
     target_orientation: imaging.OrientationCorrection
 
@@ -224,12 +224,10 @@ class FaceEngine:
         embedded = self.embed_faces([source_face, *targets])
         probe = embedded[0].template
         matches: list[CompareMatch] = []
-        unmatched: list[Face] = []
+        unmatched: list[CompareMatch] = []
         for e in embedded[1:]:
-            score = self.similarity(probe, e.template)
-            if score >= threshold:
-                matches.append(CompareMatch(e.face, score))
-            else:
-                unmatched.append(e.face)
+            m = CompareMatch(e.face, self.similarity(probe, e.template))
+            (matches if m.similarity >= threshold else unmatched).append(m)
         matches.sort(key=lambda m: -m.similarity)
+        unmatched.sort(key=lambda m: -m.similarity)
         return CompareResult(source_face, float(threshold), matches, unmatched, src.orientation, tgt.orientation)

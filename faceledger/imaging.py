@@ -133,8 +133,8 @@ def decode_image(
             raise NotAnImageError(
                 f"{origin}: not a recognised image; send JPEG, PNG, WebP, BMP, TIFF or GIF"
             ) from None
-        except Image.DecompressionBombError as exc:
-            raise TooManyPixelsError(f"{origin}: {exc}") from None
+        except Image.DecompressionBombError:
+            raise _too_many(origin, f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}", max_pixels) from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise CorruptImageError(f"{origin}: unreadable image header ({exc})") from None
         with img:
@@ -147,10 +147,7 @@ def decode_image(
             if width <= 0 or height <= 0:
                 raise CorruptImageError(f"{origin}: header declares a {width}x{height} image")
             if width * height > max_pixels:
-                raise TooManyPixelsError(
-                    f"{origin}: {width}x{height} = {width * height:,} pixels is over the "
-                    f"{max_pixels:,}-pixel limit; downscale it, or raise max_image_pixels"
-                )
+                raise _too_many(origin, f"{width}x{height} = {width * height:,}", max_pixels)
             fmt = img.format
             try:
                 img.seek(0)  # first frame of an animation
@@ -158,14 +155,21 @@ def decode_image(
                 correction = _orientation(img)
                 upright = ImageOps.exif_transpose(img) if correction.exif_orientation else img
                 pixels = _to_rgb(upright)
-            except Image.DecompressionBombError as exc:
-                raise TooManyPixelsError(f"{origin}: {exc}") from None
+            except Image.DecompressionBombError:
+                raise _too_many(origin, f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}", max_pixels) from None
             except (OSError, SyntaxError, ValueError, EOFError) as exc:
                 raise CorruptImageError(
                     f"{origin}: the {fmt} data is truncated or corrupt ({exc}); "
                     "re-export or re-download the image"
                 ) from None
     return DecodedImage(pixels, fmt, correction)
+
+
+def _too_many(origin: str, declared: str, max_pixels: int) -> TooManyPixelsError:
+    return TooManyPixelsError(
+        f"{origin}: the header declares {declared} pixels, over the {max_pixels:,}-pixel limit "
+        "(refused before decoding); downscale the image, or raise max_image_pixels"
+    )
 
 
 def _orientation(img: Image.Image) -> OrientationCorrection:

@@ -27,8 +27,9 @@ def _default_data_dir() -> Path | None:
 
 @dataclass(frozen=True)
 class Settings:
-    #: Root of the face datasets (``lfw/``, ``fairface/``); ``../shared/data`` beside a checkout.
-    data_dir: Path | None = field(default_factory=_default_data_dir)
+    #: Root of the face datasets (``lfw/``, ``fairface/``), FACELEDGER_DATA; defaults to
+    #: ``../shared/data`` beside a checkout when it exists.
+    data: Path | None = field(default_factory=_default_data_dir)
     #: Where templates, downloaded datasets and converted models are cached.
     cache_dir: Path = field(default_factory=lambda: Path(platformdirs.user_cache_dir("faceledger")))
     #: Largest encoded image accepted, in bytes (the cloud API's limit for inline bytes).

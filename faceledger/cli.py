@@ -1,0 +1,354 @@
+"""The ``faceledger`` command line: a thin translation onto the engine and evaluation functions.
+
+Exit codes: 0 success; 1 a negative answer (compare: no match; detect: an image without a face);
+2 usage error; 3 bad input (image, parameter, missing file); 4 missing dataset or model;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import quality as quality_mod
+from .datasets import LFW, FairFace, fetch_lfw
+from .embedding import DlibResnetEmbedder
+from .engine import CompareResult, Detection, Face, FaceEngine
+from .errors import DatasetError, FaceledgerError, InvalidParameterError, ModelFileError
+from .evaluation import evaluate_lfw, fairface_detection
+from .settings import Settings
+
+EXIT_NEGATIVE, EXIT_INPUT, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 1, 3, 4, 130
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Accountable, self-hosted face recognition.")
+eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy and detection rates on real datasets.")
+datasets_app = typer.Typer(no_args_is_help=True, help="Find and fetch the face datasets.")
+app.add_typer(eval_app, name="eval")
+app.add_typer(datasets_app, name="datasets")
+
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+DetectorOpt = typer.Option(None, "--detector", help="Face detector: hog or mmod.")
+FallbackOpt = typer.Option(None, "--fallback", help="Detector tried when the first finds nothing: mmod, hog or none.")
+
+
+@contextmanager
+def _errors(as_json: bool) -> Iterator[None]:
+    """Turn typed errors into a readable message (or JSON) and a meaningful exit code."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    except (DatasetError, ModelFileError) as exc:
+        _fail(as_json, exc.code if isinstance(exc, FaceledgerError) else "Error", str(exc), EXIT_ENVIRONMENT)
+    except FaceledgerError as exc:
+        _fail(as_json, exc.code, str(exc), EXIT_INPUT)
+    except FileNotFoundError as exc:
+        _fail(as_json, "FileNotFound", str(exc), EXIT_INPUT)
+
+
+def _fail(as_json: bool, code: str, message: str, exit_code: int) -> None:
+    if as_json:
+        print(json.dumps({"error": {"code": code, "message": message}}))
+    else:
+        err.print(f"[red]error[/] ({code}): {message}")
+    raise typer.Exit(exit_code)
+
+
+def _engine(detector: Optional[str], fallback: Optional[str]) -> FaceEngine:
+    return FaceEngine(Settings.load(), detector=detector, fallback_detector=fallback)
+
+
+# --- JSON views ------------------------------------------------------------------------------------
+
+
+def face_json(face: Face) -> dict:
+    q = face.quality
+    return {
+        "BoundingBox": {
+            "Width": face.bounding_box.width,
+            "Height": face.bounding_box.height,
+            "Left": face.bounding_box.left,
+            "Top": face.bounding_box.top,
+        },
+        "Confidence": face.confidence,
+        "Landmarks": [{"Type": m.type, "X": m.x, "Y": m.y} for m in face.landmarks],
+        "Pose": {"Roll": q.pose.roll, "Yaw": q.pose.yaw, "Pitch": q.pose.pitch},
+        "Quality": {"Brightness": q.brightness, "Sharpness": q.sharpness},
+        "FaceSizePixels": q.face_size,
+        "Detector": face.detector,
+        "QualityFilterFailures": {
+            level.value: quality_mod.reasons(q, level)
+            for level in (quality_mod.QualityFilter.LOW, quality_mod.QualityFilter.MEDIUM, quality_mod.QualityFilter.HIGH)
+        },
+    }
+
+
+def detection_json(path: str, d: Detection) -> dict:
+    return {
+        "Image": path,
+        "Width": d.width,
+        "Height": d.height,
+        "OrientationCorrection": d.orientation.name,
+        "Mirrored": d.orientation.mirrored,
+        "FaceDetails": [face_json(f) for f in d.faces],
+    }
+
+
+def compare_json(r: CompareResult) -> dict:
+    return {
+        "SourceImageFace": {"BoundingBox": face_json(r.source_face)["BoundingBox"], "Confidence": r.source_face.confidence},
+        "SimilarityThreshold": r.source_similarity_threshold,
+        "FaceMatches": [{"Similarity": m.similarity, "Face": face_json(m.face)} for m in r.matches],
+        "UnmatchedFaces": [{"Similarity": m.similarity, "Face": face_json(m.face)} for m in r.unmatched],
+        "SourceImageOrientationCorrection": r.source_orientation.name,
+        "TargetImageOrientationCorrection": r.target_orientation.name,
+    }
+
+
+def _box(face: Face) -> str:
+    b = face.bounding_box
+    return f"left {b.left:.2f} top {b.top:.2f} w {b.width:.2f} h {b.height:.2f}"
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+@app.command()
+def detect(
+    images: list[Path] = typer.Argument(..., help="Image files."),
+    as_json: bool = JsonOpt,
+    detector: Optional[str] = DetectorOpt,
+    fallback: Optional[str] = FallbackOpt,
+    prealigned: bool = typer.Option(False, "--prealigned", help="Each image already is an aligned face chip."),
+) -> None:
+    """Find the faces in each image: box, confidence, landmarks, pose and quality."""
+    with _errors(as_json):
+        engine = _engine(detector, fallback)
+        results, failed = [], []
+        for path in images:
+            try:
+                d = engine.detect(path, prealigned=prealigned)
+            except (FaceledgerError, FileNotFoundError) as exc:
+                if len(images) == 1:
+                    raise
+                failed.append({"Image": str(path), "error": {"code": getattr(exc, "code", "FileNotFound"), "message": str(exc)}})
+                continue
+            results.append(detection_json(str(path), d))
+            if not as_json:
+                _print_detection(str(path), d)
+        if as_json:
+            print(json.dumps({"Results": results, "Errors": failed}, indent=2))
+        else:
+            for f in failed:
+                err.print(f"[red]error[/] {f['Image']}: {f['error']['message']}")
+    if failed:
+        raise typer.Exit(EXIT_INPUT)
+    if any(not r["FaceDetails"] for r in results):
+        raise typer.Exit(EXIT_NEGATIVE)
+
+
+def _print_detection(path: str, d: Detection) -> None:
+    title = f"{path}: {len(d.faces)} face(s), {d.width}x{d.height}"
+    if d.orientation.rotation or d.orientation.mirrored:
+        title += f", EXIF orientation corrected ({d.orientation.name}{', mirrored' if d.orientation.mirrored else ''})"
+    table = Table(title=title, title_justify="left")
+    for col in ("#", "box (ratios)", "conf", "detector", "roll/yaw/pitch", "bright", "sharp", "size px", "fails"):
+        table.add_column(col)
+    for i, f in enumerate(d.faces, 1):
+        q = f.quality
+        fails = quality_mod.reasons(q, "MEDIUM")
+        table.add_row(
+            str(i), _box(f), f"{f.confidence:.1f}", f.detector,
+            f"{q.pose.roll:.0f}/{q.pose.yaw:.0f}/{q.pose.pitch:.0f}", f"{q.brightness:.0f}", f"{q.sharpness:.0f}",
+            f"{q.face_size:.0f}", ", ".join(fails) if fails else "-",
+        )
+    out.print(table)
+
+
+@app.command()
+def compare(
+    source: Path = typer.Argument(..., help="Image whose largest face is compared."),
+    target: Path = typer.Argument(..., help="Image whose faces are searched."),
+    threshold: float = typer.Option(80.0, "--threshold", help="Similarity (0-100) at or above which a face matches."),
+    quality_filter: str = typer.Option("NONE", "--quality-filter", help="NONE, AUTO, LOW, MEDIUM or HIGH."),
+    as_json: bool = JsonOpt,
+    detector: Optional[str] = DetectorOpt,
+    fallback: Optional[str] = FallbackOpt,
+) -> None:
+    """Compare the largest face of SOURCE with every face in TARGET. Exit 0 on a match, 1 on none."""
+    with _errors(as_json):
+        r = _engine(detector, fallback).compare(source, target, threshold, quality_filter=quality_filter)
+        if as_json:
+            print(json.dumps(compare_json(r), indent=2))
+        else:
+            table = Table(title=f"{source.name} vs {target.name} (threshold {threshold:g})", title_justify="left")
+            for col in ("target face", "box (ratios)", "similarity", "verdict"):
+                table.add_column(col)
+            rows = [(m, "[green]match[/]") for m in r.matches] + [(m, "no match") for m in r.unmatched]
+            for i, (m, verdict) in enumerate(rows, 1):
+                table.add_row(str(i), _box(m.face), f"{m.similarity:.1f}", verdict)
+            out.print(table)
+            if not rows:
+                out.print("no face found in the target image")
+            out.print("[dim]A match is a candidate for a person to check, not an identification.[/]")
+    if not r.matches:
+        raise typer.Exit(EXIT_NEGATIVE)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=err, transient=False,
+    )
+
+
+@eval_app.command("lfw")
+def eval_lfw(
+    pairs_per_fold: Optional[int] = typer.Option(None, "--pairs-per-fold", help="Use only this many pairs per fold (a quick run)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: one per core)."),
+    as_json: bool = JsonOpt,
+    detector: Optional[str] = DetectorOpt,
+    fallback: Optional[str] = FallbackOpt,
+) -> None:
+    """LFW View 2: 10 folds, threshold fitted on nine, accuracy on the tenth."""
+    with _errors(as_json):
+        settings = Settings.load(detector=detector, fallback_detector=fallback)
+        lfw = LFW.locate(settings)
+        with _progress() as progress:
+            task = progress.add_task("embedding LFW images", total=None)
+            r = evaluate_lfw(
+                lfw, settings, pairs_per_fold=pairs_per_fold, workers=workers,
+                advance=lambda n: progress.advance(task, n),
+                on_total=lambda n: progress.update(task, total=n),
+            )
+        if as_json:
+            print(json.dumps({**asdict(r), "protocol": "LFW View 2, 10-fold", "model": str(DlibResnetEmbedder.model_id())}, indent=2))
+            return
+        table = Table(title="LFW View 2, 10-fold", title_justify="left")
+        for col in ("fold", "pairs", "threshold (cosine)", "accuracy"):
+            table.add_column(col, justify="right")
+        for f in r.folds:
+            table.add_row(str(f.fold), str(f.pairs), f"{f.threshold:.4f}", f"{100 * f.accuracy:.2f}%")
+        out.print(table)
+        out.print(f"accuracy [bold]{100 * r.mean:.2f}% ± {100 * r.std:.2f}[/] (mean ± std over {len(r.folds)} folds)")
+        out.print(
+            f"images {r.images}; failures to acquire {len(r.failures_to_acquire)}; "
+            f"found by {', '.join(f'{k} {v}' for k, v in sorted(r.detectors.items()))}; "
+            f"pairs with a failure {r.pairs_with_failure}; {r.seconds:.0f} s for templates not already cached"
+        )
+
+
+@eval_app.command("detection")
+def eval_detection(
+    per_group: Optional[int] = typer.Option(None, "--per-group", help="Seeded sample of this many images per race group."),
+    workers: Optional[int] = typer.Option(None, "--workers"),
+    as_json: bool = JsonOpt,
+    detector: Optional[str] = DetectorOpt,
+    fallback: Optional[str] = FallbackOpt,
+) -> None:
+    """FairFace: how often a face is found, by annotated race group (primary detector and with fallback)."""
+    with _errors(as_json):
+        settings = Settings.load(detector=detector, fallback_detector=fallback)
+        ff = FairFace.locate(settings)
+        with _progress() as progress:
+            task = progress.add_task("detecting FairFace faces", total=None)
+            rates = fairface_detection(
+                ff, settings, per_group=per_group, workers=workers,
+                advance=lambda n: progress.advance(task, n),
+                on_total=lambda n: progress.update(task, total=n),
+            )
+        if as_json:
+            print(json.dumps([asdict(r) for r in rates], indent=2))
+            return
+        table = Table(title=f"FairFace detection rate ({settings.detector}, fallback {settings.fallback_detector})", title_justify="left")
+        for col in ("group", "images", f"{settings.detector} alone", "with fallback"):
+            table.add_column(col, justify="right")
+        for r in rates + [_total(rates)]:
+            table.add_row(r.group, str(r.images), f"{100 * r.primary / r.images:.1f}%", f"{100 * r.any / r.images:.1f}%")
+        out.print(table)
+
+
+def _total(rates):
+    from .evaluation import GroupRate
+
+    return GroupRate("all", sum(r.images for r in rates), sum(r.primary for r in rates), sum(r.any for r in rates))
+
+
+@datasets_app.command("info")
+def datasets_info(as_json: bool = JsonOpt) -> None:
+    """Where the datasets are, and whether they are complete."""
+    settings = Settings.load()
+    info: dict[str, object] = {"data": str(settings.data) if settings.data else None, "cache_dir": str(settings.cache_dir)}
+    for name, locate in (("lfw", LFW.locate), ("fairface", FairFace.locate)):
+        try:
+            info[name] = str(locate(settings).root)
+        except DatasetError as exc:
+            info[name] = f"missing: {exc}"
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            out.print(f"[bold]{k}[/]: {v}")
+
+
+@datasets_app.command("fetch")
+def datasets_fetch(name: str = typer.Argument(..., help="Dataset to download: lfw.")) -> None:
+    """Download a public dataset into the cache, checking its published checksum."""
+    with _errors(False):
+        if name != "lfw":
+            raise InvalidParameterError(f"only 'lfw' can be fetched; FairFace is distributed by its authors")
+        with _progress() as progress:
+            task = progress.add_task("downloading LFW", total=None)
+            lfw = fetch_lfw(Settings.load(), progress=lambda done, total: progress.update(task, completed=done, total=total))
+        out.print(f"LFW ready at {lfw.root}")
+
+
+@app.command()
+def demo() -> None:
+    """A short real job on LFW: detect faces, compare a matched and a mismatched pair."""
+    with _errors(False):
+        settings = Settings.load()
+        lfw = LFW.locate(settings)
+        engine = FaceEngine(settings)
+        fold = lfw.pairs()[0]
+        mated = next(p for p in fold if p.mated)
+        nonmated = next(p for p in fold if not p.mated)
+        out.rule("faceledger demo")
+        out.print(f"model {engine.model}; detector {settings.detector} (fallback {settings.fallback_detector}); data from {lfw.root}\n")
+        out.print("[bold]1. Detect[/]: every face, with a box, a confidence, 5 landmarks, pose and quality.")
+        _print_detection(_short(mated.a, lfw), engine.detect(mated.a))
+        for title, pair in (("2. Same person", mated), ("3. Different people", nonmated)):
+            r = engine.compare(pair.a, pair.b)
+            sim = max((m.similarity for m in r.matches + r.unmatched), default=0.0)
+            verdict = "[green]match[/]" if r.matches else "no match"
+            out.print(f"[bold]{title}[/]: {_short(pair.a, lfw)} vs {_short(pair.b, lfw)} -> similarity {sim:.1f} -> {verdict} at threshold 80")
+        out.print(
+            "\nA match is a candidate for a person to review, never an identification. "
+            "Try: [bold]faceledger compare A.jpg B.jpg[/], [bold]faceledger detect --json IMG[/], "
+            "[bold]faceledger eval lfw[/]."
+        )
+
+
+def _short(path: Path, lfw: LFW) -> str:
+    return str(path.relative_to(lfw.root))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Verification accuracy on LFW's View 2 protocol, and detection rates on FairFace.
+
+LFW View 2: 10 folds of 300 matched and 300 mismatched pairs; for each fold the threshold is the
+one that maximises accuracy on the other nine, and accuracy is measured on the held-out fold.
+LFW centres the labelled person, so when an image holds several faces the one nearest the
+centre is taken (the benchmark's own convention).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .datasets import LFW, FairFace, Pair
+from .embedding import DlibResnetEmbedder
+from .engine import FaceEngine
+from .errors import FaceledgerError
+from .settings import Settings
+from .template_cache import TemplateCache, file_digest
+
+Advance = Callable[[int], None]
+
+
+# --- acquisition (templates for files, in worker processes, cached) ------------------------------
+
+
+@dataclass(frozen=True)
+class Acquired:
+    vector: np.ndarray | None  # None: failure to acquire
+    detector: str  # which detector found the face: "hog", "mmod", "prealigned" or "none"
+
+
+def recipe(settings: Settings, prealigned: bool) -> str:
+    if prealigned:
+        return "prealigned"
+    return (
+        f"{settings.detector}+{settings.fallback_detector}/hog{settings.hog_upsample}"
+        f"/mmod{settings.mmod_upsample}/max{settings.detect_max_side}/min{settings.min_face_size}/centre"
+    )
+
+
+_worker_engine: FaceEngine | None = None
+
+
+def _init_worker(settings: Settings) -> None:
+    global _worker_engine
+    _worker_engine = FaceEngine(settings)
+
+
+def _acquire_one(job: tuple[str, bool]) -> tuple[str, np.ndarray | None, str]:
+    path, prealigned = job
+    assert _worker_engine is not None
+    return (path, *_acquire(_worker_engine, Path(path), prealigned))
+
+
+def _acquire(engine: FaceEngine, path: Path, prealigned: bool) -> tuple[np.ndarray | None, str]:
+    try:
+        detection = engine.detect(path, prealigned=prealigned)
+    except FaceledgerError:
+        return None, "none"
+    if not detection.faces:
+        return None, "none"
+    face = min(
+        detection.faces,
+        key=lambda f: (f.bounding_box.left + f.bounding_box.width / 2 - 0.5) ** 2
+        + (f.bounding_box.top + f.bounding_box.height / 2 - 0.5) ** 2,
+    )
+    return engine.embed_faces([face])[0].template.vector, face.detector
+
+
+def acquire(
+    paths: Sequence[Path],
+    settings: Settings,
+    *,
+    prealigned: bool = False,
+    workers: int | None = None,
+    advance: Advance | None = None,
+) -> dict[Path, Acquired]:
+    """Templates for ``paths``, from the cache where possible, computing the rest in parallel."""
+    model = str(DlibResnetEmbedder.model_id())
+    rec = recipe(settings, prealigned)
+    cache = TemplateCache(settings.cache_dir / "templates.sqlite")
+    out: dict[Path, Acquired] = {}
+    digests: dict[str, str] = {}
+    todo: list[str] = []
+    for p in paths:
+        digest = file_digest(p)
+        hit = cache.get(model, rec, digest)
+        if hit is None:
+            digests[str(p)] = digest
+            todo.append(str(p))
+        else:
+            out[Path(p)] = Acquired(*hit)
+    if advance and len(out):
+        advance(len(out))
+    workers = workers or max(1, os.cpu_count() or 1)
+    pending: list[tuple[str, np.ndarray | None, str]] = []
+
+    def record(result: tuple[str, np.ndarray | None, str]) -> None:
+        path, vector, det = result
+        out[Path(path)] = Acquired(vector, det)
+        pending.append((digests[path], vector, det))
+        if len(pending) >= 64:  # commit as we go: an interrupted run keeps its work
+            cache.put_many(model, rec, pending)
+            pending.clear()
+        if advance:
+            advance(1)
+
+    try:
+        jobs = [(p, prealigned) for p in todo]
+        if workers == 1 or len(todo) < 8:
+            _init_worker(settings)
+            for job in jobs:
+                record(_acquire_one(job))
+        else:
+            with mp.get_context("spawn").Pool(workers, _init_worker, (settings,)) as pool:
+                for result in pool.imap_unordered(_acquire_one, jobs, chunksize=4):
+                    record(result)
+    finally:
+        cache.put_many(model, rec, pending)
+        cache.close()
+    return out
+
+
+# --- the 10-fold protocol ------------------------------------------------------------------------
+
+
+def best_threshold(scores: np.ndarray, mated: np.ndarray) -> float:
+    """The threshold (score >= t means 'same') with the highest accuracy; ties -> the middle one."""
+    order = np.sort(np.unique(scores))
+    candidates = np.concatenate([[order[0] - 1e-6], (order[:-1] + order[1:]) / 2, [order[-1] + 1e-6]])
+    correct = [(np.sum(mated & (scores >= t)) + np.sum(~mated & (scores < t))) for t in candidates]
+    best = np.flatnonzero(np.asarray(correct) == max(correct))
+    return float(candidates[best[len(best) // 2]])
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    fold: int
+    threshold: float
+    accuracy: float
+    pairs: int
+
+
+@dataclass
+class LfwResult:
+    folds: list[FoldResult]
+    images: int
+    failures_to_acquire: list[str]
+    detectors: dict[str, int]
+    seconds: float
+    pairs_with_failure: int = 0
+    mean: float = field(init=False)
+    std: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        acc = np.array([f.accuracy for f in self.folds])
+        self.mean = float(acc.mean())
+        self.std = float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
+
+
+def ten_fold(folds: list[list[tuple[float | None, bool]]]) -> list[FoldResult]:
+    """Scores per fold (None = a face was not acquired: counted as a 'different' decision)."""
+    results = []
+    for k in range(len(folds)):
+        train = [(s, m) for j, fold in enumerate(folds) if j != k for s, m in fold if s is not None]
+        scores = np.array([s for s, _ in train])
+        mated = np.array([m for _, m in train], dtype=bool)
+        t = best_threshold(scores, mated)
+        correct = sum((s is not None and s >= t) == m for s, m in folds[k])
+        results.append(FoldResult(k + 1, t, correct / len(folds[k]), len(folds[k])))
+    return results
+
+
+def evaluate_lfw(
+    lfw: LFW,
+    settings: Settings,
+    *,
+    pairs_per_fold: int | None = None,
+    workers: int | None = None,
+    advance: Advance | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> LfwResult:
+    folds = lfw.pairs()
+    if pairs_per_fold:  # a quick run: the same number of matched and mismatched pairs per fold
+        half = pairs_per_fold // 2 or 1
+        folds = [[p for p in f if p.mated][:half] + [p for p in f if not p.mated][:half] for f in folds]
+    paths = sorted({p for f in folds for pair in f for p in (pair.a, pair.b)})
+    if on_total:
+        on_total(len(paths))
+    start = time.perf_counter()
+    acquired = acquire(paths, settings, workers=workers, advance=advance)
+    seconds = time.perf_counter() - start
+
+    def score(pair: Pair) -> float | None:
+        a, b = acquired[pair.a].vector, acquired[pair.b].vector
+        return None if a is None or b is None else float(np.dot(a, b))
+
+    scored = [[(score(p), p.mated) for p in fold] for fold in folds]
+    return LfwResult(
+        folds=ten_fold(scored),
+        images=len(paths),
+        failures_to_acquire=[str(p) for p in paths if acquired[p].vector is None],
+        detectors=dict(Counter(a.detector for a in acquired.values())),
+        seconds=seconds,
+        pairs_with_failure=sum(s is None for fold in scored for s, _ in fold),
+    )
+
+
+# --- detection rate on FairFace ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupRate:
+    group: str
+    images: int
+    primary: int  # found by the primary detector
+    any: int  # found by the primary or the fallback
+
+
+def fairface_detection(
+    fairface: FairFace,
+    settings: Settings,
+    *,
+    per_group: int | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    advance: Advance | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> list[GroupRate]:
+    """How often the detectors find the face in FairFace's crops, by annotated race group.
+
+    The images are face chips, so every miss is a failure to acquire, not an empty image.
+    """
+    by_race: dict[str, list[Path]] = defaultdict(list)
+    for r in fairface.records():
+        by_race[r.race].append(r.path)
+    rng = np.random.default_rng(seed)
+    chosen: dict[str, list[Path]] = {}
+    for race, paths in sorted(by_race.items()):
+        if per_group and len(paths) > per_group:
+            paths = [paths[i] for i in sorted(rng.choice(len(paths), per_group, replace=False))]
+        chosen[race] = paths
+    all_paths = [p for ps in chosen.values() for p in ps]
+    if on_total:
+        on_total(len(all_paths))
+    acquired = acquire(all_paths, settings, workers=workers, advance=advance)
+    return [
+        GroupRate(
+            race,
+            len(ps),
+            sum(acquired[p].detector == settings.detector for p in ps),
+            sum(acquired[p].vector is not None for p in ps),
+        )
+        for race, ps in chosen.items()
+    ]
+
+

@@ -1,0 +1,56 @@
+"""Shared fixtures: real face data from $FACELEDGER_DATA and one engine per session.
+
+Tests never write to the user's cache: FACELEDGER_CACHE_DIR points at a temporary folder.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_CACHE = tempfile.mkdtemp(prefix="faceledger-test-cache-")
+os.environ["FACELEDGER_CACHE_DIR"] = _CACHE
+os.environ.pop("FACELEDGER_CONFIG", None)
+
+from faceledger import FaceEngine, Settings  # noqa: E402
+from faceledger.datasets import LFW, FairFace  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.load()
+
+
+@pytest.fixture(scope="session")
+def lfw(settings: Settings) -> LFW:
+    return LFW.locate(settings)  # DatasetError (a test error, not a skip) when the data is missing
+
+
+@pytest.fixture(scope="session")
+def fairface(settings: Settings) -> FairFace:
+    return FairFace.locate(settings)
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> FaceEngine:
+    return FaceEngine(settings)
+
+
+@pytest.fixture(scope="session")
+def fold1(lfw: LFW):
+    return lfw.pairs()[0]
+
+
+def encode(img, fmt: str = "PNG", **params) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def face_path(lfw: LFW) -> Path:
+    return lfw.image("Aaron_Eckhart", 1)
