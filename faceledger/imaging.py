@@ -40,7 +40,7 @@ _EXIF_CORRECTIONS = {
     8: (270, False),
 }
 
-ImageSource = Union[bytes, bytearray, memoryview, str, os.PathLike, "DecodedImage", np.ndarray]
+ImageSource = Union[bytes, bytearray, memoryview, str, os.PathLike, "DecodedImage", np.ndarray, Image.Image]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,10 @@ def load_image(
         return source
     if isinstance(source, np.ndarray):
         return DecodedImage(_array_to_rgb(source), "ARRAY")
+    if isinstance(source, Image.Image):  # already decoded by the caller: taken as it stands
+        if source.width * source.height > max_pixels:
+            raise _too_many("PIL image", f"{source.width}x{source.height} = {source.width * source.height:,}", max_pixels)
+        return DecodedImage(_to_rgb(source), "PIL")
     if isinstance(source, (str, os.PathLike)):
         data = _read_file(Path(source), max_bytes)
         origin = str(source)

@@ -20,8 +20,9 @@ from .errors import InvalidParameterError
 SHARPNESS_HALF = 25.0
 #: Depth of the nose base in front of the eye corners, in half inter-ocular distances.
 _NOSE_DEPTH = 0.55
-#: Frontal ratio of (nose drop below the eye line) to (inter-ocular distance): the LFW median.
-_FRONTAL_DROP = 0.77
+#: Frontal ratio of (nose drop below the eye line) to (yaw-corrected inter-ocular distance):
+#: the median over 299 LFW people (IQR 0.64-0.78, so pitch from 5 points is good to ~15 degrees).
+_FRONTAL_DROP = 0.72
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,10 @@ def sharpness(chip: np.ndarray) -> float:
 
 
 def pose(landmarks: np.ndarray) -> Pose:
-    """Rough head pose from dlib's 5 points (eye corners and nose base), good to about 10 degrees.
+    """Rough head pose from dlib's 5 points (eye corners, nose base).
+
+    Good to a degree or two in roll, ~10 degrees in yaw and ~15 in pitch (faces differ in nose
+    length more than a small nod changes it).
 
     Roll is the angle of the eye line. In the frame where that line is level, the nose base's
     sideways offset from the eye midpoint, r (in half inter-ocular distances), gives
