@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -63,7 +64,7 @@ def _fail(as_json: bool, code: str, message: str, exit_code: int) -> None:
     if as_json:
         print(json.dumps({"error": {"code": code, "message": message}}))
     else:
-        err.print(f"[red]error[/] ({code}): {message}")
+        err.print(f"[red]error[/] ({code}): {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(exit_code)
 
 

@@ -1,0 +1,72 @@
+"""The CLI: readable by people, JSON for programs, exit codes that mean something."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from faceledger.cli import EXIT_INPUT, EXIT_NEGATIVE, app
+
+from .conftest import encode
+
+runner = CliRunner()
+
+
+def test_detect_json(face_path):
+    r = runner.invoke(app, ["detect", "--json", str(face_path)])
+    assert r.exit_code == 0, r.output
+    (res,) = json.loads(r.stdout)["Results"]
+    (face,) = res["FaceDetails"]
+    assert set(face["BoundingBox"]) == {"Width", "Height", "Left", "Top"}
+    assert len(face["Landmarks"]) == 5 and face["Confidence"] > 90
+
+
+def test_detect_table_for_people(face_path):
+    r = runner.invoke(app, ["detect", str(face_path)])
+    assert r.exit_code == 0
+    assert "1 face(s)" in r.stdout and "hog" in r.stdout
+
+
+def test_detect_without_face_exits_1(tmp_path):
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(encode(Image.new("RGB", (120, 120), (200, 200, 200)), "PNG"))
+    r = runner.invoke(app, ["detect", "--json", "--fallback", "none", str(blank)])
+    assert r.exit_code == EXIT_NEGATIVE
+    assert json.loads(r.stdout)["Results"][0]["FaceDetails"] == []
+
+
+def test_bad_image_exits_3_with_a_typed_message(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    r = runner.invoke(app, ["detect", "--json", str(bad)])
+    assert r.exit_code == EXIT_INPUT
+    assert json.loads(r.stdout)["error"]["code"] == "InvalidImageFormatException"
+    r = runner.invoke(app, ["detect", str(bad)])
+    assert r.exit_code == EXIT_INPUT and "not a recognised image" in r.stderr
+
+
+def test_compare_exit_codes(fold1):
+    mated = next(p for p in fold1 if p.mated)
+    nonmated = next(p for p in fold1 if not p.mated)
+    r = runner.invoke(app, ["compare", "--json", str(mated.a), str(mated.b)])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["FaceMatches"][0]["Similarity"] >= 80
+    r = runner.invoke(app, ["compare", str(nonmated.a), str(nonmated.b)])
+    assert r.exit_code == EXIT_NEGATIVE
+    assert "no match" in r.stdout
+
+
+def test_compare_rejects_an_out_of_range_threshold(fold1):
+    p = fold1[0]
+    r = runner.invoke(app, ["compare", "--threshold", "101", str(p.a), str(p.b)])
+    assert r.exit_code == EXIT_INPUT and "between 0 and 100" in r.stderr
+
+
+def test_demo_runs_on_lfw():
+    r = runner.invoke(app, ["demo"])
+    assert r.exit_code == 0, r.output
+    assert "Same person" in r.stdout and "Different people" in r.stdout
+    assert "-> match" in r.stdout.replace("\n", " ")
