@@ -88,6 +88,7 @@ def face_json(face: Face) -> dict:
         "Landmarks": [{"Type": m.type, "X": m.x, "Y": m.y} for m in face.landmarks],
         "Pose": {"Roll": q.pose.roll, "Yaw": q.pose.yaw, "Pitch": q.pose.pitch},
         "Quality": {"Brightness": q.brightness, "Sharpness": q.sharpness},
+        "Exposure": {"Highlight": q.highlight, "Shadow": q.shadow},
         "FaceSizePixels": q.face_size,
         "Detector": face.detector,
         "QualityFilterFailures": {

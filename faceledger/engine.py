@@ -161,9 +161,12 @@ class FaceEngine:
     def _face(self, pixels, chip, box, points, confidence, detector) -> Face:
         h, w = pixels.shape[:2]
         left, top, width, height = box
+        highlight, shadow = quality.exposure(chip)
         q = Quality(
             brightness=quality.brightness(chip),
             sharpness=quality.sharpness(chip),
+            highlight=highlight,
+            shadow=shadow,
             pose=quality.pose(points),
             face_size=min(width, height),
             confidence=confidence,
