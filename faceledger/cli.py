@@ -237,7 +237,7 @@ def eval_lfw(
                 on_total=lambda n: progress.update(task, total=n),
             )
         if as_json:
-            print(json.dumps({**asdict(r), "protocol": "LFW View 2, 10-fold", "model": str(DlibResnetEmbedder.model_id())}, indent=2))
+            print(json.dumps({**asdict(r), "protocol": "LFW View 2, 10-fold", "model": str(DlibResnetEmbedder.model_id(settings.embed_flip))}, indent=2))
             return
         table = Table(title="LFW View 2, 10-fold", title_justify="left")
         for col in ("fold", "pairs", "threshold (cosine)", "accuracy"):

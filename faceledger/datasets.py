@@ -49,6 +49,10 @@ class Pair:
 class LFW:
     """Labeled Faces in the Wild laid out as ``images/<Name>/<Name>_NNNN.jpg`` plus ``pairs.txt``."""
 
+    #: Where the labelled face lies (left, top, width, height as ratios): LFW's images were cut
+    #: around a detection of the named person, centred at a fixed scale (HOG's box, median).
+    expected_face = (0.27, 0.31, 0.44, 0.44)
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         if not (self.root / "images").is_dir():

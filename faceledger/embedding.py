@@ -47,21 +47,32 @@ class Embedder(Protocol):
 
 
 class DlibResnetEmbedder:
-    """dlib's 29-layer ResNet (the face_recognition library's model), 128-D."""
+    """dlib's 29-layer ResNet (the face_recognition library's model), 128-D.
+
+    With ``flip``, each template is the normalised sum of the chip's and its mirror image's
+    descriptors: a standard test-time augmentation that trades 2x time for accuracy.
+    """
 
     chip_size = 150
     dimension = 128
 
-    def __init__(self) -> None:
+    def __init__(self, flip: bool = False) -> None:
         self._net = dlib.face_recognition_model_v1(str(models.model_path(models.RESNET)))
-        self.model = self.model_id()
+        self.flip = flip
+        self.model = self.model_id(flip)
 
     @staticmethod
-    def model_id() -> models.ModelId:
-        return models.ModelId("dlib-resnet-v1", models.file_sha256(models.model_path(models.RESNET))[:12])
+    def model_id(flip: bool = False) -> models.ModelId:
+        name = "dlib-resnet-v1-flip" if flip else "dlib-resnet-v1"
+        return models.ModelId(name, models.file_sha256(models.model_path(models.RESNET))[:12])
 
     def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         if len(chips) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        descriptors = self._net.compute_face_descriptor([np.ascontiguousarray(c) for c in chips])
-        return normalise(np.array([np.asarray(d) for d in descriptors]))
+        batch = [np.ascontiguousarray(c) for c in chips]
+        if self.flip:
+            batch += [np.ascontiguousarray(c[:, ::-1]) for c in chips]
+        raw = np.array([np.asarray(d) for d in self._net.compute_face_descriptor(batch)])
+        if self.flip:
+            raw = raw[: len(chips)] + raw[len(chips) :]
+        return normalise(raw)

@@ -122,7 +122,7 @@ class FaceEngine:
         detectors = [make_detector(n, hog_upsample=s.hog_upsample, mmod_upsample=s.mmod_upsample) for n in names]
         self._landmarker = Landmarker()
         self._finder = FaceFinder(detectors, self._landmarker, max_side=s.detect_max_side, min_face_size=s.min_face_size)
-        self._embedder = embedder or DlibResnetEmbedder()
+        self._embedder = embedder or DlibResnetEmbedder(flip=s.embed_flip)
 
     @property
     def model(self) -> ModelId:

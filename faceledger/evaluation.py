@@ -2,8 +2,8 @@
 
 LFW View 2: 10 folds of 300 matched and 300 mismatched pairs; for each fold the threshold is the
 one that maximises accuracy on the other nine, and accuracy is measured on the held-out fold.
-LFW centres the labelled person, so when an image holds several faces the one nearest the
-centre is taken (the benchmark's own convention).
+LFW centres the labelled person at a fixed scale, so when an image holds several faces the one
+that best overlaps that expected box is taken (the benchmark's own convention).
 """
 
 from __future__ import annotations
@@ -37,13 +37,35 @@ class Acquired:
     detector: str  # which detector found the face: "hog", "mmod", "prealigned" or "none"
 
 
-def recipe(settings: Settings, prealigned: bool) -> str:
+Box = tuple[float, float, float, float]  # left, top, width, height as ratios of the image
+
+
+def recipe(settings: Settings, prealigned: bool, expected: Box | None) -> str:
     if prealigned:
         return "prealigned"
     return (
         f"{settings.detector}+{settings.fallback_detector}/hog{settings.hog_upsample}"
-        f"/mmod{settings.mmod_upsample}/max{settings.detect_max_side}/min{settings.min_face_size}/centre"
+        f"/mmod{settings.mmod_upsample}/max{settings.detect_max_side}/min{settings.min_face_size}"
+        f"/expect{expected}"
     )
+
+
+def choose_face(faces, expected: Box | None):
+    """The face a dataset labels: best overlap with its expected box, else the largest."""
+    if expected is None:
+        return faces[0]
+    el, et, ew, eh = expected
+
+    def overlap(f) -> tuple[float, float]:
+        b = f.bounding_box
+        iw = max(0.0, min(b.left + b.width, el + ew) - max(b.left, el))
+        ih = max(0.0, min(b.top + b.height, et + eh) - max(b.top, et))
+        inter = iw * ih
+        iou = inter / (b.width * b.height + ew * eh - inter)
+        centre = (b.left + b.width / 2 - el - ew / 2) ** 2 + (b.top + b.height / 2 - et - eh / 2) ** 2
+        return iou, -centre
+
+    return max(faces, key=overlap)
 
 
 _worker_engine: FaceEngine | None = None
@@ -54,25 +76,17 @@ def _init_worker(settings: Settings) -> None:
     _worker_engine = FaceEngine(settings)
 
 
-def _acquire_one(job: tuple[str, bool]) -> tuple[str, np.ndarray | None, str]:
-    path, prealigned = job
+def _acquire_one(job: tuple[str, bool, Box | None]) -> tuple[str, np.ndarray | None, str]:
+    path, prealigned, expected = job
     assert _worker_engine is not None
-    return (path, *_acquire(_worker_engine, Path(path), prealigned))
-
-
-def _acquire(engine: FaceEngine, path: Path, prealigned: bool) -> tuple[np.ndarray | None, str]:
     try:
-        detection = engine.detect(path, prealigned=prealigned)
+        detection = _worker_engine.detect(path, prealigned=prealigned)
     except FaceledgerError:
-        return None, "none"
+        return path, None, "none"
     if not detection.faces:
-        return None, "none"
-    face = min(
-        detection.faces,
-        key=lambda f: (f.bounding_box.left + f.bounding_box.width / 2 - 0.5) ** 2
-        + (f.bounding_box.top + f.bounding_box.height / 2 - 0.5) ** 2,
-    )
-    return engine.embed_faces([face])[0].template.vector, face.detector
+        return path, None, "none"
+    face = choose_face(detection.faces, expected)
+    return path, _worker_engine.embed_faces([face])[0].template.vector, face.detector
 
 
 def acquire(
@@ -80,12 +94,16 @@ def acquire(
     settings: Settings,
     *,
     prealigned: bool = False,
+    expected: Box | None = None,
     workers: int | None = None,
     advance: Advance | None = None,
 ) -> dict[Path, Acquired]:
-    """Templates for ``paths``, from the cache where possible, computing the rest in parallel."""
-    model = str(DlibResnetEmbedder.model_id())
-    rec = recipe(settings, prealigned)
+    """Templates for ``paths``, from the cache where possible, computing the rest in parallel.
+
+    ``expected``: where the dataset puts its labelled face, to choose among several faces.
+    """
+    model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
+    rec = recipe(settings, prealigned, expected)
     cache = TemplateCache(settings.cache_dir / "templates.sqlite")
     out: dict[Path, Acquired] = {}
     digests: dict[str, str] = {}
@@ -114,7 +132,7 @@ def acquire(
             advance(1)
 
     try:
-        jobs = [(p, prealigned) for p in todo]
+        jobs = [(p, prealigned, expected) for p in todo]
         if workers == 1 or len(todo) < 8:
             _init_worker(settings)
             for job in jobs:
@@ -196,7 +214,7 @@ def evaluate_lfw(
     if on_total:
         on_total(len(paths))
     start = time.perf_counter()
-    acquired = acquire(paths, settings, workers=workers, advance=advance)
+    acquired = acquire(paths, settings, expected=lfw.expected_face, workers=workers, advance=advance)
     seconds = time.perf_counter() - start
 
     def score(pair: Pair) -> float | None:

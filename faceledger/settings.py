@@ -48,6 +48,9 @@ class Settings:
     mmod_upsample: int = 0
     #: Faces whose box is smaller than this many pixels on its shorter side are dropped.
     min_face_size: int = 20
+    #: Average each template with that of the mirrored chip (2x embedding time; see
+    #: docs/evaluation.md for what it gains). A different model id: never mixed with plain ones.
+    embed_flip: bool = False
 
     @classmethod
     def load(cls, **overrides: object) -> "Settings":
@@ -86,6 +89,13 @@ def _convert(name: str, type_name: object, value: object) -> object:
             return None if value in (None, "") else Path(str(value)).expanduser()
         if text == "int":
             return int(value)  # type: ignore[arg-type]
+        if text == "bool":
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(value)
+            return lowered in ("1", "true", "yes", "on")
         return str(value)
     except (TypeError, ValueError) as exc:
         raise InvalidParameterError(f"setting {name}: cannot read {value!r} as {text}") from exc
