@@ -14,7 +14,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -118,7 +118,6 @@ def acquire(
             out[Path(p)] = Acquired(*hit)
     if advance and len(out):
         advance(len(out))
-    workers = workers or max(1, os.cpu_count() or 1)
     pending: list[tuple[str, np.ndarray | None, str]] = []
 
     def record(result: tuple[str, np.ndarray | None, str]) -> None:
@@ -132,19 +131,26 @@ def acquire(
             advance(1)
 
     try:
-        jobs = [(p, prealigned, expected) for p in todo]
-        if workers == 1 or len(todo) < 8:
-            _init_worker(settings)
-            for job in jobs:
-                record(_acquire_one(job))
-        else:
-            with mp.get_context("spawn").Pool(workers, _init_worker, (settings,)) as pool:
-                for result in pool.imap_unordered(_acquire_one, jobs, chunksize=4):
-                    record(result)
+        for result in parallel_map(_acquire_one, [(p, prealigned, expected) for p in todo], settings, workers):
+            record(result)
     finally:
         cache.put_many(model, rec, pending)
         cache.close()
     return out
+
+
+def parallel_map(fn: Callable, jobs: list, settings: Settings, workers: int | None) -> Iterator:
+    """``fn`` over ``jobs`` in worker processes that each hold one engine; results as they come.
+
+    Processes, not threads: dlib's calls hold the GIL. Small batches run in-process.
+    """
+    workers = workers or max(1, os.cpu_count() or 1)
+    if workers == 1 or len(jobs) < 8:
+        _init_worker(settings)
+        yield from map(fn, jobs)
+        return
+    with mp.get_context("spawn").Pool(workers, _init_worker, (settings,)) as pool:
+        yield from pool.imap_unordered(fn, jobs, chunksize=4)
 
 
 # --- the 10-fold protocol ------------------------------------------------------------------------
@@ -243,6 +249,16 @@ class GroupRate:
     any: int  # found by the primary or the fallback
 
 
+def _detect_one(path: str) -> tuple[str, str]:
+    """Which detector found a face in ``path`` ("none" when neither did)."""
+    assert _worker_engine is not None
+    try:
+        faces = _worker_engine.detect(path).faces
+    except FaceledgerError:
+        return path, "none"
+    return path, faces[0].detector if faces else "none"
+
+
 def fairface_detection(
     fairface: FairFace,
     settings: Settings,
@@ -269,13 +285,17 @@ def fairface_detection(
     all_paths = [p for ps in chosen.values() for p in ps]
     if on_total:
         on_total(len(all_paths))
-    acquired = acquire(all_paths, settings, workers=workers, advance=advance)
+    found: dict[str, str] = {}
+    for path, detector in parallel_map(_detect_one, [str(p) for p in all_paths], settings, workers):
+        found[path] = detector
+        if advance:
+            advance(1)
     return [
         GroupRate(
             race,
             len(ps),
-            sum(acquired[p].detector == settings.detector for p in ps),
-            sum(acquired[p].vector is not None for p in ps),
+            sum(found[str(p)] == settings.detector for p in ps),
+            sum(found[str(p)] != "none" for p in ps),
         )
         for race, ps in chosen.items()
     ]

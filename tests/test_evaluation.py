@@ -46,3 +46,12 @@ def test_eval_lfw_short_run_json():
     assert report["mean"] >= 0.9
     assert report["failures_to_acquire"] == []
     assert report["model"].startswith("dlib-resnet-v1@")
+
+
+def test_eval_detection_reports_every_group():
+    result = CliRunner().invoke(app, ["eval", "detection", "--per-group", "3", "--workers", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    rates = json.loads(result.stdout)
+    assert len(rates) == 7 and all(r["images"] == 3 for r in rates)
+    assert all(r["primary"] <= r["any"] <= r["images"] for r in rates)
+    assert sum(r["any"] for r in rates) >= 15  # FairFace crops are faces: most must be found
