@@ -97,3 +97,14 @@ class ModelFileError(FaceledgerError):
 
 class DatasetError(FaceledgerError):
     """A dataset is missing, incomplete or fails its checksum."""
+
+
+class InvalidPaginationTokenError(FaceledgerError):
+    """A NextToken that this store did not issue, or one for another listing."""
+
+    code = "InvalidPaginationTokenException"
+    http_status = 400
+
+
+class StoreCorruptionError(FaceledgerError):
+    """The store's database fails its integrity check; the message says how to recover."""

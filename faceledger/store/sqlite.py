@@ -1,0 +1,444 @@
+"""The embedded store: SQLite (WAL) is the source of truth, a usearch index per collection a cache.
+
+Every write goes to SQLite in one transaction together with a row in ``changes``, the log that
+lets each process bring its in-memory index up to date before a search: so several processes
+may write the same collection, and each search sees every write committed before it. Index
+files are saved beside the database with the log position they include; on open an index is
+loaded, the log replayed from that position, and the result checked against SQLite's count,
+rebuilding from SQLite when they disagree (a crash between writing the two, a lost file).
+
+Deletion is real: ``secure_delete`` overwrites freed pages, the WAL is checkpointed after
+deletions, and deleted keys leave the index at the next search in every process.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ResourceAlreadyExistsError, ResourceNotFoundError, StoreCorruptionError
+from .base import CollectionInfo, NewFace, StoredFace, UserInfo
+from .vector_index import VectorIndex
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS collections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT UNIQUE NOT NULL,
+    arn TEXT NOT NULL,
+    model TEXT NOT NULL,
+    ndim INTEGER NOT NULL,
+    created REAL NOT NULL,
+    store_images INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS faces (
+    key INTEGER PRIMARY KEY AUTOINCREMENT,
+    face_id TEXT UNIQUE NOT NULL,
+    collection INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+    image_id TEXT NOT NULL,
+    external_image_id TEXT,
+    box_left REAL NOT NULL, box_top REAL NOT NULL, box_width REAL NOT NULL, box_height REAL NOT NULL,
+    confidence REAL NOT NULL,
+    user_id TEXT,
+    created REAL NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS faces_by_collection ON faces(collection, key);
+CREATE INDEX IF NOT EXISTS faces_by_user ON faces(collection, user_id);
+CREATE TABLE IF NOT EXISTS users (
+    collection INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (collection, user_id)
+);
+CREATE TABLE IF NOT EXISTS images (
+    image_id TEXT PRIMARY KEY,
+    collection INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection INTEGER NOT NULL,
+    key INTEGER NOT NULL,
+    op TEXT NOT NULL CHECK (op IN ('add', 'del'))
+);
+CREATE INDEX IF NOT EXISTS changes_by_collection ON changes(collection, seq);
+"""
+
+_FACE_COLUMNS = "face_id, image_id, external_image_id, box_left, box_top, box_width, box_height, confidence, user_id, created"
+
+#: Save an index file after this many unsaved changes (and always on close).
+SAVE_EVERY = 5_000
+
+
+class _Loaded:
+    """One collection's index in this process and the log position it reflects."""
+
+    def __init__(self, index: VectorIndex, seq: int) -> None:
+        self.index = index
+        self.seq = seq
+        self.unsaved = 0
+
+
+class SQLiteStore:
+    def __init__(self, path: Path | str, *, region: str = "local", account: str = "000000000000") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.index_dir = self.path.parent / (self.path.stem + ".index")
+        self.index_dir.mkdir(exist_ok=True)
+        self._arn_prefix = f"arn:aws:rekognition:{region}:{account}:collection/"
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a returned write survives power loss, not just a crash
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA secure_delete=ON")
+        try:
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorruptionError(f"{self.path} is not a usable faceledger store ({exc})") from exc
+        self._loaded: dict[int, _Loaded] = {}
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    def _tx(self):
+        return _Transaction(self._db)
+
+    def _collection(self, name: str) -> tuple[int, str, int]:
+        row = self._db.execute("SELECT id, model, ndim FROM collections WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise ResourceNotFoundError(f"collection {name!r} does not exist")
+        return row
+
+    def _info(self, row) -> CollectionInfo:
+        cid, name, arn, model, created, store_images = row
+        faces = self._db.execute("SELECT count(*) FROM faces WHERE collection=?", (cid,)).fetchone()[0]
+        users = self._db.execute("SELECT count(*) FROM users WHERE collection=?", (cid,)).fetchone()[0]
+        return CollectionInfo(name, arn, model, created, faces, users, bool(store_images))
+
+    # --- collections -----------------------------------------------------------------------------
+
+    def create_collection(self, name: str, model: str, *, store_images: bool = False, ndim: int = 128) -> CollectionInfo:
+        with self._lock, self._tx():
+            try:
+                self._db.execute(
+                    "INSERT INTO collections (name, arn, model, ndim, created, store_images) VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, self._arn_prefix + name, model, ndim, time.time(), int(store_images)),
+                )
+            except sqlite3.IntegrityError:
+                raise ResourceAlreadyExistsError(f"collection {name!r} already exists") from None
+        return self.get_collection(name)
+
+    def get_collection(self, name: str) -> CollectionInfo:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, name, arn, model, created, store_images FROM collections WHERE name=?", (name,)
+            ).fetchone()
+            if row is None:
+                raise ResourceNotFoundError(f"collection {name!r} does not exist")
+            return self._info(row)
+
+    def list_collections(self, after: str | None, limit: int) -> tuple[list[CollectionInfo], str | None]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, name, arn, model, created, store_images FROM collections WHERE name > ? ORDER BY name LIMIT ?",
+                (after or "", limit + 1),
+            ).fetchall()
+            items = [self._info(r) for r in rows[:limit]]
+        return items, (items[-1].name if len(rows) > limit else None)
+
+    def delete_collection(self, name: str) -> None:
+        with self._lock:
+            cid = self._collection(name)[0]
+            with self._tx():
+                self._db.execute("DELETE FROM changes WHERE collection=?", (cid,))
+                self._db.execute("DELETE FROM collections WHERE id=?", (cid,))
+            self._loaded.pop(cid, None)
+            for suffix in (".usearch", ".json"):
+                (self.index_dir / f"{cid}{suffix}").unlink(missing_ok=True)
+            self._checkpoint()
+
+    # --- faces -----------------------------------------------------------------------------------
+
+    def add_faces(self, name: str, faces: Sequence[NewFace], image: bytes | None = None) -> list[StoredFace]:
+        with self._lock:
+            cid, _, ndim = self._collection(name)
+            image_id = str(uuid.uuid4())
+            now = time.time()
+            stored = []
+            with self._tx():
+                store_images = self._db.execute("SELECT store_images FROM collections WHERE id=?", (cid,)).fetchone()[0]
+                if image is not None and store_images:
+                    self._db.execute("INSERT INTO images VALUES (?, ?, ?)", (image_id, cid, image))
+                for f in faces:
+                    vector = np.asarray(f.vector, dtype=np.float32)
+                    if vector.shape != (ndim,):
+                        raise ValueError(f"template has shape {vector.shape}, the collection holds ({ndim},)")
+                    face_id = str(uuid.uuid4())
+                    cur = self._db.execute(
+                        f"INSERT INTO faces (collection, {_FACE_COLUMNS}, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                        (cid, face_id, image_id, f.external_image_id, *f.box, f.confidence, now, vector.tobytes()),
+                    )
+                    self._db.execute("INSERT INTO changes (collection, key, op) VALUES (?, ?, 'add')", (cid, cur.lastrowid))
+                    stored.append(StoredFace(face_id, image_id, f.external_image_id, tuple(f.box), f.confidence, None, now))
+            return stored
+
+    def _faces(self, where: str, args: tuple, vectors: bool = False) -> list[StoredFace]:
+        cols = _FACE_COLUMNS + (", vector" if vectors else "") + ", key"
+        out = []
+        for row in self._db.execute(f"SELECT {cols} FROM faces WHERE {where}", args):
+            face_id, image_id, ext, l, t, w, h, conf, user, created = row[:10]
+            vec = np.frombuffer(row[10], dtype=np.float32).copy() if vectors else None
+            out.append(StoredFace(face_id, image_id, ext, (l, t, w, h), conf, user, created, vec))
+        return out
+
+    def get_faces(self, name: str, face_ids: Sequence[str], *, vectors: bool = False) -> dict[str, StoredFace]:
+        with self._lock:
+            cid = self._collection(name)[0]
+            out: dict[str, StoredFace] = {}
+            ids = list(dict.fromkeys(face_ids))
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for f in self._faces(f"collection=? AND face_id IN ({marks})", (cid, *chunk), vectors):
+                    out[f.face_id] = f
+            return out
+
+    def list_faces(
+        self, name: str, after: str | None, limit: int, *, user_id: str | None = None, face_ids: Sequence[str] | None = None
+    ) -> tuple[list[StoredFace], str | None]:
+        with self._lock:
+            cid = self._collection(name)[0]
+            where, args = "collection=? AND key>?", [cid, int(after or 0)]
+            if user_id is not None:
+                where += " AND user_id=?"
+                args.append(user_id)
+            if face_ids is not None:
+                where += f" AND face_id IN ({','.join('?' * len(face_ids))})"
+                args.extend(face_ids)
+            rows = self._db.execute(
+                f"SELECT key FROM faces WHERE {where} ORDER BY key LIMIT ?", (*args, limit + 1)
+            ).fetchall()
+            keys = [r[0] for r in rows]
+            page = keys[:limit]
+            faces = [face for _, face in self._by_keys(page)]
+            return faces, (str(page[-1]) if len(keys) > limit else None)
+
+    def _by_keys(self, keys: Sequence[int], vectors: bool = False) -> list[tuple[int, StoredFace]]:
+        """Faces in the order of ``keys``, skipping keys no longer in SQLite."""
+        if not len(keys):
+            return []
+        found: dict[int, StoredFace] = {}
+        cols = _FACE_COLUMNS + (", vector" if vectors else "") + ", key"
+        for i in range(0, len(keys), 500):
+            chunk = [int(k) for k in keys[i : i + 500]]
+            for row in self._db.execute(f"SELECT {cols} FROM faces WHERE key IN ({','.join('?' * len(chunk))})", chunk):
+                face_id, image_id, ext, l, t, w, h, conf, user, created = row[:10]
+                vec = np.frombuffer(row[10], dtype=np.float32).copy() if vectors else None
+                found[row[-1]] = StoredFace(face_id, image_id, ext, (l, t, w, h), conf, user, created, vec)
+        return [(int(k), found[int(k)]) for k in keys if int(k) in found]
+
+    def delete_faces(self, name: str, face_ids: Sequence[str]) -> list[str]:
+        with self._lock:
+            cid = self._collection(name)[0]
+            deleted = []
+            with self._tx():
+                for face_id in dict.fromkeys(face_ids):
+                    row = self._db.execute("SELECT key, image_id FROM faces WHERE collection=? AND face_id=?", (cid, face_id)).fetchone()
+                    if row is None:
+                        continue
+                    self._db.execute("DELETE FROM faces WHERE key=?", (row[0],))
+                    self._db.execute("INSERT INTO changes (collection, key, op) VALUES (?, ?, 'del')", (cid, row[0]))
+                    left = self._db.execute("SELECT 1 FROM faces WHERE image_id=? LIMIT 1", (row[1],)).fetchone()
+                    if left is None:  # the stored image goes with its last face
+                        self._db.execute("DELETE FROM images WHERE image_id=?", (row[1],))
+                    deleted.append(face_id)
+            if deleted:
+                self._checkpoint()
+            return deleted
+
+    def stored_image(self, name: str, image_id: str) -> bytes | None:
+        with self._lock:
+            cid = self._collection(name)[0]
+            row = self._db.execute("SELECT data FROM images WHERE collection=? AND image_id=?", (cid, image_id)).fetchone()
+            return None if row is None else bytes(row[0])
+
+    # --- search ----------------------------------------------------------------------------------
+
+    def search(self, name: str, vector: np.ndarray, k: int) -> list[tuple[StoredFace, float]]:
+        """The k nearest faces with their cosine scores, best first."""
+        with self._lock:
+            cid, _, ndim = self._collection(name)
+            keys, scores = self._sync(cid, ndim).index.search(vector, k)
+            score_of = {int(key): float(score) for key, score in zip(keys, scores)}
+            return [(face, score_of[key]) for key, face in self._by_keys(keys)]
+
+    def _sync(self, cid: int, ndim: int) -> _Loaded:
+        """Bring this process's index for ``cid`` up to the last committed change."""
+        loaded = self._loaded.get(cid)
+        if loaded is None:
+            loaded = self._open_index(cid, ndim)
+            self._loaded[cid] = loaded
+        rows = self._db.execute(
+            "SELECT seq, key, op FROM changes WHERE collection=? AND seq>? ORDER BY seq", (cid, loaded.seq)
+        ).fetchall()
+        if rows:
+            self._replay(loaded, rows)
+            if loaded.unsaved >= SAVE_EVERY:
+                self._save(cid, loaded)
+        return loaded
+
+    def _replay(self, loaded: _Loaded, rows) -> None:
+        adds = [key for _, key, op in rows if op == "add"]
+        dels = {key for _, key, op in rows if op == "del"}
+        vectors = self._vectors([k for k in adds if k not in dels])
+        if vectors:
+            keys = np.array(list(vectors), dtype=np.int64)
+            loaded.index.add(keys, np.stack(list(vectors.values())))
+        loaded.index.remove(dels)
+        loaded.seq = rows[-1][0]
+        loaded.unsaved += len(rows)
+
+    def _vectors(self, keys: Sequence[int]) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i : i + 500])
+            for key, blob in self._db.execute(f"SELECT key, vector FROM faces WHERE key IN ({','.join('?' * len(chunk))})", chunk):
+                out[key] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def _open_index(self, cid: int, ndim: int) -> _Loaded:
+        saved = VectorIndex.load(self.index_dir / f"{cid}.usearch", ndim)
+        if saved is not None:
+            index, meta = saved
+            loaded = _Loaded(index, int(meta.get("seq", 0)))
+            rows = self._db.execute(
+                "SELECT seq, key, op FROM changes WHERE collection=? AND seq>? ORDER BY seq", (cid, loaded.seq)
+            ).fetchall()
+            if rows:
+                self._replay(loaded, rows)
+            count = self._db.execute("SELECT count(*) FROM faces WHERE collection=?", (cid,)).fetchone()[0]
+            if len(loaded.index) == count:
+                return loaded
+        return self._rebuild(cid, ndim)
+
+    def _rebuild(self, cid: int, ndim: int) -> _Loaded:
+        """A fresh index from SQLite, the source of truth."""
+        seq = self._db.execute("SELECT coalesce(max(seq), 0) FROM changes WHERE collection=?", (cid,)).fetchone()[0]
+        index = VectorIndex(ndim)
+        cursor = self._db.execute("SELECT key, vector FROM faces WHERE collection=? ORDER BY key", (cid,))
+        while batch := cursor.fetchmany(10_000):
+            keys = np.array([k for k, _ in batch], dtype=np.int64)
+            vecs = np.stack([np.frombuffer(b, dtype=np.float32) for _, b in batch])
+            index.add(keys, vecs, new=True)
+        loaded = _Loaded(index, seq)
+        self._save(cid, loaded)
+        return loaded
+
+    def _save(self, cid: int, loaded: _Loaded) -> None:
+        loaded.index.save(self.index_dir / f"{cid}.usearch", {"seq": loaded.seq})
+        loaded.unsaved = 0
+
+    def verify(self, name: str, *, repair: bool = True) -> dict:
+        """Compare the index with SQLite key by key; rebuild it when they differ."""
+        with self._lock:
+            cid, _, ndim = self._collection(name)
+            loaded = self._sync(cid, ndim)
+            truth = {r[0] for r in self._db.execute("SELECT key FROM faces WHERE collection=?", (cid,))}
+            held = set(int(k) for k in loaded.index.keys())
+            report = {"faces": len(truth), "indexed": len(held), "missing": len(truth - held), "orphans": len(held - truth)}
+            if (truth != held) and repair:
+                self._loaded[cid] = self._rebuild(cid, ndim)
+                report["rebuilt"] = True
+            return report
+
+    # --- users -----------------------------------------------------------------------------------
+
+    def _user_info(self, cid: int, user_id: str) -> UserInfo:
+        n = self._db.execute("SELECT count(*) FROM faces WHERE collection=? AND user_id=?", (cid, user_id)).fetchone()[0]
+        return UserInfo(user_id, "ACTIVE" if n else "CREATED", n)
+
+    def create_user(self, name: str, user_id: str) -> UserInfo:
+        with self._lock:
+            cid = self._collection(name)[0]
+            with self._tx():
+                try:
+                    self._db.execute("INSERT INTO users VALUES (?, ?, ?)", (cid, user_id, time.time()))
+                except sqlite3.IntegrityError:
+                    raise ResourceAlreadyExistsError(f"user {user_id!r} already exists in {name!r}") from None
+            return UserInfo(user_id, "CREATED", 0)
+
+    def get_user(self, name: str, user_id: str) -> UserInfo:
+        with self._lock:
+            cid = self._collection(name)[0]
+            if self._db.execute("SELECT 1 FROM users WHERE collection=? AND user_id=?", (cid, user_id)).fetchone() is None:
+                raise ResourceNotFoundError(f"user {user_id!r} does not exist in collection {name!r}")
+            return self._user_info(cid, user_id)
+
+    def list_users(self, name: str, after: str | None, limit: int) -> tuple[list[UserInfo], str | None]:
+        with self._lock:
+            cid = self._collection(name)[0]
+            rows = self._db.execute(
+                "SELECT user_id FROM users WHERE collection=? AND user_id > ? ORDER BY user_id LIMIT ?",
+                (cid, after or "", limit + 1),
+            ).fetchall()
+            items = [self._user_info(cid, r[0]) for r in rows[:limit]]
+            return items, (items[-1].user_id if len(rows) > limit else None)
+
+    def delete_user(self, name: str, user_id: str) -> None:
+        with self._lock:
+            cid = self._collection(name)[0]
+            with self._tx():
+                cur = self._db.execute("DELETE FROM users WHERE collection=? AND user_id=?", (cid, user_id))
+                if cur.rowcount == 0:
+                    raise ResourceNotFoundError(f"user {user_id!r} does not exist in collection {name!r}")
+                self._db.execute("UPDATE faces SET user_id=NULL WHERE collection=? AND user_id=?", (cid, user_id))
+
+    def set_user(self, name: str, face_ids: Sequence[str], user_id: str | None) -> None:
+        with self._lock:
+            cid = self._collection(name)[0]
+            with self._tx():
+                self._db.executemany(
+                    "UPDATE faces SET user_id=? WHERE collection=? AND face_id=?", [(user_id, cid, f) for f in face_ids]
+                )
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def _checkpoint(self) -> None:
+        """Fold the WAL into the database so deleted templates do not linger in the log file."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            pass  # another process is reading; its next checkpoint will do it
+
+    def close(self) -> None:
+        with self._lock:
+            for cid, loaded in self._loaded.items():
+                if loaded.unsaved:
+                    self._save(cid, loaded)
+            self._loaded.clear()
+            self._db.close()
+
+    def __enter__(self) -> "SQLiteStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, so concurrent writers queue on SQLite's lock instead of failing."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
