@@ -7,6 +7,7 @@ use the same shapes to parse and serialise.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from functools import lru_cache
 from typing import Any
@@ -91,3 +92,43 @@ def _range(where: str, value: float, meta: dict, unit: str) -> None:
 @lru_cache(maxsize=None)
 def _compiled(pattern: str) -> re.Pattern:
     return re.compile(pattern)
+
+
+def output(operation_name: str, result: Any) -> dict:
+    """A service result as the operation's output shape: the JSON the cloud API would send."""
+    shape = operation(operation_name).output_shape
+    return {} if shape is None or result is None else to_shape(result, shape)
+
+
+def to_shape(value: Any, shape: Shape) -> Any:
+    """Shape a dataclass (fields named as the members in snake_case), list or scalar by ``shape``.
+
+    Members the value does not have, or holds as None, are omitted, as the cloud API omits them.
+    """
+    kind = shape.type_name
+    if kind == "structure":
+        if dataclasses.is_dataclass(value):
+            fields = {_norm(f.name): getattr(value, f.name) for f in dataclasses.fields(value)}
+        else:
+            fields = {_norm(k): v for k, v in dict(value).items()}
+        out = {}
+        for member, member_shape in shape.members.items():
+            v = fields.get(_norm(member))
+            if v is not None:
+                out[member] = to_shape(v, member_shape)
+        return out
+    if kind == "list":
+        return [to_shape(v, shape.member) for v in value]
+    if kind == "map":
+        return {str(k): to_shape(v, shape.value) for k, v in dict(value).items()}
+    if kind in ("float", "double", "timestamp"):
+        return float(value)
+    if kind in ("integer", "long"):
+        return int(value)
+    if kind == "boolean":
+        return bool(value)
+    return str(value)
+
+
+def _norm(name: str) -> str:
+    return name.replace("_", "").lower()

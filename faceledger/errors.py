@@ -108,3 +108,15 @@ class InvalidPaginationTokenError(FaceledgerError):
 
 class StoreCorruptionError(FaceledgerError):
     """The store's database fails its integrity check; the message says how to recover."""
+
+
+class ConflictError(FaceledgerError):
+    """The request conflicts with the resource's current state (e.g. a user that exists)."""
+
+    code = "ConflictException"
+    http_status = 400
+
+
+class ServiceQuotaExceededError(FaceledgerError):
+    code = "ServiceQuotaExceededException"
+    http_status = 400

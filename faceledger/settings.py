@@ -32,6 +32,9 @@ class Settings:
     data: Path | None = field(default_factory=_default_data_dir)
     #: Where templates, downloaded datasets and converted models are cached.
     cache_dir: Path = field(default_factory=lambda: Path(platformdirs.user_cache_dir("faceledger")))
+    #: The embedded store's database (collections, faces, users, templates); its ANN index files
+    #: live in a folder beside it.
+    store: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("faceledger")) / "store.sqlite")
     #: Largest encoded image accepted, in bytes (the cloud API's limit for inline bytes).
     max_image_bytes: int = 5 * 1024 * 1024
     #: Largest decoded image accepted, in pixels; checked from the header before decoding.

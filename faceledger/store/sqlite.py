@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ResourceAlreadyExistsError, ResourceNotFoundError, StoreCorruptionError
+from ..errors import ConflictError, ResourceAlreadyExistsError, ResourceNotFoundError, StoreCorruptionError
 from .base import CollectionInfo, NewFace, StoredFace, UserInfo
 from .vector_index import VectorIndex
 
@@ -370,7 +370,7 @@ class SQLiteStore:
                 try:
                     self._db.execute("INSERT INTO users VALUES (?, ?, ?)", (cid, user_id, time.time()))
                 except sqlite3.IntegrityError:
-                    raise ResourceAlreadyExistsError(f"user {user_id!r} already exists in {name!r}") from None
+                    raise ConflictError(f"user {user_id!r} already exists in collection {name!r}") from None
             return UserInfo(user_id, "CREATED", 0)
 
     def get_user(self, name: str, user_id: str) -> UserInfo:
