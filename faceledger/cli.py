@@ -1,101 +1,44 @@
-"""The ``faceledger`` command line: a thin translation onto the engine and evaluation functions.
+"""The ``faceledger`` command line: a thin translation onto the engine, service and evaluation.
 
-Exit codes: 0 success; 1 a negative answer (compare: no match; detect: an image without a face);
-2 usage error; 3 bad input (image, parameter, missing file); 4 missing dataset or model;
-130 interrupted.
+Exit codes are listed in cli_common.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import quality as quality_mod
+from .cli_common import (
+    EXIT_INPUT, EXIT_NEGATIVE, DetectorOpt, FallbackOpt, JsonOpt, box_text, err, errors, face_json, out, progress,
+)
+from .cli_collections import collection_app, faces_app, index, search, users_app
 from .datasets import LFW, FairFace, fetch_lfw
 from .embedding import DlibResnetEmbedder
 from .engine import CompareResult, Detection, Face, FaceEngine
-from .errors import DatasetError, FaceledgerError, InvalidParameterError, ModelFileError
+from .errors import FaceledgerError, InvalidParameterError
 from .evaluation import evaluate_lfw, fairface_detection
 from .settings import Settings
-
-EXIT_NEGATIVE, EXIT_INPUT, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 1, 3, 4, 130
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Accountable, self-hosted face recognition.")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy and detection rates on real datasets.")
 datasets_app = typer.Typer(no_args_is_help=True, help="Find and fetch the face datasets.")
 app.add_typer(eval_app, name="eval")
 app.add_typer(datasets_app, name="datasets")
-
-out = Console()
-err = Console(stderr=True)
-
-JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
-DetectorOpt = typer.Option(None, "--detector", help="Face detector: hog or mmod.")
-FallbackOpt = typer.Option(None, "--fallback", help="Detector tried when the first finds nothing: mmod, hog or none.")
-
-
-@contextmanager
-def _errors(as_json: bool) -> Iterator[None]:
-    """Turn typed errors into a readable message (or JSON) and a meaningful exit code."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]")
-        raise typer.Exit(EXIT_INTERRUPTED)
-    except (DatasetError, ModelFileError) as exc:
-        _fail(as_json, exc.code if isinstance(exc, FaceledgerError) else "Error", str(exc), EXIT_ENVIRONMENT)
-    except FaceledgerError as exc:
-        _fail(as_json, exc.code, str(exc), EXIT_INPUT)
-    except FileNotFoundError as exc:
-        _fail(as_json, "FileNotFound", str(exc), EXIT_INPUT)
-
-
-def _fail(as_json: bool, code: str, message: str, exit_code: int) -> None:
-    if as_json:
-        print(json.dumps({"error": {"code": code, "message": message}}))
-    else:
-        err.print(f"[red]error[/] ({code}): {escape(message)}", soft_wrap=True, highlight=False)
-    raise typer.Exit(exit_code)
+app.add_typer(collection_app, name="collection")
+app.add_typer(faces_app, name="faces")
+app.add_typer(users_app, name="users")
+app.command()(index)
+app.command()(search)
 
 
 def _engine(detector: Optional[str], fallback: Optional[str]) -> FaceEngine:
     return FaceEngine(Settings.load(), detector=detector, fallback_detector=fallback)
-
-
-# --- JSON views ------------------------------------------------------------------------------------
-
-
-def face_json(face: Face) -> dict:
-    q = face.quality
-    return {
-        "BoundingBox": {
-            "Width": face.bounding_box.width,
-            "Height": face.bounding_box.height,
-            "Left": face.bounding_box.left,
-            "Top": face.bounding_box.top,
-        },
-        "Confidence": face.confidence,
-        "Landmarks": [{"Type": m.type, "X": m.x, "Y": m.y} for m in face.landmarks],
-        "Pose": {"Roll": q.pose.roll, "Yaw": q.pose.yaw, "Pitch": q.pose.pitch},
-        "Quality": {"Brightness": q.brightness, "Sharpness": q.sharpness},
-        "Exposure": {"Highlight": q.highlight, "Shadow": q.shadow},
-        "FaceSizePixels": q.face_size,
-        "Detector": face.detector,
-        "QualityFilterFailures": {
-            level.value: quality_mod.reasons(q, level)
-            for level in (quality_mod.QualityFilter.LOW, quality_mod.QualityFilter.MEDIUM, quality_mod.QualityFilter.HIGH)
-        },
-    }
 
 
 def detection_json(path: str, d: Detection) -> dict:
@@ -121,8 +64,7 @@ def compare_json(r: CompareResult) -> dict:
 
 
 def _box(face: Face) -> str:
-    b = face.bounding_box
-    return f"left {b.left:.2f} top {b.top:.2f} w {b.width:.2f} h {b.height:.2f}"
+    return box_text(face.bounding_box)
 
 
 # --- commands --------------------------------------------------------------------------------------
@@ -137,7 +79,7 @@ def detect(
     prealigned: bool = typer.Option(False, "--prealigned", help="Each image already is an aligned face chip."),
 ) -> None:
     """Find the faces in each image: box, confidence, landmarks, pose and quality."""
-    with _errors(as_json):
+    with errors(as_json):
         engine = _engine(detector, fallback)
         results, failed = [], []
         for path in images:
@@ -191,7 +133,7 @@ def compare(
     fallback: Optional[str] = FallbackOpt,
 ) -> None:
     """Compare the largest face of SOURCE with every face in TARGET. Exit 0 on a match, 1 on none."""
-    with _errors(as_json):
+    with errors(as_json):
         r = _engine(detector, fallback).compare(source, target, threshold, quality_filter=quality_filter)
         if as_json:
             print(json.dumps(compare_json(r), indent=2))
@@ -210,13 +152,6 @@ def compare(
         raise typer.Exit(EXIT_NEGATIVE)
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=err, transient=False,
-    )
-
-
 @eval_app.command("lfw")
 def eval_lfw(
     pairs_per_fold: Optional[int] = typer.Option(None, "--pairs-per-fold", help="Use only this many pairs per fold (a quick run)."),
@@ -226,10 +161,10 @@ def eval_lfw(
     fallback: Optional[str] = FallbackOpt,
 ) -> None:
     """LFW View 2: 10 folds, threshold fitted on nine, accuracy on the tenth."""
-    with _errors(as_json):
+    with errors(as_json):
         settings = Settings.load(detector=detector, fallback_detector=fallback)
         lfw = LFW.locate(settings)
-        with _progress() as progress:
+        with progress() as progress:
             task = progress.add_task("embedding LFW images", total=None)
             r = evaluate_lfw(
                 lfw, settings, pairs_per_fold=pairs_per_fold, workers=workers,
@@ -262,10 +197,10 @@ def eval_detection(
     fallback: Optional[str] = FallbackOpt,
 ) -> None:
     """FairFace: how often a face is found, by annotated race group (primary detector and with fallback)."""
-    with _errors(as_json):
+    with errors(as_json):
         settings = Settings.load(detector=detector, fallback_detector=fallback)
         ff = FairFace.locate(settings)
-        with _progress() as progress:
+        with progress() as progress:
             task = progress.add_task("detecting FairFace faces", total=None)
             rates = fairface_detection(
                 ff, settings, per_group=per_group, workers=workers,
@@ -309,10 +244,10 @@ def datasets_info(as_json: bool = JsonOpt) -> None:
 @datasets_app.command("fetch")
 def datasets_fetch(name: str = typer.Argument(..., help="Dataset to download: lfw.")) -> None:
     """Download a public dataset into the cache, checking its published checksum."""
-    with _errors(False):
+    with errors(False):
         if name != "lfw":
             raise InvalidParameterError(f"only 'lfw' can be fetched; FairFace is distributed by its authors")
-        with _progress() as progress:
+        with progress() as progress:
             task = progress.add_task("downloading LFW", total=None)
             lfw = fetch_lfw(Settings.load(), progress=lambda done, total: progress.update(task, completed=done, total=total))
         out.print(f"LFW ready at {lfw.root}")
@@ -321,7 +256,7 @@ def datasets_fetch(name: str = typer.Argument(..., help="Dataset to download: lf
 @app.command()
 def demo() -> None:
     """A short real job on LFW: detect faces, compare a matched and a mismatched pair."""
-    with _errors(False):
+    with errors(False):
         settings = Settings.load()
         lfw = LFW.locate(settings)
         engine = FaceEngine(settings)

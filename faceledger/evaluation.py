@@ -8,22 +8,20 @@ that best overlaps that expected box is taken (the benchmark's own convention).
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .datasets import LFW, FairFace, Pair
 from .embedding import DlibResnetEmbedder
-from .engine import FaceEngine
 from .errors import FaceledgerError
 from .settings import Settings
 from .template_cache import TemplateCache, file_digest
+from .workers import parallel_map, worker_engine
 
 Advance = Callable[[int], None]
 
@@ -68,25 +66,17 @@ def choose_face(faces, expected: Box | None):
     return max(faces, key=overlap)
 
 
-_worker_engine: FaceEngine | None = None
-
-
-def _init_worker(settings: Settings) -> None:
-    global _worker_engine
-    _worker_engine = FaceEngine(settings)
-
-
 def _acquire_one(job: tuple[str, bool, Box | None]) -> tuple[str, np.ndarray | None, str]:
     path, prealigned, expected = job
-    assert _worker_engine is not None
+    engine = worker_engine()
     try:
-        detection = _worker_engine.detect(path, prealigned=prealigned)
+        detection = engine.detect(path, prealigned=prealigned)
     except FaceledgerError:
         return path, None, "none"
     if not detection.faces:
         return path, None, "none"
     face = choose_face(detection.faces, expected)
-    return path, _worker_engine.embed_faces([face])[0].template.vector, face.detector
+    return path, engine.embed_faces([face])[0].template.vector, face.detector
 
 
 def acquire(
@@ -137,20 +127,6 @@ def acquire(
         cache.put_many(model, rec, pending)
         cache.close()
     return out
-
-
-def parallel_map(fn: Callable, jobs: list, settings: Settings, workers: int | None) -> Iterator:
-    """``fn`` over ``jobs`` in worker processes that each hold one engine; results as they come.
-
-    Processes, not threads: dlib's calls hold the GIL. Small batches run in-process.
-    """
-    workers = workers or max(1, os.cpu_count() or 1)
-    if workers == 1 or len(jobs) < 8:
-        _init_worker(settings)
-        yield from map(fn, jobs)
-        return
-    with mp.get_context("spawn").Pool(workers, _init_worker, (settings,)) as pool:
-        yield from pool.imap_unordered(fn, jobs, chunksize=4)
 
 
 # --- the 10-fold protocol ------------------------------------------------------------------------
@@ -251,9 +227,8 @@ class GroupRate:
 
 def _detect_one(path: str) -> tuple[str, str]:
     """Which detector found a face in ``path`` ("none" when neither did)."""
-    assert _worker_engine is not None
     try:
-        faces = _worker_engine.detect(path).faces
+        faces = worker_engine().detect(path).faces
     except FaceledgerError:
         return path, "none"
     return path, faces[0].detector if faces else "none"

@@ -7,7 +7,8 @@ import json
 from PIL import Image
 from typer.testing import CliRunner
 
-from faceledger.cli import EXIT_INPUT, EXIT_NEGATIVE, app
+from faceledger.cli import app
+from faceledger.cli_common import EXIT_INPUT, EXIT_NEGATIVE
 
 from .conftest import encode
 
