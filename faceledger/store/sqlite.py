@@ -94,14 +94,18 @@ class SQLiteStore:
         self._arn_prefix = f"arn:aws:rekognition:{region}:{account}:collection/"
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a returned write survives power loss, not just a crash
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA secure_delete=ON")
         try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a returned write survives power loss too
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise StoreCorruptionError(f"{self.path} is not a usable faceledger store ({exc})") from exc
+            self._db.close()
+            raise StoreCorruptionError(
+                f"{self.path} is not a usable faceledger store ({exc}); point FACELEDGER_STORE at another "
+                "file, or restore this one from a backup"
+            ) from exc
         self._loaded: dict[int, _Loaded] = {}
 
     # --- plumbing ---------------------------------------------------------------------------------

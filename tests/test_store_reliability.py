@@ -1,0 +1,187 @@
+"""The store under crashes and concurrent writers: nothing reported is lost, nothing orphaned."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceledger import errors
+from faceledger.store import NewFace, SQLiteStore
+
+
+def _env(store: Path) -> dict:
+    return {**os.environ, "FACELEDGER_STORE": str(store)}
+
+
+def _unit(rng, n: int) -> np.ndarray:
+    v = rng.normal(size=(n, 128)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _check_consistent(store: SQLiteStore, name: str) -> dict:
+    report = store.verify(name, repair=False)
+    assert report["missing"] == 0 and report["orphans"] == 0, report
+    return report
+
+
+def test_sigkill_during_bulk_index_loses_nothing_reported(lfw, tmp_path):
+    """Kill `faceledger index` at random moments, 10 times; every face it reported survives."""
+    store_path = tmp_path / "store.sqlite"
+    with SQLiteStore(store_path) as s:
+        from faceledger.embedding import DlibResnetEmbedder
+
+        s.create_collection("bulk", str(DlibResnetEmbedder.model_id()))
+    files = [str(p) for name in ("Colin_Powell", "Tony_Blair") for p in lfw.people()[name][:30]]
+    reported: dict[str, str] = {}  # face id -> image
+    remaining = list(files)
+    rng = random.Random(7)
+    kills = 0
+    while kills < 10 and remaining:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "faceledger.cli", "index", "bulk", *remaining, "--json", "--quality-filter", "NONE"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(store_path), text=True,
+        )
+        time.sleep(rng.uniform(2.0, 4.5))  # start-up takes ~2 s, then ~0.15 s per image
+        proc.send_signal(signal.SIGKILL)
+        stdout, _ = proc.communicate()
+        kills += proc.returncode == -signal.SIGKILL
+        for line in stdout.splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line the kill cut in half
+            for rec in row.get("FaceRecords", []):
+                reported[rec["Face"]["FaceId"]] = row["Image"]
+            if "Image" in row and row["Image"] in remaining:
+                remaining.remove(row["Image"])
+    assert kills >= 8, "the runs finished before they could be killed"
+    assert reported, "no run got far enough to report a face"
+    with SQLiteStore(store_path) as s:
+        faces = s.get_faces("bulk", list(reported), vectors=True)
+        assert set(faces) == set(reported), "a face reported as indexed is missing"
+        for face_id, f in faces.items():
+            (best, score), *_ = s.search("bulk", f.vector, 1)
+            assert best.face_id == face_id and score > 0.999
+        _check_consistent(s, "bulk")
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from faceledger.store import NewFace, SQLiteStore
+    from faceledger.store import sqlite as backend
+    backend.SAVE_EVERY = 7  # save the index file often, so kills land inside saves too
+    rng = np.random.default_rng(int(sys.argv[2]))
+    s = SQLiteStore(sys.argv[1])
+    while True:
+        v = rng.normal(size=(3, 128)).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        stored = s.add_faces("c", [NewFace(x, (0.1, 0.1, 0.5, 0.5), 99.0) for x in v])
+        s.search("c", v[0], 5)
+        print(" ".join(f.face_id for f in stored), flush=True)
+    """
+)
+
+
+def test_sigkill_during_writes_and_index_saves(tmp_path):
+    """A writer killed anywhere (mid-transaction, mid-index-save) leaves a consistent store."""
+    store_path = tmp_path / "s.sqlite"
+    with SQLiteStore(store_path) as s:
+        s.create_collection("c", "m@1")
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    acknowledged: set[str] = set()
+    rng = random.Random(3)
+    for run in range(12):
+        proc = subprocess.Popen([sys.executable, str(script), str(store_path), str(run)], stdout=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.6, 1.5))
+        proc.kill()
+        stdout, _ = proc.communicate()
+        for line in stdout.splitlines()[:-1]:  # the last line may be cut
+            acknowledged.update(line.split())
+        with SQLiteStore(store_path) as s:  # every reopen must find a consistent store
+            _check_consistent(s, "c")
+    with SQLiteStore(store_path) as s:
+        present = s.get_faces("c", list(acknowledged))
+        assert set(present) == acknowledged
+        assert s.get_collection("c").face_count >= len(acknowledged)
+    assert len(acknowledged) > 100
+
+
+def test_two_processes_indexing_one_collection_lose_nothing(lfw, tmp_path):
+    store_path = tmp_path / "store.sqlite"
+    from faceledger.embedding import DlibResnetEmbedder
+
+    with SQLiteStore(store_path) as s:
+        s.create_collection("shared", str(DlibResnetEmbedder.model_id()))
+    a = [str(p) for p in lfw.people()["George_W_Bush"][:12]]
+    b = [str(p) for p in lfw.people()["Gerhard_Schroeder"][:12]]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "faceledger.cli", "index", "shared", *files, "--json", "--quality-filter", "NONE"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(store_path), text=True,
+        )
+        for files in (a, b)
+    ]
+    reported = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr
+        rows = [json.loads(line) for line in stdout.splitlines()]
+        reported += [r["Face"]["FaceId"] for row in rows for r in row.get("FaceRecords", [])]
+    assert len(reported) >= 24
+    with SQLiteStore(store_path) as s:
+        assert s.get_collection("shared").face_count == len(reported)
+        assert set(s.get_faces("shared", reported)) == set(reported)
+        _check_consistent(s, "shared")
+
+
+def test_a_write_in_one_process_is_seen_by_a_search_in_another(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "s.sqlite"
+    writer, reader = SQLiteStore(path), SQLiteStore(path)
+    writer.create_collection("c", "m@1")
+    v = _unit(rng, 20)
+    stored = writer.add_faces("c", [NewFace(x, (0, 0, 1, 1), 99.0) for x in v[:10]])
+    assert reader.search("c", v[3], 1)[0][0].face_id == stored[3].face_id
+    more = writer.add_faces("c", [NewFace(x, (0, 0, 1, 1), 99.0) for x in v[10:]])
+    assert reader.search("c", v[15], 1)[0][0].face_id == more[5].face_id
+    writer.delete_faces("c", [more[5].face_id])
+    assert more[5].face_id not in [f.face_id for f, _ in reader.search("c", v[15], 20)]
+    writer.close()
+    reader.close()
+
+
+def test_a_lost_or_damaged_index_file_is_rebuilt_from_sqlite(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "s.sqlite"
+    with SQLiteStore(path) as s:
+        s.create_collection("c", "m@1")
+        v = _unit(rng, 50)
+        stored = s.add_faces("c", [NewFace(x, (0, 0, 1, 1), 99.0) for x in v])
+        s.search("c", v[0], 1)  # builds and (on close) saves the index
+    (index_file,) = (tmp_path / "s.index").glob("*.usearch")
+    index_file.write_bytes(b"garbage")
+    with SQLiteStore(path) as s:
+        assert s.search("c", v[7], 1)[0][0].face_id == stored[7].face_id
+        _check_consistent(s, "c")
+    index_file.unlink()
+    with SQLiteStore(path) as s:
+        assert s.search("c", v[9], 1)[0][0].face_id == stored[9].face_id
+
+
+def test_a_file_that_is_not_a_store(tmp_path):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(errors.StoreCorruptionError):
+        SQLiteStore(bad)
