@@ -120,8 +120,11 @@ def test_deletion_is_real(service, gallery, lfw, tmp_path):
     hits = service.search_faces_by_image("gallery", lfw.image("Tony_Blair", 2), face_match_threshold=0, max_faces=10)
     assert victim not in [m.face.face_id for m in hits.face_matches]
     assert service.describe_collection("gallery").face_count == 4
-    # the template's bytes are gone from the database and its write-ahead log
-    for path in tmp_path.glob("store.sqlite*"):
+    service.store.close()  # writes the index files
+    # the template's bytes are gone from the database, its write-ahead log and the index files
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".usearch" for p in files)
+    for path in files:
         assert vector.tobytes() not in path.read_bytes(), path
 
 

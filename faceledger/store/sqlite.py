@@ -77,12 +77,17 @@ SAVE_EVERY = 5_000
 
 
 class _Loaded:
-    """One collection's index in this process and the log position it reflects."""
+    """One collection's index in this process and the log position it reflects.
+
+    ``removed``: keys were removed since it was built. HNSW libraries only mark a removed vector,
+    keeping its bytes, so such an index is rebuilt from SQLite before it is written to disk.
+    """
 
     def __init__(self, index: VectorIndex, seq: int) -> None:
         self.index = index
         self.seq = seq
         self.unsaved = 0
+        self.removed = False
 
 
 class SQLiteStore:
@@ -107,6 +112,7 @@ class SQLiteStore:
                 "file, or restore this one from a backup"
             ) from exc
         self._loaded: dict[int, _Loaded] = {}
+        self._closed = False
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -163,8 +169,7 @@ class SQLiteStore:
                 self._db.execute("DELETE FROM changes WHERE collection=?", (cid,))
                 self._db.execute("DELETE FROM collections WHERE id=?", (cid,))
             self._loaded.pop(cid, None)
-            for suffix in (".usearch", ".json"):
-                (self.index_dir / f"{cid}{suffix}").unlink(missing_ok=True)
+            self._drop_index_files(cid)
             self._checkpoint()
 
     # --- faces -----------------------------------------------------------------------------------
@@ -264,6 +269,7 @@ class SQLiteStore:
                     deleted.append(face_id)
             if deleted:
                 self._checkpoint()
+                self._drop_index_files(cid)
             return deleted
 
     def stored_image(self, name: str, image_id: str) -> bytes | None:
@@ -304,7 +310,9 @@ class SQLiteStore:
         if vectors:
             keys = np.array(list(vectors), dtype=np.int64)
             loaded.index.add(keys, np.stack(list(vectors.values())))
-        loaded.index.remove(dels)
+        if dels:
+            loaded.index.remove(dels)
+            loaded.removed = True
         loaded.seq = rows[-1][0]
         loaded.unsaved += len(rows)
 
@@ -331,22 +339,41 @@ class SQLiteStore:
                 return loaded
         return self._rebuild(cid, ndim)
 
+    def _build(self, cid: int, ndim: int) -> _Loaded:
+        """A fresh index from SQLite, the source of truth, read in one snapshot."""
+        self._db.execute("BEGIN")  # WAL snapshot: the faces read match the log position read
+        try:
+            seq = self._db.execute("SELECT coalesce(max(seq), 0) FROM changes WHERE collection=?", (cid,)).fetchone()[0]
+            index = VectorIndex(ndim)
+            cursor = self._db.execute("SELECT key, vector FROM faces WHERE collection=? ORDER BY key", (cid,))
+            while batch := cursor.fetchmany(10_000):
+                keys = np.array([k for k, _ in batch], dtype=np.int64)
+                vecs = np.stack([np.frombuffer(b, dtype=np.float32) for _, b in batch])
+                index.add(keys, vecs, new=True)
+        finally:
+            self._db.execute("COMMIT")
+        return _Loaded(index, seq)
+
     def _rebuild(self, cid: int, ndim: int) -> _Loaded:
-        """A fresh index from SQLite, the source of truth."""
-        seq = self._db.execute("SELECT coalesce(max(seq), 0) FROM changes WHERE collection=?", (cid,)).fetchone()[0]
-        index = VectorIndex(ndim)
-        cursor = self._db.execute("SELECT key, vector FROM faces WHERE collection=? ORDER BY key", (cid,))
-        while batch := cursor.fetchmany(10_000):
-            keys = np.array([k for k, _ in batch], dtype=np.int64)
-            vecs = np.stack([np.frombuffer(b, dtype=np.float32) for _, b in batch])
-            index.add(keys, vecs, new=True)
-        loaded = _Loaded(index, seq)
+        loaded = self._build(cid, ndim)
         self._save(cid, loaded)
         return loaded
 
     def _save(self, cid: int, loaded: _Loaded) -> None:
+        """Write the index file; one that held removed vectors is rebuilt first (real deletion)."""
+        if loaded.removed:
+            ndim = self._db.execute("SELECT ndim FROM collections WHERE id=?", (cid,)).fetchone()
+            if ndim is None:
+                return  # the collection was deleted meanwhile
+            fresh = self._build(cid, ndim[0])
+            loaded.index, loaded.seq, loaded.removed = fresh.index, fresh.seq, False
         loaded.index.save(self.index_dir / f"{cid}.usearch", {"seq": loaded.seq})
         loaded.unsaved = 0
+
+    def _drop_index_files(self, cid: int) -> None:
+        """Deleted templates must not outlive their deletion in an index file on disk."""
+        for suffix in (".usearch", ".json"):
+            (self.index_dir / f"{cid}{suffix}").unlink(missing_ok=True)
 
     def verify(self, name: str, *, repair: bool = True) -> dict:
         """Compare the index with SQLite key by key; rebuild it when they differ."""
@@ -421,9 +448,17 @@ class SQLiteStore:
             pass  # another process is reading; its next checkpoint will do it
 
     def close(self) -> None:
+        """Save what the index files lack, then close. Closing twice is harmless."""
         with self._lock:
-            for cid, loaded in self._loaded.items():
-                if loaded.unsaved:
+            if self._closed:
+                return
+            self._closed = True
+            for cid, loaded in list(self._loaded.items()):
+                ndim = self._db.execute("SELECT ndim FROM collections WHERE id=?", (cid,)).fetchone()
+                if ndim is None:
+                    continue
+                self._sync(cid, ndim[0])  # never write a file that misses another process's deletions
+                if loaded.unsaved or loaded.removed:
                     self._save(cid, loaded)
             self._loaded.clear()
             self._db.close()
