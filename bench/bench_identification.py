@@ -34,11 +34,12 @@ def main() -> None:
     gallery = [(n, got[ps[0]].vector) for n, ps in people.items() if got[ps[0]].vector is not None]
     probes = [(n, got[p].vector) for n, ps in people.items() for p in ps[1:] if got[p].vector is not None]
     names = [n for n, _ in gallery]
+    model = DlibResnetEmbedder.model_id(settings.embed_flip)
     matrix = np.stack([v for _, v in gallery])
 
     with tempfile.TemporaryDirectory() as tmp:
         store = SQLiteStore(Path(tmp) / "s.sqlite")
-        store.create_collection("lfw", str(DlibResnetEmbedder.model_id(settings.embed_flip)))
+        store.create_collection("lfw", str(model))
         stored = store.add_faces("lfw", [NewFace(v, (0, 0, 1, 1), 100.0, n) for n, v in gallery])
         owner = {s.face_id: n for s, (n, _) in zip(stored, gallery)}
         t = time.perf_counter()
@@ -52,7 +53,7 @@ def main() -> None:
     rank1_store = np.mean([owner[r[0][0].face_id] == n for (n, _), r in zip(probes, store_results)])
     rank1_exact = np.mean([names[e[0]] == n for (n, _), e in zip(probes, exact)])
     best_nonmated = np.array([
-        next(to_similarity(float(matrix[i] @ v)) for i in e if names[i] != n) for (n, v), e in zip(probes, exact)
+        next(to_similarity(float(matrix[i] @ v), model.name) for i in e if names[i] != n) for (n, v), e in zip(probes, exact)
     ])
     print(f"gallery {len(gallery):,} people, {len(probes):,} probes")
     print(f"rank-1 hit rate: store search {100 * rank1_store:.2f}%   exact numpy (baseline) {100 * rank1_exact:.2f}%")

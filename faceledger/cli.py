@@ -164,12 +164,12 @@ def eval_lfw(
     with errors(as_json):
         settings = Settings.load(detector=detector, fallback_detector=fallback)
         lfw = LFW.locate(settings)
-        with progress() as progress:
-            task = progress.add_task("embedding LFW images", total=None)
+        with progress() as bar:
+            task = bar.add_task("embedding LFW images", total=None)
             r = evaluate_lfw(
                 lfw, settings, pairs_per_fold=pairs_per_fold, workers=workers,
-                advance=lambda n: progress.advance(task, n),
-                on_total=lambda n: progress.update(task, total=n),
+                advance=lambda n: bar.advance(task, n),
+                on_total=lambda n: bar.update(task, total=n),
             )
         if as_json:
             print(json.dumps({**asdict(r), "protocol": "LFW View 2, 10-fold", "model": str(DlibResnetEmbedder.model_id(settings.embed_flip))}, indent=2))
@@ -200,12 +200,12 @@ def eval_detection(
     with errors(as_json):
         settings = Settings.load(detector=detector, fallback_detector=fallback)
         ff = FairFace.locate(settings)
-        with progress() as progress:
-            task = progress.add_task("detecting FairFace faces", total=None)
+        with progress() as bar:
+            task = bar.add_task("detecting FairFace faces", total=None)
             rates = fairface_detection(
                 ff, settings, per_group=per_group, workers=workers,
-                advance=lambda n: progress.advance(task, n),
-                on_total=lambda n: progress.update(task, total=n),
+                advance=lambda n: bar.advance(task, n),
+                on_total=lambda n: bar.update(task, total=n),
             )
         if as_json:
             print(json.dumps([asdict(r) for r in rates], indent=2))
@@ -247,9 +247,9 @@ def datasets_fetch(name: str = typer.Argument(..., help="Dataset to download: lf
     with errors(False):
         if name != "lfw":
             raise InvalidParameterError(f"only 'lfw' can be fetched; FairFace is distributed by its authors")
-        with progress() as progress:
-            task = progress.add_task("downloading LFW", total=None)
-            lfw = fetch_lfw(Settings.load(), progress=lambda done, total: progress.update(task, completed=done, total=total))
+        with progress() as bar:
+            task = bar.add_task("downloading LFW", total=None)
+            lfw = fetch_lfw(Settings.load(), progress=lambda done, total: bar.update(task, completed=done, total=total))
         out.print(f"LFW ready at {lfw.root}")
 
 

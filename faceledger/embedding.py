@@ -56,13 +56,13 @@ class DlibResnetEmbedder:
     chip_size = 150
     dimension = 128
 
-    def __init__(self, flip: bool = False) -> None:
+    def __init__(self, flip: bool = True) -> None:
         self._net = dlib.face_recognition_model_v1(str(models.model_path(models.RESNET)))
         self.flip = flip
         self.model = self.model_id(flip)
 
     @staticmethod
-    def model_id(flip: bool = False) -> models.ModelId:
+    def model_id(flip: bool = True) -> models.ModelId:
         name = "dlib-resnet-v1-flip" if flip else "dlib-resnet-v1"
         return models.ModelId(name, models.file_sha256(models.model_path(models.RESNET))[:12])
 

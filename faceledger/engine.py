@@ -24,22 +24,23 @@ from .quality import Quality, QualityFilter
 from .settings import Settings
 
 
-#: Logistic map from template distance to similarity: 50 at SIMILARITY_D50, slope SIMILARITY_K.
-SIMILARITY_D50 = 0.49
-SIMILARITY_K = 24.0
+#: Per model name: (D50, K) of the logistic similarity map below, fitted on LFW View 2 so that
+#: the most accurate 1:1 threshold reads ~80 and the median different-person pair ~10.
+SIMILARITY_MAPS = {"dlib-resnet-v1": (0.489, 24.0), "dlib-resnet-v1-flip": (0.476, 24.0)}
 
 
-def to_similarity(cos: float) -> float:
+def to_similarity(cos: float, model: str = "dlib-resnet-v1-flip") -> float:
     """Similarity on the cloud API's 0-100 scale, a decreasing logistic of template distance.
 
     d = |a - b| = sqrt(2 - 2 cos) for unit templates; similarity = 100 / (1 + exp(K (d - D50))).
-    With dlib's model on LFW, same-person pairs have median d ~0.31 (similarity ~99), different
-    people median d ~0.59 (~8), and the most accurate 1:1 threshold d ~0.44 reads ~77-80, so the
-    cloud API's default threshold of 80 keeps a familiar meaning. The calibration layer replaces
-    this with a documented function of the false match rate.
+    For the default model on LFW, same-person pairs have median d 0.29 (similarity 99), different
+    people 0.57 (10), and the most accurate 1:1 threshold, d 0.42, reads 80: the cloud API's
+    default threshold keeps a familiar meaning. The calibration layer will replace this with a
+    documented function of the false match rate.
     """
+    d50, k = SIMILARITY_MAPS[model.partition("@")[0]]
     d = math.sqrt(max(0.0, 2.0 - 2.0 * cos))
-    z = SIMILARITY_K * (d - SIMILARITY_D50)
+    z = k * (d - d50)
     return 0.0 if z > 700 else 100.0 / (1.0 + math.exp(z))
 
 
@@ -195,7 +196,11 @@ class FaceEngine:
 
     def similarity(self, a: Template, b: Template) -> float:
         """0-100; raises ModelMismatchError for templates of different models."""
-        return to_similarity(cosine(a, b))
+        return self.to_similarity(cosine(a, b))
+
+    def to_similarity(self, cos: float) -> float:
+        """This engine's model's map from cosine to the 0-100 similarity scale."""
+        return to_similarity(cos, self.model.name)
 
     # --- 1:1 comparison --------------------------------------------------------------------------
 

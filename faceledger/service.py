@@ -20,7 +20,7 @@ import numpy as np
 
 from . import api_model, quality
 from .embedding import normalise
-from .engine import BoundingBox, Face, FaceEngine, Landmark, to_similarity
+from .engine import BoundingBox, Face, FaceEngine, Landmark
 from .errors import InvalidPaginationTokenError, InvalidParameterError, NoFaceError, ResourceNotFoundError, ServiceQuotaExceededError
 from .imaging import ImageSource
 from .quality import QualityFilter
@@ -405,7 +405,7 @@ class FaceService:
         hits = self.store.search(collection_id, vector, max_faces + (1 if exclude else 0))
         out = []
         for f, cos in hits:
-            sim = to_similarity(cos)
+            sim = self.engine.to_similarity(cos)
             if f.face_id != exclude and sim >= threshold:
                 out.append(FaceMatch(sim, FaceRef.of(f, model)))
         return out[:max_faces]
@@ -489,7 +489,7 @@ class FaceService:
                 failed.append(UnsuccessfulFaceAssociation(face_id, f.user_id, None, ["ASSOCIATED_TO_A_DIFFERENT_USER"]))
                 continue
             if ref_vectors:
-                sim = max(to_similarity(float(np.dot(f.vector, v))) for v in ref_vectors)
+                sim = max(self.engine.to_similarity(float(np.dot(f.vector, v))) for v in ref_vectors)
                 if sim < threshold:
                     failed.append(UnsuccessfulFaceAssociation(face_id, user_id, sim, ["LOW_MATCH_CONFIDENCE"]))
                     continue
@@ -531,9 +531,9 @@ class FaceService:
             hits = self.store.search(collection_id, vector, k)
             for f, cos in hits:
                 if f.user_id and f.user_id != exclude_user:
-                    best[f.user_id] = max(best.get(f.user_id, 0.0), to_similarity(cos))
+                    best[f.user_id] = max(best.get(f.user_id, 0.0), self.engine.to_similarity(cos))
             # stop once enough users are found or the scores fall under the threshold
-            if len(hits) < k or len(best) >= max_users or (hits and to_similarity(hits[-1][1]) < threshold):
+            if len(hits) < k or len(best) >= max_users or (hits and self.engine.to_similarity(hits[-1][1]) < threshold):
                 break
             k *= 4
         ranked = sorted(((s, u) for u, s in best.items() if s >= threshold), reverse=True)[:max_users]

@@ -35,7 +35,7 @@ def test_templates_are_unit_vectors_tagged_with_their_model(engine, face_path):
     (e,) = engine.embed(face_path)
     assert e.template.vector.shape == (128,) and e.template.vector.dtype == np.float32
     assert abs(np.linalg.norm(e.template.vector) - 1.0) < 1e-5
-    assert e.template.model.name == "dlib-resnet-v1" and len(e.template.model.version) == 12
+    assert e.template.model.name == "dlib-resnet-v1-flip" and len(e.template.model.version) == 12
 
 
 def test_matched_pairs_match_and_mismatched_do_not(engine, fold1):
@@ -156,3 +156,13 @@ def test_threshold_out_of_range(engine, face_path):
 def test_image_errors_reach_the_engine_caller_typed(engine):
     with pytest.raises(errors.NotAnImageError):
         engine.detect(b"GIF89a but not really")
+
+
+def test_plain_and_mirror_averaged_templates_are_different_models(settings, engine, face_path):
+    plain = FaceEngine(settings.replace(embed_flip=False))
+    (a,) = engine.embed(face_path)
+    (b,) = plain.embed(face_path)
+    assert a.template.model.name == "dlib-resnet-v1-flip" and b.template.model.name == "dlib-resnet-v1"
+    assert float(a.template.vector @ b.template.vector) > 0.97  # the same face, nearly the same point
+    with pytest.raises(errors.ModelMismatchError):
+        engine.similarity(a.template, b.template)

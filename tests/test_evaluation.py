@@ -45,7 +45,7 @@ def test_eval_lfw_short_run_json():
     assert len(report["folds"]) == 10 and all(f["pairs"] == 4 for f in report["folds"])
     assert report["mean"] >= 0.9
     assert report["failures_to_acquire"] == []
-    assert report["model"].startswith("dlib-resnet-v1@")
+    assert report["model"].startswith("dlib-resnet-v1-flip@")
 
 
 def test_eval_detection_reports_every_group():

@@ -37,7 +37,7 @@ def gallery(service, lfw):
 def test_collection_lifecycle(service):
     created = service.create_collection("photos")
     assert created.status_code == 200 and created.collection_arn.endswith(":collection/photos")
-    assert created.face_model_version.startswith("dlib-resnet-v1@")
+    assert created.face_model_version.startswith("dlib-resnet-v1-flip@")
     d = service.describe_collection("photos")
     assert d.face_count == 0 and d.user_count == 0
     service.create_collection("albums")
