@@ -10,4 +10,4 @@ from .store import SQLiteStore
 
 def open_service(settings: Settings | None = None, *, engine: FaceEngine | None = None) -> FaceService:
     s = settings or Settings.load()
-    return FaceService(engine or FaceEngine(s), SQLiteStore(s.store))
+    return FaceService(engine or FaceEngine(s), SQLiteStore(s.store, region=s.region))

@@ -8,6 +8,7 @@ coexist in one process.
 from __future__ import annotations
 
 import math
+import threading
 
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -124,6 +125,9 @@ class FaceEngine:
         self._landmarker = Landmarker()
         self._finder = FaceFinder(detectors, self._landmarker, max_side=s.detect_max_side, min_face_size=s.min_face_size)
         self._embedder = embedder or DlibResnetEmbedder(flip=s.embed_flip)
+        # dlib's models are not documented as thread-safe: one call at a time per engine. A server
+        # gets parallel CPU use from worker processes, each with its own engine.
+        self._lock = threading.Lock()
 
     @property
     def model(self) -> ModelId:
@@ -138,10 +142,11 @@ class FaceEngine:
         """Every face in the image, largest first. ``prealigned``: the image is one face chip."""
         decoded = self.load(image)
         pixels = decoded.pixels
-        if prealigned:
-            faces = [self._prealigned_face(pixels)]
-        else:
-            faces = [self._to_face(pixels, f) for f in self._finder.find(pixels)]
+        with self._lock:
+            if prealigned:
+                faces = [self._prealigned_face(pixels)]
+            else:
+                faces = [self._to_face(pixels, f) for f in self._finder.find(pixels)]
         if max_faces is not None:
             if max_faces < 1:
                 raise InvalidParameterError(f"max_faces must be at least 1, not {max_faces}")
@@ -191,7 +196,8 @@ class FaceEngine:
         return self.embed_faces(faces)
 
     def embed_faces(self, faces: Sequence[Face]) -> list[EmbeddedFace]:
-        vectors = self._embedder.embed([f.chip for f in faces])
+        with self._lock:
+            vectors = self._embedder.embed([f.chip for f in faces])
         return [EmbeddedFace(f, Template(v, self.model)) for f, v in zip(faces, vectors)]
 
     def similarity(self, a: Template, b: Template) -> float:

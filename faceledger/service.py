@@ -109,6 +109,33 @@ class FaceMatch:
 
 
 @dataclass(frozen=True)
+class DetectFacesResult:
+    face_details: list[FaceDetail]
+    orientation_correction: str
+
+
+@dataclass(frozen=True)
+class ComparedSourceImageFace:
+    bounding_box: BoundingBox
+    confidence: float
+
+
+@dataclass(frozen=True)
+class CompareFacesMatch:
+    similarity: float
+    face: FaceDetail  # shaped as the cloud API's ComparedFace
+
+
+@dataclass(frozen=True)
+class CompareFacesResult:
+    source_image_face: ComparedSourceImageFace
+    face_matches: list[CompareFacesMatch]
+    unmatched_faces: list[FaceDetail]
+    source_image_orientation_correction: str
+    target_image_orientation_correction: str
+
+
+@dataclass(frozen=True)
 class CreateCollectionResult:
     status_code: int
     collection_arn: str
@@ -122,6 +149,11 @@ class DescribeCollectionResult:
     collection_arn: str
     creation_timestamp: float
     user_count: int
+
+
+@dataclass(frozen=True)
+class DeleteCollectionResult:
+    status_code: int
 
 
 @dataclass(frozen=True)
@@ -297,6 +329,30 @@ class FaceService:
             )
         return model
 
+    # --- images without a collection --------------------------------------------------------------
+
+    def detect_faces(self, image: ImageSource, *, attributes: Sequence[str] | None = None) -> DetectFacesResult:
+        api_model.check("DetectFaces", Image={}, Attributes=list(attributes) if attributes is not None else None)
+        _refuse_attributes(attributes)
+        d = self.engine.detect(image)
+        return DetectFacesResult([FaceDetail.of(f) for f in d.faces[:MAX_FACES_PER_IMAGE]], d.orientation.name)
+
+    def compare_faces(
+        self, source_image: ImageSource, target_image: ImageSource, *,
+        similarity_threshold: float | None = None, quality_filter: str = "NONE",
+    ) -> CompareFacesResult:
+        api_model.check("CompareFaces", SourceImage={}, TargetImage={}, SimilarityThreshold=similarity_threshold,
+                        QualityFilter=quality_filter)
+        r = self.engine.compare(source_image, target_image, _threshold(similarity_threshold, DEFAULT_FACE_MATCH_THRESHOLD),
+                                quality_filter=quality_filter)
+        return CompareFacesResult(
+            ComparedSourceImageFace(r.source_face.bounding_box, r.source_face.confidence),
+            [CompareFacesMatch(m.similarity, FaceDetail.of(m.face)) for m in r.matches],
+            [FaceDetail.of(m.face) for m in r.unmatched],
+            r.source_orientation.name,
+            r.target_orientation.name,
+        )
+
     # --- collections -----------------------------------------------------------------------------
 
     def create_collection(self, collection_id: str, *, store_images: bool = False) -> CreateCollectionResult:
@@ -318,10 +374,10 @@ class FaceService:
             [i.name for i in items], [i.model for i in items], _make_token(cursor, "ListCollections", "")
         )
 
-    def delete_collection(self, collection_id: str) -> int:
+    def delete_collection(self, collection_id: str) -> DeleteCollectionResult:
         api_model.check("DeleteCollection", CollectionId=collection_id)
         self.store.delete_collection(collection_id)
-        return 200
+        return DeleteCollectionResult(200)
 
     # --- faces -----------------------------------------------------------------------------------
 

@@ -35,6 +35,16 @@ class Settings:
     #: The embedded store's database (collections, faces, users, templates); its ANN index files
     #: live in a folder beside it.
     store: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("faceledger")) / "store.sqlite")
+    #: HTTP service: the region clients sign for (the credential scope must name it).
+    region: str = "us-east-1"
+    #: HTTP service: access keys made by `faceledger keys create` (mode 0600).
+    keys_file: Path = field(default_factory=lambda: Path(platformdirs.user_config_dir("faceledger")) / "keys.json")
+    #: HTTP service: `sigv4` (requests must be signed with a key from keys_file) or `none`.
+    auth: str = "sigv4"
+    #: HTTP service: Image.S3Object {Bucket, Name} maps to the file <s3_root>/<Bucket>/<Name>.
+    s3_root: Path | None = None
+    #: HTTP service: larger request bodies are refused (a 5 MB image is ~6.7 MB in base64).
+    max_request_bytes: int = 8 * 1024 * 1024
     #: Largest encoded image accepted, in bytes (the cloud API's limit for inline bytes).
     max_image_bytes: int = 5 * 1024 * 1024
     #: Largest decoded image accepted, in pixels; checked from the header before decoding.

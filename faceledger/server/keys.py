@@ -1,0 +1,92 @@
+"""Access keys for Signature Version 4: created, listed and revoked by `faceledger keys`.
+
+SigV4 is a shared-secret HMAC scheme, so the server must be able to read each secret: they live
+in one JSON file readable only by its owner (mode 0600, checked on every load), written
+atomically. Revoked keys stay listed (with their revocation time) but can no longer sign.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+import string
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import FaceledgerError, InvalidParameterError, ResourceNotFoundError
+
+_ID_ALPHABET = string.ascii_uppercase + "234567"
+
+
+class KeyFileError(FaceledgerError):
+    """The key file is unreadable or readable by others."""
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    access_key_id: str
+    created: float
+    description: str
+    revoked: float | None = None
+
+
+class KeyStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def _load(self) -> dict:
+        if not self.path.exists():
+            return {"keys": {}}
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        if mode & 0o077:
+            raise KeyFileError(
+                f"{self.path} is readable by other users (mode {mode:o}); run `chmod 600 {self.path}`"
+            )
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            raise KeyFileError(f"{self.path} cannot be read ({exc})") from exc
+
+    def _save(self, data: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def create(self, description: str = "") -> tuple[AccessKey, str]:
+        """A new key id (AKIA + 16 characters) and its 40-character secret, shown once."""
+        data = self._load()
+        key_id = "AKIA" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
+        secret = secrets.token_urlsafe(30)[:40]
+        data["keys"][key_id] = {"secret": secret, "created": time.time(), "description": description, "revoked": None}
+        self._save(data)
+        return AccessKey(key_id, data["keys"][key_id]["created"], description), secret
+
+    def list(self) -> list[AccessKey]:
+        return [
+            AccessKey(k, v["created"], v.get("description", ""), v.get("revoked"))
+            for k, v in sorted(self._load()["keys"].items())
+        ]
+
+    def revoke(self, key_id: str) -> None:
+        data = self._load()
+        if key_id not in data["keys"]:
+            raise ResourceNotFoundError(f"no access key {key_id}")
+        if data["keys"][key_id].get("revoked"):
+            raise InvalidParameterError(f"access key {key_id} is already revoked")
+        data["keys"][key_id]["revoked"] = time.time()
+        self._save(data)
+
+    def secret(self, key_id: str) -> str | None:
+        """The secret of an active key; None for unknown or revoked ones."""
+        entry = self._load()["keys"].get(key_id)
+        if entry is None or entry.get("revoked"):
+            return None
+        return entry["secret"]
