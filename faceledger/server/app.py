@@ -234,17 +234,22 @@ def _native_router(service: FaceService, dispatcher: Dispatcher, body_of, authen
 
         return endpoint
 
-    def add(method: str, path: str, operation: str, model, call, images=(), summary: str = "") -> None:
-        extra = None
+    def add(method: str, path: str, operation: str, model, call, images=(), summary: str = "", query=()) -> None:
+        extra: dict[str, Any] = {}
         if model is not None:
             schema = {"$ref": f"#/components/schemas/{model.__name__}"}
             content = {"application/json": {"schema": schema}}
             if images:
                 content["multipart/form-data"] = {"schema": schema}
-            extra = {"requestBody": {"required": True, "content": content}}
+            extra["requestBody"] = {"required": True, "content": content}
+        if query:
+            extra["parameters"] = [
+                {"name": n, "in": "query", "required": False, "schema": {"type": "integer" if n.startswith("max_") else "string"}}
+                for n in query
+            ]
         router.add_api_route(
             path, route(operation, model, call, images), methods=[method], summary=summary or operation,
-            openapi_extra=extra, response_model=None, responses={200: {"description": f"as {operation}'s output"}},
+            openapi_extra=extra or None, response_model=None, responses={200: {"description": f"as {operation}'s output"}},
         )
 
     def q_int(q: dict, name: str) -> int | None:
@@ -260,7 +265,7 @@ def _native_router(service: FaceService, dispatcher: Dispatcher, body_of, authen
         b["source"], b["target"], similarity_threshold=b.get("similarity_threshold"),
         quality_filter=b.get("quality_filter") or "NONE"), ("source", "target"))
     add("GET", "/collections", "ListCollections", None, lambda b, p, q: service.list_collections(
-        max_results=q_int(q, "max_results"), next_token=q.get("next_token")))
+        max_results=q_int(q, "max_results"), next_token=q.get("next_token")), query=("max_results", "next_token"))
     add("POST", "/collections", "CreateCollection", CollectionBody, lambda b, p, q: service.create_collection(
         b["collection_id"], store_images=b.get("store_images", False)))
     add("GET", "/collections/{collection_id}", "DescribeCollection", None,
@@ -271,17 +276,20 @@ def _native_router(service: FaceService, dispatcher: Dispatcher, body_of, authen
         p["collection_id"], b["image"], external_image_id=b.get("external_image_id"), max_faces=b.get("max_faces"),
         quality_filter=b.get("quality_filter") or "AUTO"), ("image",))
     add("GET", "/collections/{collection_id}/faces", "ListFaces", None, lambda b, p, q: service.list_faces(
-        p["collection_id"], max_results=q_int(q, "max_results"), next_token=q.get("next_token"), user_id=q.get("user_id")))
+        p["collection_id"], max_results=q_int(q, "max_results"), next_token=q.get("next_token"), user_id=q.get("user_id")),
+        query=("max_results", "next_token", "user_id"))
     add("DELETE", "/collections/{collection_id}/faces/{face_id}", "DeleteFaces", None,
         lambda b, p, q: service.delete_faces(p["collection_id"], [p["face_id"]]))
     add("GET", "/collections/{collection_id}/faces/{face_id}/matches", "SearchFaces", None,
-        lambda b, p, q: service.search_faces(p["collection_id"], p["face_id"], max_faces=q_int(q, "max_faces")))
+        lambda b, p, q: service.search_faces(p["collection_id"], p["face_id"], max_faces=q_int(q, "max_faces")),
+        query=("max_faces",))
     add("POST", "/collections/{collection_id}/search", "SearchFacesByImage", SearchBody,
         lambda b, p, q: service.search_faces_by_image(
             p["collection_id"], b["image"], max_faces=b.get("max_faces"), face_match_threshold=b.get("face_match_threshold"),
             quality_filter=b.get("quality_filter") or "NONE"), ("image",))
     add("GET", "/collections/{collection_id}/users", "ListUsers", None, lambda b, p, q: service.list_users(
-        p["collection_id"], max_results=q_int(q, "max_results"), next_token=q.get("next_token")))
+        p["collection_id"], max_results=q_int(q, "max_results"), next_token=q.get("next_token")),
+        query=("max_results", "next_token"))
     add("POST", "/collections/{collection_id}/users", "CreateUser", UserBody,
         lambda b, p, q: service.create_user(p["collection_id"], b["user_id"]))
     add("DELETE", "/collections/{collection_id}/users/{user_id}", "DeleteUser", None,
