@@ -1,6 +1,6 @@
 """Shared fixtures: real face data from $FACELEDGER_DATA and one engine per session.
 
-Tests never write to the user's cache: FACELEDGER_CACHE_DIR points at a temporary folder.
+Tests never write to the user's files: cache, store and key file point into a temporary folder.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import pytest
 
 _CACHE = tempfile.mkdtemp(prefix="faceledger-test-cache-")
 os.environ["FACELEDGER_CACHE_DIR"] = _CACHE
+os.environ["FACELEDGER_STORE"] = os.path.join(_CACHE, "store.sqlite")
+os.environ["FACELEDGER_KEYS_FILE"] = os.path.join(_CACHE, "keys.json")
 os.environ.pop("FACELEDGER_CONFIG", None)
 
 from faceledger import FaceEngine, Settings  # noqa: E402
