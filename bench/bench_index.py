@@ -77,6 +77,9 @@ class Usearch:
     def query(self, q, k):
         return self.ix.search(q, k)[0]
 
+    def set_ef(self, ef):
+        self.ix._index.expansion_search = ef
+
 
 class Hnswlib:
     name = "hnswlib"
@@ -84,15 +87,18 @@ class Hnswlib:
     def build(self, data):
         import hnswlib
 
+        before = rss_mb()
         self.ix = hnswlib.Index(space="ip", dim=data.shape[1])
         self.ix.init_index(max_elements=len(data), M=vector_index.CONNECTIVITY, ef_construction=vector_index.EXPANSION_ADD)
-        before = rss_mb()
         self.ix.add_items(data, np.arange(len(data)))
         self.ix.set_ef(vector_index.EXPANSION_SEARCH)
         return rss_mb() - before
 
     def query(self, q, k):
         return self.ix.knn_query(q, k)[0][0]
+
+    def set_ef(self, ef):
+        self.ix.set_ef(ef)
 
 
 class Faiss:
@@ -102,9 +108,9 @@ class Faiss:
         import faiss
 
         faiss.omp_set_num_threads(2)
+        before = rss_mb()
         self.ix = faiss.IndexHNSWFlat(data.shape[1], vector_index.CONNECTIVITY, faiss.METRIC_INNER_PRODUCT)
         self.ix.hnsw.efConstruction = vector_index.EXPANSION_ADD
-        before = rss_mb()
         self.ix.add(data)
         self.ix.hnsw.efSearch = vector_index.EXPANSION_SEARCH
         return rss_mb() - before
@@ -112,8 +118,11 @@ class Faiss:
     def query(self, q, k):
         return self.ix.search(q[None, :], k)[1][0]
 
+    def set_ef(self, ef):
+        self.ix.hnsw.efSearch = ef
 
-def run(label: str, data: np.ndarray, queries: np.ndarray, libs, k: int = 10) -> None:
+
+def run(label: str, data: np.ndarray, queries: np.ndarray, libs, efs: list[int], k: int = 10) -> None:
     truth, base_times = exact_top(data, queries, k)
     base_p50, base_p99 = np.percentile(base_times, [50, 99]) * 1000
     print(f"\n{label}: {len(data):,} x {data.shape[1]}, {len(queries)} queries, k={k}")
@@ -122,17 +131,20 @@ def run(label: str, data: np.ndarray, queries: np.ndarray, libs, k: int = 10) ->
         t = time.perf_counter()
         mem = lib.build(data)
         build_s = time.perf_counter() - t
-        times, hits = [], 0
-        for q, true in zip(queries, truth):
-            t = time.perf_counter()
-            found = lib.query(q, k)
-            times.append(time.perf_counter() - t)
-            hits += len(set(map(int, found)) & set(map(int, true)))
-        p50, p99 = np.percentile(times, [50, 99]) * 1000
-        print(
-            f"  {lib.name:8} build {build_s:6.1f} s  memory {mem:6.0f} MB  p50 {p50:.3f} ms  p99 {p99:.3f} ms  "
-            f"recall@{k} {hits / (k * len(queries)):.4f}  p99 speed-up x{base_p99 / p99:.0f}"
-        )
+        print(f"  {lib.name:8} build {build_s:6.1f} s  memory {mem:6.0f} MB")
+        for ef in efs:
+            lib.set_ef(ef)
+            times, hits = [], 0
+            for q, true in zip(queries, truth):
+                t = time.perf_counter()
+                found = lib.query(q, k)
+                times.append(time.perf_counter() - t)
+                hits += len(set(map(int, found)) & set(map(int, true)))
+            p50, p99 = np.percentile(times, [50, 99]) * 1000
+            print(
+                f"  {lib.name:8} ef_search {ef:4}  p50 {p50:.3f} ms  p99 {p99:.3f} ms  "
+                f"recall@{k} {hits / (k * len(queries)):.4f}  p99 speed-up x{base_p99 / p99:.0f}"
+            )
         del lib.ix
 
 
@@ -142,6 +154,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--fairface", type=int, default=2000)
     ap.add_argument("--libraries", default="usearch,hnswlib,faiss")
+    ap.add_argument("--ef", default=f"{vector_index.EXPANSION_SEARCH}", help="ef_search values to measure, comma-separated")
     args = ap.parse_args()
     chosen = {"usearch": Usearch, "hnswlib": Hnswlib, "faiss": Faiss}
     libs = [chosen[n]() for n in args.libraries.split(",")]
@@ -151,10 +164,12 @@ def main() -> None:
     evr = np.sort(np.linalg.eigvalsh(np.cov(real, rowvar=False)))[::-1]
     dims90 = int(np.searchsorted(np.cumsum(evr) / evr.sum(), 0.9)) + 1
     print(f"fitted on {len(real):,} real templates; {dims90} of 128 dimensions hold 90% of the variance")
-    print(f"HNSW: M={vector_index.CONNECTIVITY} ef_construction={vector_index.EXPANSION_ADD} ef_search={vector_index.EXPANSION_SEARCH}; one query at a time")
-    run("face-like (Gaussian fitted to real templates)", data[: args.n], data[args.n :], libs)
+    print(f"HNSW: M={vector_index.CONNECTIVITY} ef_construction={vector_index.EXPANSION_ADD}; one query at a time")
+    efs = [int(x) for x in args.ef.split(",")]
+    run("face-like (Gaussian fitted to real templates)", data[: args.n], data[args.n :], libs, efs)
+    del data
     iso = isotropic(args.n + args.queries, 128)
-    run("isotropic random unit vectors (hardest case, no target)", iso[: args.n], iso[args.n :], libs[:1])
+    run("isotropic random unit vectors (hardest case, no target)", iso[: args.n], iso[args.n :], libs[:1], efs)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from .datasets import LFW, FairFace, fetch_lfw
 from .embedding import DlibResnetEmbedder
 from .engine import CompareResult, Detection, Face, FaceEngine
 from .errors import FaceledgerError, InvalidParameterError
-from .evaluation import evaluate_lfw, fairface_detection
+from .evaluation import detection_rates, evaluate_lfw, fairface_groups
 from .settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Accountable, self-hosted face recognition.")
@@ -193,30 +193,36 @@ def eval_lfw(
 
 @eval_app.command("detection")
 def eval_detection(
-    per_group: Optional[int] = typer.Option(None, "--per-group", help="Seeded sample of this many images per race group."),
+    dataset: str = typer.Option("fairface", "--dataset", help="fairface (by annotated race group) or lfw (all 13,233 images)."),
+    per_group: Optional[int] = typer.Option(None, "--per-group", help="Seeded sample of this many images per group."),
     workers: Optional[int] = typer.Option(None, "--workers"),
     as_json: bool = JsonOpt,
     detector: Optional[str] = DetectorOpt,
     fallback: Optional[str] = FallbackOpt,
 ) -> None:
-    """FairFace: how often a face is found, by annotated race group (primary detector and with fallback)."""
+    """How often a face is found (primary detector, then with the fallback): failures to acquire."""
     with errors(as_json):
         settings = Settings.load(detector=detector, fallback_detector=fallback)
-        ff = FairFace.locate(settings)
+        if dataset == "fairface":
+            groups = fairface_groups(FairFace.locate(settings))
+        elif dataset == "lfw":
+            groups = {"LFW": LFW.locate(settings).images()}
+        else:
+            raise InvalidParameterError("--dataset must be fairface or lfw")
         with progress() as bar:
-            task = bar.add_task("detecting FairFace faces", total=None)
-            rates = fairface_detection(
-                ff, settings, per_group=per_group, workers=workers,
+            task = bar.add_task(f"detecting {dataset} faces", total=None)
+            rates = detection_rates(
+                groups, settings, per_group=per_group, workers=workers,
                 advance=lambda n: bar.advance(task, n),
                 on_total=lambda n: bar.update(task, total=n),
             )
         if as_json:
             print(json.dumps([asdict(r) for r in rates], indent=2))
             return
-        table = Table(title=f"FairFace detection rate ({settings.detector}, fallback {settings.fallback_detector})", title_justify="left")
+        table = Table(title=f"{dataset} detection rate ({settings.detector}, fallback {settings.fallback_detector})", title_justify="left")
         for col in ("group", "images", f"{settings.detector} alone", "with fallback"):
             table.add_column(col, justify="right")
-        for r in rates + [_total(rates)]:
+        for r in rates + ([_total(rates)] if len(rates) > 1 else []):
             table.add_row(r.group, str(r.images), f"{100 * r.primary / r.images:.1f}%", f"{100 * r.any / r.images:.1f}%")
         out.print(table)
 

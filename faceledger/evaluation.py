@@ -234,8 +234,8 @@ def _detect_one(path: str) -> tuple[str, str]:
     return path, faces[0].detector if faces else "none"
 
 
-def fairface_detection(
-    fairface: FairFace,
+def detection_rates(
+    groups: dict[str, list[Path]],
     settings: Settings,
     *,
     per_group: int | None = None,
@@ -244,19 +244,16 @@ def fairface_detection(
     advance: Advance | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> list[GroupRate]:
-    """How often the detectors find the face in FairFace's crops, by annotated race group.
+    """How often the primary detector, and the fallback after it, find a face, by group.
 
-    The images are face chips, so every miss is a failure to acquire, not an empty image.
+    On face datasets every image holds a face, so every miss is a failure to acquire.
     """
-    by_race: dict[str, list[Path]] = defaultdict(list)
-    for r in fairface.records():
-        by_race[r.race].append(r.path)
     rng = np.random.default_rng(seed)
     chosen: dict[str, list[Path]] = {}
-    for race, paths in sorted(by_race.items()):
+    for group, paths in sorted(groups.items()):
         if per_group and len(paths) > per_group:
             paths = [paths[i] for i in sorted(rng.choice(len(paths), per_group, replace=False))]
-        chosen[race] = paths
+        chosen[group] = paths
     all_paths = [p for ps in chosen.values() for p in ps]
     if on_total:
         on_total(len(all_paths))
@@ -267,12 +264,20 @@ def fairface_detection(
             advance(1)
     return [
         GroupRate(
-            race,
+            group,
             len(ps),
             sum(found[str(p)] == settings.detector for p in ps),
             sum(found[str(p)] != "none" for p in ps),
         )
-        for race, ps in chosen.items()
+        for group, ps in chosen.items()
     ]
+
+
+def fairface_groups(fairface: FairFace) -> dict[str, list[Path]]:
+    """FairFace images by annotated race group (annotator-perceived labels, never inferred)."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for r in fairface.records():
+        groups[r.race].append(r.path)
+    return dict(groups)
 
 

@@ -55,3 +55,10 @@ def test_eval_detection_reports_every_group():
     assert len(rates) == 7 and all(r["images"] == 3 for r in rates)
     assert all(r["primary"] <= r["any"] <= r["images"] for r in rates)
     assert sum(r["any"] for r in rates) >= 15  # FairFace crops are faces: most must be found
+
+
+def test_eval_detection_on_lfw_counts_failures_to_acquire():
+    result = CliRunner().invoke(app, ["eval", "detection", "--dataset", "lfw", "--per-group", "12", "--workers", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    (rate,) = json.loads(result.stdout)
+    assert rate["group"] == "LFW" and rate["images"] == 12 and rate["any"] == 12
