@@ -120,3 +120,53 @@ class ConflictError(FaceledgerError):
 class ServiceQuotaExceededError(FaceledgerError):
     code = "ServiceQuotaExceededException"
     http_status = 400
+
+
+# --- the HTTP service ------------------------------------------------------------------------------
+
+
+class UnknownOperationError(FaceledgerError):
+    code = "UnknownOperationException"
+    http_status = 400
+
+
+class SerializationError(FaceledgerError):
+    """The request body is not the JSON the protocol expects."""
+
+    code = "SerializationException"
+    http_status = 400
+
+
+class InvalidS3ObjectError(FaceledgerError):
+    code = "InvalidS3ObjectException"
+    http_status = 400
+
+
+class RequestTooLargeError(FaceledgerError):
+    code = "RequestTooLargeException"
+    http_status = 413
+
+
+class InternalError(FaceledgerError):
+    code = "InternalServerError"
+    http_status = 500
+
+
+class AuthError(FaceledgerError):
+    http_status = 403
+
+
+class MissingAuthenticationTokenError(AuthError):
+    code = "MissingAuthenticationTokenException"
+
+
+class UnrecognizedClientError(AuthError):
+    code = "UnrecognizedClientException"
+
+
+class InvalidSignatureError(AuthError):
+    code = "InvalidSignatureException"
+
+
+class AccessDeniedError(AuthError):
+    code = "AccessDeniedException"

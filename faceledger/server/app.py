@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import api_model
 from ..app import open_service
-from ..errors import FaceledgerError, InvalidParameterError
+from ..errors import FaceledgerError, InternalError, InvalidParameterError, RequestTooLargeError, UnrecognizedClientError, InvalidSignatureError
 from ..service import FaceService
 from ..settings import Settings
 from . import sigv4
@@ -33,16 +33,6 @@ from .wire import Dispatcher, error_body
 
 log = logging.getLogger("faceledger.server")
 AMZ_JSON = "application/x-amz-json-1.1"
-
-
-class RequestTooLargeError(FaceledgerError):
-    code = "RequestTooLargeException"
-    http_status = 413
-
-
-class InternalError(FaceledgerError):
-    code = "InternalServerError"
-    http_status = 500
 
 
 def create_app(settings: Settings | None = None, service: FaceService | None = None) -> FastAPI:
@@ -82,9 +72,9 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
             key_id, _, secret = header[7:].partition(":")
             expected = keys.secret(key_id)
             if expected is None:
-                raise sigv4.UnrecognizedClientError("unknown or revoked access key")
+                raise UnrecognizedClientError("unknown or revoked access key")
             if not _same(expected, secret):
-                raise sigv4.InvalidSignatureError("the secret does not match the access key")
+                raise InvalidSignatureError("the secret does not match the access key")
             return
         headers: dict[str, list[str]] = {}
         for name, value in request.headers.raw:

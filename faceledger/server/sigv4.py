@@ -16,32 +16,12 @@ from datetime import datetime, timezone
 from typing import Callable, Mapping, Sequence
 from urllib.parse import quote
 
-from ..errors import FaceledgerError
+from ..errors import InvalidSignatureError, MissingAuthenticationTokenError, UnrecognizedClientError
 
 MAX_SKEW_SECONDS = 300
 _AUTH = re.compile(
     r"AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+),\s*SignedHeaders=(?P<signed>[^,\s]+),\s*Signature=(?P<signature>[0-9a-f]{64})"
 )
-
-
-class AuthError(FaceledgerError):
-    http_status = 403
-
-
-class MissingAuthenticationTokenError(AuthError):
-    code = "MissingAuthenticationTokenException"
-
-
-class UnrecognizedClientError(AuthError):
-    code = "UnrecognizedClientException"
-
-
-class InvalidSignatureError(AuthError):
-    code = "InvalidSignatureException"
-
-
-class AccessDeniedError(AuthError):
-    code = "AccessDeniedException"
 
 
 @dataclass(frozen=True)

@@ -20,28 +20,13 @@ from typing import Any
 from botocore.model import Shape
 
 from .. import api_model
-from ..errors import FaceledgerError, InvalidParameterError
+from ..errors import FaceledgerError, InvalidParameterError, InvalidS3ObjectError, SerializationError, UnknownOperationError
 from ..service import FaceService
 
 TARGET_PREFIX = "RekognitionService."
 #: Members accepted and not acted on: boto3 fills ClientRequestToken by itself (idempotency
 #: tokens); collection Tags have no use here.
 IGNORED_MEMBERS = {"ClientRequestToken", "Tags"}
-
-
-class UnknownOperationError(FaceledgerError):
-    code = "UnknownOperationException"
-    http_status = 400
-
-
-class SerializationError(FaceledgerError):
-    code = "SerializationException"
-    http_status = 400
-
-
-class InvalidS3ObjectError(FaceledgerError):
-    code = "InvalidS3ObjectException"
-    http_status = 400
 
 
 def snake(name: str) -> str:
