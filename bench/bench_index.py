@@ -1,12 +1,13 @@
-"""ANN search at 1M face templates: usearch (the store's index) vs hnswlib vs faiss, against
-exact brute force in numpy (the baseline), all in one run.
+"""ANN search at 1M face templates: the store's index (faiss IVF-SQ8 + exact re-rank), and on
+request HNSW graphs (usearch, hnswlib, faiss), against exact numpy brute force (the baseline),
+all in one run.
 
 The 1M templates are drawn from a Gaussian with the mean and full covariance of this engine's
 real templates (LFW from the template cache, plus FairFace chips), then unit-normalised, so the
 spread is that of real faces. Isotropic random unit vectors, the hardest case, are reported too.
 
-    .venv/bin/pip install -e '.[bench]'
-    .venv/bin/python bench/bench_index.py [--n 1000000] [--queries 1000] [--libraries usearch,hnswlib,faiss]
+    .venv/bin/python bench/bench_index.py [--n 1000000] [--queries 1000] [--ef 128,192]
+    .venv/bin/pip install -e '.[bench]'   # for --libraries faceledger,usearch,hnswlib,faiss
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from faceledger.datasets import FairFace
 from faceledger.embedding import DlibResnetEmbedder
 from faceledger.evaluation import acquire
 from faceledger.store import vector_index
+
+
+HNSW_M, HNSW_EF_ADD = 16, 128  # graph parameters for the HNSW libraries compared
 
 
 def rss_mb() -> float:
@@ -66,19 +70,41 @@ def exact_top(data: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray
     return np.array(truth), times
 
 
-class Usearch:
-    name = "usearch"
+class Faceledger:
+    """The store's own index: faiss IVF-SQ8 candidates, re-ranked exactly. ``ef`` = nprobe."""
+
+    name = "faceledger"
 
     def build(self, data):
+        before = rss_mb()
         self.ix = vector_index.VectorIndex(data.shape[1], exact_below=0)
         self.ix.add(np.arange(len(data)), data, new=True)
-        return self.ix._index.memory_usage / 2**20
+        return rss_mb() - before
 
     def query(self, q, k):
         return self.ix.search(q, k)[0]
 
     def set_ef(self, ef):
-        self.ix._index.expansion_search = ef
+        import faiss
+
+        faiss.extract_index_ivf(self.ix._ivf).nprobe = ef
+
+
+class Usearch:
+    name = "usearch"
+
+    def build(self, data):
+        from usearch.index import Index
+
+        self.ix = Index(ndim=data.shape[1], metric="ip", dtype="f32", connectivity=HNSW_M, expansion_add=HNSW_EF_ADD)
+        self.ix.add(np.arange(len(data)), data)
+        return self.ix.memory_usage / 2**20
+
+    def query(self, q, k):
+        return self.ix.search(q, k).keys
+
+    def set_ef(self, ef):
+        self.ix.expansion_search = ef
 
 
 class Hnswlib:
@@ -89,7 +115,7 @@ class Hnswlib:
 
         before = rss_mb()
         self.ix = hnswlib.Index(space="ip", dim=data.shape[1])
-        self.ix.init_index(max_elements=len(data), M=vector_index.CONNECTIVITY, ef_construction=vector_index.EXPANSION_ADD)
+        self.ix.init_index(max_elements=len(data), M=HNSW_M, ef_construction=HNSW_EF_ADD)
         self.ix.add_items(data, np.arange(len(data)))
         self.ix.set_ef(vector_index.EXPANSION_SEARCH)
         return rss_mb() - before
@@ -109,8 +135,8 @@ class Faiss:
 
         faiss.omp_set_num_threads(2)
         before = rss_mb()
-        self.ix = faiss.IndexHNSWFlat(data.shape[1], vector_index.CONNECTIVITY, faiss.METRIC_INNER_PRODUCT)
-        self.ix.hnsw.efConstruction = vector_index.EXPANSION_ADD
+        self.ix = faiss.IndexHNSWFlat(data.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        self.ix.hnsw.efConstruction = HNSW_EF_ADD
         self.ix.add(data)
         self.ix.hnsw.efSearch = vector_index.EXPANSION_SEARCH
         return rss_mb() - before
@@ -131,7 +157,7 @@ def run(label: str, data: np.ndarray, queries: np.ndarray, libs, efs: list[int],
         t = time.perf_counter()
         mem = lib.build(data)
         build_s = time.perf_counter() - t
-        print(f"  {lib.name:8} build {build_s:6.1f} s  memory {mem:6.0f} MB")
+        print(f"  {lib.name:10} build {build_s:6.1f} s  memory {mem:6.0f} MB")
         for ef in efs:
             lib.set_ef(ef)
             times, hits = [], 0
@@ -142,7 +168,7 @@ def run(label: str, data: np.ndarray, queries: np.ndarray, libs, efs: list[int],
                 hits += len(set(map(int, found)) & set(map(int, true)))
             p50, p99 = np.percentile(times, [50, 99]) * 1000
             print(
-                f"  {lib.name:8} ef_search {ef:4}  p50 {p50:.3f} ms  p99 {p99:.3f} ms  "
+                f"  {lib.name:10} {'nprobe' if lib.name == 'faceledger' else 'ef_search':9} {ef:4}  p50 {p50:.3f} ms  p99 {p99:.3f} ms  "
                 f"recall@{k} {hits / (k * len(queries)):.4f}  p99 speed-up x{base_p99 / p99:.0f}"
             )
         del lib.ix
@@ -153,10 +179,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--fairface", type=int, default=2000)
-    ap.add_argument("--libraries", default="usearch,hnswlib,faiss")
-    ap.add_argument("--ef", default=f"{vector_index.EXPANSION_SEARCH}", help="ef_search values to measure, comma-separated")
+    ap.add_argument("--libraries", default="faceledger", help="faceledger (the store's index), usearch, hnswlib, faiss (HNSW)")
+    ap.add_argument("--ef", default=f"{vector_index.NPROBE}", help="nprobe (faceledger) or ef_search (HNSW) values, comma-separated")
     args = ap.parse_args()
-    chosen = {"usearch": Usearch, "hnswlib": Hnswlib, "faiss": Faiss}
+    chosen = {"faceledger": Faceledger, "usearch": Usearch, "hnswlib": Hnswlib, "faiss": Faiss}
     libs = [chosen[n]() for n in args.libraries.split(",")]
     settings = Settings.load()
     real = real_templates(settings, args.fairface)
@@ -164,7 +190,8 @@ def main() -> None:
     evr = np.sort(np.linalg.eigvalsh(np.cov(real, rowvar=False)))[::-1]
     dims90 = int(np.searchsorted(np.cumsum(evr) / evr.sum(), 0.9)) + 1
     print(f"fitted on {len(real):,} real templates; {dims90} of 128 dimensions hold 90% of the variance")
-    print(f"HNSW: M={vector_index.CONNECTIVITY} ef_construction={vector_index.EXPANSION_ADD}; one query at a time")
+    print(f"faceledger: IVF{vector_index.NLIST},SQ8 + exact re-rank of {vector_index.RERANK}; HNSW libraries: M={HNSW_M} "
+          f"ef_construction={HNSW_EF_ADD}; one query at a time")
     efs = [int(x) for x in args.ef.split(",")]
     run("face-like (Gaussian fitted to real templates)", data[: args.n], data[args.n :], libs, efs)
     del data

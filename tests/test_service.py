@@ -123,7 +123,7 @@ def test_deletion_is_real(service, gallery, lfw, tmp_path):
     service.store.close()  # writes the index files
     # the template's bytes are gone from the database, its write-ahead log and the index files
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert any(p.suffix == ".usearch" for p in files)
+    assert any(p.suffix == ".npz" for p in files)
     for path in files:
         assert vector.tobytes() not in path.read_bytes(), path
 

@@ -170,7 +170,7 @@ def test_a_lost_or_damaged_index_file_is_rebuilt_from_sqlite(tmp_path):
         v = _unit(rng, 50)
         stored = s.add_faces("c", [NewFace(x, (0, 0, 1, 1), 99.0) for x in v])
         s.search("c", v[0], 1)  # builds and (on close) saves the index
-    (index_file,) = (tmp_path / "s.index").glob("*.usearch")
+    (index_file,) = (tmp_path / "s.index").glob("*.npz")
     index_file.write_bytes(b"garbage")
     with SQLiteStore(path) as s:
         assert s.search("c", v[7], 1)[0][0].face_id == stored[7].face_id
@@ -185,3 +185,26 @@ def test_a_file_that_is_not_a_store(tmp_path):
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(errors.StoreCorruptionError):
         SQLiteStore(bad)
+
+
+def test_large_collections_use_the_quantised_index_and_still_find_and_forget(tmp_path):
+    """Past EXACT_BELOW the IVF index serves searches; stored faces find themselves, removed ones
+    are gone from it and from the saved files, and a save/load round trip keeps the trained index."""
+    from faceledger.store.vector_index import VectorIndex
+
+    rng = np.random.default_rng(5)
+    data = _unit(rng, 42_000)
+    ix = VectorIndex(128, exact_below=40_000)
+    ix.add(np.arange(1, 42_001), data[:42_000], new=True)
+    assert ix._ivf is not None
+    keys, scores = ix.search(data[123], 5)
+    assert keys[0] == 124 and scores[0] > 0.999
+    ix.remove([124])
+    assert 124 not in ix.search(data[123], 50)[0]
+    path = tmp_path / "i.npz"
+    ix.save(path, {"seq": 1})
+    for f in tmp_path.iterdir():
+        assert data[123].tobytes() not in f.read_bytes(), f
+    loaded, meta = VectorIndex.load(path, 128)  # keeps the saved, trained IVF
+    assert meta["seq"] == 1 and len(loaded) == 41_999 and loaded._ivf is not None
+    assert loaded.search(data[7], 1)[0][0] == 8

@@ -1,4 +1,4 @@
-"""The embedded store: SQLite (WAL) is the source of truth, a usearch index per collection a cache.
+"""The embedded store: SQLite (WAL) is the source of truth, a vector index per collection a cache.
 
 Every write goes to SQLite in one transaction together with a row in ``changes``, the log that
 lets each process bring its in-memory index up to date before a search: so several processes
@@ -8,7 +8,8 @@ loaded, the log replayed from that position, and the result checked against SQLi
 rebuilding from SQLite when they disagree (a crash between writing the two, a lost file).
 
 Deletion is real: ``secure_delete`` overwrites freed pages, the WAL is checkpointed after
-deletions, and deleted keys leave the index at the next search in every process.
+deletions, the collection's index files are dropped (the next save writes them without the
+deleted templates), and deleted keys leave every process's in-memory index before its next search.
 """
 
 from __future__ import annotations
@@ -77,17 +78,12 @@ SAVE_EVERY = 5_000
 
 
 class _Loaded:
-    """One collection's index in this process and the log position it reflects.
-
-    ``removed``: keys were removed since it was built. HNSW libraries only mark a removed vector,
-    keeping its bytes, so such an index is rebuilt from SQLite before it is written to disk.
-    """
+    """One collection's index in this process and the log position it reflects."""
 
     def __init__(self, index: VectorIndex, seq: int) -> None:
         self.index = index
         self.seq = seq
         self.unsaved = 0
-        self.removed = False
 
 
 class SQLiteStore:
@@ -310,9 +306,7 @@ class SQLiteStore:
         if vectors:
             keys = np.array(list(vectors), dtype=np.int64)
             loaded.index.add(keys, np.stack(list(vectors.values())))
-        if dels:
-            loaded.index.remove(dels)
-            loaded.removed = True
+        loaded.index.remove(dels)
         loaded.seq = rows[-1][0]
         loaded.unsaved += len(rows)
 
@@ -325,7 +319,7 @@ class SQLiteStore:
         return out
 
     def _open_index(self, cid: int, ndim: int) -> _Loaded:
-        saved = VectorIndex.load(self.index_dir / f"{cid}.usearch", ndim)
+        saved = VectorIndex.load(self._index_path(cid), ndim)
         if saved is not None:
             index, meta = saved
             loaded = _Loaded(index, int(meta.get("seq", 0)))
@@ -360,20 +354,17 @@ class SQLiteStore:
         return loaded
 
     def _save(self, cid: int, loaded: _Loaded) -> None:
-        """Write the index file; one that held removed vectors is rebuilt first (real deletion)."""
-        if loaded.removed:
-            ndim = self._db.execute("SELECT ndim FROM collections WHERE id=?", (cid,)).fetchone()
-            if ndim is None:
-                return  # the collection was deleted meanwhile
-            fresh = self._build(cid, ndim[0])
-            loaded.index, loaded.seq, loaded.removed = fresh.index, fresh.seq, False
-        loaded.index.save(self.index_dir / f"{cid}.usearch", {"seq": loaded.seq})
+        loaded.index.save(self._index_path(cid), {"seq": loaded.seq})
         loaded.unsaved = 0
 
+    def _index_path(self, cid: int) -> Path:
+        return self.index_dir / f"{cid}.npz"
+
     def _drop_index_files(self, cid: int) -> None:
-        """Deleted templates must not outlive their deletion in an index file on disk."""
-        for suffix in (".usearch", ".json"):
-            (self.index_dir / f"{cid}{suffix}").unlink(missing_ok=True)
+        """Deleted templates must not outlive their deletion in an index file on disk: the file
+        goes at once, and the next save writes one without them."""
+        for suffix in (".npz", ".ivf", ".json"):
+            self._index_path(cid).with_suffix(suffix).unlink(missing_ok=True)
 
     def verify(self, name: str, *, repair: bool = True) -> dict:
         """Compare the index with SQLite key by key; rebuild it when they differ."""
@@ -458,7 +449,7 @@ class SQLiteStore:
                 if ndim is None:
                     continue
                 self._sync(cid, ndim[0])  # never write a file that misses another process's deletions
-                if loaded.unsaved or loaded.removed:
+                if loaded.unsaved:
                     self._save(cid, loaded)
             self._loaded.clear()
             self._db.close()

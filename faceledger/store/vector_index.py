@@ -1,8 +1,14 @@
-"""An approximate-nearest-neighbour index over unit templates: a rebuildable cache of SQLite.
+"""Nearest-neighbour search over unit templates: a rebuildable cache of what SQLite holds.
 
-usearch's HNSW graph (chosen by bench/bench_index.py against hnswlib and faiss: the only one of
-the three with real deletion, a single-file save, and exact search in the same object), with
-inner-product scores. Below ``exact_below`` vectors an exact scan is both faster and perfect.
+Small collections are searched exactly (a matrix product). From ``EXACT_BELOW`` templates on, an
+inverted-file index with 8-bit scalar quantisation (faiss ``IVF1024,SQ8``) proposes
+``RERANK`` candidates from ``NPROBE`` of its 1,024 lists, and the candidates are re-scored
+exactly in float32. bench/bench_index.py chose this over HNSW graphs (usearch, hnswlib): at 1M
+face-like templates it reaches recall@10 0.99 at p99 under 3 ms and builds in seconds, where
+HNSW stayed under 0.95 recall at 5 ms and took ten minutes to build on 2 cores.
+
+Removal is real: a removed template leaves the float32 matrix (its row is overwritten) and the
+quantised lists (faiss removes ids from inverted lists), so a saved index never holds it.
 """
 
 from __future__ import annotations
@@ -11,72 +17,133 @@ import json
 import os
 from pathlib import Path
 
+import faiss
 import numpy as np
-from usearch.index import Index
 
-#: HNSW parameters, measured in bench/bench_index.py at 1M face-like templates.
-CONNECTIVITY = 16
-EXPANSION_ADD = 128
-EXPANSION_SEARCH = 96
-#: Collections smaller than this are searched exactly.
-EXACT_BELOW = 20_000
+#: Below this many templates, search is exact.
+EXACT_BELOW = 50_000
+#: IVF parameters, measured in bench/bench_index.py.
+NLIST = 1024
+NPROBE = 192
+RERANK = 100
+TRAIN_SAMPLE = 100_000
 
 
 class VectorIndex:
     def __init__(self, ndim: int, *, exact_below: int = EXACT_BELOW) -> None:
         self.ndim = ndim
-        self.exact_below = exact_below
-        self._index = self._new(ndim)
-
-    @staticmethod
-    def _new(ndim: int) -> Index:
-        return Index(
-            ndim=ndim, metric="ip", dtype="f32",
-            connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH,
-        )
+        self.exact_below = max(exact_below, NLIST * 39)  # faiss wants ~39 training points per list
+        self._vecs = np.zeros((0, ndim), np.float32)
+        self._keys = np.zeros(0, np.int64)
+        self._n = 0
+        self._row: dict[int, int] = {}
+        self._ivf: faiss.Index | None = None
 
     def __len__(self) -> int:
-        return len(self._index)
+        return self._n
 
     def __contains__(self, key: int) -> bool:
-        return bool(self._index.contains(int(key)))
-
-    def add(self, keys: np.ndarray, vectors: np.ndarray, *, new: bool = False) -> None:
-        """Add vectors; keys already present are skipped (replaying a change log is idempotent)
-        unless ``new`` promises there are none."""
-        keys = np.asarray(keys, dtype=np.uint64)
-        if not len(keys):
-            return
-        if not new:
-            fresh = np.array([int(k) not in self for k in keys], dtype=bool)
-            keys, vectors = keys[fresh], vectors[fresh]
-        if len(keys):
-            self._index.add(keys, np.ascontiguousarray(vectors, dtype=np.float32))
-
-    def remove(self, keys) -> None:
-        for k in keys:
-            if int(k) in self:
-                self._index.remove(int(k))
+        return int(key) in self._row
 
     def keys(self) -> np.ndarray:
-        return np.asarray(self._index.keys, dtype=np.int64)
+        return self._keys[: self._n].copy()
+
+    def add(self, keys, vectors: np.ndarray, *, new: bool = False) -> None:
+        """Add templates; keys already present are skipped (replaying a change log is idempotent)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(keys), self.ndim)
+        if not new:
+            fresh = np.array([int(k) not in self._row for k in keys], dtype=bool)
+            keys, vectors = keys[fresh], vectors[fresh]
+        if not len(keys):
+            return
+        self._grow(self._n + len(keys))
+        start = self._n
+        self._vecs[start : start + len(keys)] = vectors
+        self._keys[start : start + len(keys)] = keys
+        self._row.update({int(k): start + i for i, k in enumerate(keys)})
+        self._n += len(keys)
+        if self._ivf is not None:
+            self._ivf.add_with_ids(vectors, keys)
+        elif self._n >= self.exact_below:
+            self._train()
+
+    def remove(self, keys) -> None:
+        gone = [int(k) for k in keys if int(k) in self._row]
+        if not gone:
+            return
+        for key in gone:
+            row = self._row.pop(key)
+            last = self._n - 1
+            if row != last:  # move the last template into the freed row
+                self._vecs[row] = self._vecs[last]
+                self._keys[row] = self._keys[last]
+                self._row[int(self._keys[row])] = row
+            self._vecs[last] = 0.0  # the removed template's bytes do not linger
+            self._keys[last] = 0
+            self._n -= 1
+        if self._ivf is not None:
+            self._ivf.remove_ids(np.asarray(gone, dtype=np.int64))
 
     def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(keys, cosine scores), best first."""
-        if len(self) == 0:
+        if self._n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        k = min(k, len(self))
-        m = self._index.search(np.asarray(vector, np.float32), k, exact=len(self) < self.exact_below)
-        return np.asarray(m.keys, np.int64), 1.0 - np.asarray(m.distances, np.float32)
+        q = np.asarray(vector, np.float32).reshape(self.ndim)
+        k = min(k, self._n)
+        if self._ivf is None:
+            rows = np.arange(self._n)
+        else:
+            _, ids = self._ivf.search(q[None, :], max(RERANK, k))
+            rows = np.array([self._row[int(i)] for i in ids[0] if i >= 0 and int(i) in self._row], dtype=np.int64)
+            if len(rows) < k:  # too few candidates in the probed lists: fall back to exact
+                rows = np.arange(self._n)
+        scores = self._vecs[rows] @ q
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
+        top = top[np.argsort(-scores[top])]
+        return self._keys[rows[top]].copy(), scores[top]
+
+    def _grow(self, need: int) -> None:
+        if need <= len(self._vecs):
+            return
+        cap = max(need, 2 * len(self._vecs), 1024)
+        vecs = np.zeros((cap, self.ndim), np.float32)
+        keys = np.zeros(cap, np.int64)
+        vecs[: self._n] = self._vecs[: self._n]
+        keys[: self._n] = self._keys[: self._n]
+        self._vecs, self._keys = vecs, keys
+
+    def _train(self) -> None:
+        data = self._vecs[: self._n]
+        rng = np.random.default_rng(0)
+        sample = data[rng.choice(self._n, min(self._n, TRAIN_SAMPLE), replace=False)]
+        ivf = faiss.index_factory(self.ndim, f"IVF{NLIST},SQ8", faiss.METRIC_INNER_PRODUCT)
+        ivf.train(sample)
+        inner = faiss.extract_index_ivf(ivf)
+        inner.nprobe = NPROBE
+        inner.parallel_mode = 1  # one query's lists are scanned in parallel
+        ivf.add_with_ids(data, self._keys[: self._n])
+        self._ivf = ivf
+
+    # --- persistence -------------------------------------------------------------------------------
 
     def save(self, path: Path, meta: dict) -> None:
-        """Write the index, then its metadata, each atomically (temp file + rename)."""
-        tmp = path.with_suffix(".tmp")
-        self._index.save(str(tmp))
+        """Write the templates (and the trained IVF), then the metadata, each atomically."""
+        tmp = path.with_suffix(".tmp.npz")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, keys=self._keys[: self._n], vectors=self._vecs[: self._n])
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+        ivf_path = path.with_suffix(".ivf")
+        if self._ivf is not None:
+            faiss.write_index(self._ivf, str(ivf_path.with_suffix(".ivf.tmp")))
+            os.replace(ivf_path.with_suffix(".ivf.tmp"), ivf_path)
+        else:
+            ivf_path.unlink(missing_ok=True)
         meta_path = path.with_suffix(".json")
         tmp_meta = meta_path.with_suffix(".jtmp")
-        tmp_meta.write_text(json.dumps({**meta, "count": len(self)}))
+        tmp_meta.write_text(json.dumps({**meta, "count": self._n, "ivf": self._ivf is not None}))
         os.replace(tmp_meta, meta_path)
 
     @classmethod
@@ -87,12 +154,26 @@ class VectorIndex:
             return None
         try:
             meta = json.loads(meta_path.read_text())
-            raw = Index.restore(str(path))
-        except (OSError, ValueError, RuntimeError):
+            with np.load(path) as saved:
+                keys, vectors = saved["keys"], saved["vectors"]
+            ivf = faiss.read_index(str(path.with_suffix(".ivf"))) if meta.get("ivf") else None
+        except (OSError, ValueError, KeyError, RuntimeError):
             return None
-        if raw is None or raw.ndim != ndim or len(raw) != meta.get("count"):
+        if vectors.shape != (len(keys), ndim) or len(keys) != meta.get("count"):
+            return None
+        if ivf is not None and ivf.ntotal != len(keys):
             return None
         out = cls(ndim)
-        out._index = raw
-        raw.expansion_search = EXPANSION_SEARCH
+        out._grow(len(keys))
+        out._vecs[: len(keys)] = vectors
+        out._keys[: len(keys)] = keys
+        out._row = {int(k): i for i, k in enumerate(keys)}
+        out._n = len(keys)
+        if ivf is not None:
+            inner = faiss.extract_index_ivf(ivf)
+            inner.nprobe = NPROBE
+            inner.parallel_mode = 1
+            out._ivf = ivf
+        elif out._n >= out.exact_below:
+            out._train()
         return out, meta
