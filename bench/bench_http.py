@@ -60,7 +60,7 @@ def main() -> None:
         inproc = {}
         for op, (local, _) in calls.items():
             times = []
-            for img in images[:16]:
+            for img in images:  # the same images the clients send, each once
                 t = time.perf_counter()
                 try:
                     local(img)

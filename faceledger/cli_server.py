@@ -70,4 +70,6 @@ def serve(
         os.environ["FACELEDGER_AUTH"] = auth  # the workers read their settings from the environment
     settings = Settings.load()
     out.print(f"faceledger on http://{host}:{port} (auth {settings.auth}, region {settings.region}, store {settings.store})")
-    uvicorn.run("faceledger.server.asgi:app", host=host, port=port, workers=workers, log_level="info")
+    from .server.protocol import NoDelayH11Protocol
+
+    uvicorn.run("faceledger.server.asgi:app", host=host, port=port, workers=workers, log_level="info", http=NoDelayH11Protocol)

@@ -203,3 +203,51 @@ def test_native_api_health_metrics_and_openapi(server, lfw):
 def test_key_file_is_private(server):
     mode = server["settings"].keys_file.stat().st_mode & 0o777
     assert mode == 0o600
+
+
+def test_keys_cli_create_list_revoke(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from faceledger.cli import app
+
+    monkeypatch.setenv("FACELEDGER_KEYS_FILE", str(tmp_path / "keys.json"))
+    runner = CliRunner()
+    made = runner.invoke(app, ["keys", "create", "--description", "ci", "--json"])
+    assert made.exit_code == 0, made.output
+    key = json.loads(made.stdout)
+    assert key["AccessKeyId"].startswith("AKIA") and len(key["SecretAccessKey"]) == 40
+    listed = json.loads(runner.invoke(app, ["keys", "list", "--json"]).stdout)
+    assert listed[0]["AccessKeyId"] == key["AccessKeyId"] and listed[0]["Revoked"] is None
+    assert runner.invoke(app, ["keys", "revoke", key["AccessKeyId"]]).exit_code == 0
+    assert json.loads(runner.invoke(app, ["keys", "list", "--json"]).stdout)[0]["Revoked"]
+    again = runner.invoke(app, ["keys", "revoke", key["AccessKeyId"], "--json"])
+    assert again.exit_code == 3 and "already revoked" in again.stdout
+    (tmp_path / "keys.json").chmod(0o644)
+    refused = runner.invoke(app, ["keys", "list"])
+    assert refused.exit_code == 3 and "chmod 600" in refused.stderr
+
+
+def test_serve_command_starts_a_working_server(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "FACELEDGER_STORE": str(tmp_path / "s.sqlite"), "FACELEDGER_KEYS_FILE": str(tmp_path / "k.json")}
+    proc = subprocess.Popen([sys.executable, "-m", "faceledger.cli", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert r.json()["status"] == "ok"
+        unsigned = httpx.post(f"http://127.0.0.1:{port}/", headers={"X-Amz-Target": "RekognitionService.ListCollections"})
+        assert unsigned.status_code == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
