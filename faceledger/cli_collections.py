@@ -144,8 +144,8 @@ def index(
     with errors(as_json):
         settings = Settings.load()
         svc = open_service(settings)
-        svc._check_index(collection, None, max_faces, quality_filter, None)
-        keep_bytes = svc.describe_collection(collection) and svc.store.get_collection(collection).store_images
+        svc.check_index(collection, None, max_faces, quality_filter, None)
+        keep_bytes = svc.store.get_collection(collection).store_images  # also: the collection exists
         files = list(_image_files(paths, recursive))
         jobs = [(str(f), max_faces, quality_filter, keep_bytes) for f in files]
         indexed, unindexed, failed = 0, Counter(), []

@@ -12,8 +12,8 @@ import base64
 import binascii
 import hashlib
 import json
-
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -393,12 +393,13 @@ class FaceService:
         prealigned: bool = False,
     ) -> IndexFacesResult:
         """Detect, filter and embed the image's faces, then store those that pass."""
-        self._check_index(collection_id, external_image_id, max_faces, quality_filter, detection_attributes)
-        self._model_of(collection_id)
+        self.check_index(collection_id, external_image_id, max_faces, quality_filter, detection_attributes)
+        self._model_of(collection_id)  # before the costly part: refuse a collection of another model
         prepared = prepare_index(self.engine, image, max_faces=max_faces, quality_filter=quality_filter, prealigned=prealigned)
         return self.commit_index(collection_id, prepared, external_image_id=external_image_id)
 
-    def _check_index(self, collection_id, external_image_id, max_faces, quality_filter, detection_attributes) -> None:
+    def check_index(self, collection_id, external_image_id, max_faces, quality_filter, detection_attributes) -> None:
+        """IndexFaces' parameter checks, for callers that prepare images elsewhere (bulk indexing)."""
         api_model.check(
             "IndexFaces", CollectionId=collection_id, Image={}, ExternalImageId=external_image_id,
             MaxFaces=max_faces, QualityFilter=quality_filter,
@@ -702,8 +703,6 @@ def _raw_bytes(image: ImageSource) -> bytes | None:
     if isinstance(image, (bytes, bytearray, memoryview)):
         return bytes(image)
     if isinstance(image, str) or hasattr(image, "__fspath__"):
-        from pathlib import Path
-
         return Path(image).read_bytes()
     return None
 
