@@ -223,7 +223,9 @@ def eval_detection(
         for col in ("group", "images", f"{settings.detector} alone", "with fallback"):
             table.add_column(col, justify="right")
         for r in rates + ([_total(rates)] if len(rates) > 1 else []):
-            table.add_row(r.group, str(r.images), f"{100 * r.primary / r.images:.1f}%", f"{100 * r.any / r.images:.1f}%")
+            table.add_row(
+                r.group, str(r.images), f"{r.primary} ({100 * r.primary / r.images:.1f}%)", f"{r.any} ({100 * r.any / r.images:.1f}%)"
+            )
         out.print(table)
 
 
