@@ -17,6 +17,7 @@ from . import quality as quality_mod
 from .cli_common import (
     EXIT_INPUT, EXIT_NEGATIVE, DetectorOpt, FallbackOpt, JsonOpt, box_text, err, errors, face_json, out, progress,
 )
+from .cli_audit import audit_app
 from .cli_server import keys_app, serve
 from .cli_collections import collection_app, faces_app, index, search, users_app
 from .datasets import LFW, FairFace, fetch_lfw
@@ -37,6 +38,7 @@ app.add_typer(users_app, name="users")
 app.command()(index)
 app.command()(search)
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 app.command()(serve)
 
 

@@ -1,0 +1,121 @@
+"""The score audit: rates, intervals, thresholds and differentials, on data with known answers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from faceledger import errors
+from faceledger.audit import Scores, audit, differentials, rates_at, read_scores, threshold_for_fmr, wilson
+
+
+def test_wilson_interval_matches_published_values():
+    lo, hi = wilson(5, 10)
+    assert round(lo, 4) == 0.2366 and round(hi, 4) == 0.7634
+    lo, hi = wilson(0, 10)
+    assert lo == 0.0 and round(hi, 4) == 0.2775
+    assert all(math.isnan(v) for v in wilson(0, 0))
+
+
+def test_threshold_for_fmr_allows_exactly_the_target_share():
+    nonmated = np.linspace(0.1, 1.0, 10)
+    t = threshold_for_fmr(nonmated, 0.2)
+    assert np.count_nonzero(nonmated >= t) == 2
+    ties = np.array([0.5] * 5 + [0.1] * 5)
+    assert np.count_nonzero(ties >= threshold_for_fmr(ties, 0.2)) == 0  # ties cannot be split
+
+
+def _synthetic(rng, n_nonmated=60_000, n_mated=6_000):
+    """Three groups; group C's impostor scores sit 0.5 higher, group B's genuine ones 0.5 lower."""
+    shift_nm = {"A": 0.0, "B": 0.0, "C": 0.5}
+    shift_m = {"A": 0.0, "B": -0.5, "C": 0.0}
+    score, mated, group = [], [], []
+    for g in "ABC":
+        score += list(rng.normal(shift_nm[g], 1.0, n_nonmated)) + list(rng.normal(3.0 + shift_m[g], 1.0, n_mated))
+        mated += [False] * n_nonmated + [True] * n_mated
+        group += [g] * (n_nonmated + n_mated)
+    g = np.array(group)
+    return Scores(np.array(score), np.array(mated), g, g), shift_nm, shift_m
+
+
+def _upper_tail(x: float) -> float:
+    return 0.5 * math.erfc(x / math.sqrt(2))
+
+
+def test_audit_recovers_known_per_group_rates_within_their_intervals():
+    s, shift_nm, shift_m = _synthetic(np.random.default_rng(11))
+    report = audit(s, targets=(1e-2,), resamples=0)
+    (point,) = report.points
+    for g in point.groups:
+        true_fmr = _upper_tail(point.threshold - shift_nm[g.group])
+        true_fnmr = 1 - _upper_tail(point.threshold - 3.0 - shift_m[g.group])
+        assert g.fmr.ci_low <= true_fmr <= g.fmr.ci_high, (g.group, true_fmr, g.fmr)
+        assert g.fnmr.ci_low <= true_fnmr <= g.fnmr.ci_high, (g.group, true_fnmr, g.fnmr)
+    by = {g.group: g for g in point.groups}
+    assert by["C"].fmr.rate > 3 * by["A"].fmr.rate  # the planted differential is found
+    assert by["B"].fnmr.ci_low > by["A"].fnmr.ci_high  # and so is the FNMR one
+
+
+def test_unresolvable_rates_are_flagged_not_printed():
+    s, _, _ = _synthetic(np.random.default_rng(3), n_nonmated=2_000, n_mated=500)
+    (point,) = audit(s, targets=(1e-4,), resamples=0).points
+    assert all(not g.fmr.resolved for g in point.groups)  # 2,000 pairs cannot resolve 1e-4
+    from faceledger.audit import markdown
+
+    assert "not resolved" in markdown(audit(s, targets=(1e-4,), resamples=0))
+
+
+def test_differentials_follow_their_formulas():
+    from faceledger.audit import GroupRates, OperatingPoint, Rate
+
+    def r(x):
+        return Rate(int(x * 1e6), 1_000_000, x, x, x, True)
+
+    point = OperatingPoint("p", 0.0, 1e-3, [GroupRates(g, r(f), r(n), r(f)) for g, f, n in
+                                            (("a", 1e-3, 0.02), ("b", 1e-2, 0.01), ("c", 1e-3, 0.01))])
+    d = differentials(point)
+    assert d["fmr_max_min_ratio"] == pytest.approx(10)
+    assert d["fmr_max_geomean"] == pytest.approx(1e-2 / (1e-3 * 1e-2 * 1e-3) ** (1 / 3))
+    assert d["inequity_rate"] == pytest.approx(math.sqrt(10 * 2))
+    assert d["fdr"] == pytest.approx(1 - (0.5 * 9e-3 + 0.5 * 0.01))
+    x = np.array([1e-3, 1e-2, 1e-3])
+    gini = 3 / 2 * np.abs(x[:, None] - x[None, :]).sum() / (2 * 9 * x.mean())
+    assert d["fmr_gini"] == pytest.approx(gini)
+
+
+def test_subject_bootstrap_is_wider_than_pairs_assume():
+    rng = np.random.default_rng(5)
+    n_subjects, n = 40, 40_000
+    a, b = rng.integers(0, n_subjects, n), rng.integers(0, n_subjects, n)
+    lean = rng.normal(0, 0.6, n_subjects)  # some subjects look like many others: pairs are correlated
+    score = rng.normal(0, 1, n) + lean[a] + lean[b]
+    g = np.array(["x"] * n)
+    s = Scores(score, np.zeros(n, bool), g, g, a.astype(str), b.astype(str))
+    (point,) = audit(s, targets=(1e-2,), resamples=200).points
+    fmr = point.groups[0].fmr
+    assert fmr.boot_low <= fmr.rate <= fmr.boot_high
+    assert (fmr.boot_high - fmr.boot_low) > 2 * (fmr.ci_high - fmr.ci_low)
+
+
+def test_reference_group_threshold_and_cli(tmp_path):
+    from faceledger.cli import app
+
+    s, _, _ = _synthetic(np.random.default_rng(2), n_nonmated=5_000, n_mated=500)
+    path = tmp_path / "scores.csv"
+    with path.open("w") as fh:
+        fh.write("score,mated,group\n")
+        for sc, m, g in zip(s.score, s.mated, s.group_a):
+            fh.write(f"{-sc:.6f},{int(m)},{g}\n")  # as distances
+    loaded = read_scores(path, direction="distance")
+    assert np.allclose(loaded.score, s.score, atol=1e-5)
+    result = CliRunner().invoke(app, ["audit", "scores", str(path), "--direction", "distance", "--target-fmr", "1e-2",
+                                      "--reference-group", "A", "--resamples", "20", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [p["name"] for p in report["points"]] == ["global FMR 0.01", "reference A FMR 0.01"]
+    with pytest.raises(errors.InvalidParameterError, match="no column"):
+        read_scores(path, score="similarity")
