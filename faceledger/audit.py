@@ -239,12 +239,45 @@ def bootstrap(s: Scores, point: OperatingPoint, resamples: int = 200, seed: int 
 
 
 @dataclass
+class Curve:
+    """A group's DET curve (FMR and FNMR at shared thresholds) and score histograms."""
+
+    group: str
+    thresholds: list[float]
+    fmr: list[float]
+    fnmr: list[float]
+    bins: list[float]
+    nonmated_hist: list[int]
+    mated_hist: list[int]
+
+
+def curves(s: Scores, points: int = 40, bins: int = 50) -> list[Curve]:
+    """Per group (within-group pairs): FMR/FNMR at thresholds spanning FMR 1e-6..1 over all
+    non-mated scores, and histograms of mated and non-mated scores on shared bins."""
+    nonmated = np.sort(s.score[~s.mated])
+    fmr_levels = np.logspace(-6, 0, points)
+    thresholds = np.unique([threshold_for_fmr(nonmated, f) for f in fmr_levels if f * len(nonmated) >= 1])
+    edges = np.linspace(s.score.min(), s.score.max(), bins + 1)
+    same = s.group_a == s.group_b
+    out = []
+    for g in sorted(set(s.group_a[same].tolist())):
+        within = same & (s.group_a == g)
+        nm, m = np.sort(s.score[within & ~s.mated]), np.sort(s.score[within & s.mated])
+        fmr = [(len(nm) - np.searchsorted(nm, t, "left")) / len(nm) if len(nm) else math.nan for t in thresholds]
+        fnmr = [np.searchsorted(m, t, "left") / len(m) if len(m) else math.nan for t in thresholds]
+        out.append(Curve(g, thresholds.tolist(), [float(x) for x in fmr], [float(x) for x in fnmr], edges.tolist(),
+                         np.histogram(nm, edges)[0].tolist(), np.histogram(m, edges)[0].tolist()))
+    return out
+
+
+@dataclass
 class AuditReport:
     comparisons: int
     mated: int
     nonmated: int
     points: list[OperatingPoint]
     resamples: int
+    curves: list[Curve] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -266,7 +299,7 @@ def audit(
     if resamples:
         for p in points:
             bootstrap(s, p, resamples, seed)
-    return AuditReport(len(s.score), int(s.mated.sum()), int((~s.mated).sum()), points, resamples)
+    return AuditReport(len(s.score), int(s.mated.sum()), int((~s.mated).sum()), points, resamples, curves(s))
 
 
 def markdown(report: AuditReport) -> str:

@@ -119,3 +119,15 @@ def test_reference_group_threshold_and_cli(tmp_path):
     assert [p["name"] for p in report["points"]] == ["global FMR 0.01", "reference A FMR 0.01"]
     with pytest.raises(errors.InvalidParameterError, match="no column"):
         read_scores(path, score="similarity")
+
+
+def test_det_curves_and_histograms_per_group():
+    s, shift_nm, _ = _synthetic(np.random.default_rng(4), n_nonmated=20_000, n_mated=2_000)
+    report = audit(s, targets=(1e-2,), resamples=0)
+    by = {c.group: c for c in report.curves}
+    assert set(by) == {"A", "B", "C"}
+    for c in report.curves:
+        assert np.all(np.diff(c.fmr) <= 1e-12) and np.all(np.diff(c.fnmr) >= -1e-12)  # monotone in threshold
+        assert sum(c.nonmated_hist) == 20_000 and sum(c.mated_hist) == 2_000
+    i = len(by["A"].thresholds) // 2
+    assert by["C"].fmr[i] > by["A"].fmr[i]  # C's impostors score higher at every threshold
