@@ -15,7 +15,7 @@ from rich.table import Table
 
 from . import quality as quality_mod
 from .cli_common import (
-    EXIT_INPUT, EXIT_NEGATIVE, DetectorOpt, FallbackOpt, JsonOpt, box_text, err, errors, face_json, out, progress,
+    EXIT_INPUT, EXIT_NEGATIVE, DetectorOpt, FallbackOpt, JsonOpt, box_text, err, errors, face_json, out, progress, with_progress,
 )
 from .cli_audit import audit_app
 from .cli_server import keys_app, serve
@@ -169,13 +169,7 @@ def eval_lfw(
     with errors(as_json):
         settings = Settings.load(detector=detector, fallback_detector=fallback)
         lfw = LFW.locate(settings)
-        with progress() as bar:
-            task = bar.add_task("embedding LFW images", total=None)
-            r = evaluate_lfw(
-                lfw, settings, pairs_per_fold=pairs_per_fold, workers=workers,
-                advance=lambda n: bar.advance(task, n),
-                on_total=lambda n: bar.update(task, total=n),
-            )
+        r = with_progress("embedding LFW images", evaluate_lfw, lfw, settings, pairs_per_fold=pairs_per_fold, workers=workers)
         if as_json:
             print(json.dumps({**asdict(r), "protocol": "LFW View 2, 10-fold", "model": str(DlibResnetEmbedder.model_id(settings.embed_flip))}, indent=2))
             return
@@ -211,13 +205,7 @@ def eval_detection(
             groups = {"LFW": LFW.locate(settings).images()}
         else:
             raise InvalidParameterError("--dataset must be fairface or lfw")
-        with progress() as bar:
-            task = bar.add_task(f"detecting {dataset} faces", total=None)
-            rates = detection_rates(
-                groups, settings, per_group=per_group, workers=workers,
-                advance=lambda n: bar.advance(task, n),
-                on_total=lambda n: bar.update(task, total=n),
-            )
+        rates = with_progress(f"detecting {dataset} faces", detection_rates, groups, settings, per_group=per_group, workers=workers)
         if as_json:
             print(json.dumps([asdict(r) for r in rates], indent=2))
             return

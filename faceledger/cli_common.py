@@ -63,6 +63,13 @@ def progress() -> Progress:
     )
 
 
+def with_progress(description: str, work, *args, **kwargs):
+    """Run ``work(*args, advance=..., on_total=..., **kwargs)`` under a progress bar on stderr."""
+    with progress() as bar:
+        task = bar.add_task(description, total=None)
+        return work(*args, advance=lambda n: bar.advance(task, n), on_total=lambda n: bar.update(task, total=n), **kwargs)
+
+
 def face_json(face: Face) -> dict:
     """The cloud API's FaceDetail, plus what faceledger adds: exposure, size, detector, filter verdicts."""
     q = face.quality
