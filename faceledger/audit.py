@@ -118,10 +118,13 @@ class Rate:
     boot_high: float = math.nan
 
 
-def _rate(errors: int, trials: int, resolvable_at: float) -> Rate:
+def _rate(errors: int, trials: int, resolvable_at: float | None) -> Rate:
+    """``resolvable_at``: the rate the trials must be able to resolve (about 30 / rate of them);
+    None: resolved once 30 errors are seen (Doddington's rule of 30), as for FNMR."""
     lo, hi = wilson(errors, trials)
     rate = errors / trials if trials else math.nan
-    return Rate(errors, trials, rate, lo, hi, trials >= 30 / resolvable_at)
+    resolved = trials >= 30 / resolvable_at if resolvable_at else (errors >= 30 or trials >= 3_000)
+    return Rate(errors, trials, rate, lo, hi, resolved)
 
 
 @dataclass
@@ -151,11 +154,10 @@ def rates_at(s: Scores, threshold: float, target: float, name: str) -> Operating
         within = same & in_a
         nm, m = within & ~s.mated, within & s.mated
         cross = ~same & (in_a | in_b) & ~s.mated
-        fnmr_target = 0.01  # FNMR is resolved at a percent level
         out.append(GroupRates(
             g,
             _rate(int(np.count_nonzero(match & nm)), int(np.count_nonzero(nm)), target),
-            _rate(int(np.count_nonzero(~match & m)), int(np.count_nonzero(m)), fnmr_target),
+            _rate(int(np.count_nonzero(~match & m)), int(np.count_nonzero(m)), None),
             _rate(int(np.count_nonzero(match & cross)), int(np.count_nonzero(cross)), target),
         ))
     point = OperatingPoint(name, threshold, target, out)

@@ -131,3 +131,34 @@ def test_det_curves_and_histograms_per_group():
         assert sum(c.nonmated_hist) == 20_000 and sum(c.mated_hist) == 2_000
     i = len(by["A"].thresholds) // 2
     assert by["C"].fmr[i] > by["A"].fmr[i]  # C's impostors score higher at every threshold
+
+
+def test_html_report_renders_in_headless_chromium(tmp_path):
+    """The report's tables and plots are shown by a real browser (Debian's chromium)."""
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    from faceledger.audit_report import render_html
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    s, _, _ = _synthetic(np.random.default_rng(8), n_nonmated=20_000, n_mated=2_000)
+    page = tmp_path / "audit.html"
+    page.write_text(render_html(audit(s, targets=(1e-2, 1e-3), resamples=20)))
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count('class="rates"') == 2 and 'class="differentials"' in dom
+    assert dom.count('class="plot det"') == 1 and dom.count('class="plot hist"') == 2
+    assert dom.count('class="curve"') == 9  # three groups x (DET + two histograms)
+    shot = tmp_path / "audit.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1100,2400", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    plotted = np.any([np.all(pixels == np.array(c), axis=-1).sum() > 50
+                      for c in ((0x1b, 0x6c, 0xa8), (0xd1, 0x49, 0x5b), (0xed, 0xae, 0x49))])
+    assert plotted, "the curves' colours do not appear in the rendered page"
