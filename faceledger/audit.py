@@ -24,13 +24,15 @@ Z95 = 1.959963984540054
 
 @dataclass
 class Scores:
-    """Comparisons as arrays; scores are similarities (higher = more alike)."""
+    """Comparisons as arrays; scores are similarities (higher = more alike). Groups are integer
+    codes into ``names`` (tens of millions of pairs fit in memory that way)."""
 
     score: np.ndarray
     mated: np.ndarray  # bool
-    group_a: np.ndarray  # str
-    group_b: np.ndarray  # str
-    subject_a: np.ndarray | None = None
+    group_a: np.ndarray  # int codes
+    group_b: np.ndarray  # int codes
+    names: list[str]
+    subject_a: np.ndarray | None = None  # int codes
     subject_b: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -40,6 +42,24 @@ class Scores:
                 raise InvalidParameterError(f"column {name} has {len(getattr(self, name))} rows, score has {n}")
         if not np.all(np.isfinite(self.score)):
             raise InvalidParameterError("scores must be finite numbers")
+
+    @classmethod
+    def from_labels(cls, score, mated, group_a, group_b=None, subject_a=None, subject_b=None) -> "Scores":
+        """From label arrays (strings): one group per pair when ``group_b`` is None."""
+        group_b = group_a if group_b is None else group_b
+        n = len(group_a)
+        names, codes = np.unique(np.concatenate([np.asarray(group_a), np.asarray(group_b)]), return_inverse=True)
+        subjects = (None, None)
+        if subject_a is not None:
+            _, sub = np.unique(np.concatenate([np.asarray(subject_a), np.asarray(subject_b)]), return_inverse=True)
+            subjects = (sub[:n], sub[n:])
+        return cls(np.asarray(score, float), np.asarray(mated, bool), codes[:n], codes[n:], [str(x) for x in names], *subjects)
+
+    def code(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise InvalidParameterError(f"no group {name!r}; groups: {', '.join(self.names)}") from None
 
 
 def read_scores(
@@ -64,9 +84,9 @@ def read_scores(
         if needed not in cols:
             raise InvalidParameterError(f"{path}: no column {needed!r} (columns: {', '.join(sorted(cols))})")
     if group in cols:
-        ga = gb = np.array([r[group] for r in rows])
+        ga = gb = [r[group] for r in rows]
     elif {f"{group}_a", f"{group}_b"} <= cols:
-        ga, gb = np.array([r[f"{group}_a"] for r in rows]), np.array([r[f"{group}_b"] for r in rows])
+        ga, gb = [r[f"{group}_a"] for r in rows], [r[f"{group}_b"] for r in rows]
     else:
         raise InvalidParameterError(f"{path}: needs a column {group!r}, or {group}_a and {group}_b")
     try:
@@ -77,8 +97,8 @@ def read_scores(
     m = np.array([r[mated].strip().lower() in truth for r in rows])
     subjects = (None, None)
     if {"subject_a", "subject_b"} <= cols:
-        subjects = (np.array([r["subject_a"] for r in rows]), np.array([r["subject_b"] for r in rows]))
-    return Scores(-s if direction == "distance" else s, m, ga, gb, *subjects)
+        subjects = ([r["subject_a"] for r in rows], [r["subject_b"] for r in rows])
+    return Scores.from_labels(-s if direction == "distance" else s, m, ga, gb, *subjects)
 
 
 # --- rates and intervals ----------------------------------------------------------------------------
@@ -147,10 +167,9 @@ class OperatingPoint:
 def rates_at(s: Scores, threshold: float, target: float, name: str) -> OperatingPoint:
     match = s.score >= threshold
     same = s.group_a == s.group_b
-    groups = sorted(set(s.group_a.tolist()) | set(s.group_b.tolist()))
     out = []
-    for g in groups:
-        in_a, in_b = s.group_a == g, s.group_b == g
+    for code, g in enumerate(s.names):
+        in_a, in_b = s.group_a == code, s.group_b == code
         within = same & in_a
         nm, m = within & ~s.mated, within & s.mated
         cross = ~same & (in_a | in_b) & ~s.mated
@@ -202,23 +221,23 @@ def differentials(point: OperatingPoint, alpha: float = 0.5) -> dict[str, float]
 # --- subject-level bootstrap -------------------------------------------------------------------------
 
 
-def bootstrap(s: Scores, point: OperatingPoint, resamples: int = 200, seed: int = 0, chunk: int = 2_000_000) -> None:
+def bootstrap(s: Scores, point: OperatingPoint, resamples: int = 200, seed: int = 0, chunk: int = 100_000) -> None:
     """Percentile intervals for every group's FMR and FNMR, resampling subjects (pairs share
     subjects, so they are not independent). A pair's weight in a resample is the product of its
     two subjects' multiplicities. Without subject ids, pairs are resampled (optimistic)."""
     rng = np.random.default_rng(seed)
     n = len(s.score)
     if s.subject_a is not None:
-        ids, inverse = np.unique(np.concatenate([s.subject_a, s.subject_b]), return_inverse=True)
-        ia, ib = inverse[:n], inverse[n:]
-        counts = rng.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=resamples).astype(np.float64)
+        ia, ib = s.subject_a, s.subject_b
+        n_subjects = int(max(ia.max(), ib.max())) + 1
+        counts = rng.multinomial(n_subjects, np.full(n_subjects, 1 / n_subjects), size=resamples).astype(np.float64)
     else:
         ia = ib = None
         counts = rng.multinomial(n, np.full(n, 1 / n), size=resamples).astype(np.float64)
     match = s.score >= point.threshold
     same = s.group_a == s.group_b
     for g in point.groups:
-        within = same & (s.group_a == g.group)
+        within = same & (s.group_a == s.code(g.group))
         for rate, errors_mask, trials_mask in (
             (g.fmr, match & within & ~s.mated, within & ~s.mated),
             (g.fnmr, ~match & within & s.mated, within & s.mated),
@@ -262,8 +281,9 @@ def curves(s: Scores, points: int = 40, bins: int = 50) -> list[Curve]:
     edges = np.linspace(s.score.min(), s.score.max(), bins + 1)
     same = s.group_a == s.group_b
     out = []
-    for g in sorted(set(s.group_a[same].tolist())):
-        within = same & (s.group_a == g)
+    for code in np.unique(s.group_a[same]):
+        g = s.names[int(code)]
+        within = same & (s.group_a == code)
         nm, m = np.sort(s.score[within & ~s.mated]), np.sort(s.score[within & s.mated])
         fmr = [(len(nm) - np.searchsorted(nm, t, "left")) / len(nm) if len(nm) else math.nan for t in thresholds]
         fnmr = [np.searchsorted(m, t, "left") / len(m) if len(m) else math.nan for t in thresholds]
@@ -294,7 +314,8 @@ def audit(
     for t in targets:
         points.append(rates_at(s, threshold_for_fmr(nonmated, t), t, f"global FMR {t:g}"))
         if reference_group is not None:
-            ref = s.score[~s.mated & (s.group_a == reference_group) & (s.group_b == reference_group)]
+            code = s.code(reference_group)
+            ref = s.score[~s.mated & (s.group_a == code) & (s.group_b == code)]
             if not len(ref):
                 raise InvalidParameterError(f"no non-mated pairs within the reference group {reference_group!r}")
             points.append(rates_at(s, threshold_for_fmr(ref, t), t, f"reference {reference_group} FMR {t:g}"))

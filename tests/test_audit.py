@@ -38,8 +38,7 @@ def _synthetic(rng, n_nonmated=60_000, n_mated=6_000):
         score += list(rng.normal(shift_nm[g], 1.0, n_nonmated)) + list(rng.normal(3.0 + shift_m[g], 1.0, n_mated))
         mated += [False] * n_nonmated + [True] * n_mated
         group += [g] * (n_nonmated + n_mated)
-    g = np.array(group)
-    return Scores(np.array(score), np.array(mated), g, g), shift_nm, shift_m
+    return Scores.from_labels(np.array(score), np.array(mated), np.array(group)), shift_nm, shift_m
 
 
 def _upper_tail(x: float) -> float:
@@ -94,7 +93,7 @@ def test_subject_bootstrap_is_wider_than_pairs_assume():
     lean = rng.normal(0, 0.6, n_subjects)  # some subjects look like many others: pairs are correlated
     score = rng.normal(0, 1, n) + lean[a] + lean[b]
     g = np.array(["x"] * n)
-    s = Scores(score, np.zeros(n, bool), g, g, a.astype(str), b.astype(str))
+    s = Scores.from_labels(score, np.zeros(n, bool), g, g, a, b)
     (point,) = audit(s, targets=(1e-2,), resamples=200).points
     fmr = point.groups[0].fmr
     assert fmr.boot_low <= fmr.rate <= fmr.boot_high
@@ -109,7 +108,7 @@ def test_reference_group_threshold_and_cli(tmp_path):
     with path.open("w") as fh:
         fh.write("score,mated,group\n")
         for sc, m, g in zip(s.score, s.mated, s.group_a):
-            fh.write(f"{-sc:.6f},{int(m)},{g}\n")  # as distances
+            fh.write(f"{-sc:.6f},{int(m)},{s.names[g]}\n")  # as distances
     loaded = read_scores(path, direction="distance")
     assert np.allclose(loaded.score, s.score, atol=1e-5)
     result = CliRunner().invoke(app, ["audit", "scores", str(path), "--direction", "distance", "--target-fmr", "1e-2",
