@@ -12,38 +12,88 @@ import typer
 from .audit import audit, markdown, read_scores
 from .audit_report import render_html
 from .cli_common import JsonOpt, errors, out
+from .errors import InvalidParameterError
 
 audit_app = typer.Typer(no_args_is_help=True, help="Demographic audit: per-group error rates with intervals.")
+
+
+def _emit(report, title: str, as_json: bool, markdown_out, html_out, json_out, extra: dict | None = None) -> None:
+    summary = markdown(report)
+    data = {**(extra or {}), **report.to_dict()}
+    document = json.dumps(_finite(data), indent=2)
+    if markdown_out:
+        markdown_out.write_text(summary)
+    if html_out:
+        html_out.write_text(render_html(report, title))
+    if json_out:
+        json_out.write_text(document)
+    if as_json:
+        print(document)
+    else:
+        if extra:
+            out.print(json.dumps(extra), markup=False, highlight=False)
+        out.print(summary, markup=False, highlight=False)
+
+
+MarkdownOpt = typer.Option(None, "--markdown", help="Also write the Markdown summary here.")
+HtmlOpt = typer.Option(None, "--html", help="Also write the self-contained HTML report here.")
+JsonOutOpt = typer.Option(None, "--json-out", help="Also write the JSON with every number here.")
+TargetsOpt = typer.Option([1e-3, 1e-4], "--target-fmr", help="Global thresholds set for these FMRs.")
+ReferenceOpt = typer.Option(None, "--reference-group", help="Also set thresholds on this group.")
+ResamplesOpt = typer.Option(200, "--resamples", help="Subject-level bootstrap resamples (0: none).")
+
+
+@audit_app.command("images")
+def audit_images(
+    dataset: str = typer.Option(..., "--dataset", help="fairface (race x gender, all pairs) or lfw (gender)."),
+    per_group: Optional[int] = typer.Option(None, "--per-group", help="FairFace: seeded sample of images per group."),
+    people: Optional[int] = typer.Option(None, "--people", help="LFW: seeded sample of people."),
+    nonmated: int = typer.Option(2_000_000, "--nonmated", help="LFW: non-mated pairs sampled."),
+    target_fmr: list[float] = TargetsOpt,
+    reference_group: Optional[str] = ReferenceOpt,
+    resamples: int = ResamplesOpt,
+    workers: Optional[int] = typer.Option(None, "--workers"),
+    markdown_out: Optional[Path] = MarkdownOpt,
+    html_out: Optional[Path] = HtmlOpt,
+    json_out: Optional[Path] = JsonOutOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Audit this engine on a labelled dataset: templates (cached), pairs, per-group rates."""
+    from .audit_images import fairface_scores, lfw_scores
+    from .cli_common import with_progress
+    from .settings import Settings
+
+    with errors(as_json):
+        settings = Settings.load()
+        if dataset == "fairface":
+            made = with_progress("FairFace templates", fairface_scores, settings, per_group=per_group, workers=workers)
+        elif dataset == "lfw":
+            made = with_progress("LFW templates", lfw_scores, settings, people=people, nonmated=nonmated, workers=workers)
+        else:
+            raise InvalidParameterError("--dataset must be fairface or lfw")
+        report = audit(made.scores, targets=target_fmr, reference_group=reference_group, resamples=resamples)
+        extra = {"dataset": dataset, "images": made.images, "failures_to_acquire": made.failures_to_acquire,
+                 "score": "cosine of this engine's templates"}
+        _emit(report, f"Demographic audit of this engine on {dataset}", as_json, markdown_out, html_out, json_out, extra)
 
 
 @audit_app.command("scores")
 def audit_scores(
     path: Path = typer.Argument(..., help="CSV: score, mated, group (or group_a, group_b), optional subject_a, subject_b."),
     direction: str = typer.Option("similarity", "--direction", help="similarity (higher = alike) or distance."),
-    target_fmr: list[float] = typer.Option([1e-3, 1e-4], "--target-fmr", help="Global thresholds set for these FMRs."),
-    reference_group: Optional[str] = typer.Option(None, "--reference-group", help="Also set thresholds on this group."),
-    resamples: int = typer.Option(200, "--resamples", help="Subject-level bootstrap resamples (0: none)."),
-    markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Also write the Markdown summary here."),
-    html_out: Optional[Path] = typer.Option(None, "--html", help="Also write the self-contained HTML report here."),
-    json_out: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON with every number here."),
+    target_fmr: list[float] = TargetsOpt,
+    reference_group: Optional[str] = ReferenceOpt,
+    resamples: int = ResamplesOpt,
+    markdown_out: Optional[Path] = MarkdownOpt,
+    html_out: Optional[Path] = HtmlOpt,
+    json_out: Optional[Path] = JsonOutOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Audit a score file from any system: FMR and FNMR per group at shared thresholds."""
     with errors(as_json):
         report = audit(read_scores(path, direction=direction), targets=target_fmr, reference_group=reference_group,
                        resamples=resamples)
-        summary = markdown(report)
-        document = json.dumps(_finite(report.to_dict()), indent=2)
-        if markdown_out:
-            markdown_out.write_text(summary)
-        if html_out:
-            html_out.write_text(render_html(report, f"Demographic audit of {path.name}"))
-        if json_out:
-            json_out.write_text(document)
-        if as_json:
-            print(document)
-        else:
-            out.print(summary, markup=False, highlight=False)
+        _emit(report, f"Demographic audit of {path.name}", as_json, markdown_out, html_out, json_out)
 
 
 def _finite(value):

@@ -161,3 +161,21 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     plotted = np.any([np.all(pixels == np.array(c), axis=-1).sum() > 50
                       for c in ((0x1b, 0x6c, 0xa8), (0xd1, 0x49, 0x5b), (0xed, 0xae, 0x49))])
     assert plotted, "the curves' colours do not appear in the rendered page"
+
+
+def test_audit_images_fairface_and_lfw_samples(tmp_path):
+    """This engine's templates on real labelled faces: every group present, pairs as promised."""
+    from faceledger.audit_images import fairface_scores, lfw_scores
+    from faceledger.settings import Settings
+
+    settings = Settings.load()
+    ff = fairface_scores(settings, per_group=4, workers=2)
+    assert len(ff.images) == 14 and all(n == 4 for n in ff.images.values())
+    assert sum(ff.failures_to_acquire.values()) == 0  # pre-aligned chips always yield a template
+    assert len(ff.scores.score) == 56 * 55 // 2 and not ff.scores.mated.any()
+    lf = lfw_scores(settings, people=12, nonmated=500, workers=2)
+    assert set(lf.images) == {"female", "male"}
+    mated = lf.scores.score[lf.scores.mated]
+    assert len(mated) > 0 and np.median(mated) > np.median(lf.scores.score[~lf.scores.mated]) + 0.05
+    report = audit(lf.scores, targets=(1e-2,), resamples=10)
+    assert {g.group for g in report.points[0].groups} == {"female", "male"}
