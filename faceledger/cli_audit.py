@@ -11,7 +11,7 @@ import typer
 
 from .audit import audit, markdown, read_scores
 from .audit_report import render_html
-from .cli_common import JsonOpt, errors, out
+from .cli_common import JsonOpt, errors
 from .errors import InvalidParameterError
 
 audit_app = typer.Typer(no_args_is_help=True, help="Demographic audit: per-group error rates with intervals.")
@@ -29,10 +29,10 @@ def _emit(report, title: str, as_json: bool, markdown_out, html_out, json_out, e
         json_out.write_text(document)
     if as_json:
         print(document)
-    else:
+    else:  # plain print: Markdown tables must not be wrapped to the terminal's width
         if extra:
-            out.print(json.dumps(extra), markup=False, highlight=False)
-        out.print(summary, markup=False, highlight=False)
+            print(json.dumps(extra))
+        print(summary)
 
 
 MarkdownOpt = typer.Option(None, "--markdown", help="Also write the Markdown summary here.")
