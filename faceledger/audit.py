@@ -335,16 +335,17 @@ def markdown(report: AuditReport) -> str:
         lines += [f"## {p.name} (threshold {p.threshold:.6g})", "",
                   "| group | FMR (95% CI) | non-mated pairs | FNMR (95% CI) | mated pairs |", "|---|---|---|---|---|"]
         for g in p.groups:
-            lines.append(f"| {g.group} | {_fmt(g.fmr)} | {g.fmr.trials:,} | {_fmt(g.fnmr)} | {g.fnmr.trials:,} |")
+            lines.append(f"| {g.group} | {rate_text(g.fmr)} | {g.fmr.trials:,} | {rate_text(g.fnmr)} | {g.fnmr.trials:,} |")
         if p.differentials:
             lines += ["", "Differentials: " + ", ".join(f"{k} {v:.3g}" for k, v in p.differentials.items())]
         lines.append("")
     return "\n".join(lines)
 
 
-def _fmt(r: Rate) -> str:
+def rate_text(r: Rate, *, flag: str = "not resolved") -> str:
+    """A rate with its interval, or, when the data cannot resolve it, ``flag`` and an upper bound."""
     if r.trials == 0:
         return "no pairs"
     if not r.resolved:
-        return f"not resolved ({r.errors} in {r.trials:,}; upper bound {r.ci_high:.2g})"
-    return f"{r.rate:.3g} ({r.ci_low:.2g}-{r.ci_high:.2g})"
+        return f"{flag} ({r.errors} in {r.trials:,}; at most {r.ci_high:.2g})"
+    return f"{r.rate:.3g} ({r.ci_low:.2g} to {r.ci_high:.2g})"

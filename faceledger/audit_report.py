@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import math
 
-from .audit import AuditReport, Curve, Rate
+from .audit import AuditReport, Curve, Rate, rate_text
 
 PALETTE = ["#1b6ca8", "#d1495b", "#edae49", "#00798c", "#6a4c93", "#2a9d8f", "#8d6a9f", "#e76f51",
            "#264653", "#f4a261", "#577590", "#90be6d", "#f94144", "#43aa8b"]
@@ -59,11 +59,7 @@ def _slug(text: str) -> str:
 
 
 def _cell(r: Rate) -> str:
-    if r.trials == 0:
-        return "no pairs"
-    if not r.resolved:
-        return f"<span class='nr'>not resolved</span> ({r.errors} in {r.trials:,}; at most {r.ci_high:.2g})"
-    return f"{r.rate:.3g} ({r.ci_low:.2g} to {r.ci_high:.2g})"
+    return rate_text(r, flag="<span class='nr'>not resolved</span>")
 
 
 def _boot(r: Rate) -> str:
