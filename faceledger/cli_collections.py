@@ -145,7 +145,7 @@ def index(
         settings = Settings.load()
         svc = open_service(settings)
         svc.check_index(collection, None, max_faces, quality_filter, None)
-        keep_bytes = svc.store.get_collection(collection).store_images  # also: the collection exists
+        keep_bytes = svc.store.get_collection(collection, counts=False).store_images  # also: the collection exists
         files = list(_image_files(paths, recursive))
         jobs = [(str(f), max_faces, quality_filter, keep_bytes) for f in files]
         indexed, unindexed, failed = 0, Counter(), []

@@ -320,7 +320,7 @@ class FaceService:
 
     def _model_of(self, collection_id: str) -> str:
         """The collection's model, refusing to mix it with another engine's templates."""
-        model = self.store.get_collection(collection_id).model
+        model = self.store.get_collection(collection_id, counts=False).model
         if model != self.model:
             raise InvalidParameterError(
                 f"collection {collection_id!r} holds templates of {model}; this engine makes {self.model}. "
@@ -413,7 +413,7 @@ class FaceService:
         model = self._model_of(collection_id)
         if prepared.model != model:
             raise InvalidParameterError(f"templates were made by {prepared.model}; collection {collection_id!r} holds {model}")
-        store_images = self.store.get_collection(collection_id).store_images
+        store_images = self.store.get_collection(collection_id, counts=False).store_images
         stored = self.store.add_faces(
             collection_id,
             [NewFace(v, _box(d.bounding_box), d.confidence, external_image_id) for d, v in zip(prepared.indexed, prepared.vectors)],
@@ -433,7 +433,7 @@ class FaceService:
     ) -> ListFacesResult:
         api_model.check("ListFaces", CollectionId=collection_id, MaxResults=max_results, NextToken=next_token,
                         UserId=user_id, FaceIds=list(face_ids) if face_ids is not None else None)
-        model = self.store.get_collection(collection_id).model
+        model = self.store.get_collection(collection_id, counts=False).model
         scope = f"{collection_id}/{user_id or ''}/{','.join(face_ids or [])}"
         after = _read_token(next_token, "ListFaces", scope)
         faces, cursor = self.store.list_faces(

@@ -20,8 +20,8 @@ class CollectionInfo:
     arn: str
     model: str  # the ModelId string of every template in it
     created: float  # unix time
-    face_count: int
-    user_count: int
+    face_count: int | None  # None when not counted (counting scans the collection)
+    user_count: int | None
     store_images: bool
 
 
@@ -56,7 +56,7 @@ class UserInfo:
 
 class FaceStore(Protocol):
     def create_collection(self, name: str, model: str, *, store_images: bool = False) -> CollectionInfo: ...
-    def get_collection(self, name: str) -> CollectionInfo: ...
+    def get_collection(self, name: str, *, counts: bool = True) -> CollectionInfo: ...
     def list_collections(self, after: str | None, limit: int) -> tuple[list[CollectionInfo], str | None]: ...
     def delete_collection(self, name: str) -> None: ...
 

@@ -121,10 +121,12 @@ class SQLiteStore:
             raise ResourceNotFoundError(f"collection {name!r} does not exist")
         return row
 
-    def _info(self, row) -> CollectionInfo:
+    def _info(self, row, counts: bool = True) -> CollectionInfo:
         cid, name, arn, model, created, store_images = row
-        faces = self._db.execute("SELECT count(*) FROM faces WHERE collection=?", (cid,)).fetchone()[0]
-        users = self._db.execute("SELECT count(*) FROM users WHERE collection=?", (cid,)).fetchone()[0]
+        faces = users = None
+        if counts:
+            faces = self._db.execute("SELECT count(*) FROM faces WHERE collection=?", (cid,)).fetchone()[0]
+            users = self._db.execute("SELECT count(*) FROM users WHERE collection=?", (cid,)).fetchone()[0]
         return CollectionInfo(name, arn, model, created, faces, users, bool(store_images))
 
     # --- collections -----------------------------------------------------------------------------
@@ -140,14 +142,15 @@ class SQLiteStore:
                 raise ResourceAlreadyExistsError(f"collection {name!r} already exists") from None
         return self.get_collection(name)
 
-    def get_collection(self, name: str) -> CollectionInfo:
+    def get_collection(self, name: str, *, counts: bool = True) -> CollectionInfo:
+        """``counts=False`` skips the face and user counts, which scan the collection: for hot paths."""
         with self._lock:
             row = self._db.execute(
                 "SELECT id, name, arn, model, created, store_images FROM collections WHERE name=?", (name,)
             ).fetchone()
             if row is None:
                 raise ResourceNotFoundError(f"collection {name!r} does not exist")
-            return self._info(row)
+            return self._info(row, counts)
 
     def list_collections(self, after: str | None, limit: int) -> tuple[list[CollectionInfo], str | None]:
         with self._lock:
