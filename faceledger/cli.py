@@ -113,7 +113,10 @@ def _print_detection(path: str, d: Detection) -> None:
     title = f"{path}: {len(d.faces)} face(s), {d.width}x{d.height}"
     if d.orientation.rotation or d.orientation.mirrored:
         title += f", EXIF orientation corrected ({d.orientation.name}{', mirrored' if d.orientation.mirrored else ''})"
-    table = Table(title=title, title_justify="left")
+    # The header goes on its own unwrapped line: a long path must stay one
+    # string a user can copy, whatever the terminal's width.
+    out.print(title, soft_wrap=True, markup=False, highlight=False)
+    table = Table()
     for col in ("#", "box (ratios)", "conf", "detector", "roll/yaw/pitch", "bright", "sharp", "size px", "fails"):
         table.add_column(col)
     for i, f in enumerate(d.faces, 1):
