@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+from functools import cached_property
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -55,6 +56,11 @@ class Scores:
             subjects = (sub[:n], sub[n:])
         return cls(np.asarray(score, float), np.asarray(mated, bool), codes[:n], codes[n:], [str(x) for x in names], *subjects)
 
+    @cached_property
+    def within(self) -> np.ndarray:
+        """Per pair: the group code when both sides are in one group, else len(names) (cross-group)."""
+        return np.where(self.group_a == self.group_b, self.group_a, len(self.names)).astype(np.int32)
+
     def code(self, name: str) -> int:
         try:
             return self.names.index(name)
@@ -70,35 +76,102 @@ def read_scores(
     group: str = "group",
     direction: str = "similarity",
 ) -> Scores:
-    """A CSV with columns score, mated, and either group or group_a/group_b; subject_a/subject_b
-    optional. ``direction='distance'`` negates scores so that higher always means more alike."""
+    """A CSV or Parquet file with columns score, mated, and either group or group_a/group_b;
+    subject_a/subject_b optional. ``direction='distance'`` negates scores so that higher always
+    means more alike. Read with Arrow, so files of tens of millions of rows load in seconds."""
     if direction not in ("similarity", "distance"):
         raise InvalidParameterError("direction must be similarity or distance")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        cols = set(reader.fieldnames or ())
-        rows = list(reader)
-    if not rows:
+    table = _read_table(Path(path))
+    cols = set(table.column_names)
+    if table.num_rows == 0:
         raise InvalidParameterError(f"{path}: no rows")
     for needed in (score, mated):
         if needed not in cols:
             raise InvalidParameterError(f"{path}: no column {needed!r} (columns: {', '.join(sorted(cols))})")
     if group in cols:
-        ga = gb = [r[group] for r in rows]
+        ga = gb = table.column(group)
     elif {f"{group}_a", f"{group}_b"} <= cols:
-        ga, gb = [r[f"{group}_a"] for r in rows], [r[f"{group}_b"] for r in rows]
+        ga, gb = table.column(f"{group}_a"), table.column(f"{group}_b")
     else:
         raise InvalidParameterError(f"{path}: needs a column {group!r}, or {group}_a and {group}_b")
-    try:
-        s = np.array([float(r[score]) for r in rows])
-    except ValueError as exc:
-        raise InvalidParameterError(f"{path}: a score is not a number ({exc})") from None
-    truth = {"1", "true", "yes", "mated", "genuine"}
-    m = np.array([r[mated].strip().lower() in truth for r in rows])
+    s = _numbers(table.column(score), f"{path}: column {score!r}")
+    m = _truth(table.column(mated), f"{path}: column {mated!r}")
+    names, codes_a, codes_b = _codes(ga, gb)
     subjects = (None, None)
     if {"subject_a", "subject_b"} <= cols:
-        subjects = ([r["subject_a"] for r in rows], [r["subject_b"] for r in rows])
-    return Scores.from_labels(-s if direction == "distance" else s, m, ga, gb, *subjects)
+        _, sa, sb = _codes(table.column("subject_a"), table.column("subject_b"))
+        subjects = (sa, sb)
+    return Scores(-s if direction == "distance" else s, m, codes_a, codes_b, names, *subjects)
+
+
+def _read_table(path: Path):
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise InvalidParameterError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pq.read_table(path)
+        # every column as text first: labels such as "1" or "01" must stay labels
+        with open(path, newline="", errors="replace") as fh:
+            names = next(csv.reader(fh), [])
+        return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names}))
+    except (pa.ArrowInvalid, OSError, csv.Error) as exc:
+        raise InvalidParameterError(f"{path}: not a readable CSV or Parquet file ({exc})") from None
+
+
+def _numbers(col, where: str) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        values = pc.cast(col, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidParameterError(f"{where}: a score is not a number ({exc})") from None
+    if values.null_count:
+        raise InvalidParameterError(f"{where}: {values.null_count} empty score(s)")
+    out = values.to_numpy()
+    if not np.all(np.isfinite(out)):
+        raise InvalidParameterError(f"{where}: scores must be finite numbers")
+    return out
+
+
+_TRUE = ["1", "true", "yes", "mated", "genuine", "t", "y"]
+
+
+def _truth(col, where: str) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_boolean(col.type):
+        flags = col
+    elif pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+        flags = pc.not_equal(col, 0)
+    else:
+        flags = pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(pc.cast(col, pa.string()))), value_set=pa.array(_TRUE))
+    if flags.null_count:
+        raise InvalidParameterError(f"{where}: {flags.null_count} empty mated flag(s)")
+    return flags.to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _codes(a, b) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Shared integer codes for two label columns, codes in sorted label order."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(a)
+    both = pa.chunked_array(list(pc.cast(a, pa.string()).chunks) + list(pc.cast(b, pa.string()).chunks))
+    if both.null_count:
+        raise InvalidParameterError(f"{both.null_count} empty label(s)")
+    enc = pc.dictionary_encode(both).combine_chunks()
+    labels = enc.dictionary.to_pylist()
+    order = np.argsort(np.array(labels, dtype=object))
+    rank = np.empty(len(labels), np.int32)
+    rank[order] = np.arange(len(labels), dtype=np.int32)
+    codes = rank[enc.indices.to_numpy()]
+    return [labels[i] for i in order], codes[:n], codes[n:]
 
 
 # --- rates and intervals ----------------------------------------------------------------------------
@@ -118,12 +191,35 @@ def threshold_for_fmr(nonmated: np.ndarray, target: float) -> float:
     """The lowest threshold t (a match is score >= t) whose false match rate is at most target."""
     if len(nonmated) == 0:
         raise InvalidParameterError("no non-mated comparisons: a false match rate cannot be set")
-    s = np.sort(nonmated)[::-1]
-    allowed = int(math.floor(target * len(s)))  # false matches we may accept
-    if allowed >= len(s):
-        return float(s[-1])
-    # every score above s[allowed] may match; ties at s[allowed] must not, so step just above it
-    return float(np.nextafter(s[allowed], np.inf))
+    return _threshold_desc(np.sort(nonmated)[::-1], target)
+
+
+def _threshold_desc(desc: np.ndarray, target: float) -> float:
+    """threshold_for_fmr on scores already sorted in descending order (sort once, ask often)."""
+    allowed = int(math.floor(target * len(desc)))  # false matches we may accept
+    if allowed >= len(desc):
+        return float(desc[-1])
+    # every score above desc[allowed] may match; ties at desc[allowed] must not, so step just above it
+    return float(np.nextafter(desc[allowed], np.inf))
+
+
+def eer(mated: np.ndarray, nonmated: np.ndarray) -> float:
+    """Equal error rate as FVC2000 defines it (Maio et al. 2002): at the first threshold where FMR
+    falls to FNMR or below, or the one before it, whichever has the smaller FMR + FNMR, the
+    midpoint of the two rates. Thresholds are the observed scores; a match is score >= t."""
+    if not len(mated) or not len(nonmated):
+        return math.nan
+    m, nm = np.sort(mated), np.sort(nonmated)
+    t = np.unique(np.concatenate([m, nm]))
+    fmr = (len(nm) - np.searchsorted(nm, t, "left")) / len(nm)
+    fnmr = np.searchsorted(m, t, "left") / len(m)
+    crossed = np.flatnonzero(fmr <= fnmr)
+    if not len(crossed):
+        return math.nan
+    i = int(crossed[0])
+    j = i - 1 if fmr[i] != fnmr[i] and i > 0 else i
+    k = j if fmr[j] + fnmr[j] <= fmr[i] + fnmr[i] else i
+    return float((fmr[k] + fnmr[k]) / 2)
 
 
 @dataclass
@@ -165,20 +261,26 @@ class OperatingPoint:
 
 
 def rates_at(s: Scores, threshold: float, target: float, name: str) -> OperatingPoint:
+    """Every group's rates at one threshold, from one pass of counting (bincount, not masks)."""
+    n_groups = len(s.names)
     match = s.score >= threshold
-    same = s.group_a == s.group_b
-    out = []
-    for code, g in enumerate(s.names):
-        in_a, in_b = s.group_a == code, s.group_b == code
-        within = same & in_a
-        nm, m = within & ~s.mated, within & s.mated
-        cross = ~same & (in_a | in_b) & ~s.mated
-        out.append(GroupRates(
+    key = (s.within.astype(np.int64) * 2 + s.mated) * 2 + match
+    within = np.bincount(key, minlength=(n_groups + 1) * 4).reshape(n_groups + 1, 2, 2)  # group, mated, match
+    cross = (s.within == n_groups) & ~s.mated
+    m = match[cross]
+    touching = (
+        np.bincount(s.group_a[cross].astype(np.int64) * 2 + m, minlength=2 * n_groups)
+        + np.bincount(s.group_b[cross].astype(np.int64) * 2 + m, minlength=2 * n_groups)
+    ).reshape(n_groups, 2)
+    out = [
+        GroupRates(
             g,
-            _rate(int(np.count_nonzero(match & nm)), int(np.count_nonzero(nm)), target),
-            _rate(int(np.count_nonzero(~match & m)), int(np.count_nonzero(m)), None),
-            _rate(int(np.count_nonzero(match & cross)), int(np.count_nonzero(cross)), target),
-        ))
+            _rate(int(within[c, 0, 1]), int(within[c, 0].sum()), target),
+            _rate(int(within[c, 1, 0]), int(within[c, 1].sum()), None),
+            _rate(int(touching[c, 1]), int(touching[c].sum()), target),
+        )
+        for c, g in enumerate(s.names)
+    ]
     point = OperatingPoint(name, threshold, target, out)
     point.differentials = differentials(point)
     return point
@@ -221,39 +323,68 @@ def differentials(point: OperatingPoint, alpha: float = 0.5) -> dict[str, float]
 # --- subject-level bootstrap -------------------------------------------------------------------------
 
 
-def bootstrap(s: Scores, point: OperatingPoint, resamples: int = 200, seed: int = 0, chunk: int = 100_000) -> None:
-    """Percentile intervals for every group's FMR and FNMR, resampling subjects (pairs share
-    subjects, so they are not independent). A pair's weight in a resample is the product of its
-    two subjects' multiplicities. Without subject ids, pairs are resampled (optimistic)."""
+def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200, seed: int = 0) -> None:
+    """Percentile intervals for every group's FMR and FNMR at every operating point.
+
+    With subject ids, the subjects of each group are resampled with replacement (pairs share
+    subjects, so they are not independent); one resample serves every operating point. A pair of
+    two subjects drawn k and l times counts k*l times, a mated pair of one subject drawn k times
+    counts k times. Without subject ids, pairs are resampled: the error count of a group is then
+    exactly binomial, and is drawn as such (optimistic when subjects repeat; said in the docs)."""
     rng = np.random.default_rng(seed)
-    n = len(s.score)
-    if s.subject_a is not None:
-        ia, ib = s.subject_a, s.subject_b
-        n_subjects = int(max(ia.max(), ib.max())) + 1
-        counts = rng.multinomial(n_subjects, np.full(n_subjects, 1 / n_subjects), size=resamples).astype(np.float64)
-    else:
-        ia = ib = None
+    n_groups = len(s.names)
+    order = np.argsort(s.within, kind="stable")
+    bounds = np.searchsorted(s.within[order], np.arange(n_groups + 1))
+    for code in range(n_groups):
+        idx = order[bounds[code] : bounds[code + 1]]
+        if not len(idx):
+            continue
+        if s.subject_a is None:
+            for p in points:
+                for rate in (p.groups[code].fmr, p.groups[code].fnmr):
+                    if rate.trials:
+                        draws = rng.binomial(rate.trials, rate.rate, resamples) / rate.trials
+                        rate.boot_low, rate.boot_high = (float(v) for v in np.percentile(draws, [2.5, 97.5]))
+            continue
+        subjects, local = np.unique(np.concatenate([s.subject_a[idx], s.subject_b[idx]]), return_inverse=True)
+        a, b = local[: len(idx)], local[len(idx) :]
+        n = len(subjects)
         counts = rng.multinomial(n, np.full(n, 1 / n), size=resamples).astype(np.float64)
-    match = s.score >= point.threshold
-    same = s.group_a == s.group_b
-    for g in point.groups:
-        within = same & (s.group_a == s.code(g.group))
-        for rate, errors_mask, trials_mask in (
-            (g.fmr, match & within & ~s.mated, within & ~s.mated),
-            (g.fnmr, ~match & within & s.mated, within & s.mated),
-        ):
-            idx = np.flatnonzero(trials_mask)
-            if not len(idx):
+        mated, scores = s.mated[idx], s.score[idx]
+        for kind, sel in (("fmr", ~mated), ("fnmr", mated)):
+            if not sel.any():
                 continue
-            err, tot = np.zeros(resamples), np.zeros(resamples)
-            for start in range(0, len(idx), chunk):
-                part = idx[start : start + chunk]
-                w = counts[:, ia[part]] * counts[:, ib[part]] if ia is not None else counts[:, part]
-                tot += w.sum(axis=1)
-                err += w[:, errors_mask[part]].sum(axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                rates = np.where(tot > 0, err / tot, np.nan)
-            rate.boot_low, rate.boot_high = (float(v) for v in np.nanpercentile(rates, [2.5, 97.5]))
+            sa, sb, ss = a[sel], b[sel], scores[sel]
+            trials = _resampled_count(counts, sa, sb)
+            for p in points:
+                err = ss >= p.threshold if kind == "fmr" else ss < p.threshold
+                errors = _resampled_count(counts, sa[err], sb[err])
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    rates = np.where(trials > 0, errors / trials, np.nan)
+                rate = getattr(p.groups[code], kind)
+                rate.boot_low, rate.boot_high = (float(v) for v in np.nanpercentile(rates, [2.5, 97.5]))
+
+
+def _resampled_count(counts: np.ndarray, a: np.ndarray, b: np.ndarray, dense_cells: int = 16_000_000) -> np.ndarray:
+    """Per resample, the weighted number of pairs (a, b): sum of counts[a] * counts[b] (counts[a]
+    when a == b). Many pairs over few subjects go through one matrix product, R x S x S, which is
+    far cheaper than gathering R weights per pair; few pairs are gathered in chunks."""
+    resamples, n = counts.shape
+    total = np.zeros(resamples)
+    one = a == b
+    if one.any():
+        total += counts @ np.bincount(a[one], minlength=n).astype(np.float64)
+        a, b = a[~one], b[~one]
+    if not len(a):
+        return total
+    if n * n <= dense_cells and len(a) * 16 > n * n:
+        pairs = np.bincount(a.astype(np.int64) * n + b, minlength=n * n).reshape(n, n).astype(np.float64)
+        return total + np.einsum("rs,rs->r", counts @ pairs, counts)
+    step = max(1, 4_000_000 // resamples)
+    for start in range(0, len(a), step):
+        pa, pb = a[start : start + step], b[start : start + step]
+        total += np.einsum("rp,rp->r", counts[:, pa], counts[:, pb])
+    return total
 
 
 # --- the audit -----------------------------------------------------------------------------------------
@@ -270,25 +401,27 @@ class Curve:
     bins: list[float]
     nonmated_hist: list[int]
     mated_hist: list[int]
+    eer: float = math.nan  # within-group mated vs non-mated pairs
 
 
 def curves(s: Scores, points: int = 40, bins: int = 50) -> list[Curve]:
     """Per group (within-group pairs): FMR/FNMR at thresholds spanning FMR 1e-6..1 over all
     non-mated scores, and histograms of mated and non-mated scores on shared bins."""
-    nonmated = np.sort(s.score[~s.mated])
+    desc = np.sort(s.score[~s.mated])[::-1]
     fmr_levels = np.logspace(-6, 0, points)
-    thresholds = np.unique([threshold_for_fmr(nonmated, f) for f in fmr_levels if f * len(nonmated) >= 1])
+    thresholds = np.unique([_threshold_desc(desc, f) for f in fmr_levels if f * len(desc) >= 1])
     edges = np.linspace(s.score.min(), s.score.max(), bins + 1)
-    same = s.group_a == s.group_b
     out = []
-    for code in np.unique(s.group_a[same]):
+    for code in np.unique(s.within):
+        if code == len(s.names):
+            continue
         g = s.names[int(code)]
-        within = same & (s.group_a == code)
+        within = s.within == code
         nm, m = np.sort(s.score[within & ~s.mated]), np.sort(s.score[within & s.mated])
         fmr = [(len(nm) - np.searchsorted(nm, t, "left")) / len(nm) if len(nm) else math.nan for t in thresholds]
         fnmr = [np.searchsorted(m, t, "left") / len(m) if len(m) else math.nan for t in thresholds]
         out.append(Curve(g, thresholds.tolist(), [float(x) for x in fmr], [float(x) for x in fnmr], edges.tolist(),
-                         np.histogram(nm, edges)[0].tolist(), np.histogram(m, edges)[0].tolist()))
+                         np.histogram(nm, edges)[0].tolist(), np.histogram(m, edges)[0].tolist(), eer(m, nm)))
     return out
 
 
@@ -310,18 +443,22 @@ def audit(
     seed: int = 0,
 ) -> AuditReport:
     nonmated = s.score[~s.mated]
+    if not len(nonmated):
+        raise InvalidParameterError("no non-mated comparisons: a false match rate cannot be set")
+    desc = np.sort(nonmated)[::-1]
+    ref_desc = None
+    if reference_group is not None:
+        ref = s.score[~s.mated & (s.within == s.code(reference_group))]
+        if not len(ref):
+            raise InvalidParameterError(f"no non-mated pairs within the reference group {reference_group!r}")
+        ref_desc = np.sort(ref)[::-1]
     points = []
     for t in targets:
-        points.append(rates_at(s, threshold_for_fmr(nonmated, t), t, f"global FMR {t:g}"))
-        if reference_group is not None:
-            code = s.code(reference_group)
-            ref = s.score[~s.mated & (s.group_a == code) & (s.group_b == code)]
-            if not len(ref):
-                raise InvalidParameterError(f"no non-mated pairs within the reference group {reference_group!r}")
-            points.append(rates_at(s, threshold_for_fmr(ref, t), t, f"reference {reference_group} FMR {t:g}"))
+        points.append(rates_at(s, _threshold_desc(desc, t), t, f"global FMR {t:g}"))
+        if ref_desc is not None:
+            points.append(rates_at(s, _threshold_desc(ref_desc, t), t, f"reference {reference_group} FMR {t:g}"))
     if resamples:
-        for p in points:
-            bootstrap(s, p, resamples, seed)
+        bootstrap(s, points, resamples, seed)
     return AuditReport(len(s.score), int(s.mated.sum()), int((~s.mated).sum()), points, resamples, curves(s))
 
 
@@ -339,6 +476,10 @@ def markdown(report: AuditReport) -> str:
         if p.differentials:
             lines += ["", "Differentials: " + ", ".join(f"{k} {v:.3g}" for k, v in p.differentials.items())]
         lines.append("")
+    with_eer = [c for c in report.curves if not math.isnan(c.eer)]
+    if with_eer:
+        lines += ["## Equal error rate per group (within-group pairs)", "", "| group | EER |", "|---|---|"]
+        lines += [f"| {c.group} | {c.eer:.3g} |" for c in with_eer] + [""]
     return "\n".join(lines)
 
 

@@ -120,6 +120,73 @@ def test_reference_group_threshold_and_cli(tmp_path):
         read_scores(path, score="similarity")
 
 
+def test_rates_and_eer_agree_with_pyeer():
+    """pyeer (an independent implementation) on the same within-group scores, ties included."""
+    from pyeer.eer_stats import calculate_roc, get_eer_values
+
+    s, _, _ = _synthetic(np.random.default_rng(8), n_nonmated=20_000, n_mated=2_000)
+    s = Scores(np.round(s.score, 2), s.mated, s.group_a, s.group_b, s.names)  # many ties
+    report = audit(s, targets=(1e-2, 1e-3), resamples=0)
+    eers = {c.group: c.eer for c in report.curves}
+    for code, g in enumerate(s.names):
+        within = s.within == code
+        gen, imp = s.score[within & s.mated], s.score[within & ~s.mated]
+        thresholds, fmr, fnmr = calculate_roc(gen, imp)
+        for p in report.points:
+            i = np.searchsorted(thresholds, p.threshold)  # pyeer's first threshold >= ours: same decisions
+            assert p.groups[code].fmr.rate == pytest.approx(fmr[i], abs=1e-12)
+            assert p.groups[code].fnmr.rate == pytest.approx(fnmr[i], abs=1e-12)
+        assert eers[g] == pytest.approx(get_eer_values(fmr, fnmr)[3], abs=1e-12)
+
+
+def test_bootstrap_weights_pairs_by_how_often_their_subjects_are_drawn():
+    from faceledger.audit import _resampled_count
+
+    counts = np.array([[2.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    a, b = np.array([0, 0, 1, 2]), np.array([2, 0, 2, 2])  # two cross-subject pairs, two mated
+    expected = [2 * 1 + 2 + 0 * 1 + 1, 1 + 1 + 1 + 1]
+    assert _resampled_count(counts, a, b).tolist() == expected
+    rng = np.random.default_rng(0)
+    counts = rng.multinomial(300, np.full(300, 1 / 300), size=50).astype(float)
+    a, b = rng.integers(0, 300, 200_000), rng.integers(0, 300, 200_000)
+    dense = _resampled_count(counts, a, b)  # many pairs over few subjects: the matrix product
+    gathered = _resampled_count(counts, a, b, dense_cells=0)
+    assert np.allclose(dense, gathered)
+
+
+def test_parquet_and_csv_inputs_load_the_same_scores(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(1)
+    n = 1_000
+    cols = {
+        "score": rng.normal(0, 1, n),
+        "mated": rng.random(n) < 0.1,
+        "group_a": rng.choice(["Black Female", "White Male"], n),
+        "group_b": rng.choice(["Black Female", "White Male"], n),
+        "subject_a": rng.integers(0, 50, n).astype(str),
+        "subject_b": rng.integers(0, 50, n).astype(str),
+    }
+    pq.write_table(pa.table(cols), tmp_path / "s.parquet")
+    with (tmp_path / "s.csv").open("w") as fh:
+        fh.write(",".join(cols) + "\n")
+        for i in range(n):
+            fh.write(f"{float(cols['score'][i])!r},{'TRUE' if cols['mated'][i] else 'false'},{cols['group_a'][i]},"
+                     f"{cols['group_b'][i]},{cols['subject_a'][i]},{cols['subject_b'][i]}\n")
+    p, c = read_scores(tmp_path / "s.parquet"), read_scores(tmp_path / "s.csv")
+    assert p.names == c.names == ["Black Female", "White Male"]
+    for field in ("score", "mated", "group_a", "group_b", "subject_a", "subject_b"):
+        assert np.array_equal(getattr(p, field), getattr(c, field)), field
+    assert np.array_equal(p.mated, cols["mated"]) and np.array_equal(p.score, cols["score"])
+    (tmp_path / "bad.csv").write_text("score,mated,group\n0.5,1,a\nhigh,0,b\n")
+    with pytest.raises(errors.InvalidParameterError, match="not a number"):
+        read_scores(tmp_path / "bad.csv")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(errors.InvalidParameterError, match="not a readable"):
+        read_scores(tmp_path / "junk.parquet")
+
+
 def test_det_curves_and_histograms_per_group():
     s, shift_nm, _ = _synthetic(np.random.default_rng(4), n_nonmated=20_000, n_mated=2_000)
     report = audit(s, targets=(1e-2,), resamples=0)
