@@ -2,12 +2,15 @@
 
 FairFace has no identities: every pair of distinct images is a non-mated comparison, which is
 exactly what per-group false match rates need (groups: annotated race x gender). LFW has
-identities: all mated pairs, plus a seeded sample of non-mated pairs (groups: annotated gender).
+identities: all mated pairs, plus a seeded sample of non-mated pairs or all of them (groups:
+annotated gender per image, or annotated race per person).
 Templates come from the template cache; failures to acquire are counted per group.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ import numpy as np
 
 from .audit import Scores
 from .datasets import LFW, FairFace
-from .errors import DatasetError
+from .errors import DatasetError, InvalidParameterError
 from .evaluation import Advance, acquire
 from .settings import Settings
 
@@ -44,26 +47,78 @@ def fairface_scores(settings: Settings, *, per_group: int | None = None, seed: i
     for r in FairFace.locate(settings).records():
         groups[f"{r.race} {r.gender}"].append(r.path)
     chosen = _sample(groups, per_group, np.random.default_rng(seed))
-    paths = [p for ps in chosen.values() for p in ps]
+    # no identities: every image is its own subject, so every pair is non-mated
+    items = [(p, i, g) for i, (p, g) in enumerate((p, g) for g, ps in chosen.items() for p in ps)]
+    return _image_audit(items, settings, prealigned=not detect, expected=None, nonmated=None, seed=seed,
+                        workers=workers, advance=advance, on_total=on_total)
+
+
+Item = tuple  # (path, subject, group): subject any hashable, group a label
+
+
+def _image_audit(items: list[Item], settings: Settings, *, prealigned: bool, expected, nonmated: int | None,
+                 seed: int, workers, advance, on_total) -> ImageAudit:
+    """Templates for the items' images (cached), then pairs: every mated pair, and every non-mated
+    pair (``nonmated=None``) or a seeded sample of that many. Scores are template cosines."""
+    paths = [p for p, _, _ in items]
     if on_total:
         on_total(len(paths))
-    got = acquire(paths, settings, prealigned=not detect, workers=workers, advance=advance)
-    names = sorted(chosen)
-    vectors, codes, fta = [], [], {}
-    for code, g in enumerate(names):
-        ok = [got[p].vector for p in chosen[g] if got[p].vector is not None]
-        fta[g] = len(chosen[g]) - len(ok)
-        vectors += ok
-        codes += [code] * len(ok)
+    got = acquire(paths, settings, prealigned=prealigned, expected=expected, workers=workers, advance=advance)
+    names = sorted({g for _, _, g in items})
+    images = {g: 0 for g in names}
+    fta = {g: 0 for g in names}
+    subject_codes: dict = {}
+    vectors, person, code = [], [], []
+    for p, subject, g in items:
+        images[g] += 1
+        v = got[Path(p)].vector
+        if v is None:
+            fta[g] += 1
+            continue
+        vectors.append(v)
+        person.append(subject_codes.setdefault(subject, len(subject_codes)))
+        code.append(names.index(g))
+    if len(vectors) < 2:
+        raise DatasetError(f"{len(vectors)} usable image(s): an audit needs comparisons")
     v = np.asarray(vectors, np.float32)
-    c = np.asarray(codes, np.int16)
-    i, j = np.triu_indices(len(v), k=1)
-    score = np.empty(len(i), np.float32)
-    for start in range(0, len(i), 5_000_000):  # cosine of every pair, in blocks
-        a, b = i[start : start + 5_000_000], j[start : start + 5_000_000]
-        score[start : start + len(a)] = np.einsum("ij,ij->i", v[a], v[b])
-    s = Scores(score, np.zeros(len(i), bool), c[i], c[j], names, i.astype(np.int32), j.astype(np.int32))
-    return ImageAudit(s, {g: len(chosen[g]) for g in names}, fta)
+    person_a = np.asarray(person, np.int32)
+    code_a = np.asarray(code, np.int16)
+    a, b, n_mated = _pairs(person_a, nonmated, np.random.default_rng(seed))
+    score = np.empty(len(a), np.float32)
+    block = 5_000_000  # cosines in blocks: 72M pairs never gather 72M x 128 floats at once
+    for start in range(0, len(a), block):
+        x, y = a[start : start + block], b[start : start + block]
+        score[start : start + len(x)] = np.einsum("ij,ij->i", v[x], v[y])
+    mated = np.zeros(len(a), bool)
+    mated[:n_mated] = True
+    s = Scores(score, mated, code_a[a], code_a[b], names, person_a[a], person_a[b])
+    return ImageAudit(s, images, fta)
+
+
+def _pairs(person: np.ndarray, nonmated: int | None, rng) -> tuple[np.ndarray, np.ndarray, int]:
+    """Index pairs, mated ones first: all pairs, or all mated plus ``nonmated`` sampled others."""
+    if nonmated is None:
+        a, b = np.triu_indices(len(person), k=1)
+        a, b = a.astype(np.int32), b.astype(np.int32)
+        same = person[a] == person[b]
+        if same.any():
+            order = np.argsort(~same, kind="stable")
+            a, b = a[order], b[order]
+        return a, b, int(np.count_nonzero(same))
+    by_person: dict[int, list[int]] = defaultdict(list)
+    for k, pi in enumerate(person):
+        by_person[int(pi)].append(k)
+    mi, mj = [], []
+    for ks in by_person.values():
+        for x in range(len(ks)):
+            for y in range(x + 1, len(ks)):
+                mi.append(ks[x])
+                mj.append(ks[y])
+    ni = rng.integers(0, len(person), nonmated * 2)
+    nj = rng.integers(0, len(person), nonmated * 2)
+    keep = person[ni] != person[nj]
+    ni, nj = ni[keep][:nonmated], nj[keep][:nonmated]
+    return np.concatenate([np.asarray(mi, np.int64), ni]), np.concatenate([np.asarray(mj, np.int64), nj]), len(mi)
 
 
 def _lfw_gender(lfw: LFW) -> dict[str, str]:
@@ -78,47 +133,63 @@ def _lfw_gender(lfw: LFW) -> dict[str, str]:
     return {k: next(iter(v)) for k, v in labels.items() if len(v) == 1}
 
 
-def lfw_scores(settings: Settings, *, people: int | None = None, nonmated: int = 2_000_000, seed: int = 0,
-               workers: int | None = None, advance: Advance | None = None, on_total=None) -> ImageAudit:
+def _lfw_race(lfw: LFW) -> dict[str, str]:
+    """Person name -> annotated race, for people with exactly one label (comma-joined labels,
+    such as "african,caucasian", name no single group and are left out)."""
+    path = lfw.root / "labels" / "lfw_race_dict.json"
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing: LFW's race annotations (USC SAIL, 866 people)")
+    labels = json.loads(path.read_text())
+    return {name: race for name, race in labels.items() if "," not in race}
+
+
+def lfw_scores(settings: Settings, *, by: str = "gender", people: int | None = None, nonmated: int | None = 2_000_000,
+               seed: int = 0, workers: int | None = None, advance: Advance | None = None, on_total=None) -> ImageAudit:
     """All mated pairs of LFW people with two or more images, and a seeded sample of non-mated
-    pairs; groups are the annotated gender of each image."""
+    pairs (``nonmated=None``: every non-mated pair). Groups: the annotated gender of each image
+    (``by='gender'``) or the annotated race of each person (``by='race'``, 866 people labelled)."""
     lfw = LFW.locate(settings)
-    gender = _lfw_gender(lfw)
+    if by == "gender":
+        gender = _lfw_gender(lfw)
+        label = lambda person, path: gender.get(path.name)  # noqa: E731
+    elif by == "race":
+        race = _lfw_race(lfw)
+        label = lambda person, path: race.get(person)  # noqa: E731
+    else:
+        raise InvalidParameterError("LFW groups are by gender or by race")
     rng = np.random.default_rng(seed)
-    persons = {n: [p for p in ps if p.name in gender] for n, ps in lfw.people().items()}
+    persons = {n: [(p, label(n, p)) for p in ps] for n, ps in lfw.people().items()}
+    persons = {n: [(p, g) for p, g in ps if g] for n, ps in persons.items()}
     persons = {n: ps for n, ps in persons.items() if ps}
     if people:
-        keep = sorted(rng.choice(len(persons), min(people, len(persons)), replace=False))
-        persons = dict(item for k, item in enumerate(sorted(persons.items())) if k in set(keep))
-    paths = [p for ps in persons.values() for p in ps]
-    if on_total:
-        on_total(len(paths))
-    got = acquire(paths, settings, expected=LFW.expected_face, workers=workers, advance=advance)
-    names = ["female", "male"]
-    rows = [(p, got[p].vector, pi, names.index(gender[p.name])) for pi, (n, ps) in enumerate(sorted(persons.items())) for p in ps]
-    fta = {g: sum(1 for p, v, _, c in rows if v is None and names[c] == g) for g in names}
-    images = {g: sum(1 for *_, c in rows if names[c] == g) for g in names}
-    rows = [r for r in rows if r[1] is not None]
-    v = np.asarray([r[1] for r in rows], np.float32)
-    person = np.asarray([r[2] for r in rows], np.int32)
-    code = np.asarray([r[3] for r in rows], np.int16)
-    mi, mj = [], []
-    by_person: dict[int, list[int]] = defaultdict(list)
-    for k, pi in enumerate(person):
-        by_person[int(pi)].append(k)
-    for ks in by_person.values():
-        for x in range(len(ks)):
-            for y in range(x + 1, len(ks)):
-                mi.append(ks[x])
-                mj.append(ks[y])
-    ni = rng.integers(0, len(v), nonmated * 2)
-    nj = rng.integers(0, len(v), nonmated * 2)
-    keep = person[ni] != person[nj]
-    ni, nj = ni[keep][:nonmated], nj[keep][:nonmated]
-    a = np.concatenate([np.asarray(mi, np.int64), ni])
-    b = np.concatenate([np.asarray(mj, np.int64), nj])
-    score = np.einsum("ij,ij->i", v[a], v[b])
-    mated = np.zeros(len(a), bool)
-    mated[: len(mi)] = True
-    s = Scores(score, mated, code[a], code[b], names, person[a], person[b])
-    return ImageAudit(s, images, fta)
+        keep = set(rng.choice(len(persons), min(people, len(persons)), replace=False).tolist())
+        persons = dict(item for k, item in enumerate(sorted(persons.items())) if k in keep)
+    items = [(p, n, g) for n, ps in sorted(persons.items()) for p, g in ps]
+    return _image_audit(items, settings, prealigned=False, expected=LFW.expected_face, nonmated=nonmated, seed=seed,
+                        workers=workers, advance=advance, on_total=on_total)
+
+
+def manifest_scores(settings: Settings, manifest: Path, *, prealigned: bool = False, nonmated: int | None = None,
+                    seed: int = 0, workers: int | None = None, advance: Advance | None = None,
+                    on_total=None) -> ImageAudit:
+    """Any labelled image set: a CSV with columns ``path`` (relative to the manifest's folder, or
+    absolute), ``group``, and optionally ``subject`` (without it every image is its own subject
+    and every pair non-mated, as for FairFace)."""
+    manifest = Path(manifest)
+    try:
+        with open(manifest, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{manifest}: not a readable CSV manifest ({exc})") from None
+    if not rows or not {"path", "group"} <= set(rows[0]):
+        raise DatasetError(f"{manifest}: needs a header with columns path and group (and optionally subject)")
+    items = []
+    for n, r in enumerate(rows, 2):
+        if not r["path"] or not r["group"]:
+            raise DatasetError(f"{manifest} line {n}: empty path or group")
+        p = Path(r["path"]) if Path(r["path"]).is_absolute() else manifest.parent / r["path"]
+        if not p.is_file():
+            raise DatasetError(f"{manifest} line {n}: {p} is not a file")
+        items.append((p, r.get("subject") or f"image {n}", r["group"]))
+    return _image_audit(items, settings, prealigned=prealigned, expected=None, nonmated=nonmated, seed=seed,
+                        workers=workers, advance=advance, on_total=on_total)

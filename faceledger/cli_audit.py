@@ -45,10 +45,14 @@ ResamplesOpt = typer.Option(200, "--resamples", help="Subject-level bootstrap re
 
 @audit_app.command("images")
 def audit_images(
-    dataset: str = typer.Option(..., "--dataset", help="fairface (race x gender, all pairs) or lfw (gender)."),
+    dataset: str = typer.Option(..., "--dataset", help="fairface (race x gender, all pairs), lfw, or a manifest CSV "
+                                "(path, group, optional subject)."),
+    by: str = typer.Option("gender", "--by", help="LFW groups: gender (per image) or race (per person, 866 labelled)."),
     per_group: Optional[int] = typer.Option(None, "--per-group", help="FairFace: seeded sample of images per group."),
     people: Optional[int] = typer.Option(None, "--people", help="LFW: seeded sample of people."),
-    nonmated: int = typer.Option(2_000_000, "--nonmated", help="LFW: non-mated pairs sampled."),
+    nonmated: Optional[int] = typer.Option(None, "--nonmated", help="Non-mated pairs sampled; 0: every pair. Default: "
+                                           "2,000,000 for LFW by gender, every pair otherwise."),
+    prealigned: bool = typer.Option(False, "--prealigned", help="Manifest: the images are dlib face chips (padding 0.25)."),
     target_fmr: list[float] = TargetsOpt,
     reference_group: Optional[str] = ReferenceOpt,
     resamples: int = ResamplesOpt,
@@ -59,19 +63,30 @@ def audit_images(
     as_json: bool = JsonOpt,
 ) -> None:
     """Audit this engine on a labelled dataset: templates (cached), pairs, per-group rates."""
-    from .audit_images import fairface_scores, lfw_scores
+    from .audit_images import fairface_scores, lfw_scores, manifest_scores
     from .cli_common import with_progress
     from .settings import Settings
 
     with errors(as_json):
         settings = Settings.load()
+        if nonmated is not None and nonmated < 0:
+            raise InvalidParameterError("--nonmated must be 0 (every pair) or a positive count")
+        sample = None if nonmated == 0 else nonmated
         if dataset == "fairface":
             made = with_progress("FairFace templates", fairface_scores, settings, per_group=per_group, workers=workers)
         elif dataset == "lfw":
-            made = with_progress("LFW templates", lfw_scores, settings, people=people, nonmated=nonmated, workers=workers)
+            if nonmated is None:
+                sample = 2_000_000 if by == "gender" else None
+            made = with_progress("LFW templates", lfw_scores, settings, by=by, people=people, nonmated=sample,
+                                 workers=workers)
+        elif dataset.lower().endswith(".csv"):
+            made = with_progress("templates", manifest_scores, settings, Path(dataset), prealigned=prealigned,
+                                 nonmated=sample, workers=workers)
         else:
-            raise InvalidParameterError("--dataset must be fairface or lfw")
+            raise InvalidParameterError("--dataset must be fairface, lfw or a manifest .csv file")
         report = audit(made.scores, targets=target_fmr, reference_group=reference_group, resamples=resamples)
+        if dataset == "lfw":
+            dataset = f"lfw by {by}"
         extra = {"dataset": dataset, "images": made.images, "failures_to_acquire": made.failures_to_acquire,
                  "score": "cosine of this engine's templates"}
         _emit(report, f"Demographic audit of this engine on {dataset}", as_json, markdown_out, html_out, json_out, extra)
@@ -79,7 +94,8 @@ def audit_images(
 
 @audit_app.command("scores")
 def audit_scores(
-    path: Path = typer.Argument(..., help="CSV: score, mated, group (or group_a, group_b), optional subject_a, subject_b."),
+    path: Path = typer.Argument(..., help="CSV or Parquet: score, mated, group (or group_a, group_b), optional "
+                                "subject_a, subject_b."),
     direction: str = typer.Option("similarity", "--direction", help="similarity (higher = alike) or distance."),
     target_fmr: list[float] = TargetsOpt,
     reference_group: Optional[str] = ReferenceOpt,

@@ -246,3 +246,34 @@ def test_audit_images_fairface_and_lfw_samples(tmp_path):
     assert len(mated) > 0 and np.median(mated) > np.median(lf.scores.score[~lf.scores.mated]) + 0.05
     report = audit(lf.scores, targets=(1e-2,), resamples=10)
     assert {g.group for g in report.points[0].groups} == {"female", "male"}
+    race = lfw_scores(settings, by="race", people=10, nonmated=None, workers=2)
+    assert set(race.images) <= {"african", "asianindian", "caucasian", "eastasian", "latino", "other"}
+    n = len(race.scores.score)
+    usable = sum(race.images.values()) - sum(race.failures_to_acquire.values())
+    assert n == usable * (usable - 1) // 2  # every pair
+    s = race.scores
+    assert np.array_equal(s.mated, s.subject_a == s.subject_b)
+
+
+def test_audit_images_from_a_manifest(tmp_path):
+    """Any labelled image set: paths, groups, subjects from a CSV; bad rows are named."""
+    from faceledger.cli import app
+    from faceledger.datasets import LFW
+    from faceledger.settings import Settings
+
+    people = LFW.locate(Settings.load()).people()
+    chosen = [n for n in sorted(people) if len(people[n]) >= 2][:3]
+    manifest = tmp_path / "faces.csv"
+    lines = ["path,group,subject"]
+    for k, name in enumerate(chosen):
+        lines += [f"{p},{'odd' if k % 2 else 'even'},{name}" for p in people[name][:2]]
+    manifest.write_text("\n".join(lines) + "\n")
+    r = CliRunner().invoke(app, ["audit", "images", "--dataset", str(manifest), "--target-fmr", "0.1",
+                                 "--resamples", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["comparisons"] == 15 and report["mated"] == 3
+    assert report["images"] == {"even": 4, "odd": 2}
+    manifest.write_text("path,group\nmissing.jpg,a\n")
+    r = CliRunner().invoke(app, ["audit", "images", "--dataset", str(manifest), "--json"])
+    assert r.exit_code != 0 and "missing.jpg is not a file" in r.stdout
