@@ -122,6 +122,34 @@ def _compiled(pattern: str) -> re.Pattern:
     return re.compile(pattern)
 
 
+#: faceledger's own response members, added to the model's shapes: what accountability needs and
+#: the cloud API lacks. boto3 parses only modelled members, so it drops these silently; the native
+#: API and raw JSON clients see them. docs/http.md documents each.
+EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "CompareFacesMatch": ("FalseMatchRate",),
+    "FaceMatch": ("FalseMatchRate", "ExpectedFalseCandidates"),
+    "UserMatch": ("FalseMatchRate", "ExpectedFalseCandidates"),
+    "SearchFacesResponse": ("Identification", "LedgerEntry"),
+    "SearchFacesByImageResponse": ("Identification", "LedgerEntry"),
+    "SearchUsersResponse": ("Identification", "LedgerEntry"),
+    "SearchUsersByImageResponse": ("Identification", "LedgerEntry"),
+}
+
+
+def plain(value: Any) -> Any:
+    """A dataclass tree as JSON with CamelCase members (for extension members), Nones left out."""
+    if dataclasses.is_dataclass(value):
+        return {_camel(f.name): plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if getattr(value, f.name) is not None}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
 def output(operation_name: str, result: Any) -> dict:
     """A service result as the operation's output shape: the JSON the cloud API would send."""
     shape = operation(operation_name).output_shape
@@ -144,6 +172,10 @@ def to_shape(value: Any, shape: Shape) -> Any:
             v = fields.get(_norm(member))
             if v is not None:
                 out[member] = to_shape(v, member_shape)
+        for member in EXTENSIONS.get(shape.name, ()):
+            v = fields.get(_norm(member))
+            if v is not None:
+                out[member] = plain(v)
         return out
     if kind == "list":
         return [to_shape(v, shape.member) for v in value]

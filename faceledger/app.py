@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from .accountable import Gate
 from .engine import FaceEngine
+from .ledger import Ledger, Signer
+from .policy import Policy
 from .service import FaceService
 from .settings import Settings
 from .store import SQLiteStore
+
+
+def open_gate(settings: Settings | None = None, service: FaceService | None = None) -> Gate:
+    """The service behind its policy and ledger: what every interface calls."""
+    s = settings or Settings.load()
+    signer = Signer.load(s.ledger_key) if s.ledger_key.is_file() else None
+    return Gate(service or open_service(s), Policy.load(s.policy), Ledger(s.ledger, signer))
 
 
 def open_service(settings: Settings | None = None, *, engine: FaceEngine | None = None) -> FaceService:

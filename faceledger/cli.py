@@ -18,6 +18,7 @@ from .cli_common import (
     EXIT_INPUT, EXIT_NEGATIVE, DetectorOpt, FallbackOpt, JsonOpt, box_text, err, errors, face_json, out, progress, with_progress,
 )
 from .cli_audit import audit_app
+from .cli_calibration import calibration_app
 from .cli_server import keys_app, serve
 from .cli_collections import collection_app, faces_app, index, search, users_app
 from .datasets import LFW, FairFace, fetch_lfw
@@ -39,6 +40,7 @@ app.command()(index)
 app.command()(search)
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(calibration_app, name="calibration")
 app.command()(serve)
 
 
@@ -57,12 +59,26 @@ def detection_json(path: str, d: Detection) -> dict:
     }
 
 
-def compare_json(r: CompareResult) -> dict:
+def _calibration(engine: FaceEngine):
+    """The engine's model's calibration, or None (then similarities use the interim map, no rates)."""
+    from .calibration import CalibrationMissingError, for_model
+
+    try:
+        return for_model(str(engine.model))
+    except CalibrationMissingError:
+        return None
+
+
+def compare_json(r: CompareResult, cal=None) -> dict:
+    def match(m) -> dict:
+        return {"Similarity": m.similarity, **({"FalseMatchRate": float(cal.fmr(m.score))} if cal else {}),
+                "Face": face_json(m.face)}
+
     return {
         "SourceImageFace": {"BoundingBox": face_json(r.source_face)["BoundingBox"], "Confidence": r.source_face.confidence},
         "SimilarityThreshold": r.source_similarity_threshold,
-        "FaceMatches": [{"Similarity": m.similarity, "Face": face_json(m.face)} for m in r.matches],
-        "UnmatchedFaces": [{"Similarity": m.similarity, "Face": face_json(m.face)} for m in r.unmatched],
+        "FaceMatches": [match(m) for m in r.matches],
+        "UnmatchedFaces": [match(m) for m in r.unmatched],
         "SourceImageOrientationCorrection": r.source_orientation.name,
         "TargetImageOrientationCorrection": r.target_orientation.name,
     }
@@ -134,24 +150,41 @@ def _print_detection(path: str, d: Detection) -> None:
 def compare(
     source: Path = typer.Argument(..., help="Image whose largest face is compared."),
     target: Path = typer.Argument(..., help="Image whose faces are searched."),
-    threshold: float = typer.Option(80.0, "--threshold", help="Similarity (0-100) at or above which a face matches."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Similarity (0-100) at or above which a face "
+                                              "matches (default 80: a false match rate of 2.5e-6)."),
+    max_fmr: Optional[float] = typer.Option(None, "--max-fmr", help="Or a false match rate target, e.g. 1e-5: the "
+                                            "threshold becomes the similarity of that rate (with --threshold too, the "
+                                            "stricter wins)."),
     quality_filter: str = typer.Option("NONE", "--quality-filter", help="NONE, AUTO, LOW, MEDIUM or HIGH."),
     as_json: bool = JsonOpt,
     detector: Optional[str] = DetectorOpt,
     fallback: Optional[str] = FallbackOpt,
 ) -> None:
     """Compare the largest face of SOURCE with every face in TARGET. Exit 0 on a match, 1 on none."""
+    from .calibration import similarity_of_fmr
+
     with errors(as_json):
-        r = _engine(detector, fallback).compare(source, target, threshold, quality_filter=quality_filter)
+        engine = _engine(detector, fallback)
+        cal = _calibration(engine)
+        if max_fmr is not None:
+            if cal is None:
+                raise InvalidParameterError(f"model {engine.model} has no calibration: use --threshold")
+            if not 0 < max_fmr <= 1:
+                raise InvalidParameterError("--max-fmr must be in (0, 1]")
+            threshold = max(threshold or 0.0, similarity_of_fmr(max_fmr))
+        threshold = 80.0 if threshold is None else threshold
+        r = engine.compare(source, target, threshold, quality_filter=quality_filter,
+                           similarity=cal.similarity if cal else None)
         if as_json:
-            print(json.dumps(compare_json(r), indent=2))
+            print(json.dumps(compare_json(r, cal), indent=2))
         else:
-            table = Table(title=f"{source.name} vs {target.name} (threshold {threshold:g})", title_justify="left")
-            for col in ("target face", "box (ratios)", "similarity", "verdict"):
+            table = Table(title=f"{source.name} vs {target.name} (threshold {threshold:.1f})", title_justify="left")
+            for col in ("target face", "box (ratios)", "similarity", "false match rate", "verdict"):
                 table.add_column(col)
             rows = [(m, "[green]match[/]") for m in r.matches] + [(m, "no match") for m in r.unmatched]
             for i, (m, verdict) in enumerate(rows, 1):
-                table.add_row(str(i), _box(m.face), f"{m.similarity:.1f}", verdict)
+                table.add_row(str(i), _box(m.face), f"{m.similarity:.1f}", f"{float(cal.fmr(m.score)):.1e}" if cal else "-",
+                              verdict)
             out.print(table)
             if not rows:
                 out.print("no face found in the target image")
@@ -264,6 +297,11 @@ def demo() -> None:
         settings = Settings.load()
         lfw = LFW.locate(settings)
         engine = FaceEngine(settings)
+        cal = _calibration(engine)
+        from .calibration import similarity_of_fmr
+
+        # a 1:1 check at a false match rate of 1 in 1,000; the cloud API's default 80 is 2.5e-6
+        threshold, where = (similarity_of_fmr(1e-3), "false match rate 1e-3") if cal else (80.0, "interim scale")
         fold = lfw.pairs()[0]
         mated = next(p for p in fold if p.mated)
         nonmated = next(p for p in fold if not p.mated)
@@ -272,10 +310,13 @@ def demo() -> None:
         out.print("[bold]1. Detect[/]: every face, with a box, a confidence, 5 landmarks, pose and quality.")
         _print_detection(_short(mated.a, lfw), engine.detect(mated.a))
         for title, pair in (("2. Same person", mated), ("3. Different people", nonmated)):
-            r = engine.compare(pair.a, pair.b)
-            sim = max((m.similarity for m in r.matches + r.unmatched), default=0.0)
+            r = engine.compare(pair.a, pair.b, threshold, similarity=cal.similarity if cal else None)
+            best = max(r.matches + r.unmatched, key=lambda m: m.similarity, default=None)
+            sim = best.similarity if best else 0.0
+            rate = f" (strangers score this high {float(cal.fmr(best.score)):.1e} of the time)" if cal and best else ""
             verdict = "[green]match[/]" if r.matches else "no match"
-            out.print(f"[bold]{title}[/]: {_short(pair.a, lfw)} vs {_short(pair.b, lfw)} -> similarity {sim:.1f} -> {verdict} at threshold 80")
+            out.print(f"[bold]{title}[/]: {_short(pair.a, lfw)} vs {_short(pair.b, lfw)} -> similarity {sim:.1f}{rate} "
+                      f"-> {verdict} at threshold {threshold:.1f} ({where})")
         out.print(
             "\nA match is a candidate for a person to review, never an identification. "
             "Try: [bold]faceledger compare A.jpg B.jpg[/], [bold]faceledger detect --json IMG[/], "

@@ -11,7 +11,7 @@ import math
 import threading
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -90,6 +90,7 @@ class EmbeddedFace:
 class CompareMatch:
     face: Face
     similarity: float  # 0-100
+    score: float  # the templates' cosine, which the calibration maps to a false match rate
 
 
 @dataclass(frozen=True)
@@ -219,8 +220,11 @@ class FaceEngine:
         quality_filter: QualityFilter | str = QualityFilter.NONE,
         source_prealigned: bool = False,
         target_prealigned: bool = False,
+        similarity: Callable[[float], float] | None = None,
     ) -> CompareResult:
-        """The largest face of ``source`` against every face of ``target``, as CompareFaces does."""
+        """The largest face of ``source`` against every face of ``target``, as CompareFaces does.
+        ``similarity``: the map from cosine to 0-100 (the service passes the calibrated one)."""
+        to_sim = similarity or self.to_similarity
         if not 0.0 <= float(threshold) <= 100.0:
             raise InvalidParameterError(f"threshold must be between 0 and 100, not {threshold}")
         quality_filter = QualityFilter.parse(quality_filter)
@@ -240,7 +244,8 @@ class FaceEngine:
         matches: list[CompareMatch] = []
         unmatched: list[CompareMatch] = []
         for e in embedded[1:]:
-            m = CompareMatch(e.face, self.similarity(probe, e.template))
+            cos = cosine(probe, e.template)
+            m = CompareMatch(e.face, to_sim(cos), cos)
             (matches if m.similarity >= threshold else unmatched).append(m)
         matches.sort(key=lambda m: -m.similarity)
         unmatched.sort(key=lambda m: -m.similarity)

@@ -29,6 +29,10 @@ class InvalidParameterError(FaceledgerError):
     http_status = 400
 
 
+class ProbeQualityError(InvalidParameterError):
+    """An identification probe is below the policy's quality floor: refused, not searched."""
+
+
 class InvalidImageFormatError(FaceledgerError):
     """The bytes are not an image faceledger can decode."""
 

@@ -19,10 +19,16 @@ from typing import Sequence
 import numpy as np
 
 from . import api_model, quality
+from .calibration import Calibration, CalibrationMissingError, fmr_of_similarity, similarity_of_fmr
+from .calibration import for_model as calibration_for
 from .embedding import normalise
 from .engine import BoundingBox, Face, FaceEngine, Landmark
-from .errors import InvalidPaginationTokenError, InvalidParameterError, NoFaceError, ResourceNotFoundError, ServiceQuotaExceededError
+from .errors import (
+    InvalidPaginationTokenError, InvalidParameterError, NoFaceError, ProbeQualityError, ResourceNotFoundError,
+    ServiceQuotaExceededError,
+)
 from .imaging import ImageSource
+from .policy import Limits
 from .quality import QualityFilter
 from .store import FaceStore, NewFace, StoredFace
 
@@ -106,6 +112,8 @@ class UnindexedFace:
 class FaceMatch:
     similarity: float
     face: FaceRef
+    false_match_rate: float | None = None  # faceledger's: the share of strangers scoring this high
+    expected_false_candidates: float | None = None  # gallery size x false_match_rate
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,7 @@ class ComparedSourceImageFace:
 class CompareFacesMatch:
     similarity: float
     face: FaceDetail  # shaped as the cloud API's ComparedFace
+    false_match_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +205,8 @@ class SearchFacesResult:
     searched_face_id: str
     face_matches: list[FaceMatch]
     face_model_version: str
+    identification: Identification | None = None
+    ledger_entry: int | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +215,8 @@ class SearchFacesByImageResult:
     searched_face_confidence: float
     face_matches: list[FaceMatch]
     face_model_version: str
+    identification: Identification | None = None
+    ledger_entry: int | None = None
 
 
 @dataclass(frozen=True)
@@ -267,6 +280,20 @@ class MatchedUser:
 class UserMatch:
     similarity: float
     user: MatchedUser
+    false_match_rate: float | None = None
+    expected_false_candidates: float | None = None
+
+
+@dataclass(frozen=True)
+class Identification:
+    """What faceledger adds to every 1:N result: how the threshold was set for this gallery."""
+
+    gallery_size: int
+    requested_threshold: float  # Similarity asked for (or the default)
+    effective_threshold: float  # after the gallery-size bound and any FMR target
+    false_match_rate_at_threshold: float | None
+    expected_false_candidates: float | None  # gallery size x FMR at the effective threshold
+    max_false_positive_identification_rate: float | None  # the policy's bound, when one applies
 
 
 @dataclass(frozen=True)
@@ -296,6 +323,8 @@ class SearchUsersResult:
     face_model_version: str
     searched_face: SearchedFace | None = None
     searched_user: SearchedUser | None = None
+    identification: Identification | None = None
+    ledger_entry: int | None = None
 
 
 @dataclass(frozen=True)
@@ -304,6 +333,8 @@ class SearchUsersByImageResult:
     face_model_version: str
     searched_face: SearchedFaceDetails
     unsearched_faces: list[UnsearchedFace] = field(default_factory=list)
+    identification: Identification | None = None
+    ledger_entry: int | None = None
 
 
 # --- the service ---------------------------------------------------------------------------------
@@ -313,6 +344,41 @@ class FaceService:
     def __init__(self, engine: FaceEngine, store: FaceStore) -> None:
         self.engine = engine
         self.store = store
+        try:
+            self.calibration: Calibration | None = calibration_for(str(engine.model))
+        except CalibrationMissingError:
+            self.calibration = None  # an uncalibrated model: similarity by the engine's interim map, no rates
+
+    def similarity(self, cos: float) -> float:
+        """The 0-100 Similarity of a cosine: a function of its false match rate when calibrated."""
+        if self.calibration is None:
+            return self.engine.to_similarity(cos)
+        return float(self.calibration.similarity(cos))
+
+    def false_match_rate(self, cos: float) -> float | None:
+        return None if self.calibration is None else float(self.calibration.fmr(cos))
+
+    def _similarity_for_fmr(self, fmr: float) -> float:
+        if self.calibration is None:
+            raise CalibrationMissingError(f"model {self.model} has no calibration: thresholds cannot be set by rate")
+        return similarity_of_fmr(fmr)
+
+    def _identification(self, collection_id: str, asked: float | None, default: float, limits: Limits | None,
+                        max_fmr: float | None) -> Identification:
+        """The threshold for this gallery: the similarity asked for, or the FMR target's (both:
+        the stricter; neither: the default), raised so that gallery size x FMR stays under the
+        policy's bound on false positive identification."""
+        n = self.store.get_collection(collection_id).face_count or 0
+        if max_fmr is not None and not 0.0 < max_fmr <= 1.0:
+            raise InvalidParameterError(f"a false match rate target is in (0, 1], not {max_fmr}")
+        by_rate = None if max_fmr is None else self._similarity_for_fmr(max_fmr)
+        requested = max(x for x in (asked, by_rate) if x is not None) if (asked, by_rate) != (None, None) else default
+        threshold = requested
+        if limits is not None and n:
+            threshold = max(threshold, self._similarity_for_fmr(limits.max_fpir / n))
+        fmr = None if self.calibration is None else fmr_of_similarity(threshold)
+        return Identification(n, requested, threshold, fmr, None if fmr is None else n * fmr,
+                              limits.max_fpir if limits else None)
 
     @property
     def model(self) -> str:
@@ -344,10 +410,10 @@ class FaceService:
         api_model.check("CompareFaces", SourceImage={}, TargetImage={}, SimilarityThreshold=similarity_threshold,
                         QualityFilter=quality_filter)
         r = self.engine.compare(source_image, target_image, _threshold(similarity_threshold, DEFAULT_FACE_MATCH_THRESHOLD),
-                                quality_filter=quality_filter)
+                                quality_filter=quality_filter, similarity=self.similarity)
         return CompareFacesResult(
             ComparedSourceImageFace(r.source_face.bounding_box, r.source_face.confidence),
-            [CompareFacesMatch(m.similarity, FaceDetail.of(m.face)) for m in r.matches],
+            [CompareFacesMatch(m.similarity, FaceDetail.of(m.face), self.false_match_rate(m.score)) for m in r.matches],
             [FaceDetail.of(m.face) for m in r.unmatched],
             r.source_orientation.name,
             r.target_orientation.name,
@@ -457,18 +523,20 @@ class FaceService:
         deleted = self.store.delete_faces(collection_id, deletable) if deletable else []
         return DeleteFacesResult(deleted, failed)
 
-    def _matches(self, collection_id: str, model: str, vector: np.ndarray, max_faces: int, threshold: float,
+    def _matches(self, collection_id: str, model: str, vector: np.ndarray, max_faces: int, ident: Identification,
                  exclude: str | None = None) -> list[FaceMatch]:
         hits = self.store.search(collection_id, vector, max_faces + (1 if exclude else 0))
         out = []
         for f, cos in hits:
-            sim = self.engine.to_similarity(cos)
-            if f.face_id != exclude and sim >= threshold:
-                out.append(FaceMatch(sim, FaceRef.of(f, model)))
+            sim = self.similarity(cos)
+            if f.face_id != exclude and sim >= ident.effective_threshold:
+                fmr = self.false_match_rate(cos)
+                out.append(FaceMatch(sim, FaceRef.of(f, model), fmr, None if fmr is None else fmr * ident.gallery_size))
         return out[:max_faces]
 
     def search_faces(
-        self, collection_id: str, face_id: str, *, max_faces: int | None = None, face_match_threshold: float | None = None
+        self, collection_id: str, face_id: str, *, max_faces: int | None = None, face_match_threshold: float | None = None,
+        max_false_match_rate: float | None = None, limits: Limits | None = None,
     ) -> SearchFacesResult:
         api_model.check("SearchFaces", CollectionId=collection_id, FaceId=face_id, MaxFaces=max_faces,
                         FaceMatchThreshold=face_match_threshold)
@@ -476,12 +544,14 @@ class FaceService:
         probe = self.store.get_faces(collection_id, [face_id], vectors=True).get(face_id)
         if probe is None:
             raise ResourceNotFoundError(f"face {face_id} is not in collection {collection_id!r}")
-        matches = self._matches(collection_id, model, probe.vector, max_faces or DEFAULT_MAX_FACES,
-                                _threshold(face_match_threshold, DEFAULT_FACE_MATCH_THRESHOLD), exclude=face_id)
-        return SearchFacesResult(face_id, matches, model)
+        ident = self._identification(collection_id, face_match_threshold, DEFAULT_FACE_MATCH_THRESHOLD,
+                                     limits, max_false_match_rate)
+        matches = self._matches(collection_id, model, probe.vector, max_faces or DEFAULT_MAX_FACES, ident, exclude=face_id)
+        return SearchFacesResult(face_id, matches, model, ident)
 
-    def _probe(self, image: ImageSource, quality_filter: str) -> tuple[Face, np.ndarray, list[Face]]:
-        """The largest face passing the filter, its template, and the other faces."""
+    def _probe(self, image: ImageSource, quality_filter: str, limits: Limits | None = None) -> tuple[Face, np.ndarray, list[Face]]:
+        """The largest face passing the filter, its template, and the other faces. Under a
+        policy, a probe below its quality floor is refused, not searched."""
         faces = self.engine.detect(image).faces
         if not faces:
             raise NoFaceError("no face was found in the image; use a clearer, frontal photo")
@@ -490,20 +560,27 @@ class FaceService:
             why = ", ".join(quality.reasons(faces[0].quality, quality_filter))
             raise NoFaceError(f"no face in the image passes the {quality_filter} quality filter ({why})")
         probe = passing[0]
+        if limits is not None:
+            why = limits.quality_floor.failures(probe.quality)
+            if why:
+                raise ProbeQualityError(f"the probe is below the policy's quality floor ({'; '.join(why)}): it was not "
+                                        "searched. Use a sharper, better lit, more frontal and larger face image")
         (embedded,) = self.engine.embed_faces([probe])
         return probe, embedded.template.vector, [f for f in faces if f is not probe]
 
     def search_faces_by_image(
         self, collection_id: str, image: ImageSource, *, max_faces: int | None = None,
-        face_match_threshold: float | None = None, quality_filter: str = "NONE",
+        face_match_threshold: float | None = None, quality_filter: str = "NONE", max_false_match_rate: float | None = None,
+        limits: Limits | None = None,
     ) -> SearchFacesByImageResult:
         api_model.check("SearchFacesByImage", CollectionId=collection_id, Image={}, MaxFaces=max_faces,
                         FaceMatchThreshold=face_match_threshold, QualityFilter=quality_filter)
         model = self._model_of(collection_id)
-        probe, vector, _ = self._probe(image, quality_filter)
-        matches = self._matches(collection_id, model, vector, max_faces or DEFAULT_MAX_FACES,
-                                _threshold(face_match_threshold, DEFAULT_FACE_MATCH_THRESHOLD))
-        return SearchFacesByImageResult(probe.bounding_box, probe.confidence, matches, model)
+        probe, vector, _ = self._probe(image, quality_filter, limits)
+        ident = self._identification(collection_id, face_match_threshold, DEFAULT_FACE_MATCH_THRESHOLD,
+                                     limits, max_false_match_rate)
+        matches = self._matches(collection_id, model, vector, max_faces or DEFAULT_MAX_FACES, ident)
+        return SearchFacesByImageResult(probe.bounding_box, probe.confidence, matches, model, ident)
 
     # --- users -----------------------------------------------------------------------------------
 
@@ -546,7 +623,7 @@ class FaceService:
                 failed.append(UnsuccessfulFaceAssociation(face_id, f.user_id, None, ["ASSOCIATED_TO_A_DIFFERENT_USER"]))
                 continue
             if ref_vectors:
-                sim = max(self.engine.to_similarity(float(np.dot(f.vector, v))) for v in ref_vectors)
+                sim = max(self.similarity(float(np.dot(f.vector, v))) for v in ref_vectors)
                 if sim < threshold:
                     failed.append(UnsuccessfulFaceAssociation(face_id, user_id, sim, ["LOW_MATCH_CONFIDENCE"]))
                     continue
@@ -579,27 +656,34 @@ class FaceService:
         status = self.store.get_user(collection_id, user_id).status
         return DisassociateFacesResult([DisassociatedFace(f) for f in ok], failed, status)
 
-    def _user_matches(self, collection_id: str, vector: np.ndarray, max_users: int, threshold: float,
+    def _user_matches(self, collection_id: str, vector: np.ndarray, max_users: int, ident: Identification,
                       exclude_user: str | None = None) -> list[UserMatch]:
         """Users ranked by their best-matching face. Faces not associated with a user are skipped."""
-        best: dict[str, float] = {}
+        threshold = ident.effective_threshold
+        best: dict[str, float] = {}  # user -> best cosine
         k = 256
         while True:
             hits = self.store.search(collection_id, vector, k)
             for f, cos in hits:
                 if f.user_id and f.user_id != exclude_user:
-                    best[f.user_id] = max(best.get(f.user_id, 0.0), self.engine.to_similarity(cos))
+                    best[f.user_id] = max(best.get(f.user_id, -1.0), cos)
             # stop once enough users are found or the scores fall under the threshold
-            if len(hits) < k or len(best) >= max_users or (hits and self.engine.to_similarity(hits[-1][1]) < threshold):
+            if len(hits) < k or len(best) >= max_users or (hits and self.similarity(hits[-1][1]) < threshold):
                 break
             k *= 4
-        ranked = sorted(((s, u) for u, s in best.items() if s >= threshold), reverse=True)[:max_users]
+        ranked = sorted(((c, u) for u, c in best.items() if self.similarity(c) >= threshold), reverse=True)[:max_users]
         statuses = {u: self.store.get_user(collection_id, u).status for _, u in ranked}
-        return [UserMatch(s, MatchedUser(u, statuses[u])) for s, u in ranked]
+        out = []
+        for c, u in ranked:
+            fmr = self.false_match_rate(c)
+            out.append(UserMatch(self.similarity(c), MatchedUser(u, statuses[u]), fmr,
+                                 None if fmr is None else fmr * ident.gallery_size))
+        return out
 
     def search_users(
         self, collection_id: str, *, user_id: str | None = None, face_id: str | None = None,
-        user_match_threshold: float | None = None, max_users: int | None = None,
+        user_match_threshold: float | None = None, max_users: int | None = None, max_false_match_rate: float | None = None,
+        limits: Limits | None = None,
     ) -> SearchUsersResult:
         """By a stored face, or by a user (the normalised mean of the user's templates)."""
         api_model.check("SearchUsers", CollectionId=collection_id, UserId=user_id, FaceId=face_id,
@@ -607,37 +691,40 @@ class FaceService:
         if (user_id is None) == (face_id is None):
             raise InvalidParameterError("SearchUsers needs exactly one of UserId and FaceId")
         model = self._model_of(collection_id)
-        threshold = _threshold(user_match_threshold, DEFAULT_USER_MATCH_THRESHOLD)
+        ident = self._identification(collection_id, user_match_threshold, DEFAULT_USER_MATCH_THRESHOLD,
+                                     limits, max_false_match_rate)
         if face_id is not None:
             probe = self.store.get_faces(collection_id, [face_id], vectors=True).get(face_id)
             if probe is None:
                 raise ResourceNotFoundError(f"face {face_id} is not in collection {collection_id!r}")
-            matches = self._user_matches(collection_id, probe.vector, max_users or DEFAULT_MAX_USERS, threshold)
-            return SearchUsersResult(matches, model, searched_face=SearchedFace(face_id))
+            matches = self._user_matches(collection_id, probe.vector, max_users or DEFAULT_MAX_USERS, ident)
+            return SearchUsersResult(matches, model, searched_face=SearchedFace(face_id), identification=ident)
         self.store.get_user(collection_id, user_id)
         faces = self.store.list_faces(collection_id, None, MAX_FACES_PER_USER, user_id=user_id)[0]
         if not faces:
             raise InvalidParameterError(f"user {user_id!r} has no faces to search with; associate faces first")
         vectors = self.store.get_faces(collection_id, [f.face_id for f in faces], vectors=True)
         mean = normalise(np.mean([f.vector for f in vectors.values()], axis=0))
-        matches = self._user_matches(collection_id, mean, max_users or DEFAULT_MAX_USERS, threshold, exclude_user=user_id)
-        return SearchUsersResult(matches, model, searched_user=SearchedUser(user_id))
+        matches = self._user_matches(collection_id, mean, max_users or DEFAULT_MAX_USERS, ident, exclude_user=user_id)
+        return SearchUsersResult(matches, model, searched_user=SearchedUser(user_id), identification=ident)
 
     def search_users_by_image(
         self, collection_id: str, image: ImageSource, *, user_match_threshold: float | None = None,
-        max_users: int | None = None, quality_filter: str = "NONE",
+        max_users: int | None = None, quality_filter: str = "NONE", max_false_match_rate: float | None = None,
+        limits: Limits | None = None,
     ) -> SearchUsersByImageResult:
         api_model.check("SearchUsersByImage", CollectionId=collection_id, Image={},
                         UserMatchThreshold=user_match_threshold, MaxUsers=max_users, QualityFilter=quality_filter)
         model = self._model_of(collection_id)
-        probe, vector, others = self._probe(image, quality_filter)
-        matches = self._user_matches(collection_id, vector, max_users or DEFAULT_MAX_USERS,
-                                     _threshold(user_match_threshold, DEFAULT_USER_MATCH_THRESHOLD))
+        probe, vector, others = self._probe(image, quality_filter, limits)
+        ident = self._identification(collection_id, user_match_threshold, DEFAULT_USER_MATCH_THRESHOLD,
+                                     limits, max_false_match_rate)
+        matches = self._user_matches(collection_id, vector, max_users or DEFAULT_MAX_USERS, ident)
         unsearched = [
             UnsearchedFace(FaceDetail.of(f), ["FACE_NOT_LARGEST"] + quality.reasons(f.quality, quality_filter))
             for f in others
         ]
-        return SearchUsersByImageResult(matches, model, SearchedFaceDetails(FaceDetail.of(probe)), unsearched)
+        return SearchUsersByImageResult(matches, model, SearchedFaceDetails(FaceDetail.of(probe)), unsearched, ident)
 
 
 # --- indexing in two steps: compute (anywhere), then store (one writer) ----------------------------

@@ -65,6 +65,14 @@ class Settings:
     #: LFW 99.17% instead of 98.93%, for twice the embedding time (docs/evaluation.md). The
     #: model id says so ("dlib-resnet-v1-flip"): the two kinds are never compared.
     embed_flip: bool = True
+    #: The policy every request is decided by: a preset (``moratorium``, the default, or
+    #: ``open``) or a TOML file's path (docs/policy.md).
+    policy: str = "moratorium"
+    #: The hash-chained ledger of every request (SQLite).
+    ledger: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("faceledger")) / "ledger.sqlite")
+    #: The operator's Ed25519 key that signs ledger checkpoints (`faceledger ledger keygen`);
+    #: checkpoints are signed when the file exists.
+    ledger_key: Path = field(default_factory=lambda: Path(platformdirs.user_config_dir("faceledger")) / "ledger-key.pem")
 
     @classmethod
     def load(cls, **overrides: object) -> "Settings":

@@ -16,6 +16,9 @@ _CACHE = tempfile.mkdtemp(prefix="faceledger-test-cache-")
 os.environ["FACELEDGER_CACHE_DIR"] = _CACHE
 os.environ["FACELEDGER_STORE"] = os.path.join(_CACHE, "store.sqlite")
 os.environ["FACELEDGER_KEYS_FILE"] = os.path.join(_CACHE, "keys.json")
+os.environ["FACELEDGER_LEDGER"] = os.path.join(_CACHE, "ledger.sqlite")
+os.environ["FACELEDGER_LEDGER_KEY"] = os.path.join(_CACHE, "ledger-key.pem")
+os.environ.pop("FACELEDGER_POLICY", None)  # the default policy: the moratorium preset
 os.environ.pop("FACELEDGER_CONFIG", None)
 
 from faceledger import FaceEngine, Settings  # noqa: E402

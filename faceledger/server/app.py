@@ -22,7 +22,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from .. import api_model
-from ..app import open_service
+from ..accountable import Gate
+from ..app import open_gate
+from ..policy import Context, Principal
 from ..errors import FaceledgerError, InternalError, InvalidParameterError, RequestTooLargeError, UnrecognizedClientError, InvalidSignatureError
 from ..service import FaceService
 from ..settings import Settings
@@ -37,8 +39,9 @@ AMZ_JSON = "application/x-amz-json-1.1"
 
 def create_app(settings: Settings | None = None, service: FaceService | None = None) -> FastAPI:
     settings = settings or Settings.load()
-    service = service or open_service(settings)
-    dispatcher = Dispatcher(service, s3_root=settings.s3_root)
+    gate = open_gate(settings, service)
+    service = gate.service
+    dispatcher = Dispatcher(gate, s3_root=settings.s3_root)
     keys = KeyStore(settings.keys_file)
     metrics = Metrics()
     app = FastAPI(
@@ -64,9 +67,22 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
         request._body = body  # Starlette replays a cached body to request.form() (multipart uploads)
         return body
 
-    def authenticate(request: Request, body: bytes) -> None:
+    def authenticate(request: Request, body: bytes) -> Context:
+        """Who is asking (from the signing key) and why (X-Faceledger-Purpose, X-Faceledger-Case;
+        a key that carries exactly one purpose states it by default)."""
+        key_id = _key_id(request, body)
+        if key_id is None:  # auth none: local testing, with the operator's roles
+            principal = Principal("unauthenticated", gate.policy.local_roles, ("*",))
+        else:
+            key = keys.get(key_id)
+            principal = Principal(key.principal, key.roles, key.purposes)
+        purpose = request.headers.get("x-faceledger-purpose") or (
+            principal.purposes[0] if len(principal.purposes) == 1 and principal.purposes[0] != "*" else None)
+        return Context(principal, purpose, request.headers.get("x-faceledger-case") or None, "http")
+
+    def _key_id(request: Request, body: bytes) -> str | None:
         if settings.auth == "none":
-            return
+            return None
         header = request.headers.get("authorization", "")
         if header.startswith("Bearer "):  # the native API's simple scheme: KEY_ID:SECRET over TLS
             key_id, _, secret = header[7:].partition(":")
@@ -75,14 +91,14 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
                 raise UnrecognizedClientError("unknown or revoked access key")
             if not _same(expected, secret):
                 raise InvalidSignatureError("the secret does not match the access key")
-            return
+            return key_id
         headers: dict[str, list[str]] = {}
         for name, value in request.headers.raw:
             headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
-        sigv4.verify(
+        return sigv4.verify(
             method=request.method, path=request.url.path, query=request.url.query, headers=headers, body=body,
             secret_for=keys.secret, region=settings.region,
-        )
+        ).access_key_id
 
     async def answer(operation: str, work: Callable[[], Awaitable[Any]], media_type: str) -> Response:
         request_id = str(uuid.uuid4())
@@ -107,9 +123,9 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
 
         async def work() -> Any:
             body = await body_of(request)
-            authenticate(request, body)
+            ctx = authenticate(request, body)
             op = dispatcher.operation_of(target)
-            return await run_in_threadpool(dispatcher.call, op, body)
+            return await run_in_threadpool(dispatcher.call, op, body, ctx)
 
         return await answer(operation, work, AMZ_JSON)
 
@@ -121,7 +137,7 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    app.include_router(_native_router(service, dispatcher, body_of, authenticate, answer))
+    app.include_router(_native_router(gate, dispatcher, body_of, authenticate, answer))
     return app
 
 
@@ -159,6 +175,7 @@ class IndexBody(ImageBody):
 class SearchBody(ImageBody):
     max_faces: int | None = Field(None, ge=1, le=4096)
     face_match_threshold: float | None = Field(None, ge=0, le=100)
+    max_false_match_rate: float | None = Field(None, gt=0, le=1, description="Threshold as a false match rate target")
     quality_filter: str | None = None
 
 
@@ -177,17 +194,25 @@ class UserSearchBody(BaseModel):
     face_id: str | None = None
     user_match_threshold: float | None = Field(None, ge=0, le=100)
     max_users: int | None = Field(None, ge=1, le=500)
+    max_false_match_rate: float | None = Field(None, gt=0, le=1)
 
 
-def _native_router(service: FaceService, dispatcher: Dispatcher, body_of, authenticate, answer) -> APIRouter:
+class ReviewBody(BaseModel):
+    decision: str = Field(description="confirmed, rejected or inconclusive")
+    reason: str
+    face_ids: list[str] = Field(default_factory=list, description="The candidates the decision is about (all if empty).")
+
+
+def _native_router(gate: Gate, dispatcher: Dispatcher, body_of, authenticate, answer) -> APIRouter:
     router = APIRouter(prefix="/v1")
+    service = gate.service
 
-    async def parsed(request: Request, model: type[BaseModel] | None, images: tuple[str, ...] = ()) -> dict:
+    async def parsed(request: Request, model: type[BaseModel] | None, images: tuple[str, ...] = ()) -> tuple[dict, Context]:
         """The body as keyword arguments: JSON (images in base64) or multipart (images as files)."""
         body = await body_of(request)
-        authenticate(request, body)
+        ctx = authenticate(request, body)
         if model is None:
-            return {}
+            return {}, ctx
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             form = await request.form()
             fields: dict[str, Any] = {}
@@ -211,13 +236,20 @@ def _native_router(service: FaceService, dispatcher: Dispatcher, body_of, authen
                     data[name] = base64.b64decode(data[name], validate=True)
                 except (binascii.Error, ValueError):
                     raise InvalidParameterError(f"{name} is not valid base64") from None
-        return data
+        return data, ctx
 
     def route(operation: str, model: type[BaseModel] | None, call: Callable[[dict, dict], Any], images: tuple[str, ...] = ()):
         async def endpoint(request: Request) -> Response:
             async def work() -> Any:
-                kwargs = await parsed(request, model, images)
-                result = await run_in_threadpool(call, kwargs, dict(request.path_params), dict(request.query_params))
+                kwargs, ctx = await parsed(request, model, images)
+                path, query = dict(request.path_params), dict(request.query_params)
+                if operation in ("Review", "ExportCandidates"):  # the gate's own operations
+                    result = await run_in_threadpool(call, kwargs, path, ctx)
+                    return api_model.plain(result)
+                result = await run_in_threadpool(
+                    gate.call, ctx, operation, lambda **extra: call(kwargs, path, query, **extra),
+                    collection=path.get("collection_id") or kwargs.get("collection_id"),
+                    images=[kwargs[n] for n in images if n in kwargs])
                 return api_model.output(operation, result)
 
             return await answer(operation, work, "application/json")
@@ -241,6 +273,15 @@ def _native_router(service: FaceService, dispatcher: Dispatcher, body_of, authen
             path, route(operation, model, call, images), methods=[method], summary=summary or operation,
             openapi_extra=extra or None, response_model=None, responses={200: {"description": f"as {operation}'s output"}},
         )
+
+    def q_float(q: dict, name: str) -> float | None:
+        value = q.get(name)
+        if value is None:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            raise InvalidParameterError(f"{name} must be a number") from None
 
     def q_int(q: dict, name: str) -> int | None:
         value = q.get(name)
@@ -271,12 +312,14 @@ def _native_router(service: FaceService, dispatcher: Dispatcher, body_of, authen
     add("DELETE", "/collections/{collection_id}/faces/{face_id}", "DeleteFaces", None,
         lambda b, p, q: service.delete_faces(p["collection_id"], [p["face_id"]]))
     add("GET", "/collections/{collection_id}/faces/{face_id}/matches", "SearchFaces", None,
-        lambda b, p, q: service.search_faces(p["collection_id"], p["face_id"], max_faces=q_int(q, "max_faces")),
-        query=("max_faces",))
+        lambda b, p, q, **x: service.search_faces(p["collection_id"], p["face_id"], max_faces=q_int(q, "max_faces"),
+                                                  max_false_match_rate=q_float(q, "max_false_match_rate"), **x),
+        query=("max_faces", "max_false_match_rate"))
     add("POST", "/collections/{collection_id}/search", "SearchFacesByImage", SearchBody,
-        lambda b, p, q: service.search_faces_by_image(
+        lambda b, p, q, **x: service.search_faces_by_image(
             p["collection_id"], b["image"], max_faces=b.get("max_faces"), face_match_threshold=b.get("face_match_threshold"),
-            quality_filter=b.get("quality_filter") or "NONE"), ("image",))
+            quality_filter=b.get("quality_filter") or "NONE", max_false_match_rate=b.get("max_false_match_rate"), **x),
+        ("image",))
     add("GET", "/collections/{collection_id}/users", "ListUsers", None, lambda b, p, q: service.list_users(
         p["collection_id"], max_results=q_int(q, "max_results"), next_token=q.get("next_token")),
         query=("max_results", "next_token"))
@@ -290,13 +333,27 @@ def _native_router(service: FaceService, dispatcher: Dispatcher, body_of, authen
     add("POST", "/collections/{collection_id}/users/{user_id}/faces/remove", "DisassociateFaces", FaceIdsBody,
         lambda b, p, q: service.disassociate_faces(p["collection_id"], p["user_id"], b["face_ids"]))
     add("POST", "/collections/{collection_id}/users/search", "SearchUsers", UserSearchBody,
-        lambda b, p, q: _search_users(service, p["collection_id"], b), ("image",))
+        lambda b, p, q, **x: _search_users(service, p["collection_id"], b, **x), ("image",))
+    add("POST", "/ledger/{entry}/review", "Review", ReviewBody,
+        lambda b, p, ctx: gate.review(ctx, _entry(p), b["decision"], b["reason"], b.get("face_ids", ())),
+        summary="Record a reviewer's decision on a search's candidate list")
+    add("GET", "/ledger/{entry}/candidates", "ExportCandidates", None,
+        lambda b, p, ctx: gate.export_candidates(ctx, _entry(p)),
+        summary="A search's candidates for a case file (after a confirmed review, if the policy says so)")
     return router
 
 
-def _search_users(service: FaceService, collection_id: str, b: dict):
+def _entry(path: dict) -> int:
+    if not str(path.get("entry", "")).isdigit():
+        raise InvalidParameterError("a ledger entry is a positive integer")
+    return int(path["entry"])
+
+
+def _search_users(service: FaceService, collection_id: str, b: dict, **extra):
     if "image" in b:
         return service.search_users_by_image(collection_id, b["image"], user_match_threshold=b.get("user_match_threshold"),
-                                             max_users=b.get("max_users"))
+                                             max_users=b.get("max_users"), max_false_match_rate=b.get("max_false_match_rate"),
+                                             **extra)
     return service.search_users(collection_id, user_id=b.get("user_id"), face_id=b.get("face_id"),
-                                user_match_threshold=b.get("user_match_threshold"), max_users=b.get("max_users"))
+                                user_match_threshold=b.get("user_match_threshold"), max_users=b.get("max_users"),
+                                max_false_match_rate=b.get("max_false_match_rate"), **extra)

@@ -31,6 +31,9 @@ class AccessKey:
     created: float
     description: str
     revoked: float | None = None
+    principal: str = ""
+    roles: tuple[str, ...] = ("user",)
+    purposes: tuple[str, ...] = ()
 
 
 class KeyStore:
@@ -60,20 +63,32 @@ class KeyStore:
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
 
-    def create(self, description: str = "") -> tuple[AccessKey, str]:
-        """A new key id (AKIA + 16 characters) and its 40-character secret, shown once."""
+    def create(self, description: str = "", *, principal: str | None = None, roles=("user",),
+               purposes=()) -> tuple[AccessKey, str]:
+        """A new key id (AKIA + 16 characters) and its 40-character secret, shown once. The key
+        acts as ``principal`` (default: its id) with ``roles``, for ``purposes`` (identification
+        is refused for any purpose a key does not carry)."""
         data = self._load()
         key_id = "AKIA" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
         secret = secrets.token_urlsafe(30)[:40]
-        data["keys"][key_id] = {"secret": secret, "created": time.time(), "description": description, "revoked": None}
+        data["keys"][key_id] = {"secret": secret, "created": time.time(), "description": description, "revoked": None,
+                                "principal": principal or key_id, "roles": list(roles), "purposes": list(purposes)}
         self._save(data)
-        return AccessKey(key_id, data["keys"][key_id]["created"], description), secret
+        return self._key(key_id, data["keys"][key_id]), secret
+
+    @staticmethod
+    def _key(key_id: str, v: dict) -> AccessKey:
+        return AccessKey(key_id, v["created"], v.get("description", ""), v.get("revoked"), v.get("principal") or key_id,
+                         tuple(v.get("roles", ("user",))), tuple(v.get("purposes", ())))
+
+    def get(self, key_id: str) -> AccessKey:
+        entry = self._load()["keys"].get(key_id)
+        if entry is None:
+            raise ResourceNotFoundError(f"no access key {key_id}")
+        return self._key(key_id, entry)
 
     def list(self) -> list[AccessKey]:
-        return [
-            AccessKey(k, v["created"], v.get("description", ""), v.get("revoked"))
-            for k, v in sorted(self._load()["keys"].items())
-        ]
+        return [self._key(k, v) for k, v in sorted(self._load()["keys"].items())]
 
     def revoke(self, key_id: str) -> None:
         data = self._load()

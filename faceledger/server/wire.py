@@ -21,6 +21,8 @@ from botocore.model import Shape
 
 from .. import api_model
 from ..errors import FaceledgerError, InvalidParameterError, InvalidS3ObjectError, SerializationError, UnknownOperationError
+from ..accountable import Gate
+from ..policy import Context
 from ..service import FaceService
 
 TARGET_PREFIX = "RekognitionService."
@@ -39,8 +41,9 @@ def supported_operations(service: FaceService) -> list[str]:
 
 
 class Dispatcher:
-    def __init__(self, service: FaceService, *, s3_root: Path | None = None) -> None:
-        self.service = service
+    def __init__(self, gate: Gate, *, s3_root: Path | None = None) -> None:
+        self.gate = gate
+        service = self.service = gate.service
         self.s3_root = Path(s3_root) if s3_root else None
         self.operations = set(supported_operations(service))
 
@@ -52,7 +55,7 @@ class Dispatcher:
             raise UnknownOperationError(f"{op} is not an operation faceledger implements")
         return op
 
-    def call(self, operation: str, body: bytes) -> dict:
+    def call(self, operation: str, body: bytes, ctx: Context) -> dict:
         try:
             request = json.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError):
@@ -64,14 +67,18 @@ class Dispatcher:
         method = getattr(self.service, snake(operation))
         accepted = set(inspect.signature(method).parameters)
         kwargs: dict[str, Any] = {}
+        images: list[bytes] = []
         for member, value in request.items():
             if member in IGNORED_MEMBERS:
                 continue
             name = snake(member)
-            if name not in accepted:
+            if name not in accepted or member not in shape.members:
                 raise InvalidParameterError(f"{operation}: {member} is not supported by faceledger")
             kwargs[name] = self._convert(value, shape.members[member])
-        result = method(**kwargs)
+            if shape.members[member].name == "Image":
+                images.append(kwargs[name])
+        result = self.gate.call(ctx, operation, lambda **extra: method(**kwargs, **extra),
+                                collection=request.get("CollectionId"), images=images)
         return api_model.output(operation, result)
 
     def _convert(self, value: Any, shape: Shape) -> Any:

@@ -1,0 +1,105 @@
+"""`faceledger calibration fit|table`: make the similarity <-> FMR file, and show what it says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from .cli_common import JsonOpt, err, errors, out, progress
+
+calibration_app = typer.Typer(help="The calibrated map from score to false match rate.", no_args_is_help=True)
+
+SHIPPED_PATH = Path(__file__).parent / "data"
+
+
+@calibration_app.command("fit")
+def fit_command(
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Where to write (default: the file the package ships)."),
+    fairface_images: Optional[int] = typer.Option(None, "--fairface-images", help="Only the first N FairFace images."),
+    lfw_images: Optional[int] = typer.Option(None, "--lfw-images", help="Only the first N LFW images."),
+    workers: Optional[int] = typer.Option(None, "--workers"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Fit the calibration from every non-mated FairFace and LFW pair of the fit half, validate it
+    on the held-out half, and write it (byte-identical for the same data)."""
+    from .calibration import SHIPPED, Calibration
+    from .calibration_fit import Source, dumps, fit, validate
+    from .datasets import LFW, FairFace
+    from .embedding import DlibResnetEmbedder
+    from .settings import Settings
+
+    with errors(as_json):
+        settings = Settings.load()
+        model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
+        ff = FairFace.locate(settings)
+        records = ff.records()[:fairface_images]
+        got = _templates("FairFace templates", [r.path for r in records], settings, prealigned=True, workers=workers)
+        keep = [r for r in records if got[r.path].vector is not None]
+        sources = [Source("fairface", [r.path.relative_to(ff.root).as_posix() for r in keep],
+                          np.stack([got[r.path].vector for r in keep]).astype(np.float32), None,
+                          [f"{r.race} {r.gender}" for r in keep])]
+        lfw = LFW.locate(settings)
+        images = [(n, p) for n, ps in lfw.people().items() for p in ps][:lfw_images]
+        got = _templates("LFW templates", [p for _, p in images], settings, expected=LFW.expected_face, workers=workers)
+        images = [(n, p) for n, p in images if got[p].vector is not None]
+        sources.append(Source("lfw", [p.relative_to(lfw.root).as_posix() for _, p in images],
+                              np.stack([got[p].vector for _, p in images]).astype(np.float32), [n for n, _ in images]))
+        content, held = fit(sources, model, progress=lambda msg: err.print(msg))
+        content["validation"] = validate(Calibration.from_dict(content), held)
+        name = model.partition("@")[0]
+        target = out_path or SHIPPED_PATH / SHIPPED.get(name, f"calibration-{name}.json")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(dumps(content))
+        if as_json:
+            print(json.dumps({"path": str(target), **content["validation"]}, indent=2))
+            return
+        out.print(f"wrote {target}: {content['fit']['nonmated_pairs']:,} fitted non-mated pairs; "
+                  f"data resolve FMR down to {content['data_resolves_to']:.1e}, tail model beyond")
+        table = Table(title="held-out validation", title_justify="left")
+        for col in ("target FMR", "threshold", "observed FMR (95% CI)", "ratio"):
+            table.add_column(col)
+        for row in content["validation"]["overall"]:
+            table.add_row(f"{row['target']:.0e}", f"{row['threshold']:.4f}",
+                          f"{row['observed']:.2e} ({row['ci95'][0]:.1e}..{row['ci95'][1]:.1e})"
+                          + ("" if row["resolved"] else " not resolved"), f"{row['ratio']:.2f}")
+        out.print(table)
+
+
+def _templates(title: str, paths, settings, **kwargs):
+    from .evaluation import acquire
+
+    with progress() as bar:
+        task = bar.add_task(title, total=len(paths))
+        return acquire(paths, settings, advance=lambda n: bar.advance(task, n), **kwargs)
+
+
+@calibration_app.command("table")
+def table_command(as_json: bool = JsonOpt) -> None:
+    """Similarity <-> false match rate <-> cosine threshold for this engine's model."""
+    from .calibration import for_model, fmr_of_similarity
+    from .embedding import DlibResnetEmbedder
+    from .settings import Settings
+
+    with errors(as_json):
+        cal = for_model(str(DlibResnetEmbedder.model_id(Settings.load().embed_flip)))
+        rows = []
+        for sim in (0, 14.3, 28.6, 42.9, 50, 57.1, 60, 70, 71.4, 80, 85.7, 90, 95, 99, 100):
+            fmr = fmr_of_similarity(sim)
+            thr = cal.threshold_for_fmr(fmr)
+            rows.append({"Similarity": sim, "FalseMatchRate": fmr, "CosineThreshold": round(thr, 4),
+                         "From": "data" if cal.in_data(thr) else "tail model"})
+        if as_json:
+            print(json.dumps({"Model": cal.model, "DataResolvesTo": cal.data_resolves_to, "Rows": rows}, indent=2))
+            return
+        table = Table(title=f"{cal.model}: data resolve FMR down to {cal.data_resolves_to:.1e}", title_justify="left")
+        for col in ("Similarity", "FMR", "cosine >=", "from"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(f"{r['Similarity']:g}", f"{r['FalseMatchRate']:.1e}", f"{r['CosineThreshold']:.4f}", r["From"])
+        out.print(table)
+
