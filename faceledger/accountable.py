@@ -115,7 +115,7 @@ class Gate:
             return ReviewResult(0, search_entry, decision)
 
         return self.call(ctx, "Review", run, collection=target.body.get("collection"), record={
-            "reviews": search_entry, "reviews_hash": target.hash, "decision": decision, "reason": reason.strip(),
+            "reviews": search_entry, "reviews_hash": target.hash, "verdict": decision, "reason": reason.strip(),
             "face_ids": list(face_ids)})
 
     def reviews_of(self, search_entry: int) -> list[dict]:
@@ -128,7 +128,7 @@ class Gate:
         def run() -> CandidateExport:
             target = self._search_entry(search_entry)
             reviews = self.reviews_of(search_entry)
-            if self.policy.review_required_before_export and not any(r["decision"] == "confirmed" for r in reviews):
+            if self.policy.review_required_before_export and not any(r["verdict"] == "confirmed" for r in reviews):
                 raise AccessDeniedError(f"policy {self.policy.name} requires a reviewer to confirm entry {search_entry}'s "
                                         "candidates before they leave faceledger (faceledger review)")
             return CandidateExport(search_entry, target.body["result"].get("candidates", []), reviews, 0)

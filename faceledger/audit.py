@@ -239,7 +239,9 @@ def _rate(errors: int, trials: int, resolvable_at: float | None) -> Rate:
     None: resolved once 30 errors are seen (Doddington's rule of 30), as for FNMR."""
     lo, hi = wilson(errors, trials)
     rate = errors / trials if trials else math.nan
-    resolved = trials >= 30 / resolvable_at if resolvable_at else (errors >= 30 or trials >= 3_000)
+    # 30 observed errors resolve any rate (Doddington's rule of 30); without them, enough trials
+    # to expect 30 at the rate asked about
+    resolved = errors >= 30 or (trials >= 30 / resolvable_at if resolvable_at else trials >= 3_000)
     return Rate(errors, trials, rate, lo, hi, resolved)
 
 

@@ -27,8 +27,56 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".g
 ThresholdOpt = typer.Option(None, "--threshold", help="Similarity (0-100) a match must reach (default 80).")
 
 
-def _service() -> FaceService:
-    return open_service(Settings.load())
+PurposeOpt = typer.Option(None, "--purpose", help="Why this identification is run (the policy must allow it).")
+CaseOpt = typer.Option(None, "--case", help="The case reference this identification belongs to.")
+MaxFmrOpt = typer.Option(None, "--max-fmr", help="Threshold as a false match rate target, e.g. 1e-4.")
+
+
+class _Gated:
+    """The service as the CLI sees it: every call decided by the policy and written to the
+    ledger, as the operating-system user with the policy's local roles."""
+
+    def __init__(self, purpose: str | None = None, case: str | None = None) -> None:
+        import getpass
+
+        from .app import open_gate
+        from .policy import Context, Principal
+
+        self.gate = open_gate(Settings.load())
+        self.store = self.gate.service.store
+        principal = Principal(f"local:{getpass.getuser()}", self.gate.policy.local_roles, ("*",))
+        self.ctx = Context(principal, purpose, case, "cli")
+
+    def __getattr__(self, name: str):
+        method = getattr(self.gate.service, name)
+        operation = "".join(part.capitalize() for part in name.split("_"))
+
+        def call(*args, **kwargs):
+            images = [Path(a).read_bytes() for a in args if isinstance(a, Path) and Path(a).is_file()]
+            collection = args[0] if args and isinstance(args[0], str) else None
+            return self.gate.call(self.ctx, operation, lambda **extra: method(*args, **kwargs, **extra),
+                                  collection=collection, images=images)
+
+        return call
+
+
+def _service(purpose: str | None = None, case: str | None = None) -> FaceService:
+    return _Gated(purpose, case)  # type: ignore[return-value]
+
+
+def _rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1e}"
+
+
+def _print_identification(r) -> None:
+    i = r.identification
+    if i is None:
+        return
+    bound = (f"; the policy bounds false positive identification at {i.max_false_positive_identification_rate:g}"
+             if i.max_false_positive_identification_rate else "")
+    out.print(f"gallery of {i.gallery_size:,} faces: threshold {i.effective_threshold:.1f} (asked {i.requested_threshold:.1f}), "
+              f"FMR {_rate(i.false_match_rate_at_threshold)} per comparison, {_rate(i.expected_false_candidates)} "
+              f"strangers expected above it per search{bound}. Ledger entry {r.ledger_entry}.", soft_wrap=True)
 
 
 def _emit(operation: str, result, as_json: bool) -> bool:
@@ -187,21 +235,30 @@ def search(
     image: Path,
     max_faces: Optional[int] = typer.Option(None, "--max-faces"),
     threshold: Optional[float] = ThresholdOpt,
+    max_fmr: Optional[float] = MaxFmrOpt,
     quality_filter: str = typer.Option("NONE", "--quality-filter"),
+    purpose: Optional[str] = PurposeOpt,
+    case: Optional[str] = CaseOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Search a collection with the largest face in IMAGE. Exit 0 with candidates, 1 with none."""
+    """Search a collection with the largest face in IMAGE (identification: --purpose and --case,
+    as the policy requires). Exit 0 with candidates, 1 with none."""
     with errors(as_json):
-        r = _service().search_faces_by_image(
-            collection, image, max_faces=max_faces, face_match_threshold=threshold, quality_filter=quality_filter
+        r = _service(purpose, case).search_faces_by_image(
+            collection, image, max_faces=max_faces, face_match_threshold=threshold, quality_filter=quality_filter,
+            max_false_match_rate=max_fmr,
         )
         if not _emit("SearchFacesByImage", r, as_json):
-            table = Table("#", "similarity", "face id", "external id", "user", title=f"candidates in {collection}", title_justify="left")
+            table = Table("#", "similarity", "false match rate", "expected strangers this high", "face id", "external id",
+                          "user", title=f"candidates in {collection}", title_justify="left")
             for i, m in enumerate(r.face_matches, 1):
-                table.add_row(str(i), f"{m.similarity:.1f}", m.face.face_id, m.face.external_image_id or "-", m.face.user_id or "-")
+                table.add_row(str(i), f"{m.similarity:.1f}", _rate(m.false_match_rate), _rate(m.expected_false_candidates),
+                              m.face.face_id, m.face.external_image_id or "-", m.face.user_id or "-")
             out.print(f"searched face: {box_text(r.searched_face_bounding_box)}, confidence {r.searched_face_confidence:.1f}")
+            _print_identification(r)
             out.print(table if r.face_matches else "no candidate reached the threshold")
-            out.print("[dim]Candidates are leads for a person to review, never an identification.[/]")
+            out.print("[dim]Candidates are leads for a person to review, never an identification "
+                      f"(faceledger review {r.ledger_entry} ...).[/]")
     if not r.face_matches:
         raise typer.Exit(EXIT_NEGATIVE)
 
@@ -300,22 +357,29 @@ def users_search(
     user_id: Optional[str] = typer.Option(None, "--user-id", help="... or with this user's faces."),
     face_id: Optional[str] = typer.Option(None, "--face-id", help="... or with this stored face."),
     threshold: Optional[float] = ThresholdOpt,
+    max_fmr: Optional[float] = MaxFmrOpt,
     max_users: Optional[int] = typer.Option(None, "--max-users"),
+    purpose: Optional[str] = PurposeOpt,
+    case: Optional[str] = CaseOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Users whose faces match. Exit 0 with candidates, 1 with none."""
     with errors(as_json):
-        svc = _service()
+        svc = _service(purpose, case)
         if image is not None:
-            r = svc.search_users_by_image(collection, image, user_match_threshold=threshold, max_users=max_users)
+            r = svc.search_users_by_image(collection, image, user_match_threshold=threshold, max_users=max_users,
+                                          max_false_match_rate=max_fmr)
             op = "SearchUsersByImage"
         else:
-            r = svc.search_users(collection, user_id=user_id, face_id=face_id, user_match_threshold=threshold, max_users=max_users)
+            r = svc.search_users(collection, user_id=user_id, face_id=face_id, user_match_threshold=threshold,
+                                 max_users=max_users, max_false_match_rate=max_fmr)
             op = "SearchUsers"
         if not _emit(op, r, as_json):
-            table = Table("#", "similarity", "user", "status", title=f"user candidates in {collection}", title_justify="left")
+            table = Table("#", "similarity", "false match rate", "user", "status", title=f"user candidates in {collection}",
+                          title_justify="left")
             for i, m in enumerate(r.user_matches, 1):
-                table.add_row(str(i), f"{m.similarity:.1f}", m.user.user_id, m.user.user_status)
+                table.add_row(str(i), f"{m.similarity:.1f}", _rate(m.false_match_rate), m.user.user_id, m.user.user_status)
+            _print_identification(r)
             out.print(table if r.user_matches else "no user reached the threshold")
     if not r.user_matches:
         raise typer.Exit(EXIT_NEGATIVE)

@@ -22,15 +22,24 @@ def _keys() -> KeyStore:
 
 
 @keys_app.command("create")
-def keys_create(description: str = typer.Option("", "--description"), as_json: bool = JsonOpt) -> None:
+def keys_create(
+    description: str = typer.Option("", "--description"),
+    principal: Optional[str] = typer.Option(None, "--principal", help="Who acts with this key (default: its id)."),
+    role: list[str] = typer.Option(["user"], "--role", help="Role(s) the policy grants operations to."),
+    purpose: list[str] = typer.Option([], "--purpose", help="Purpose(s) this key may identify for; with exactly one, "
+                                      "requests state it by default."),
+    as_json: bool = JsonOpt,
+) -> None:
     """Make a key. The secret is shown once; the key file is readable only by you."""
     with errors(as_json):
         store = _keys()
-        key, secret = store.create(description)
+        key, secret = store.create(description, principal=principal, roles=tuple(role), purposes=tuple(purpose))
         if as_json:
-            print(json.dumps({"AccessKeyId": key.access_key_id, "SecretAccessKey": secret}))
+            print(json.dumps({"AccessKeyId": key.access_key_id, "SecretAccessKey": secret, "Principal": key.principal,
+                              "Roles": list(key.roles), "Purposes": list(key.purposes)}))
         else:
             out.print(f"AccessKeyId     {key.access_key_id}\nSecretAccessKey {secret}")
+            out.print(f"principal {key.principal}, roles {', '.join(key.roles)}, purposes {', '.join(key.purposes) or 'none'}")
             out.print(f"[dim]stored in {store.path} (mode 600); the secret is not shown again[/]")
 
 

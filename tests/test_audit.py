@@ -66,6 +66,10 @@ def test_unresolvable_rates_are_flagged_not_printed():
     from faceledger.audit import markdown
 
     assert "not resolved" in markdown(audit(s, targets=(1e-4,), resamples=0))
+    from faceledger.audit import _rate
+
+    assert _rate(40, 1_000, 1e-4).resolved  # 30 observed errors resolve a rate, however few the pairs
+    assert not _rate(29, 1_000, 1e-4).resolved
 
 
 def test_differentials_follow_their_formulas():
