@@ -157,6 +157,15 @@ def validate(cal: Calibration, held: dict, targets=(1e-2, 1e-3, 1e-4, 1e-5, 1e-6
         out["overall"].append({"target": t, "threshold": _g(thr), "false_matches": k, "observed": _g(k / len(all_scores)),
                                "ci95": [_g(lo), _g(hi)], "ratio": _g(k / len(all_scores) / t),
                                "resolved": len(all_scores) * t >= 30})
+    out["by_source"] = {}
+    for name, (scores, *_rest) in held.items():
+        rows = []
+        for t in targets:
+            k = int(np.count_nonzero(scores >= cal.threshold_for_fmr(t)))
+            lo, hi = wilson(k, len(scores))
+            rows.append({"target": t, "pairs": len(scores), "false_matches": k, "observed": _g(k / len(scores)),
+                         "ci95": [_g(lo), _g(hi)], "ratio": _g(k / len(scores) / t)})
+        out["by_source"][name] = rows
     for name, (scores, ga, gb, labels) in held.items():
         if ga is None:
             continue
