@@ -480,8 +480,9 @@ def markdown(report: AuditReport) -> str:
         lines.append("")
     with_eer = [c for c in report.curves if not math.isnan(c.eer)]
     if with_eer:
-        lines += ["## Equal error rate per group (within-group pairs)", "", "| group | EER |", "|---|---|"]
-        lines += [f"| {c.group} | {c.eer:.3g} |" for c in with_eer] + [""]
+        lines += ["## Equal error rate per group (within-group pairs)", "",
+                  "| group | EER | mated pairs | non-mated pairs |", "|---|---|---|---|"]
+        lines += [f"| {c.group} | {c.eer:.3g} | {sum(c.mated_hist):,} | {sum(c.nonmated_hist):,} |" for c in with_eer] + [""]
     return "\n".join(lines)
 
 

@@ -275,3 +275,14 @@ def test_cli_ledger_verify_and_export(tmp_path, monkeypatch):
     _raw(ledger, "UPDATE entries SET body = replace(body, '\"i\":2', '\"i\":9') WHERE seq = 3")
     r = runner.invoke(app, ["ledger", "verify"])
     assert r.exit_code == 1 and "first bad entry 3" in r.stdout
+
+
+def test_the_policy_in_force_is_recorded_when_it_changes(tmp_path, settings, engine):
+    service = open_service(settings.replace(store=tmp_path / "s.sqlite"), engine=engine)
+    ledger = Ledger(tmp_path / "l.sqlite")
+    Gate(service, Policy.load("moratorium"), ledger)
+    Gate(service, Policy.load("moratorium"), ledger)  # unchanged: not recorded again
+    Gate(service, Policy.load("open"), ledger)
+    changes = [e.body["policy"]["name"] for e in ledger.entries_of("PolicyChange")]
+    assert changes == ["moratorium", "open"]
+    assert ledger.get(2).body["previous"]["digest"] == Policy.load("moratorium").digest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -51,11 +52,11 @@ def test_bad_image_exits_3_with_a_typed_message(tmp_path):
 def test_compare_exit_codes(fold1):
     mated = next(p for p in fold1 if p.mated)
     nonmated = next(p for p in fold1 if not p.mated)
-    r = runner.invoke(app, ["compare", "--json", "--max-fmr", "1e-3", str(mated.a), str(mated.b)])
+    r = runner.invoke(app, ["compare", "--json", "--max-fmr", "1e-2", str(mated.a), str(mated.b)])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     (match,) = out["FaceMatches"]
-    assert match["FalseMatchRate"] <= 1e-3 and match["Similarity"] >= out["SimilarityThreshold"] == 100 * 3 / 7
+    assert match["FalseMatchRate"] <= 1e-2 and match["Similarity"] >= out["SimilarityThreshold"] == pytest.approx(100 * 2 / 7)
     r = runner.invoke(app, ["compare", str(nonmated.a), str(nonmated.b)])
     assert r.exit_code == EXIT_NEGATIVE
     assert "no match" in r.stdout

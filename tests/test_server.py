@@ -123,6 +123,29 @@ def test_every_face_operation_end_to_end(server, lfw):
     assert rek.delete_collection(CollectionId="e2e")["StatusCode"] == 200
 
 
+def test_identification_is_purpose_bound_over_the_wire(server, lfw):
+    """A key without an identification purpose, and a denied purpose, get AccessDenied; both are recorded."""
+    from faceledger.ledger import Ledger
+
+    rek = client(server)
+    rek.create_collection(CollectionId="purpose")
+    probe = {"Bytes": lfw.image("Colin_Powell", 1).read_bytes()}
+    plain, plain_secret = KeyStore(server["settings"].keys_file).create("no purpose", roles=("investigator",))
+    with pytest.raises(ClientError) as exc:
+        client(server, key=plain.access_key_id, secret=plain_secret, purpose="missing-person").search_faces_by_image(
+            CollectionId="purpose", Image=probe)
+    assert code(exc) == "AccessDeniedException" and "may not act for the purpose" in str(exc.value)
+    with pytest.raises(ClientError) as exc:
+        client(server, purpose="law-enforcement").search_faces_by_image(CollectionId="purpose", Image=probe)
+    assert code(exc) == "AccessDeniedException" and "denies identification" in str(exc.value)
+    with pytest.raises(ClientError) as exc:
+        client(server, case=None).search_faces_by_image(CollectionId="purpose", Image=probe)
+    assert code(exc) == "AccessDeniedException" and "case reference" in str(exc.value)
+    denied = [e.body for e in Ledger(server["settings"].ledger).entries_of("SearchFacesByImage")
+              if e.body["outcome"] == "AccessDeniedException"]
+    assert len(denied) >= 3 and {d["principal"] for d in denied} >= {plain.access_key_id, "test-suite"}
+
+
 def test_error_paths_have_the_cloud_api_codes(server, lfw):
     rek = client(server)
     with pytest.raises(ClientError) as e:
