@@ -222,10 +222,14 @@ def test_identification_rises_with_the_gallery_and_returns_rates(gated, lfw):
     assert i.gallery_size == 6 and i.effective_threshold == pytest.approx(similarity_of_fmr(0.01 / 6))
     assert r.face_matches and all(m.face.external_image_id == "Colin_Powell" for m in r.face_matches)
     assert all(m.expected_false_candidates == pytest.approx(6 * m.false_match_rate) for m in r.face_matches)
-    small = gated.service._identification("people", 0, 80, gated.policy.limits, None)
-    gated.service.store.get_collection("people")  # a 10x larger gallery needs a stricter threshold
-    limits = gated.policy.limits
-    assert similarity_of_fmr(limits.max_fpir / 60) > similarity_of_fmr(limits.max_fpir / 6) == small.effective_threshold
+    gated.service.create_collection("one")
+    gated.service.index_faces("one", lfw.image("Tony_Blair", 1))
+    alone = gated.call(_ctx(), "SearchFacesByImage",
+                       lambda **x: gated.service.search_faces_by_image("one", probe, face_match_threshold=0, **x),
+                       collection="one", images=[probe])
+    assert alone.identification.gallery_size == 1
+    assert alone.identification.effective_threshold < i.effective_threshold  # 6x the gallery, a stricter threshold
+    assert i.expected_false_candidates == pytest.approx(0.01) == pytest.approx(alone.identification.expected_false_candidates)
     entry = gated.ledger.get(r.ledger_entry).body
     assert entry["result"]["candidates"][0]["id"] == r.face_matches[0].face.face_id
     assert entry["purpose"] == "missing-person" and entry["case_reference"] == "C-1"
