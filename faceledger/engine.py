@@ -17,7 +17,7 @@ import numpy as np
 
 from . import alignment, imaging, quality
 from .detection import LANDMARK_TYPES, DetectedFace, FaceFinder, Landmarker, make_detector
-from .embedding import DlibResnetEmbedder, Embedder, Template, cosine
+from .embedding import Embedder, Template, cosine, make_embedder
 from .errors import InvalidParameterError, NoFaceError
 from .imaging import DecodedImage, ImageSource
 from .models import ModelId
@@ -125,7 +125,7 @@ class FaceEngine:
         detectors = [make_detector(n, hog_upsample=s.hog_upsample, mmod_upsample=s.mmod_upsample) for n in names]
         self._landmarker = Landmarker()
         self._finder = FaceFinder(detectors, self._landmarker, max_side=s.detect_max_side, min_face_size=s.min_face_size)
-        self._embedder = embedder or DlibResnetEmbedder(flip=s.embed_flip)
+        self._embedder = embedder or make_embedder(s.embedder, s.embed_flip, s.cache_dir, s.onnx_threads)
         # dlib's models are not documented as thread-safe: one call at a time per engine. A server
         # gets parallel CPU use from worker processes, each with its own engine.
         self._lock = threading.Lock()

@@ -65,6 +65,11 @@ class Settings:
     #: LFW 99.17% instead of 98.93%, for twice the embedding time (docs/evaluation.md). The
     #: model id says so ("dlib-resnet-v1-flip"): the two kinds are never compared.
     embed_flip: bool = True
+    #: Which runs the face network: ``onnx`` (dlib's network converted to ONNX and run on ONNX
+    #: Runtime, ~25x faster, same outputs to ~1e-7; docs/onnx.md) or ``dlib`` (the reference).
+    embedder: str = "onnx"
+    #: ONNX Runtime threads per engine; 0: one per core (worker processes use 1 each).
+    onnx_threads: int = 0
     #: The policy every request is decided by: a preset (``moratorium``, the default, or
     #: ``open``) or a TOML file's path (docs/policy.md).
     policy: str = "moratorium"

@@ -35,5 +35,7 @@ def parallel_map(fn: Callable, jobs: list, settings: Settings, workers: int | No
             _init(settings)
         yield from map(fn, jobs)
         return
+    if settings.onnx_threads == 0:  # one thread per worker process: the processes share the cores
+        settings = settings.replace(onnx_threads=1)
     with mp.get_context("spawn").Pool(workers, _init, (settings,)) as pool:
         yield from pool.imap_unordered(fn, jobs, chunksize=2)

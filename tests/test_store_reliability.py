@@ -41,7 +41,9 @@ def test_sigkill_during_bulk_index_loses_nothing_reported(lfw, tmp_path):
         from faceledger.embedding import DlibResnetEmbedder
 
         s.create_collection("bulk", str(DlibResnetEmbedder.model_id()))
-    files = [str(p) for name in ("Colin_Powell", "Tony_Blair") for p in lfw.people()[name][:30]]
+    people = lfw.people()
+    files = [str(p) for name, n in (("George_W_Bush", 200), ("Colin_Powell", 100), ("Tony_Blair", 100))
+             for p in people[name][:n]]
     reported: dict[str, str] = {}  # face id -> image
     remaining = list(files)
     rng = random.Random(7)
@@ -51,7 +53,7 @@ def test_sigkill_during_bulk_index_loses_nothing_reported(lfw, tmp_path):
             [sys.executable, "-m", "faceledger.cli", "index", "bulk", *remaining, "--json", "--quality-filter", "NONE"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(store_path), text=True,
         )
-        time.sleep(rng.uniform(2.0, 4.5))  # start-up takes ~2 s, then ~0.15 s per image
+        time.sleep(rng.uniform(2.0, 3.5))  # start-up takes ~2 s, then ~0.05 s per image
         proc.send_signal(signal.SIGKILL)
         stdout, _ = proc.communicate()
         kills += proc.returncode == -signal.SIGKILL
