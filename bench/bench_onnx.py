@@ -1,11 +1,12 @@
-"""dlib's face ResNet on ONNX Runtime against dlib itself: same chips, same run.
+"""dlib's face ResNet and MMOD detector on ONNX Runtime against dlib itself: same inputs, same run.
 
-Chips: the aligned 150x150 chips of the first N LFW images (the engine's own detection and
-alignment). Reports the largest per-component difference and the smallest cosine between the
-two backends' raw descriptors, then faces per second for each at batch 1 and batch 32, and the
-ratios.
+ResNet: the aligned 150x150 chips of the first N LFW images (the engine's own detection and
+alignment); the largest per-component difference and the smallest cosine between the two
+backends' raw descriptors, then faces per second at batch 1 and batch 32, and the ratios.
+MMOD: M images, half LFW (first image of each person), half FairFace; whether both find the same
+faces (box IoU >= 0.95) with confidences within 1e-3, and the time per image of each.
 
-    .venv/bin/python bench/bench_onnx.py [--chips 1000] [--seconds 10]
+    .venv/bin/python bench/bench_onnx.py [--chips 1000] [--images 600] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def rate(run, chips: np.ndarray, batch: int, seconds: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--chips", type=int, default=1000)
+    ap.add_argument("--images", type=int, default=600)
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
     settings = Settings.load()
@@ -69,6 +71,52 @@ def main() -> None:
         o = rate(onnx.raw, chips, batch, args.seconds)
         print(f"batch {batch:2d}: dlib {d:6.1f} faces/s ({1000 / d:6.1f} ms/face), onnx {o:6.1f} faces/s "
               f"({1000 / o:5.2f} ms/face): {o / d:.1f}x")
+    mmod(settings, lfw, args.images)
+
+
+def iou(a, b) -> float:
+    il, it, ir, ib = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    if ir < il or ib < it:
+        return 0.0
+    inner = (ir - il + 1) * (ib - it + 1)
+    area = lambda r: (r[2] - r[0] + 1) * (r[3] - r[1] + 1)  # noqa: E731
+    return inner / (area(a) + area(b) - inner)
+
+
+def mmod(settings, lfw, count: int) -> None:
+    from PIL import Image
+
+    from faceledger.datasets import FairFace
+    from faceledger.mmod import OnnxMmodDetector
+    from faceledger.models import MMOD
+
+    paths = [ps[0] for ps in lfw.people().values()][: count // 2]
+    paths += [r.path for r in FairFace.locate(settings).records()][: count - len(paths)]
+    ref = dlib.cnn_face_detection_model_v1(str(model_path(MMOD)))
+    ours = OnnxMmodDetector(settings.cache_dir)
+    same, worst_iou, worst_conf, faces, t_ref, t_ours = 0, 1.0, 0.0, 0, 0.0, 0.0
+    for p in paths:
+        img = np.asarray(Image.open(p).convert("RGB"))
+        t = time.perf_counter()
+        a = [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), d.confidence) for d in ref(img, 0)]
+        t_ref += time.perf_counter() - t
+        t = time.perf_counter()
+        b = ours.detections(img)
+        t_ours += time.perf_counter() - t
+        faces += len(a)
+        if len(a) == len(b):
+            ious = [iou(x[0], y[0]) for x, y in zip(a, b)]
+            if all(v >= 0.95 for v in ious) and all(abs(x[1] - y[1]) <= 1e-3 for x, y in zip(a, b)):
+                same += 1
+            worst_iou = min([worst_iou, *ious])
+            worst_conf = max([worst_conf, *(abs(x[1] - y[1]) for x, y in zip(a, b))])
+        else:
+            worst_iou = 0.0
+    n = len(paths)
+    print(f"MMOD on {n} images ({faces} faces by dlib): same faces, IoU >= 0.95 and confidence within 1e-3 on "
+          f"{same}/{n}; worst IoU {worst_iou:.4f}, worst confidence difference {worst_conf:.1e}")
+    print(f"MMOD time per image: dlib {1000 * t_ref / n:.1f} ms, onnx {1000 * t_ours / n:.1f} ms: "
+          f"{t_ref / t_ours:.1f}x")
 
 
 if __name__ == "__main__":

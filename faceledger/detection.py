@@ -95,10 +95,19 @@ class MmodDetector:
         ]
 
 
-def make_detector(name: str, *, hog_upsample: int = 1, mmod_upsample: int = 0) -> Detector:
+def make_detector(name: str, *, hog_upsample: int = 1, mmod_upsample: int = 0, mmod_backend: str = "onnx",
+                  cache_dir=None, threads: int = 0) -> Detector:
+    """``mmod_backend``: ``onnx`` (the network on ONNX Runtime, same boxes and scores; upsampling
+    is dlib's own, so upsample > 0 uses dlib) or ``dlib``."""
     if name == "hog":
         return HogDetector(hog_upsample)
     if name == "mmod":
+        if mmod_backend not in ("onnx", "dlib"):
+            raise InvalidParameterError(f"mmod_backend must be onnx or dlib, not {mmod_backend!r}")
+        if mmod_backend == "onnx" and mmod_upsample == 0:
+            from .mmod import OnnxMmodDetector
+
+            return OnnxMmodDetector(cache_dir, threads)
         return MmodDetector(mmod_upsample)
     raise InvalidParameterError(f"unknown detector {name!r}; choose 'hog' or 'mmod'")
 

@@ -92,6 +92,8 @@ class OnnxResnetEmbedder:
     def __init__(self, flip: bool = True, cache_dir: Path | None = None, threads: int = 0) -> None:
         import onnxruntime as ort
 
+        from .onnx_export import converted_model
+
         path = converted_model(models.model_path(models.RESNET), cache_dir)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: one per core
@@ -119,29 +121,6 @@ class OnnxResnetEmbedder:
         if self.flip:
             raw = raw[: len(chips)] + raw[len(chips) :]
         return normalise(raw)
-
-
-def converted_model(dat: Path, cache_dir: Path | None = None) -> Path:
-    """The ONNX graph of a dlib network file, converted once into the cache (atomically)."""
-    import os
-    import tempfile
-
-    import platformdirs
-
-    from . import dlib_format, onnx_export
-
-    digest = models.file_sha256(dat)
-    folder = Path(cache_dir or platformdirs.user_cache_dir("faceledger")) / "onnx"
-    target = folder / f"{dat.stem}-{digest[:16]}.onnx"
-    if target.is_file():
-        return target
-    data = onnx_export.build(dlib_format.read(dat)).SerializeToString()
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, target)
-    return target
 
 
 def make_embedder(backend: str, flip: bool, cache_dir: Path | None = None, threads: int = 0) -> "Embedder":

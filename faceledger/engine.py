@@ -122,7 +122,8 @@ class FaceEngine:
             )
         self.settings = s
         names = [s.detector] + ([s.fallback_detector] if s.fallback_detector not in ("none", s.detector) else [])
-        detectors = [make_detector(n, hog_upsample=s.hog_upsample, mmod_upsample=s.mmod_upsample) for n in names]
+        detectors = [make_detector(n, hog_upsample=s.hog_upsample, mmod_upsample=s.mmod_upsample, mmod_backend=s.mmod_backend,
+                                   cache_dir=s.cache_dir, threads=s.onnx_threads) for n in names]
         self._landmarker = Landmarker()
         self._finder = FaceFinder(detectors, self._landmarker, max_side=s.detect_max_side, min_face_size=s.min_face_size)
         self._embedder = embedder or make_embedder(s.embedder, s.embed_flip, s.cache_dir, s.onnx_threads)

@@ -14,6 +14,8 @@ exist and keeps the larger one's extent (dlib zero-extends the smaller: 32 -> 64
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .dlib_format import DlibFormatError, DlibNet
@@ -89,8 +91,11 @@ def _conv_shape(h: int, w: int, k: int, s: int, p: int) -> tuple[int, int]:
 
 
 def build(net: DlibNet, *, batch: str | int = "n", height: int | str | None = None, width: int | str | None = None):
-    """The ONNX ModelProto for a parsed dlib network. Input ``rgb``: float32 (N, H, W, 3) pixel
-    values 0-255; output ``out``: the network's final tensor, NCHW."""
+    """The ONNX ModelProto for a parsed dlib network. A fixed-size input layer (the face ResNet)
+    takes ``rgb``: float32 (N, H, W, 3) pixel values 0-255, normalised in the graph. An image
+    pyramid input (the MMOD detector) takes ``x``: the tiled, normalised pyramid as float32
+    (N, 3, H, W), built outside (mmod.py), since the tiling depends on each image's size.
+    Output ``out``: the network's final tensor."""
     from onnx import TensorProto, checker, helper
 
     if net.loss not in DEFINITIONS:
@@ -102,11 +107,15 @@ def build(net: DlibNet, *, batch: str | int = "n", height: int | str | None = No
     fixed = net.input == "input_rgb_image_sized"
     h = net.input_params["nr"] if fixed else height
     w = net.input_params["nc"] if fixed else width
-    x = g.op("Transpose", ["rgb"], "nchw", perm=[0, 3, 1, 2])
-    mean = np.array(net.input_params["avg"], np.float32).reshape(1, 3, 1, 1)
-    x = g.op("Sub", [x, g.const("mean", mean)])
-    x = g.op("Mul", [x, g.const("scale", np.array(1 / 256, np.float32))], "normalised")
-    shape = [3, h, w]  # channels, rows, columns (None/str when dynamic)
+    if fixed:
+        x = g.op("Transpose", ["rgb"], "nchw", perm=[0, 3, 1, 2])
+        mean = np.array(net.input_params["avg"], np.float32).reshape(1, 3, 1, 1)
+        x = g.op("Sub", [x, g.const("mean", mean)])
+        x = g.op("Mul", [x, g.const("scale", np.array(1 / 256, np.float32))], "normalised")
+    else:
+        x = "x"
+        h, w = h or "h", w or "w"
+    shape = [3, h, w]  # channels, rows, columns (str when dynamic)
     tags: dict[int, tuple[str, list]] = {}
     layers = iter(net.layers)
     pending_conv = None  # a convolution whose affine_ may still fold into it
@@ -179,7 +188,10 @@ def build(net: DlibNet, *, batch: str | int = "n", height: int | str | None = No
             raise DlibFormatError(f"no ONNX translation for {kind}")
     flush()
     g.nodes.append(helper.make_node("Identity", [x], ["out"], name="out"))
-    rgb = helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [batch, h, w, 3])
+    if fixed:
+        rgb = helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [batch, h, w, 3])
+    else:
+        rgb = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, h, w])
     out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch] + [d if isinstance(d, int) else None for d in shape])
     graph = helper.make_graph(g.nodes, title.replace(" ", "_"), [rgb], [out], g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="faceledger",
@@ -195,3 +207,26 @@ def _pad_to(g: _Graph, x: str, shape: list, target: list) -> str:
         return x
     pads = np.array([0, 0, 0, 0, 0, *extra], np.int64)  # begin (N, C, H, W), end (N, C, H, W)
     return g.op("Pad", [x, g.const("pads", pads)], "pad", mode="constant")
+
+
+def converted_model(dat: Path, cache_dir: Path | None = None) -> Path:
+    """The ONNX graph of a dlib network file, converted once into the cache (atomically)."""
+    import os
+    import tempfile
+
+    import platformdirs
+
+    from . import dlib_format, models
+
+    digest = models.file_sha256(dat)
+    folder = Path(cache_dir or platformdirs.user_cache_dir("faceledger")) / "onnx"
+    target = folder / f"{dat.stem}-{digest[:16]}.onnx"
+    if target.is_file():
+        return target
+    data = build(dlib_format.read(dat)).SerializeToString()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, target)
+    return target

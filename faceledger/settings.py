@@ -68,6 +68,9 @@ class Settings:
     #: Which runs the face network: ``onnx`` (dlib's network converted to ONNX and run on ONNX
     #: Runtime, ~25x faster, same outputs to ~1e-7; docs/onnx.md) or ``dlib`` (the reference).
     embedder: str = "onnx"
+    #: Which runs the MMOD CNN detector: ``onnx`` (its network on ONNX Runtime, the pyramid and
+    #: suppression in numpy: the same boxes, ~16x faster) or ``dlib``. Upsampling uses dlib.
+    mmod_backend: str = "onnx"
     #: ONNX Runtime threads per engine; 0: one per core (worker processes use 1 each).
     onnx_threads: int = 0
     #: The policy every request is decided by: a preset (``moratorium``, the default, or

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from faceledger import dlib_format, onnx_export
-from faceledger.embedding import DlibResnetEmbedder, OnnxResnetEmbedder, converted_model
+from faceledger.embedding import DlibResnetEmbedder, OnnxResnetEmbedder
+from faceledger.onnx_export import converted_model
 from faceledger.models import MMOD, RESNET, SHAPE_5, model_path
 
 
@@ -77,3 +78,33 @@ def test_mmod_detector_file_is_read():
     assert net.loss == "loss_mmod_" and net.input == "input_rgb_image_pyramid"
     assert [layer.kind for layer in net.layers].count("con_4") == 7
     assert net.loss_params["detector_windows"][0]["width"] == 80
+
+
+def test_onnx_mmod_finds_dlibs_faces_with_dlibs_scores(lfw, fairface):
+    from PIL import Image
+
+    from faceledger.mmod import OnnxMmodDetector
+
+    ref = dlib.cnn_face_detection_model_v1(str(model_path(MMOD)))
+    ours = OnnxMmodDetector()
+    paths = [ps[0] for ps in list(lfw.people().values())[:8]] + [r.path for r in fairface.records()[:8]]
+    group = np.concatenate([np.asarray(Image.open(p).convert("RGB").resize((200, 200))) for p in paths[:3]], axis=1)
+    found = 0
+    for img in [np.asarray(Image.open(p).convert("RGB")) for p in paths] + [group]:
+        a = [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), d.confidence) for d in ref(img, 0)]
+        b = ours.detections(img)
+        assert [box for box, _ in a] == [box for box, _ in b]
+        assert all(abs(x[1] - y[1]) <= 1e-3 for x, y in zip(a, b))
+        found += len(a)
+    assert found >= 15  # faces were found, including the three side by side
+
+
+def test_tiled_pyramid_layout_keeps_levels_apart():
+    from faceledger.mmod import tiled_rects
+
+    rects, rows, cols = tiled_rects(480, 640, 10, 11)
+    assert rects[0] == (11, 11, 650, 490) and cols == 640 + 22
+    for i, a in enumerate(rects):
+        assert 0 <= a[0] <= a[2] < cols and 0 <= a[1] <= a[3] < rows
+        for b in rects[i + 1 :]:  # no two levels share a pixel
+            assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1]
