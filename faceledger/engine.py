@@ -36,8 +36,10 @@ def to_similarity(cos: float, model: str = "dlib-resnet-v1-flip") -> float:
     d = |a - b| = sqrt(2 - 2 cos) for unit templates; similarity = 100 / (1 + exp(K (d - D50))).
     For the default model on LFW, same-person pairs have median d 0.29 (similarity 99), different
     people 0.57 (10), and the most accurate 1:1 threshold, d 0.42, reads 80: the cloud API's
-    default threshold keeps a familiar meaning. The calibration layer will replace this with a
-    documented function of the false match rate.
+    default threshold keeps a familiar meaning. This is the engine's own, uncalibrated map (the
+    engine sits above the calibration layer): the service, the CLI and the HTTP API report the
+    calibrated Similarity, a function of the false match rate (calibration.py), and pass it to
+    ``compare(similarity=...)``; models without a calibration fall back to this one.
     """
     d50, k = SIMILARITY_MAPS[model.partition("@")[0]]
     d = math.sqrt(max(0.0, 2.0 - 2.0 * cos))

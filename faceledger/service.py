@@ -368,7 +368,7 @@ class FaceService:
         """The threshold for this gallery: the similarity asked for, or the FMR target's (both:
         the stricter; neither: the default), raised so that gallery size x FMR stays under the
         policy's bound on false positive identification."""
-        n = self.store.get_collection(collection_id).face_count or 0
+        n = self.store.face_count(collection_id)
         if max_fmr is not None and not 0.0 < max_fmr <= 1.0:
             raise InvalidParameterError(f"a false match rate target is in (0, 1], not {max_fmr}")
         by_rate = None if max_fmr is None else self._similarity_for_fmr(max_fmr)

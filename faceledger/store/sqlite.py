@@ -279,6 +279,12 @@ class SQLiteStore:
 
     # --- search ----------------------------------------------------------------------------------
 
+    def face_count(self, name: str) -> int:
+        """Faces in the collection, from the synced index (no scan): a search's gallery size."""
+        with self._lock:
+            cid, _, ndim = self._collection(name)
+            return len(self._sync(cid, ndim).index)
+
     def search(self, name: str, vector: np.ndarray, k: int) -> list[tuple[StoredFace, float]]:
         """The k nearest faces with their cosine scores, best first."""
         with self._lock:
