@@ -18,10 +18,11 @@ review_app = typer.Typer(no_args_is_help=True, help="Human review of identificat
 
 
 def _ledger(settings: Settings):
-    from .ledger import Ledger, Signer
+    from .ledger import Signer
+    from .ledger_pg import open_ledger
 
     signer = Signer.load(settings.ledger_key) if settings.ledger_key.is_file() else None
-    return Ledger(settings.ledger, signer)
+    return open_ledger(settings.ledger, settings.ledger_database, signer)
 
 
 @ledger_app.command("keygen")

@@ -131,14 +131,35 @@ def _checkpoint_message(seq: int, hash_: str) -> bytes:
 
 
 class Ledger:
+    """The embedded ledger (SQLite). PostgresLedger (ledger_pg.py) overrides only the storage
+    hooks below: connecting, the schema, taking the append lock, the placeholder style."""
+
+    _errors: tuple = (sqlite3.Error,)
+
     def __init__(self, path: Path, signer: Signer | None = None, checkpoint_every: int = CHECKPOINT_EVERY) -> None:
         self.path = Path(path)
         self.signer = signer
         self.checkpoint_every = checkpoint_every
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        self._create_schema()
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def _create_schema(self) -> None:
+        self._db().executescript(_SCHEMA)
+
+    def _q(self, sql: str) -> str:
+        return sql
+
+    def _begin(self, db) -> None:
+        """Start the transaction that serialises appends: whoever holds it reads the chain's end."""
+        db.execute("BEGIN IMMEDIATE")
+
+    def _in_transaction(self, db) -> bool:
+        return db.in_transaction
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -155,33 +176,34 @@ class Ledger:
         text = canonical(body)
         db = self._db()
         try:
-            db.execute("BEGIN IMMEDIATE")
-            row = db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+            self._begin(db)
+            row = db.execute(self._q("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")).fetchone()
             seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
             digest = chain_hash(prev, seq, text)
-            db.execute("INSERT INTO entries (seq, operation, body, hash) VALUES (?, ?, ?, ?)",
+            db.execute(self._q("INSERT INTO entries (seq, operation, body, hash) VALUES (?, ?, ?, ?)"),
                        (seq, str(body.get("operation", "")), text, digest))
             if self.signer and seq % self.checkpoint_every == 0:
                 self._checkpoint(db, seq, digest)
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
+        except self._errors as exc:
+            if self._in_transaction(db):
                 db.execute("ROLLBACK")
-            raise LedgerError(f"the ledger {self.path} could not be written ({exc}); the request was not served") from exc
+            raise LedgerError(f"the ledger {self.where} could not be written ({exc}); the request was not served") from exc
         return Entry(seq, body, digest)
 
-    def _checkpoint(self, db: sqlite3.Connection, seq: int, digest: str) -> None:
+    def _checkpoint(self, db, seq: int, digest: str) -> None:
         sig = self.signer.sign(_checkpoint_message(seq, digest))
-        db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)", (seq, digest, now(), self.signer.public_hex, sig))
+        db.execute(self._q("DELETE FROM checkpoints WHERE seq = ?"), (seq,))
+        db.execute(self._q("INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?)"), (seq, digest, now(), self.signer.public_hex, sig))
 
     def checkpoint(self) -> int:
         """Sign the current end of the chain now; returns its sequence number."""
         if self.signer is None:
             raise InvalidParameterError("no ledger key: create one with `faceledger ledger keygen`")
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
+        self._begin(db)
         try:
-            row = db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+            row = db.execute(self._q("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")).fetchone()
             if row is None:
                 raise InvalidParameterError("the ledger is empty: nothing to sign")
             self._checkpoint(db, row[0], row[1])
@@ -192,14 +214,14 @@ class Ledger:
         return row[0]
 
     def get(self, seq: int) -> Entry:
-        row = self._db().execute("SELECT seq, body, hash FROM entries WHERE seq = ?", (seq,)).fetchone()
+        row = self._db().execute(self._q("SELECT seq, body, hash FROM entries WHERE seq = ?"), (seq,)).fetchone()
         if row is None:
             raise ResourceNotFoundError(f"no ledger entry {seq}")
         return Entry(row[0], json.loads(row[1]), row[2])
 
     def entries(self, since: str | None = None, after_seq: int = 0) -> Iterator[Entry]:
         """In chain order; ``since``: an ISO 8601 time, entries at or after it."""
-        cur = self._db().execute("SELECT seq, body, hash FROM entries WHERE seq > ? ORDER BY seq", (after_seq,))
+        cur = self._db().execute(self._q("SELECT seq, body, hash FROM entries WHERE seq > ? ORDER BY seq"), (after_seq,))
         for seq, text, digest in cur:
             body = json.loads(text)
             if since is None or body.get("time", "") >= since:
@@ -207,12 +229,12 @@ class Ledger:
 
     def entries_of(self, operation: str) -> Iterator[Entry]:
         for seq, text, digest in self._db().execute(
-                "SELECT seq, body, hash FROM entries WHERE operation = ? ORDER BY seq", (operation,)):
+                self._q("SELECT seq, body, hash FROM entries WHERE operation = ? ORDER BY seq"), (operation,)).fetchall():
             yield Entry(seq, json.loads(text), digest)
 
     def last(self, operation: str) -> Entry | None:
         """The latest entry of an operation (for example the policy in force)."""
-        row = self._db().execute("SELECT seq, body, hash FROM entries WHERE operation = ? ORDER BY seq DESC LIMIT 1",
+        row = self._db().execute(self._q("SELECT seq, body, hash FROM entries WHERE operation = ? ORDER BY seq DESC LIMIT 1"),
                                  (operation,)).fetchone()
         return Entry(row[0], json.loads(row[1]), row[2]) if row else None
 
@@ -231,7 +253,8 @@ class Ledger:
                                                        "(modified, inserted or reordered entry)"))
             hashes[seq] = recomputed
             prev, expected_seq = digest, seq + 1
-        for seq, digest, _, key, sig in self._db().execute("SELECT * FROM checkpoints ORDER BY seq"):
+        for seq, digest, _, key, sig in self._db().execute(
+                "SELECT seq, hash, time, key_id, signature FROM checkpoints ORDER BY seq").fetchall():
             if seq not in hashes:
                 problems.append(Problem(seq, "truncated", f"a checkpoint signs entry {seq}, which is gone"))
             elif hashes[seq] != digest:

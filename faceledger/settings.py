@@ -78,6 +78,9 @@ class Settings:
     policy: str = "moratorium"
     #: The hash-chained ledger of every request (SQLite).
     ledger: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("faceledger")) / "ledger.sqlite")
+    #: A PostgreSQL database for the ledger (``postgresql://user@host/db``), so that several
+    #: service replicas write one chain; empty: the SQLite file above.
+    ledger_database: str = ""
     #: The operator's Ed25519 key that signs ledger checkpoints (`faceledger ledger keygen`);
     #: checkpoints are signed when the file exists.
     ledger_key: Path = field(default_factory=lambda: Path(platformdirs.user_config_dir("faceledger")) / "ledger-key.pem")
