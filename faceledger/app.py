@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .accountable import Gate
 from .engine import FaceEngine
+from .errors import InvalidParameterError
 from .ledger import Signer
 from .ledger_pg import open_ledger
 from .policy import Policy
@@ -19,6 +20,24 @@ def open_gate(settings: Settings | None = None, service: FaceService | None = No
     return Gate(service or open_service(s), Policy.load(s.policy), open_ledger(s.ledger, s.ledger_database, signer))
 
 
+def open_store(s: Settings):
+    """The store the settings name: the embedded SQLite one, or Milvus."""
+    if s.store_backend == "sqlite":
+        return SQLiteStore(s.store, region=s.region)
+    if s.store_backend == "milvus":
+        import json
+
+        from .store.milvus import MilvusStore
+
+        try:
+            params = json.loads(s.milvus_index_params)
+        except ValueError:
+            raise InvalidParameterError("milvus_index_params must be a JSON object") from None
+        uri = s.milvus_uri or str(s.store.with_suffix(".milvus.db"))
+        return MilvusStore(uri, region=s.region, index_type=s.milvus_index, index_params=params)
+    raise InvalidParameterError(f"store_backend must be sqlite or milvus, not {s.store_backend!r}")
+
+
 def open_service(settings: Settings | None = None, *, engine: FaceEngine | None = None) -> FaceService:
     s = settings or Settings.load()
-    return FaceService(engine or FaceEngine(s), SQLiteStore(s.store, region=s.region))
+    return FaceService(engine or FaceEngine(s), open_store(s))

@@ -35,6 +35,16 @@ class Settings:
     #: The embedded store's database (collections, faces, users, templates); its ANN index files
     #: live in a folder beside it.
     store: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("faceledger")) / "store.sqlite")
+    #: Where collections live: ``sqlite`` (the embedded store above, the default) or ``milvus``
+    #: (pymilvus: a Milvus server or cluster at ``milvus_uri``, or Milvus Lite in a local file).
+    store_backend: str = "sqlite"
+    #: Milvus: ``http://host:19530`` for a server or cluster; a file path for Milvus Lite;
+    #: empty: Milvus Lite in ``<store>.milvus.db``.
+    milvus_uri: str = ""
+    #: Milvus: the template index (FLAT: exact; HNSW or IVF_FLAT for large galleries) and its
+    #: parameters as JSON, e.g. ``{"M": 16, "efConstruction": 200}``.
+    milvus_index: str = "FLAT"
+    milvus_index_params: str = "{}"
     #: HTTP service: the region clients sign for (the credential scope must name it).
     region: str = "us-east-1"
     #: HTTP service: access keys made by `faceledger keys create` (mode 0600).

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -53,11 +54,18 @@ def test_sigkill_during_bulk_index_loses_nothing_reported(lfw, tmp_path):
             [sys.executable, "-m", "faceledger.cli", "index", "bulk", *remaining, "--json", "--quality-filter", "NONE"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(store_path), text=True,
         )
-        time.sleep(rng.uniform(2.0, 3.5))  # start-up takes ~2 s, then ~0.05 s per image
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while not lines and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # start-up time varies with load: kill only once indexing has begun
+        time.sleep(rng.uniform(0.0, 1.0))  # then at a random moment, ~0.05 s per image
         proc.send_signal(signal.SIGKILL)
-        stdout, _ = proc.communicate()
+        proc.wait()
+        reader.join(10)
         kills += proc.returncode == -signal.SIGKILL
-        for line in stdout.splitlines():
+        for line in lines:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
