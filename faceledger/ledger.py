@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -277,7 +278,7 @@ def _operation_matches(text: str, column: str) -> bool:
 
 def since_time(text: str) -> str:
     """A --since value (ISO date or time, or seconds ago as '3600s') as an ISO 8601 string."""
-    if text.endswith("s") and text[:-1].isdigit():
+    if re.fullmatch(r"[0-9]+s", text):
         return datetime.fromtimestamp(time.time() - int(text[:-1]), timezone.utc).isoformat(timespec="microseconds")
     try:
         t = datetime.fromisoformat(text)

@@ -288,3 +288,14 @@ def test_serve_command_starts_a_working_server(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_non_ascii_digits_in_paths_and_queries_are_client_errors(server):
+    """str.isdigit() accepts "²"; int() does not: such input must be a 400, never a 500."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {server['key']}:{server['secret']}"}
+    for url in ("/v1/ledger/%C2%B2/candidates", "/v1/collections?max_results=%C2%B2",
+                "/v1/ledger/1000000000000000000000000/candidates"):
+        r = httpx.get(server["url"] + url, headers=headers)
+        assert r.status_code == 400, (url, r.text)

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import time
 import uuid
 from typing import Any, Awaitable, Callable
@@ -34,6 +35,8 @@ from .metrics import Metrics
 from .wire import Dispatcher, error_body
 
 log = logging.getLogger("faceledger.server")
+#: ASCII digits only: str.isdigit() also accepts characters such as "²" that int() refuses.
+_DIGITS = re.compile(r"[0-9]+")
 AMZ_JSON = "application/x-amz-json-1.1"
 
 
@@ -55,7 +58,7 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
 
     async def body_of(request: Request) -> bytes:
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_request_bytes:
+        if declared and _DIGITS.fullmatch(declared) and int(declared) > settings.max_request_bytes:
             raise RequestTooLargeError(f"the request body is over the {settings.max_request_bytes:,}-byte limit")
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -287,7 +290,7 @@ def _native_router(gate: Gate, dispatcher: Dispatcher, body_of, authenticate, an
         value = q.get(name)
         if value is None:
             return None
-        if not value.lstrip("-").isdigit():
+        if not re.fullmatch(r"-?[0-9]+", value):
             raise InvalidParameterError(f"{name} must be an integer")
         return int(value)
 
@@ -344,9 +347,10 @@ def _native_router(gate: Gate, dispatcher: Dispatcher, body_of, authenticate, an
 
 
 def _entry(path: dict) -> int:
-    if not str(path.get("entry", "")).isdigit():
-        raise InvalidParameterError("a ledger entry is a positive integer")
-    return int(path["entry"])
+    text = str(path.get("entry", ""))
+    if not _DIGITS.fullmatch(text) or len(text) > 18:
+        raise InvalidParameterError("a ledger entry is a positive integer (at most 18 digits)")
+    return int(text)
 
 
 def _search_users(service: FaceService, collection_id: str, b: dict, **extra):
