@@ -187,6 +187,58 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b), by its continued fraction (modified
+    Lentz), on the side where it converges fast."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny = 1e-300
+    f, c, d = 1.0, 1.0, 0.0
+    for i in range(400):
+        m = i // 2
+        if i == 0:
+            num = 1.0
+        elif i % 2 == 0:
+            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1.0 + num * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + num / c
+        c = c if abs(c) > tiny else tiny
+        f *= c * d
+        if abs(1.0 - c * d) < 1e-15:
+            break
+    return front * (f - 1.0)
+
+
+def _beta_quantile(q: float, a: float, b: float) -> float:
+    lo, hi = 0.0, 1.0
+    for _ in range(100):  # bisection: I_x is increasing in x
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _betainc(a, b, mid) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson 1934) interval for k successes in n trials, from beta quantiles:
+    never narrower than the nominal level, wider than Wilson's."""
+    if n == 0:
+        return (math.nan, math.nan)
+    alpha = 1 - level
+    lo = 0.0 if k == 0 else _beta_quantile(alpha / 2, k, n - k + 1)
+    hi = 1.0 if k == n else _beta_quantile(1 - alpha / 2, k + 1, n - k)
+    return (lo, hi)
+
+
+INTERVALS = {"wilson": wilson, "clopper-pearson": clopper_pearson}
+
+
 def threshold_for_fmr(nonmated: np.ndarray, target: float) -> float:
     """The lowest threshold t (a match is score >= t) whose false match rate is at most target."""
     if len(nonmated) == 0:
@@ -234,10 +286,10 @@ class Rate:
     boot_high: float = math.nan
 
 
-def _rate(errors: int, trials: int, resolvable_at: float | None) -> Rate:
+def _rate(errors: int, trials: int, resolvable_at: float | None, interval: str = "wilson") -> Rate:
     """``resolvable_at``: the rate the trials must be able to resolve (about 30 / rate of them);
     None: resolved once 30 errors are seen (Doddington's rule of 30), as for FNMR."""
-    lo, hi = wilson(errors, trials)
+    lo, hi = INTERVALS[interval](errors, trials)
     rate = errors / trials if trials else math.nan
     # 30 observed errors resolve any rate (Doddington's rule of 30); without them, enough trials
     # to expect 30 at the rate asked about
@@ -262,7 +314,7 @@ class OperatingPoint:
     differentials: dict[str, float] = field(default_factory=dict)
 
 
-def rates_at(s: Scores, threshold: float, target: float, name: str) -> OperatingPoint:
+def rates_at(s: Scores, threshold: float, target: float, name: str, interval: str = "wilson") -> OperatingPoint:
     """Every group's rates at one threshold, from one pass of counting (bincount, not masks)."""
     n_groups = len(s.names)
     match = s.score >= threshold
@@ -277,9 +329,9 @@ def rates_at(s: Scores, threshold: float, target: float, name: str) -> Operating
     out = [
         GroupRates(
             g,
-            _rate(int(within[c, 0, 1]), int(within[c, 0].sum()), target),
-            _rate(int(within[c, 1, 0]), int(within[c, 1].sum()), None),
-            _rate(int(touching[c, 1]), int(touching[c].sum()), target),
+            _rate(int(within[c, 0, 1]), int(within[c, 0].sum()), target, interval),
+            _rate(int(within[c, 1, 0]), int(within[c, 1].sum()), None, interval),
+            _rate(int(touching[c, 1]), int(touching[c].sum()), target, interval),
         )
         for c, g in enumerate(s.names)
     ]
@@ -435,6 +487,7 @@ class AuditReport:
     points: list[OperatingPoint]
     resamples: int
     curves: list[Curve] = field(default_factory=list)
+    interval: str = "wilson"  # how the 95% interval of every rate was computed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -442,8 +495,10 @@ class AuditReport:
 
 def audit(
     s: Scores, *, targets: Sequence[float] = (1e-3, 1e-4), reference_group: str | None = None, resamples: int = 200,
-    seed: int = 0,
+    seed: int = 0, interval: str = "wilson",
 ) -> AuditReport:
+    if interval not in INTERVALS:
+        raise InvalidParameterError(f"interval must be one of {', '.join(INTERVALS)}, not {interval!r}")
     nonmated = s.score[~s.mated]
     if not len(nonmated):
         raise InvalidParameterError("no non-mated comparisons: a false match rate cannot be set")
@@ -456,12 +511,12 @@ def audit(
         ref_desc = np.sort(ref)[::-1]
     points = []
     for t in targets:
-        points.append(rates_at(s, _threshold_desc(desc, t), t, f"global FMR {t:g}"))
+        points.append(rates_at(s, _threshold_desc(desc, t), t, f"global FMR {t:g}", interval))
         if ref_desc is not None:
-            points.append(rates_at(s, _threshold_desc(ref_desc, t), t, f"reference {reference_group} FMR {t:g}"))
+            points.append(rates_at(s, _threshold_desc(ref_desc, t), t, f"reference {reference_group} FMR {t:g}", interval))
     if resamples:
         bootstrap(s, points, resamples, seed)
-    return AuditReport(len(s.score), int(s.mated.sum()), int((~s.mated).sum()), points, resamples, curves(s))
+    return AuditReport(len(s.score), int(s.mated.sum()), int((~s.mated).sum()), points, resamples, curves(s), interval)
 
 
 def markdown(report: AuditReport) -> str:
@@ -472,7 +527,7 @@ def markdown(report: AuditReport) -> str:
     ]
     for p in report.points:
         lines += [f"## {p.name} (threshold {p.threshold:.6g})", "",
-                  "| group | FMR (95% CI) | non-mated pairs | FNMR (95% CI) | mated pairs |", "|---|---|---|---|---|"]
+                  f"| group | FMR (95% {report.interval} CI) | non-mated pairs | FNMR (95% CI) | mated pairs |", "|---|---|---|---|---|"]
         for g in p.groups:
             lines.append(f"| {g.group} | {rate_text(g.fmr)} | {g.fmr.trials:,} | {rate_text(g.fnmr)} | {g.fnmr.trials:,} |")
         if p.differentials:

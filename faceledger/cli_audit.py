@@ -41,6 +41,7 @@ JsonOutOpt = typer.Option(None, "--json-out", help="Also write the JSON with eve
 TargetsOpt = typer.Option([1e-3, 1e-4], "--target-fmr", help="Global thresholds set for these FMRs.")
 ReferenceOpt = typer.Option(None, "--reference-group", help="Also set thresholds on this group.")
 ResamplesOpt = typer.Option(200, "--resamples", help="Subject-level bootstrap resamples (0: none).")
+IntervalOpt = typer.Option("wilson", "--interval", help="95% interval per rate: wilson or clopper-pearson (exact).")
 
 
 @audit_app.command("images")
@@ -56,6 +57,7 @@ def audit_images(
     target_fmr: list[float] = TargetsOpt,
     reference_group: Optional[str] = ReferenceOpt,
     resamples: int = ResamplesOpt,
+    interval: str = IntervalOpt,
     workers: Optional[int] = typer.Option(None, "--workers"),
     markdown_out: Optional[Path] = MarkdownOpt,
     html_out: Optional[Path] = HtmlOpt,
@@ -84,7 +86,8 @@ def audit_images(
                                  nonmated=sample, workers=workers)
         else:
             raise InvalidParameterError("--dataset must be fairface, lfw or a manifest .csv file")
-        report = audit(made.scores, targets=target_fmr, reference_group=reference_group, resamples=resamples)
+        report = audit(made.scores, targets=target_fmr, reference_group=reference_group, resamples=resamples,
+                       interval=interval)
         if dataset == "lfw":
             dataset = f"lfw by {by}"
         extra = {"dataset": dataset, "images": made.images, "failures_to_acquire": made.failures_to_acquire,
@@ -100,6 +103,7 @@ def audit_scores(
     target_fmr: list[float] = TargetsOpt,
     reference_group: Optional[str] = ReferenceOpt,
     resamples: int = ResamplesOpt,
+    interval: str = IntervalOpt,
     markdown_out: Optional[Path] = MarkdownOpt,
     html_out: Optional[Path] = HtmlOpt,
     json_out: Optional[Path] = JsonOutOpt,
@@ -108,7 +112,7 @@ def audit_scores(
     """Audit a score file from any system: FMR and FNMR per group at shared thresholds."""
     with errors(as_json):
         report = audit(read_scores(path, direction=direction), targets=target_fmr, reference_group=reference_group,
-                       resamples=resamples)
+                       resamples=resamples, interval=interval)
         _emit(report, f"Demographic audit of {path.name}", as_json, markdown_out, html_out, json_out)
 
 

@@ -21,6 +21,25 @@ def test_wilson_interval_matches_published_values():
     assert all(math.isnan(v) for v in wilson(0, 0))
 
 
+def test_clopper_pearson_matches_published_values_and_covers():
+    from faceledger.audit import clopper_pearson
+
+    lo, hi = clopper_pearson(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 10), abs=1e-9)  # closed form at k = 0
+    lo, hi = clopper_pearson(5, 10)
+    assert round(lo, 4) == 0.1871 and round(hi, 4) == 0.8129
+    lo, hi = clopper_pearson(3, 100_000)
+    assert round(lo * 1e5, 3) == 0.619 and round(hi * 1e5, 2) == 8.77
+    for k, n in ((1, 20), (30, 1000), (2, 5)):  # exact: never narrower than Wilson
+        w, c = wilson(k, n), clopper_pearson(k, n)
+        assert c[0] <= w[0] + 1e-12 and c[1] >= w[1] - 1e-12
+    rng = np.random.default_rng(1)  # and covers the truth at least 95% of the time
+    p, n = 0.002, 3000
+    draws = rng.binomial(n, p, 2000)
+    covered = np.mean([(lambda lh: lh[0] <= p <= lh[1])(clopper_pearson(int(k), n)) for k in draws])
+    assert covered >= 0.95
+
+
 def test_threshold_for_fmr_allows_exactly_the_target_share():
     nonmated = np.linspace(0.1, 1.0, 10)
     t = threshold_for_fmr(nonmated, 0.2)
@@ -116,9 +135,11 @@ def test_reference_group_threshold_and_cli(tmp_path):
     loaded = read_scores(path, direction="distance")
     assert np.allclose(loaded.score, s.score, atol=1e-5)
     result = CliRunner().invoke(app, ["audit", "scores", str(path), "--direction", "distance", "--target-fmr", "1e-2",
-                                      "--reference-group", "A", "--resamples", "20", "--json"])
+                                      "--reference-group", "A", "--resamples", "20", "--interval", "clopper-pearson",
+                                      "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    assert report["interval"] == "clopper-pearson"
     assert [p["name"] for p in report["points"]] == ["global FMR 0.01", "reference A FMR 0.01"]
     with pytest.raises(errors.InvalidParameterError, match="no column"):
         read_scores(path, score="similarity")
