@@ -25,7 +25,7 @@ from .cli_collections import collection_app, faces_app, index, search, users_app
 from .datasets import LFW, FairFace, fetch_lfw
 from .embedding import DlibResnetEmbedder
 from .engine import CompareResult, Detection, Face, FaceEngine
-from .errors import FaceledgerError, InvalidParameterError
+from .errors import DatasetError, FaceledgerError, InvalidParameterError
 from .evaluation import detection_rates, evaluate_lfw, fairface_groups
 from .settings import Settings
 
@@ -286,7 +286,7 @@ def datasets_fetch(name: str = typer.Argument(..., help="Dataset to download: lf
     """Download a public dataset into the cache, checking its published checksum."""
     with errors(False):
         if name != "lfw":
-            raise InvalidParameterError(f"only 'lfw' can be fetched; FairFace is distributed by its authors")
+            raise InvalidParameterError("only 'lfw' can be fetched; FairFace is distributed by its authors")
         with progress() as bar:
             task = bar.add_task("downloading LFW", total=None)
             lfw = fetch_lfw(Settings.load(), progress=lambda done, total: bar.update(task, completed=done, total=total))

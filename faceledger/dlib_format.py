@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 

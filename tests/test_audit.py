@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from faceledger import errors
-from faceledger.audit import Scores, audit, differentials, rates_at, read_scores, threshold_for_fmr, wilson
+from faceledger.audit import Scores, audit, differentials, read_scores, threshold_for_fmr, wilson
 
 
 def test_wilson_interval_matches_published_values():

@@ -73,3 +73,11 @@ def test_demo_runs_on_lfw():
     assert r.exit_code == 0, r.output
     assert "Same person" in r.stdout and "Different people" in r.stdout
     assert "-> match" in r.stdout.replace("\n", " ")
+
+
+def test_datasets_info_says_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACELEDGER_DATA", str(tmp_path))  # an empty data folder
+    r = runner.invoke(app, ["datasets", "info", "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["lfw"].startswith("missing") and info["fairface"].startswith("missing")

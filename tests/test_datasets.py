@@ -7,7 +7,6 @@ import http.server
 import io
 import tarfile
 import threading
-from pathlib import Path
 
 import pytest
 from PIL import Image
