@@ -80,8 +80,11 @@ def test_sigkill_during_bulk_index_loses_nothing_reported(lfw, tmp_path):
         faces = s.get_faces("bulk", list(reported), vectors=True)
         assert set(faces) == set(reported), "a face reported as indexed is missing"
         for face_id, f in faces.items():
-            (best, score), *_ = s.search("bulk", f.vector, 1)
-            assert best.face_id == face_id and score > 0.999
+            # a run killed after an image's commit but before its line was printed leaves that image
+            # to the next run, which indexes it again: two faces with one template tie at cosine 1
+            # (as the cloud API would store both); the face itself must be among the nearest
+            hits = {hit.face_id: score for hit, score in s.search("bulk", f.vector, 5)}
+            assert hits.get(face_id, 0.0) > 0.999
         _check_consistent(s, "bulk")
 
 
