@@ -144,40 +144,32 @@ def fit(sources: list[Source], model: str, progress: Callable[[str], None] = lam
     return content, held
 
 
+def _observed(scores: np.ndarray, threshold: float, target: float) -> dict:
+    """One validation row: how many of ``scores`` reach the threshold predicted for ``target``."""
+    n = len(scores)
+    k = int(np.count_nonzero(scores >= threshold))
+    lo, hi = wilson(k, n)
+    return {"target": target, "false_matches": k, "observed": _g(k / max(1, n)), "ci95": [_g(lo), _g(hi)],
+            "ratio": _g(k / max(1, n) / target)}
+
+
 def validate(cal: Calibration, held: dict, targets=(1e-2, 1e-3, 1e-4, 1e-5, 1e-6), group_targets=(1e-3, 1e-4)) -> dict:
     """Observed FMR on held-out pairs at the thresholds predicted for each target, with Wilson
-    intervals; and per group (within-group pairs) where the source has groups."""
+    intervals: over all held-out pairs, by source, and per group (within-group pairs) where the
+    source has groups."""
+    thresholds = {t: cal.threshold_for_fmr(t) for t in (*targets, *group_targets)}
     all_scores = np.concatenate([h[0] for h in held.values()])
-    per_source = {name: len(h[0]) for name, h in held.items()}
-    out = {"held_out_pairs": per_source, "overall": [], "groups": {}}
-    for t in targets:
-        thr = cal.threshold_for_fmr(t)
-        k = int(np.count_nonzero(all_scores >= thr))
-        lo, hi = wilson(k, len(all_scores))
-        out["overall"].append({"target": t, "threshold": _g(thr), "false_matches": k, "observed": _g(k / len(all_scores)),
-                               "ci95": [_g(lo), _g(hi)], "ratio": _g(k / len(all_scores) / t),
-                               "resolved": len(all_scores) * t >= 30})
-    out["by_source"] = {}
-    for name, (scores, *_rest) in held.items():
-        rows = []
-        for t in targets:
-            k = int(np.count_nonzero(scores >= cal.threshold_for_fmr(t)))
-            lo, hi = wilson(k, len(scores))
-            rows.append({"target": t, "pairs": len(scores), "false_matches": k, "observed": _g(k / len(scores)),
-                         "ci95": [_g(lo), _g(hi)], "ratio": _g(k / len(scores) / t)})
-        out["by_source"][name] = rows
+    out = {"held_out_pairs": {name: len(h[0]) for name, h in held.items()}, "groups": {}, "by_source": {},
+           "overall": [{**_observed(all_scores, thresholds[t], t), "threshold": _g(thresholds[t]),
+                        "resolved": len(all_scores) * t >= 30} for t in targets]}
     for name, (scores, ga, gb, labels) in held.items():
+        out["by_source"][name] = [{**_observed(scores, thresholds[t], t), "pairs": len(scores)} for t in targets]
         if ga is None:
             continue
         for code, g in enumerate(labels):
             within = scores[(ga == code) & (gb == code)]
-            rows = []
-            for t in group_targets:
-                k = int(np.count_nonzero(within >= cal.threshold_for_fmr(t)))
-                lo, hi = wilson(k, len(within))
-                rows.append({"target": t, "pairs": len(within), "false_matches": k, "observed": _g(k / max(1, len(within))),
-                             "ci95": [_g(lo), _g(hi)], "ratio": _g(k / max(1, len(within)) / t)})
-            out["groups"][f"{name}: {g}"] = rows
+            out["groups"][f"{name}: {g}"] = [{**_observed(within, thresholds[t], t), "pairs": len(within)}
+                                             for t in group_targets]
     return out
 
 
