@@ -38,11 +38,22 @@ class CandidateExport:
 
 
 class Gate:
-    def __init__(self, service, policy: Policy, ledger: Ledger) -> None:
+    def __init__(self, service, policy: Policy, ledger: Ledger,
+                 policy_source: Callable[[], Policy] | None = None) -> None:
+        """``policy_source``: where a newer policy comes from while running (the shared
+        database's PolicyStore.current); None: ``policy`` for the gate's life."""
         self.service = service
         self.policy = policy
         self.ledger = ledger
+        self.policy_source = policy_source
         self._record_policy()
+
+    def _refresh_policy(self) -> None:
+        if self.policy_source is not None:
+            newest = self.policy_source()
+            if newest.digest != self.policy.digest:
+                self.policy = newest
+                self._record_policy()
 
     def _record_policy(self) -> None:
         """The policy in force enters the ledger whenever it differs from the last one recorded."""
@@ -71,6 +82,7 @@ class Gate:
              images: Sequence[bytes] = (), record: dict | None = None) -> Any:
         """Decide, run (``run(**extra)``; identification gets ``limits=``), record, return.
         ``record``: more fields for the entry (a review's decision and what it reviews)."""
+        self._refresh_policy()
         entry = {**self._base(ctx, operation, collection, images), **(record or {})}
         decision = self.policy.decide(ctx, operation)
         entry["decision"] = {"allowed": decision.allowed, "reason": decision.reason}

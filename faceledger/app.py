@@ -17,11 +17,27 @@ def open_gate(settings: Settings | None = None, service: FaceService | None = No
     """The service behind its policy and ledger: what every interface calls."""
     s = settings or Settings.load()
     signer = Signer.load(s.ledger_key) if s.ledger_key.is_file() else None
-    return Gate(service or open_service(s), Policy.load(s.policy), open_ledger(s.ledger, s.ledger_database, signer))
+    ledger = open_ledger(s.ledger, s.ledger_database or shared_database(s) or "", signer)
+    if s.database:
+        from .policy_store import PolicyStore
+
+        source = PolicyStore(shared_database(s), s.policy).current
+        return Gate(service or open_service(s), source(), ledger, source)
+    return Gate(service or open_service(s), Policy.load(s.policy), ledger)
+
+
+def shared_database(s: Settings):
+    """The PostgreSQL database replicas share (pg.Database), or None: state stays in local files."""
+    if not s.database:
+        return None
+    from .pg import Database
+
+    return Database(s.database)
 
 
 def open_store(s: Settings):
-    """The store the settings name: the embedded SQLite one, or Milvus."""
+    """The store the settings name: the embedded SQLite one, or Milvus (its catalog in the
+    shared database when there is one)."""
     if s.store_backend == "sqlite":
         return SQLiteStore(s.store, region=s.region)
     if s.store_backend == "milvus":
@@ -34,7 +50,8 @@ def open_store(s: Settings):
         except ValueError:
             raise InvalidParameterError("milvus_index_params must be a JSON object") from None
         uri = s.milvus_uri or str(s.store.with_suffix(".milvus.db"))
-        return MilvusStore(uri, region=s.region, index_type=s.milvus_index, index_params=params)
+        return MilvusStore(uri, region=s.region, index_type=s.milvus_index, index_params=params,
+                           catalog_database=shared_database(s))
     raise InvalidParameterError(f"store_backend must be sqlite or milvus, not {s.store_backend!r}")
 
 

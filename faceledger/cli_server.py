@@ -11,14 +11,14 @@ import typer
 from rich.table import Table
 
 from .cli_common import JsonOpt, errors, out
-from .server.keys import KeyStore
+from .server.keys import open_keys
 from .settings import Settings
 
 keys_app = typer.Typer(no_args_is_help=True, help="Access keys for the HTTP service (AWS Signature Version 4).")
 
 
-def _keys() -> KeyStore:
-    return KeyStore(Settings.load().keys_file)
+def _keys():
+    return open_keys(Settings.load())
 
 
 @keys_app.command("create")

@@ -151,6 +151,14 @@ class RequestTooLargeError(FaceledgerError):
     http_status = 413
 
 
+class BackendUnavailableError(FaceledgerError):
+    """A database or vector engine cannot be reached or dropped the connection mid-request. The
+    interrupted transaction was rolled back: retry. HTTP 503, which AWS SDKs retry on their own."""
+
+    code = "ServiceUnavailableException"
+    http_status = 503
+
+
 class InternalError(FaceledgerError):
     code = "InternalServerError"
     http_status = 500

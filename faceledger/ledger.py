@@ -189,8 +189,11 @@ class Ledger:
         except self._errors as exc:
             if self._in_transaction(db):
                 db.execute("ROLLBACK")
-            raise LedgerError(f"the ledger {self.where} could not be written ({exc}); the request was not served") from exc
+            raise self._failure(exc) from exc
         return Entry(seq, body, digest)
+
+    def _failure(self, exc: Exception) -> Exception:
+        return LedgerError(f"the ledger {self.where} could not be written ({exc}); the request was not served")
 
     def _checkpoint(self, db, seq: int, digest: str) -> None:
         sig = self.signer.sign(_checkpoint_message(seq, digest))
@@ -214,8 +217,12 @@ class Ledger:
             raise
         return row[0]
 
+    def _one(self, sql: str, args: tuple):
+        """One row of a read on the request path (a storage hook: PostgreSQL retries it once)."""
+        return self._db().execute(self._q(sql), args).fetchone()
+
     def get(self, seq: int) -> Entry:
-        row = self._db().execute(self._q("SELECT seq, body, hash FROM entries WHERE seq = ?"), (seq,)).fetchone()
+        row = self._one("SELECT seq, body, hash FROM entries WHERE seq = ?", (seq,))
         if row is None:
             raise ResourceNotFoundError(f"no ledger entry {seq}")
         return Entry(row[0], json.loads(row[1]), row[2])
@@ -235,8 +242,7 @@ class Ledger:
 
     def last(self, operation: str) -> Entry | None:
         """The latest entry of an operation (for example the policy in force)."""
-        row = self._db().execute(self._q("SELECT seq, body, hash FROM entries WHERE operation = ? ORDER BY seq DESC LIMIT 1"),
-                                 (operation,)).fetchone()
+        row = self._one("SELECT seq, body, hash FROM entries WHERE operation = ? ORDER BY seq DESC LIMIT 1", (operation,))
         return Entry(row[0], json.loads(row[1]), row[2]) if row else None
 
     def verify(self, public_hex: str | None = None) -> tuple[int, list[Problem]]:

@@ -10,9 +10,9 @@ primary key on ``seq`` would refuse a second entry with the same number in any c
 
 from __future__ import annotations
 
-import threading
-
-from .ledger import CHECKPOINT_EVERY, Ledger, LedgerError, Signer
+from .errors import BackendUnavailableError
+from .ledger import CHECKPOINT_EVERY, Ledger, Signer
+from .pg import Database, redact
 
 #: The advisory lock's key: any 64-bit number no other application on the database uses.
 APPEND_LOCK = 0x66616365_6C656467  # "faceledg"
@@ -27,39 +27,29 @@ _SCHEMA = (
 
 
 class PostgresLedger(Ledger):
-    def __init__(self, url: str, signer: Signer | None = None, checkpoint_every: int = CHECKPOINT_EVERY) -> None:
+    def __init__(self, database: Database | str, signer: Signer | None = None,
+                 checkpoint_every: int = CHECKPOINT_EVERY) -> None:
         import psycopg
 
+        self.database = database if isinstance(database, Database) else Database(database)
         self._errors = (psycopg.Error,)
-        self.url = url
+        self._lost = psycopg.OperationalError
+        self.url = self.database.url
         self.signer = signer
         self.checkpoint_every = checkpoint_every
-        self._local = threading.local()
         self._create_schema()
 
     @property
     def where(self) -> str:
-        return self.url.split("@")[-1]  # never echo a password
+        return redact(self.url)
 
     def _db(self):
-        import psycopg
-
-        db = getattr(self._local, "db", None)
-        if db is None or db.closed:
-            try:
-                db = psycopg.connect(self.url, autocommit=True)  # transactions are explicit, as with SQLite
-            except psycopg.Error as exc:
-                raise LedgerError(f"the ledger database {self.where} cannot be reached ({exc})") from exc
-            self._local.db = db
-        return db
+        return self.database.connection()
 
     def _create_schema(self) -> None:
-        db = self._db()
-        db.execute("BEGIN")
-        db.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))  # replicas starting together
-        for statement in _SCHEMA:
-            db.execute(statement)
-        db.execute("COMMIT")
+        with self.database.transaction(APPEND_LOCK) as db:  # replicas starting together
+            for statement in _SCHEMA:
+                db.execute(statement)
 
     def _q(self, sql: str) -> str:
         return sql.replace("?", "%s")
@@ -71,10 +61,20 @@ class PostgresLedger(Ledger):
     def _in_transaction(self, db) -> bool:
         from psycopg import pq
 
-        return db.info.transaction_status != pq.TransactionStatus.IDLE
+        return not db.closed and db.info.transaction_status != pq.TransactionStatus.IDLE
+
+    def _one(self, sql: str, args: tuple):
+        return self.database.read(lambda db: db.execute(self._q(sql), args).fetchone())
+
+    def _failure(self, exc: Exception) -> Exception:
+        if isinstance(exc, self._lost):  # the transaction died with the connection: nothing was written
+            self.database.close()
+            return BackendUnavailableError(f"the ledger database {self.where} dropped the connection ({exc}); "
+                                           "the entry was not written: retry")
+        return super()._failure(exc)
 
 
-def open_ledger(path, database: str = "", signer: Signer | None = None) -> Ledger:
+def open_ledger(path, database: str | Database = "", signer: Signer | None = None) -> Ledger:
     """PostgreSQL when ``database`` names one (postgresql://...), else SQLite at ``path``."""
     if database:
         return PostgresLedger(database, signer)

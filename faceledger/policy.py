@@ -124,16 +124,20 @@ class Policy:
             raise InvalidParameterError(f"{origin}: purposes both allowed and denied: {', '.join(sorted(clash))}")
         return policy
 
-    @classmethod
-    def load(cls, spec: str) -> "Policy":
-        """A preset's name or a TOML file's path."""
+    @staticmethod
+    def source(spec: str) -> tuple[str, str]:
+        """(text, origin) of a preset's name or a TOML file's path."""
         if spec in PRESETS:
-            text = resources.files("faceledger").joinpath("data", "policies", f"{spec}.toml").read_text()
-            return cls.parse(text, f"preset {spec}")
+            return resources.files("faceledger").joinpath("data", "policies", f"{spec}.toml").read_text(), f"preset {spec}"
         path = Path(spec).expanduser()
         if not path.is_file():
             raise InvalidParameterError(f"policy {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
-        return cls.parse(path.read_text(), str(path))
+        return path.read_text(), str(path)
+
+    @classmethod
+    def load(cls, spec: str) -> "Policy":
+        """A preset's name or a TOML file's path."""
+        return cls.parse(*cls.source(spec))
 
     def decide(self, ctx: Context, operation: str) -> Decision:
         roles = [r for r in ctx.principal.roles if r in self.roles]

@@ -88,8 +88,11 @@ class Settings:
     policy: str = "moratorium"
     #: The hash-chained ledger of every request (SQLite).
     ledger: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("faceledger")) / "ledger.sqlite")
-    #: A PostgreSQL database for the ledger (``postgresql://user@host/db``), so that several
-    #: service replicas write one chain; empty: the SQLite file above.
+    #: PostgreSQL for the state several service replicas share (``postgresql://user@host/db``):
+    #: the ledger, access keys, the policy in force and, with ``store_backend = "milvus"``,
+    #: collection metadata and users (docs/deploy.md). Empty: files on this machine.
+    database: str = ""
+    #: The ledger's PostgreSQL database when it is not ``database``; empty: ``database``.
     ledger_database: str = ""
     #: The operator's Ed25519 key that signs ledger checkpoints (`faceledger ledger keygen`);
     #: checkpoints are signed when the file exists.

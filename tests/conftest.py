@@ -47,6 +47,28 @@ def engine(settings: Settings) -> FaceEngine:
 
 
 @pytest.fixture(scope="session")
+def pg_url():
+    """A real PostgreSQL server for the session (tests/postgres.py), stopped afterwards."""
+    from .postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_db(pg_url) -> str:
+    """A new, empty database on the session's server."""
+    import uuid
+
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    return pg_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session")
 def fold1(lfw: LFW):
     return lfw.pairs()[0]
 

@@ -14,25 +14,6 @@ from faceledger.accountable import Gate
 from faceledger.ledger_pg import PostgresLedger
 from faceledger.policy import Context, Policy, Principal
 
-from .postgres import postgres_server
-
-
-@pytest.fixture(scope="module")
-def pg_url():
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture
-def fresh_db(pg_url):
-    """A new database per test, on the shared server."""
-    fresh_db.n = getattr(fresh_db, "n", 0) + 1
-    name = f"ledger_{fresh_db.n}"
-    with psycopg.connect(pg_url, autocommit=True) as db:
-        db.execute(f"CREATE DATABASE {name}")
-    return pg_url.rsplit("/", 1)[0] + f"/{name}"
-
-
 def _append_many(url: str, worker: int, n: int) -> None:
     ledger = PostgresLedger(url)
     for i in range(n):

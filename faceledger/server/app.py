@@ -30,7 +30,7 @@ from ..errors import FaceledgerError, InternalError, InvalidParameterError, Requ
 from ..service import FaceService
 from ..settings import Settings
 from . import sigv4
-from .keys import KeyStore
+from .keys import open_keys
 from .metrics import Metrics
 from .wire import Dispatcher, error_body
 
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
     gate = open_gate(settings, service)
     service = gate.service
     dispatcher = Dispatcher(gate, s3_root=settings.s3_root)
-    keys = KeyStore(settings.keys_file)
+    keys = open_keys(settings)
     metrics = Metrics()
     app = FastAPI(
         title="faceledger native API", version="1",

@@ -2,7 +2,9 @@
 
 SigV4 is a shared-secret HMAC scheme, so the server must be able to read each secret: they live
 in one JSON file readable only by its owner (mode 0600, checked on every load), written
-atomically. Revoked keys stay listed (with their revocation time) but can no longer sign.
+atomically; or, for several replicas, in the shared PostgreSQL database (``database`` setting),
+whose access control then guards them. Revoked keys stay listed (with their revocation time)
+but can no longer sign.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class AccessKey:
     principal: str = ""
     roles: tuple[str, ...] = ("user",)
     purposes: tuple[str, ...] = ()
+
+
+def _new_key() -> tuple[str, str]:
+    key_id = "AKIA" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
+    return key_id, secrets.token_urlsafe(30)[:40]
 
 
 class KeyStore:
@@ -69,8 +76,7 @@ class KeyStore:
         acts as ``principal`` (default: its id) with ``roles``, for ``purposes`` (identification
         is refused for any purpose a key does not carry)."""
         data = self._load()
-        key_id = "AKIA" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
-        secret = secrets.token_urlsafe(30)[:40]
+        key_id, secret = _new_key()
         data["keys"][key_id] = {"secret": secret, "created": time.time(), "description": description, "revoked": None,
                                 "principal": principal or key_id, "roles": list(roles), "purposes": list(purposes)}
         self._save(data)
@@ -105,3 +111,70 @@ class KeyStore:
         if entry is None or entry.get("revoked"):
             return None
         return entry["secret"]
+
+
+_PG_SCHEMA = ("CREATE TABLE IF NOT EXISTS access_keys (key_id TEXT PRIMARY KEY, secret TEXT NOT NULL, "
+              "created DOUBLE PRECISION NOT NULL, description TEXT NOT NULL, revoked DOUBLE PRECISION, "
+              "principal TEXT NOT NULL, roles TEXT NOT NULL, purposes TEXT NOT NULL)")
+_PG_COLUMNS = "key_id, created, description, revoked, principal, roles, purposes"
+
+
+class PostgresKeyStore:
+    """The same keys in the shared database, so that every replica verifies every key."""
+
+    def __init__(self, db) -> None:
+        from ..store.catalog import SCHEMA_LOCK
+
+        self.db = db
+        with db.transaction(SCHEMA_LOCK) as c:
+            c.execute(_PG_SCHEMA)
+
+    @staticmethod
+    def _key(row) -> AccessKey:
+        key_id, created, description, revoked, principal, roles, purposes = row
+        return AccessKey(key_id, created, description, revoked, principal, tuple(json.loads(roles)),
+                         tuple(json.loads(purposes)))
+
+    def create(self, description: str = "", *, principal: str | None = None, roles=("user",),
+               purposes=()) -> tuple[AccessKey, str]:
+        key_id, secret = _new_key()
+        row = (key_id, time.time(), description, None, principal or key_id, json.dumps(list(roles)),
+               json.dumps(list(purposes)))
+        with self.db.transaction() as c:
+            c.execute(f"INSERT INTO access_keys ({_PG_COLUMNS}, secret) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                      (*row, secret))
+        return self._key(row), secret
+
+    def _row(self, key_id: str):
+        return self.db.read(lambda c: c.execute(f"SELECT {_PG_COLUMNS}, secret FROM access_keys WHERE key_id = %s",
+                                                (key_id,)).fetchone())
+
+    def get(self, key_id: str) -> AccessKey:
+        row = self._row(key_id)
+        if row is None:
+            raise ResourceNotFoundError(f"no access key {key_id}")
+        return self._key(row[:-1])
+
+    def list(self) -> list[AccessKey]:
+        rows = self.db.read(lambda c: c.execute(f"SELECT {_PG_COLUMNS} FROM access_keys ORDER BY key_id").fetchall())
+        return [self._key(r) for r in rows]
+
+    def revoke(self, key_id: str) -> None:
+        key = self.get(key_id)
+        if key.revoked:
+            raise InvalidParameterError(f"access key {key_id} is already revoked")
+        with self.db.transaction() as c:
+            c.execute("UPDATE access_keys SET revoked = %s WHERE key_id = %s AND revoked IS NULL", (time.time(), key_id))
+
+    def secret(self, key_id: str) -> str | None:
+        row = self._row(key_id)
+        return None if row is None or row[3] else row[-1]
+
+
+def open_keys(settings):
+    """The key store the settings name: the shared database when there is one, else the file."""
+    if settings.database:
+        from ..pg import Database
+
+        return PostgresKeyStore(Database(settings.database))
+    return KeyStore(settings.keys_file)

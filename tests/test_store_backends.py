@@ -1,31 +1,56 @@
-"""The service on the Milvus backend (Milvus Lite, embedded in the test): the same operations."""
+"""The store contract, the same tests on every backend: the embedded SQLite store, Milvus (Milvus
+Lite, embedded in the test) with its catalog in Milvus, and Milvus with the catalog in a real
+PostgreSQL server, as several replicas would share it."""
 
 from __future__ import annotations
 
 import pytest
 
 from faceledger import errors
+from faceledger.store import SQLiteStore
+from faceledger.store.catalog import MilvusCatalog, PostgresCatalog
 from faceledger.store.milvus import MilvusStore
 
+BACKENDS = ("sqlite", "milvus", "postgres+milvus")
 
-@pytest.fixture(scope="module")
-def service(engine, settings, tmp_path_factory):
-    """Chosen by the settings, as a user would: store_backend = milvus, Milvus Lite in a file."""
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def service(request, engine, settings, tmp_path_factory):
+    """Chosen by the settings, as a user would: store_backend and database."""
     from faceledger.app import open_service
 
-    s = settings.replace(store=tmp_path_factory.mktemp("milvus") / "store.sqlite", store_backend="milvus")
+    s = settings.replace(store=tmp_path_factory.mktemp("store") / "store.sqlite")
+    if request.param != "sqlite":
+        s = s.replace(store_backend="milvus")
+    if request.param == "postgres+milvus":
+        import uuid
+
+        import psycopg
+
+        url = request.getfixturevalue("pg_url")
+        name = "store_" + uuid.uuid4().hex[:8]
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(f"CREATE DATABASE {name}")
+        s = s.replace(database=url.rsplit("/", 1)[0] + "/" + name)
     svc = open_service(s, engine=engine)
-    assert isinstance(svc.store, MilvusStore) and (s.store.parent / "store.milvus.db").exists()
+    expected = {"sqlite": (SQLiteStore, type(None)), "milvus": (MilvusStore, MilvusCatalog),
+                "postgres+milvus": (MilvusStore, PostgresCatalog)}[request.param]
+    assert isinstance(svc.store, expected[0]) and isinstance(getattr(svc.store, "catalog", None), expected[1])
     yield svc
     svc.store.close()
 
 
-def test_collections_faces_search_and_deletion_on_milvus(service, lfw):
+def test_milvus_keeps_templates_only(service):
+    if not isinstance(service.store, MilvusStore):
+        pytest.skip("the embedded store keeps images when asked")
+    with pytest.raises(errors.ResourceNotFoundError):
+        service.describe_collection("with-images")  # the refused name was not claimed
+
+
+def test_collections_faces_search_and_deletion(service, lfw):
     service.create_collection("m")
     with pytest.raises(errors.ResourceAlreadyExistsError):
         service.create_collection("m")
-    with pytest.raises(errors.InvalidParameterError, match="store_images"):
-        service.create_collection("with-images", store_images=True)
     ids = {}
     for name in ("Colin_Powell", "Tony_Blair", "George_W_Bush"):
         r = service.index_faces("m", lfw.image(name, 1), external_image_id=name)
@@ -44,7 +69,7 @@ def test_collections_faces_search_and_deletion_on_milvus(service, lfw):
     assert service.describe_collection("m").face_count == 2
 
 
-def test_users_on_milvus(service, lfw):
+def test_users(service, lfw):
     service.create_collection("u")
     first = service.index_faces("u", lfw.image("Colin_Powell", 1)).face_records[0].face.face_id
     second = service.index_faces("u", lfw.image("Colin_Powell", 2)).face_records[0].face.face_id
