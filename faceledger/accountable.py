@@ -65,7 +65,8 @@ class Gate:
     def _policy_ref(self) -> dict:
         return {"name": self.policy.name, "digest": self.policy.digest}
 
-    def _base(self, ctx: Context, operation: str, collection: str | None, images: Sequence[bytes]) -> dict:
+    def _base(self, ctx: Context, operation: str, collection: str | None, images: Sequence[bytes],
+              digests: Sequence[str] = ()) -> dict:
         return {
             "operation": operation,
             "principal": ctx.principal.name,
@@ -74,16 +75,17 @@ class Gate:
             "case_reference": ctx.case_reference,
             "interface": ctx.interface,
             "collection": collection,
-            "image_sha256": [hashlib.sha256(b).hexdigest() for b in images],
+            "image_sha256": [hashlib.sha256(b).hexdigest() for b in images] + list(digests),
             "policy": self._policy_ref(),
         }
 
     def call(self, ctx: Context, operation: str, run: Callable[..., Any], *, collection: str | None = None,
-             images: Sequence[bytes] = (), record: dict | None = None) -> Any:
+             images: Sequence[bytes] = (), record: dict | None = None, digests: Sequence[str] = ()) -> Any:
         """Decide, run (``run(**extra)``; identification gets ``limits=``), record, return.
-        ``record``: more fields for the entry (a review's decision and what it reviews)."""
+        ``record``: more fields for the entry (a review's decision and what it reviews);
+        ``digests``: SHA-256 of images hashed elsewhere (bulk indexing's worker processes)."""
         self._refresh_policy()
-        entry = {**self._base(ctx, operation, collection, images), **(record or {})}
+        entry = {**self._base(ctx, operation, collection, images, digests), **(record or {})}
         decision = self.policy.decide(ctx, operation)
         entry["decision"] = {"allowed": decision.allowed, "reason": decision.reason}
         if not decision.allowed:

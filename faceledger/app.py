@@ -5,7 +5,7 @@ from __future__ import annotations
 from .accountable import Gate
 from .engine import FaceEngine
 from .errors import InvalidParameterError
-from .ledger import Signer
+from .ledger import Ledger, Signer
 from .ledger_pg import open_ledger
 from .policy import Policy
 from .service import FaceService
@@ -16,14 +16,19 @@ from .store import SQLiteStore
 def open_gate(settings: Settings | None = None, service: FaceService | None = None) -> Gate:
     """The service behind its policy and ledger: what every interface calls."""
     s = settings or Settings.load()
-    signer = Signer.load(s.ledger_key) if s.ledger_key.is_file() else None
-    ledger = open_ledger(s.ledger, s.ledger_database or shared_database(s) or "", signer)
+    ledger = ledger_of(s)
     if s.database:
         from .policy_store import PolicyStore
 
         source = PolicyStore(shared_database(s), s.policy).current
         return Gate(service or open_service(s), source(), ledger, source)
     return Gate(service or open_service(s), Policy.load(s.policy), ledger)
+
+
+def ledger_of(s: Settings) -> Ledger:
+    """The ledger the settings name: ledger_database, else the shared database, else SQLite."""
+    signer = Signer.load(s.ledger_key) if s.ledger_key.is_file() else None
+    return open_ledger(s.ledger, s.ledger_database or shared_database(s) or "", signer)
 
 
 def shared_database(s: Settings):

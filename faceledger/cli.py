@@ -19,7 +19,7 @@ from .cli_common import (
 )
 from .cli_audit import audit_app
 from .cli_calibration import calibration_app
-from .cli_ledger import ledger_app, review_app
+from .cli_ledger import ledger_app, policy_app, review_app
 from .cli_server import keys_app, serve
 from .cli_collections import collection_app, faces_app, index, search, users_app
 from .datasets import LFW, FairFace, fetch_lfw
@@ -44,6 +44,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(calibration_app, name="calibration")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(review_app, name="review")
+app.add_typer(policy_app, name="policy")
 app.command()(serve)
 
 

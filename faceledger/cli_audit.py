@@ -11,7 +11,7 @@ import typer
 
 from .audit import audit, markdown, read_scores
 from .audit_report import render_html
-from .cli_common import JsonOpt, errors
+from .cli_common import JsonOpt, RayOpt, errors, pool
 from .errors import InvalidParameterError
 
 audit_app = typer.Typer(no_args_is_help=True, help="Demographic audit: per-group error rates with intervals.")
@@ -59,6 +59,7 @@ def audit_images(
     resamples: int = ResamplesOpt,
     interval: str = IntervalOpt,
     workers: Optional[int] = typer.Option(None, "--workers"),
+    ray: Optional[str] = RayOpt,
     markdown_out: Optional[Path] = MarkdownOpt,
     html_out: Optional[Path] = HtmlOpt,
     json_out: Optional[Path] = JsonOutOpt,
@@ -74,6 +75,7 @@ def audit_images(
         if nonmated is not None and nonmated < 0:
             raise InvalidParameterError("--nonmated must be 0 (every pair) or a positive count")
         sample = None if nonmated == 0 else nonmated
+        workers = pool(workers, ray)
         if dataset == "fairface":
             made = with_progress("FairFace templates", fairface_scores, settings, per_group=per_group, workers=workers)
         elif dataset == "lfw":

@@ -12,8 +12,7 @@ import typer
 from rich.table import Table
 
 from . import api_model
-from .app import open_service
-from .cli_common import EXIT_INPUT, EXIT_NEGATIVE, JsonOpt, box_text, err, errors, out, progress
+from .cli_common import EXIT_INPUT, EXIT_NEGATIVE, JsonOpt, RayOpt, box_text, err, errors, out, pool, progress
 from .errors import FaceledgerError
 from .service import FaceService, PreparedImage, prepare_index
 from .settings import Settings
@@ -181,17 +180,20 @@ def index(
     max_faces: Optional[int] = typer.Option(None, "--max-faces", help="Index at most this many faces per image (largest first)."),
     quality_filter: str = typer.Option("AUTO", "--quality-filter", help="NONE, AUTO, LOW, MEDIUM or HIGH."),
     workers: int = typer.Option(1, "--workers", help="Processes computing templates (one writer stores them)."),
+    ray: Optional[str] = RayOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Index every face in the images. --json prints one line per image as it is stored (JSON Lines).
 
-    Each image is stored in its own transaction: an interrupted run keeps every image it reported.
+    Each image is stored in its own transaction and ledger entry (IndexFaces, decided by the
+    policy): an interrupted run keeps every image it reported.
     """
     if external_ids not in ("file", "folder", "none"):
         raise typer.BadParameter("--external-id must be file, folder or none")
     with errors(as_json):
         settings = Settings.load()
-        svc = open_service(settings)
+        gated = _Gated()
+        svc = gated.gate.service
         svc.check_index(collection, None, max_faces, quality_filter, None)
         keep_bytes = svc.store.get_collection(collection, counts=False).store_images  # also: the collection exists
         files = list(_image_files(paths, recursive))
@@ -200,9 +202,11 @@ def index(
         with progress() as bar:
             task = bar.add_task(f"indexing into {collection}", total=len(jobs))
             try:
-                for path, prepared, error in parallel_map(_prepare_job, jobs, settings, workers):
+                for path, prepared, error in parallel_map(_prepare_job, jobs, settings, pool(workers, ray)):
                     if prepared is not None:
-                        r = svc.commit_index(collection, prepared, external_image_id=external_id(Path(path), external_ids))
+                        r = gated.gate.call(gated.ctx, "IndexFaces", lambda: svc.commit_index(
+                            collection, prepared, external_image_id=external_id(Path(path), external_ids)),
+                            collection=collection, digests=[prepared.sha256])
                         indexed += len(r.face_records)
                         unindexed.update(reason for u in r.unindexed_faces for reason in u.reasons)
                         if as_json:

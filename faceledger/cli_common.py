@@ -28,6 +28,17 @@ out = Console()
 err = Console(stderr=True)
 
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+RayOpt = typer.Option(None, "--ray", metavar="ADDRESS", help="Compute templates on a Ray cluster: host:6379, "
+                      "ray://host:10001, auto, or local (start one here). Same results as a local run.")
+
+
+def pool(workers: int | None, ray: str | None):
+    """What parallel_map runs on: local worker processes, or a Ray cluster when --ray is given."""
+    if ray:
+        from .workers import RayCluster
+
+        return RayCluster(ray)
+    return workers
 DetectorOpt = typer.Option(None, "--detector", help="Face detector: hog or mmod.")
 FallbackOpt = typer.Option(None, "--fallback", help="Detector tried when the first finds nothing: mmod, hog or none.")
 

@@ -11,18 +11,18 @@ from typing import Optional
 import typer
 
 from .cli_common import EXIT_NEGATIVE, JsonOpt, errors, out
+from .errors import InvalidParameterError
 from .settings import Settings
 
 ledger_app = typer.Typer(no_args_is_help=True, help="The hash-chained record of every request.")
 review_app = typer.Typer(no_args_is_help=True, help="Human review of identification candidates.")
+policy_app = typer.Typer(no_args_is_help=True, help="The policy in force (shared by every replica through the database).")
 
 
 def _ledger(settings: Settings):
-    from .ledger import Signer
-    from .ledger_pg import open_ledger
+    from .app import ledger_of
 
-    signer = Signer.load(settings.ledger_key) if settings.ledger_key.is_file() else None
-    return open_ledger(settings.ledger, settings.ledger_database, signer)
+    return ledger_of(settings)
 
 
 @ledger_app.command("keygen")
@@ -147,3 +147,47 @@ def export_candidates(entry: int, as_json: bool = JsonOpt) -> None:
         r = gate.export_candidates(ctx, entry)
         print(json.dumps({"SearchEntry": r.search_entry, "Candidates": r.candidates, "Reviews": r.reviews,
                           "LedgerEntry": r.ledger_entry}, indent=2))
+
+
+@policy_app.command("show")
+def policy_show(as_json: bool = JsonOpt) -> None:
+    """The policy in force: from the shared database when there is one, else the policy setting."""
+    from .policy import Policy
+
+    with errors(as_json):
+        settings = Settings.load()
+        if settings.database:
+            from .app import shared_database
+            from .policy_store import PolicyStore
+
+            version, policy, origin, _ = PolicyStore(shared_database(settings), settings.policy).newest()
+        else:
+            version, policy, origin = None, Policy.load(settings.policy), settings.policy
+        info = {"name": policy.name, "digest": policy.digest, "origin": origin, "version": version,
+                "allowed_purposes": list(policy.allowed_purposes), "denied_purposes": list(policy.denied_purposes),
+                "max_false_positive_identification_rate": policy.max_fpir}
+        if as_json:
+            print(json.dumps(info, indent=2))
+        else:
+            where = f"version {version} in the shared database" if version else "the policy setting"
+            out.print(f"policy [bold]{policy.name}[/] ({where}, from {origin})\ndigest {policy.digest}")
+            out.print(f"identification allowed for: {', '.join(policy.allowed_purposes) or 'no purpose'}")
+
+
+@policy_app.command("set")
+def policy_set(spec: str = typer.Argument(..., help="A preset (moratorium, open) or a TOML file."),
+               as_json: bool = JsonOpt) -> None:
+    """Put a new policy in force on every replica (within 2 s); each records the change in the ledger."""
+    with errors(as_json):
+        settings = Settings.load()
+        if not settings.database:
+            raise InvalidParameterError("no shared database: set the policy setting (config file or FACELEDGER_POLICY) "
+                                        "and restart the service")
+        from .app import shared_database
+        from .policy_store import PolicyStore
+
+        policy = PolicyStore(shared_database(settings), settings.policy).set(spec)
+        if as_json:
+            print(json.dumps({"name": policy.name, "digest": policy.digest}))
+        else:
+            out.print(f"policy {policy.name} ({policy.digest[:16]}...) is in force on every replica within 2 s")

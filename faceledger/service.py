@@ -740,6 +740,7 @@ class PreparedImage:
     vectors: np.ndarray
     unindexed: list[UnindexedFace]
     raw: bytes | None = field(default=None, repr=False)
+    sha256: str = ""  # of the image's bytes, for the ledger (the bytes themselves stay out of it)
 
 
 def prepare_index(
@@ -762,8 +763,10 @@ def prepare_index(
     embedded = engine.embed_faces(keep)
     vectors = np.array([e.template.vector for e in embedded], dtype=np.float32).reshape(len(embedded), -1) if embedded \
         else np.zeros((0, 0), np.float32)
-    raw = _raw_bytes(image) if keep_bytes and keep else None
-    return PreparedImage(str(engine.model), decoded.orientation.name, [FaceDetail.of(f) for f in keep], vectors, unindexed, raw)
+    raw = _raw_bytes(image)
+    digest = hashlib.sha256(raw).hexdigest() if raw is not None else ""
+    return PreparedImage(str(engine.model), decoded.orientation.name, [FaceDetail.of(f) for f in keep], vectors, unindexed,
+                         raw if keep_bytes and keep else None, digest)
 
 
 # --- helpers ---------------------------------------------------------------------------------------

@@ -1,13 +1,17 @@
-"""Worker processes that each hold one engine, for batch work (evaluation, bulk indexing).
+"""Worker processes that each hold one engine, for batch work (evaluation, bulk indexing, audits).
 
 Processes, not threads: dlib's calls hold the GIL. Workers are spawned (not forked) so no
-model state or open database is shared with the parent.
+model state or open database is shared with the parent. The same jobs can instead run on a Ray
+cluster (``RayCluster``): tasks of a few jobs each, every Ray worker process keeping its engine
+between tasks; results come back to the one process that writes them, so a Ray run stores and
+reports exactly what a local run does.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from .engine import FaceEngine
@@ -27,8 +31,51 @@ def worker_engine() -> FaceEngine:
     return _engine
 
 
-def parallel_map(fn: Callable, jobs: list, settings: Settings, workers: int | None) -> Iterator:
-    """``fn`` over ``jobs``, results in completion order. Small batches run in-process."""
+@dataclass(frozen=True)
+class RayCluster:
+    """Run batch jobs on Ray (``--ray ADDRESS``): ``host:6379`` or ``ray://host:10001`` of a
+    running cluster, ``auto`` (the one this machine belongs to) or ``local`` (start one here).
+    Every node needs faceledger installed, and the same data paths where jobs name files."""
+
+    address: str
+    jobs_per_task: int = 8
+
+
+def _ray_task(settings: Settings, fn: Callable, jobs: list) -> list:
+    if _engine is None or _engine.settings != settings:
+        _init(settings)
+    return [fn(job) for job in jobs]
+
+
+def _ray_map(fn: Callable, jobs: list, settings: Settings, cluster: RayCluster) -> Iterator:
+    try:
+        import ray
+    except ImportError:
+        from .errors import InvalidParameterError
+
+        raise InvalidParameterError("--ray needs Ray: pip install 'faceledger[ray]'") from None
+    if not ray.is_initialized():
+        address = None if cluster.address == "local" else cluster.address
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    task = ray.remote(num_cpus=1)(_ray_task)
+    settings_ref = ray.put(settings.replace(onnx_threads=1) if settings.onnx_threads == 0 else settings)
+    n = cluster.jobs_per_task
+    pending = [task.remote(settings_ref, fn, jobs[i:i + n]) for i in range(0, len(jobs), n)]
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield from ray.get(done[0])
+    finally:
+        for ref in pending:  # interrupted: stop what has not run
+            ray.cancel(ref)
+
+
+def parallel_map(fn: Callable, jobs: list, settings: Settings, workers: "int | RayCluster | None") -> Iterator:
+    """``fn`` over ``jobs``, results in completion order. Small batches run in-process;
+    ``workers`` a RayCluster: on Ray."""
+    if isinstance(workers, RayCluster):
+        yield from _ray_map(fn, jobs, settings, workers)
+        return
     workers = workers or max(1, os.cpu_count() or 1)
     if workers == 1 or len(jobs) < 8:
         if _engine is None or _engine.settings != settings:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import time
 import uuid
 from typing import Sequence
@@ -35,18 +36,32 @@ def _milvus_name(name: str) -> str:
     return "fl_" + hashlib.sha1(name.encode()).hexdigest()[:24]
 
 
+_RELEASED = re.compile(r"[Cc]ollection '([A-Za-z0-9_]+)' is in state 'released'|collection not loaded.*?'([A-Za-z0-9_]+)'")
+
+
 def _unavailable(method):
     """Milvus unreachable or gone mid-call -> BackendUnavailableError. Milvus writes are per-row
     atomic: a failed insert or delete leaves each row written or not, never half a row."""
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except self._milvus_errors as exc:
-            if not _is_connection_error(exc):
-                raise
-            raise BackendUnavailableError(f"Milvus at {self.where} cannot be reached ({exc}); retry") from exc
+        loaded: set[str] = set()
+        if self._broken:
+            self._connect()
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except self._milvus_errors as exc:
+                released = _RELEASED.search(str(exc))
+                name = released and (released.group(1) or released.group(2))
+                if name and name not in loaded:  # a restarted server has its collections unloaded
+                    self.client.load_collection(name)
+                    loaded.add(name)
+                    continue
+                if not _is_connection_error(exc):
+                    raise
+                self._broken = True  # the next call starts from a fresh client
+                raise BackendUnavailableError(f"Milvus at {self.where} cannot be reached ({exc}); retry") from exc
 
     return call
 
@@ -65,16 +80,14 @@ class MilvusStore:
                  index_params: dict | None = None, catalog_database=None) -> None:
         """``catalog_database``: a pg.Database for the catalog; None keeps it in Milvus."""
         import grpc
-        from pymilvus import DataType, MilvusClient
+        from pymilvus import DataType
         from pymilvus.exceptions import MilvusException
 
         self._types = DataType
         self._milvus_errors = (MilvusException, grpc.RpcError)
-        self.where = uri.split("@")[-1]
-        try:
-            self.client = MilvusClient(uri)
-        except self._milvus_errors as exc:
-            raise BackendUnavailableError(f"Milvus at {self.where} cannot be reached ({exc})") from exc
+        self.uri, self.where = uri, uri.split("@")[-1]
+        self.catalog = None
+        self._connect()
         self.index_type, self.index_params = index_type, index_params or {}
         self._arn_prefix = f"aws:rekognition:{region}:000000000000:collection/"
         if catalog_database is not None:
@@ -83,6 +96,18 @@ class MilvusStore:
             self.catalog = PostgresCatalog(catalog_database)
         else:
             self.catalog = MilvusCatalog(self.client)
+
+    def _connect(self) -> None:
+        from pymilvus import MilvusClient
+
+        try:
+            self.client = MilvusClient(self.uri)
+        except self._milvus_errors as exc:
+            self._broken = True
+            raise BackendUnavailableError(f"Milvus at {self.where} cannot be reached ({exc}); retry") from exc
+        self._broken = False
+        if isinstance(self.catalog, MilvusCatalog):
+            self.catalog.client = self.client
 
     # --- collections -----------------------------------------------------------------------------
 
