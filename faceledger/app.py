@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from .accountable import Gate
 from .engine import FaceEngine
 from .errors import InvalidParameterError
@@ -32,12 +34,16 @@ def ledger_of(s: Settings) -> Ledger:
 
 
 def shared_database(s: Settings):
-    """The PostgreSQL database replicas share (pg.Database), or None: state stays in local files."""
-    if not s.database:
-        return None
+    """The PostgreSQL database replicas share (pg.Database), or None: state stays in local files.
+    One per URL in a process: the ledger, keys, policy and catalog share its connections."""
+    return _database(s.database) if s.database else None
+
+
+@functools.lru_cache(maxsize=None)
+def _database(url: str):
     from .pg import Database
 
-    return Database(s.database)
+    return Database(url)
 
 
 def open_store(s: Settings):
@@ -50,13 +56,17 @@ def open_store(s: Settings):
 
         from .store.milvus import MilvusStore
 
-        try:
-            params = json.loads(s.milvus_index_params)
-        except ValueError:
-            raise InvalidParameterError("milvus_index_params must be a JSON object") from None
+        params = {}
+        for name in ("milvus_index_params", "milvus_search_params"):
+            try:
+                params[name] = json.loads(getattr(s, name))
+            except ValueError:
+                params[name] = None
+            if not isinstance(params[name], dict):
+                raise InvalidParameterError(f"{name} must be a JSON object") from None
         uri = s.milvus_uri or str(s.store.with_suffix(".milvus.db"))
-        return MilvusStore(uri, region=s.region, index_type=s.milvus_index, index_params=params,
-                           catalog_database=shared_database(s))
+        return MilvusStore(uri, region=s.region, index_type=s.milvus_index, index_params=params["milvus_index_params"],
+                           search_params=params["milvus_search_params"], catalog_database=shared_database(s))
     raise InvalidParameterError(f"store_backend must be sqlite or milvus, not {s.store_backend!r}")
 
 

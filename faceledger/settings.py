@@ -45,6 +45,8 @@ class Settings:
     #: parameters as JSON, e.g. ``{"M": 16, "efConstruction": 200}``.
     milvus_index: str = "FLAT"
     milvus_index_params: str = "{}"
+    #: JSON object of per-search parameters (HNSW ``ef``, IVF ``nprobe``); {}: defaults per index.
+    milvus_search_params: str = "{}"
     #: HTTP service: the region clients sign for (the credential scope must name it).
     region: str = "us-east-1"
     #: HTTP service: access keys made by `faceledger keys create` (mode 0600).

@@ -27,8 +27,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def postgres_server():
-    """Yields a postgresql:// URL of a fresh, empty server."""
+def postgres_server(fsync: bool = False):
+    """Yields a postgresql:// URL of a fresh, empty server (fsync off unless asked: tests need no
+    durability across a power cut, benchmarks do)."""
     import psycopg
 
     root = tempfile.mkdtemp(prefix="faceledger-pg-")
@@ -41,7 +42,7 @@ def postgres_server():
                    check=True, capture_output=True, cwd=root)
     log = open(os.path.join(root, "log"), "w")
     server = subprocess.Popen([*as_user, _binary("postgres"), "-D", data, "-p", str(port), "-k", root,
-                               "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"], stdout=log, stderr=log, cwd=root)
+                               "-c", "listen_addresses=127.0.0.1", "-c", f"fsync={'on' if fsync else 'off'}"], stdout=log, stderr=log, cwd=root)
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     try:
         for _ in range(300):
