@@ -29,7 +29,7 @@ from .base import CollectionInfo, NewFace, StoredFace, UserInfo
 from .catalog import MAX_ROWS, MilvusCatalog, quote
 
 #: Per-search parameters by index type unless set (milvus_search_params).
-SEARCH_DEFAULTS = {"HNSW": {"ef": 128}, "IVF_FLAT": {"nprobe": 32}, "IVF_SQ8": {"nprobe": 32}}
+SEARCH_DEFAULTS = {"HNSW": {"ef": 128}, "IVF_FLAT": {"nprobe": 32}, "IVF_SQ8": {"nprobe": 32}}  # nlist 128 by default
 _FACE_FIELDS = ["key", "face_id", "image_id", "external_image_id", "left", "top", "width", "height", "confidence",
                 "user_id", "created"]
 
@@ -82,7 +82,7 @@ class MilvusStore:
                  index_params: dict | None = None, search_params: dict | None = None, catalog_database=None) -> None:
         """``catalog_database``: a pg.Database for the catalog; None keeps it in Milvus.
         ``search_params``: per-search parameters of the index (HNSW ``ef``, IVF ``nprobe``);
-        None: defaults that keep recall@10 near 0.99 on face templates (docs/deploy.md)."""
+        None: SEARCH_DEFAULTS (docs/deploy.md says how to choose them for a large gallery)."""
         import grpc
         from pymilvus import DataType
         from pymilvus.exceptions import MilvusException
