@@ -174,7 +174,7 @@ class PostgresKeyStore:
 def open_keys(settings):
     """The key store the settings name: the shared database when there is one, else the file."""
     if settings.database:
-        from ..pg import Database
+        from ..app import shared_database
 
-        return PostgresKeyStore(Database(settings.database))
+        return PostgresKeyStore(shared_database(settings))
     return KeyStore(settings.keys_file)

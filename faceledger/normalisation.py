@@ -1,0 +1,125 @@
+"""Label-free score normalisation against the demographic differential (issue 9, not yet default).
+
+One global threshold treats groups unequally because each part of face space has its own
+impostor distribution: East Asian women's templates sit closer to each other than White men's.
+The normaliser measures, for every template, how close it lies to a cohort, and rescales each
+comparison by both sides' cohort statistics (adaptive symmetric normalisation, ASN):
+
+    s' = ((s - mu_a) / sd_a + (s - mu_b) / sd_b) / 2
+
+with mu, sd the mean and deviation of the template's ``top_k`` highest cosines to the cohort.
+A second, coarse step removes what ASN leaves per region of face space: ``K`` clusters of the
+fit data, each with an offset that moves its within-cluster threshold for ``OFFSET_FMR`` onto the
+global one (the pair gets the mean of its two clusters' offsets).
+
+The cohort is **k-means centroids** of the fit half's templates, never a template of its own:
+a centroid is kept only when it averages images of at least MIN_IDENTITIES identities. Nothing here reads a demographic
+label: fitting takes templates and (to drop mated pairs) identity names only; labels are read by
+evaluation code alone (tests/test_normalisation.py enforces the boundary). Same data and seed
+in, byte-identical file out: k-means is plain numpy with a seeded k-means++ start.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+FORMAT = "faceledger-normaliser/1"
+#: A cohort centroid is kept only when it averages images of at least this many identities.
+MIN_IDENTITIES = 3
+OFFSET_FMR = 1e-3
+_DIGITS = 7  # stored floats: fixed digits, so the file regenerates byte for byte
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    model: str
+    centroids: np.ndarray  # (C, d) unit vectors: the cohort
+    top_k: int
+    clusters: np.ndarray  # (K, d) unit vectors
+    offsets: np.ndarray  # (K,)
+
+    def stats(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per template: mean and deviation of its top-k cohort cosines, and its cluster."""
+        v = np.atleast_2d(np.asarray(vectors, np.float32))
+        top = -np.sort(-(v @ self.centroids.T), axis=1)[:, : self.top_k]
+        return top.mean(1), np.maximum(top.std(1), 1e-6), (v @ self.clusters.T).argmax(1)
+
+    def normalise(self, cosines: np.ndarray, a: tuple, b: tuple) -> np.ndarray:
+        """Normalised scores of pairs whose sides have ``stats`` a and b (arrays aligned)."""
+        (ma, sa, ca), (mb, sb, cb) = a, b
+        asn = ((cosines - ma) / sa + (cosines - mb) / sb) / 2
+        return asn - (self.offsets[ca] + self.offsets[cb]) / 2
+
+    def to_dict(self) -> dict:
+        r = lambda x: np.round(np.asarray(x, np.float64), _DIGITS).tolist()  # noqa: E731
+        return {"format": FORMAT, "model": self.model, "top_k": self.top_k, "centroids": r(self.centroids),
+                "clusters": r(self.clusters), "offsets": r(self.offsets)}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normaliser":
+        if d.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} file")
+        return cls(d["model"], np.asarray(d["centroids"], np.float32), int(d["top_k"]),
+                   np.asarray(d["clusters"], np.float32), np.asarray(d["offsets"], np.float64))
+
+
+def kmeans(x: np.ndarray, k: int, *, iterations: int = 20, seed: int = 0) -> np.ndarray:
+    """Spherical k-means (unit centroids), seeded k-means++ start; deterministic for given input."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(x, np.float32)
+    centres = [x[rng.integers(len(x))]]
+    closest = 1.0 - x @ centres[0]
+    for _ in range(1, k):
+        p = np.maximum(closest, 0).astype(np.float64)
+        centres.append(x[rng.choice(len(x), p=p / p.sum())])
+        closest = np.minimum(closest, 1.0 - x @ centres[-1])
+    c = np.stack(centres)
+    for _ in range(iterations):
+        nearest = np.concatenate([(x[s : s + 4096] @ c.T).argmax(1) for s in range(0, len(x), 4096)])
+        sums = np.zeros_like(c, dtype=np.float64)
+        np.add.at(sums, nearest, x)
+        empty = np.bincount(nearest, minlength=k) == 0
+        sums[empty] = c[empty]  # a centre that lost every point stays where it was
+        c = (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
+    return c
+
+
+def _threshold(scores: np.ndarray, fmr: float) -> float:
+    d = np.sort(scores)[::-1]
+    return float(d[min(len(d) - 1, int(fmr * len(d)))])
+
+
+def fit(model: str, vectors: np.ndarray, identities: np.ndarray, *, cohort: int = 3000, top_k: int = 30,
+        clusters: int = 8, min_pairs: int = 20_000, seed: int = 0) -> Normaliser:
+    """From the fit half's templates and identity names (pairs of one identity are not
+    impostor pairs); no demographic label is an argument."""
+    v = np.asarray(vectors, np.float32)
+    ident = np.asarray(identities)
+    centroids = kmeans(v, cohort, seed=seed)
+    members = (v @ centroids.T).argmax(1)
+    people = np.array([len(set(ident[members == c].tolist())) for c in range(len(centroids))])
+    centroids = centroids[people >= MIN_IDENTITIES]  # a centroid of fewer people could be someone's face
+    coarse = kmeans(v, clusters, iterations=30, seed=seed + 1)
+    base = Normaliser(model, centroids, top_k, coarse, np.zeros(clusters))
+    mu, sd, cl = base.stats(v)
+    i, j = np.triu_indices(len(v), 1)
+    keep = ident[i] != ident[j]
+    i, j = i[keep], j[keep]
+    scores = np.empty(len(i), np.float32)
+    for s in range(0, len(i), 4_000_000):
+        a, b = i[s : s + 4_000_000], j[s : s + 4_000_000]
+        scores[s : s + len(a)] = base.normalise(np.einsum("ij,ij->i", v[a], v[b]), (mu[a], sd[a], cl[a]),
+                                                (mu[b], sd[b], cl[b]))
+    global_t = _threshold(scores, OFFSET_FMR)
+    offsets = np.zeros(clusters)
+    for c in range(clusters):
+        within = (cl[i] == c) & (cl[j] == c)
+        if within.sum() >= min_pairs:  # too few pairs: no offset rather than a noisy one
+            offsets[c] = _threshold(scores[within], OFFSET_FMR) - global_t
+    return Normaliser(model, centroids, top_k, coarse, offsets)
