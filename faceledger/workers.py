@@ -47,6 +47,22 @@ def _ray_task(settings: Settings, fn: Callable, jobs: list) -> list:
     return [fn(job) for job in jobs]
 
 
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """A quick TCP check of host:port before Ray's own connection, which retries for minutes."""
+    import socket
+
+    host_port = address.split("://", 1)[-1]
+    if address in ("auto", "local") or ":" not in host_port:
+        return
+    host, port = host_port.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        from .errors import BackendUnavailableError
+
+        raise BackendUnavailableError(f"the Ray cluster at {address} cannot be reached ({exc})") from exc
+
+
 def _ray_map(fn: Callable, jobs: list, settings: Settings, cluster: RayCluster) -> Iterator:
     try:
         import ray
@@ -56,7 +72,13 @@ def _ray_map(fn: Callable, jobs: list, settings: Settings, cluster: RayCluster) 
         raise InvalidParameterError("--ray needs Ray: pip install 'faceledger[ray]'") from None
     if not ray.is_initialized():
         address = None if cluster.address == "local" else cluster.address
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        _reachable(cluster.address)
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError) as exc:
+            from .errors import BackendUnavailableError
+
+            raise BackendUnavailableError(f"the Ray cluster at {cluster.address} cannot be reached ({exc})") from exc
     task = ray.remote(num_cpus=1)(_ray_task)
     settings_ref = ray.put(settings.replace(onnx_threads=1) if settings.onnx_threads == 0 else settings)
     n = cluster.jobs_per_task

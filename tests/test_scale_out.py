@@ -250,3 +250,15 @@ def test_audit_images_on_ray_matches_a_local_run(ray_address, lfw, tmp_path, mon
     for a, b in zip(local["curves"], ray["curves"], strict=True):
         assert a["group"] == b["group"] and a["eer"] == pytest.approx(b["eer"], abs=1e-6)
         assert a["nonmated_hist"] == b["nonmated_hist"] and a["mated_hist"] == b["mated_hist"]
+
+
+def test_an_unreachable_ray_cluster_is_a_typed_error(tmp_path, monkeypatch):
+    from faceledger.cli import app
+
+    monkeypatch.setenv("FACELEDGER_POLICY", "open")
+    monkeypatch.setenv("FACELEDGER_STORE", str(tmp_path / "s.sqlite"))
+    runner = CliRunner()
+    assert runner.invoke(app, ["collection", "create", "c"]).exit_code == 0
+    (tmp_path / "img").mkdir()
+    r = runner.invoke(app, ["index", "c", str(tmp_path / "img"), "--ray", "127.0.0.1:1", "--json"])
+    assert r.exit_code != 0 and "ServiceUnavailableException" in r.output and "Ray cluster" in r.output
