@@ -117,6 +117,10 @@ def test_keys_and_policy_are_shared_by_replicas(fresh_db, tmp_path, settings, en
     police = Context(Principal("p", ("user",), ("*",)), "law-enforcement", "case-1")
     with pytest.raises(errors.AccessDeniedError):
         second.call(police, "SearchFacesByImage", lambda **x: None)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = 'half a policy'\n[identification]\nmax_false_positive_identification_rate = 2\n")
+    r = subprocess.run([FACELEDGER, "policy", "set", str(bad)], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "max_false_positive_identification_rate" in r.stdout + r.stderr  # refused
     r = subprocess.run([FACELEDGER, "policy", "set", "open", "--json"], env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
