@@ -257,7 +257,11 @@ def test_audit_images_on_ray_matches_a_local_run(ray_address, lfw, tmp_path, mon
 
 
 def test_an_unreachable_ray_cluster_is_a_typed_error(tmp_path, monkeypatch):
+    import ray
+
     from faceledger.cli import app
+
+    ray.shutdown()  # as in a fresh `faceledger` process: not connected to the tests' cluster
 
     monkeypatch.setenv("FACELEDGER_POLICY", "open")
     monkeypatch.setenv("FACELEDGER_STORE", str(tmp_path / "s.sqlite"))
