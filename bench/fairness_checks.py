@@ -9,8 +9,10 @@ Split: the calibration's (images by SHA-256 of their dataset-relative name).
 2. LFW, normaliser fitted on FairFace's fit half only (so LFW is outside its data): View 2
    10-fold accuracy, TAR at FMR 1e-3 over every mated and non-mated pair, and women's and men's
    FMR and FNMR at the global FMR 1e-3 threshold (Afifi & Abdelhamed's gender labels).
+3. FairFace again, predicting from look-alike impostors found without labels: fit-half pairs in
+   the same of K k-means clusters (--matched).
 
-    .venv/bin/python bench/fairness_checks.py [--cohort 3000] [--top-k 30] [--clusters 8]
+    .venv/bin/python bench/fairness_checks.py [--cohort 3000] [--top-k 30] [--clusters 8] [--matched 32] [--lfw-only]
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def main() -> None:
     p.add_argument("--top-k", type=int, default=30)
     p.add_argument("--clusters", type=int, default=8)
     p.add_argument("--lfw-only", action="store_true", help="Only part 2.")
+    p.add_argument("--matched", default="32", help="Also predict from the fit half's impostor pairs within one of "
+                   "K label-free clusters (comma-separated K; empty: skip).")
     args = p.parse_args()
     t0 = time.perf_counter()
     settings = Settings.load()
@@ -116,7 +120,30 @@ def fairface_part(args, ffv, ff_fit, groups, ff_ids, lv, l_fit, lident, t0) -> N
                   f"false matches per group {errs_g.min()}..{errs_g.max()}")
             for k, name in enumerate(names):
                 print(f"     {name:28s} pairs {counts[k]:>8,}  obs/pred {ratio[k]:5.2f}  FMR@global {rates[k]:.2e}")
+    print("\n== FairFace held-out, predictions from look-alike impostors")
+    matched_part(args, norm, fit_v, fi, fj, held, hi, hj, within, counts, names)
 
+
+
+def matched_part(args, norm, fit_v, fi, fj, held, hi, hj, within, counts, names) -> None:
+    """Predictions from look-alike impostors without labels: fit-half pairs within one of K
+    k-means clusters (the demographic match ISO/IEC 19795-10 asks of impostors, by appearance)."""
+    from faceledger.normalisation import kmeans
+
+    for k in [int(x) for x in args.matched.split(",") if x]:
+        centres = kmeans(fit_v, k, iterations=30, seed=5)
+        same = (fit_v @ centres.T).argmax(1)
+        same = same[fi] == same[fj]
+        for label, n in (("raw", None), ("normalised", norm)):
+            fs = pair_scores(fit_v, fi, fj, n, n.stats(fit_v) if n else None)[same]
+            hs = pair_scores(held, hi, hj, n, n.stats(held) if n else None)
+            cells = []
+            for target in (1e-3, 1e-4):
+                errs = np.bincount(within[(within >= 0) & (hs > rank_threshold(fs, target))], minlength=len(names))
+                ratio = errs / counts / target
+                cells.append(f"@{target:g}: observed/predicted {ratio.min():.2f}..{ratio.max():.2f} "
+                             f"(within 2x: {int(((ratio >= 0.5) & (ratio <= 2)).sum())}/14)")
+            print(f"  predicted from same-cluster impostors, K={k}, {label}: " + "; ".join(cells), flush=True)
 
 
 def lfw_part(args, lfw, imgs, lv, lident, ffv, ff_fit, ff_ids) -> None:
