@@ -16,6 +16,8 @@ from typing import Callable, Iterator, TypeVar
 from .errors import BackendUnavailableError
 
 T = TypeVar("T")
+#: Serialises schema creation by replicas starting together (CREATE TABLE IF NOT EXISTS races).
+SCHEMA_LOCK = 0x66616365_73636865  # "facesche"
 
 
 def redact(url: str) -> str:

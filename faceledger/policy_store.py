@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from .policy import Policy
-from .store.catalog import SCHEMA_LOCK
+from .pg import SCHEMA_LOCK
 
 REFRESH_S = 2.0
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS policies (version BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, "

@@ -123,7 +123,7 @@ class PostgresKeyStore:
     """The same keys in the shared database, so that every replica verifies every key."""
 
     def __init__(self, db) -> None:
-        from ..store.catalog import SCHEMA_LOCK
+        from ..pg import SCHEMA_LOCK
 
         self.db = db
         with db.transaction(SCHEMA_LOCK) as c:

@@ -13,6 +13,7 @@ import json
 from typing import Protocol
 
 from ..errors import ConflictError, ResourceAlreadyExistsError, ResourceNotFoundError
+from ..pg import SCHEMA_LOCK
 
 COLUMNS = ("name", "arn", "model", "created", "store_images", "ndim")
 META, USERS = "faceledger_collections", "faceledger_users"
@@ -108,8 +109,6 @@ _PG_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS collection_users (collection TEXT NOT NULL REFERENCES collections ON DELETE CASCADE, "
     "user_id TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, PRIMARY KEY (collection, user_id))",
 )
-#: Serialises schema creation by replicas starting together (CREATE TABLE IF NOT EXISTS races).
-SCHEMA_LOCK = 0x66616365_73636865  # "facesche"
 
 
 class PostgresCatalog:
