@@ -270,3 +270,25 @@ def test_an_unreachable_ray_cluster_is_a_typed_error(tmp_path, monkeypatch):
     (tmp_path / "img").mkdir()
     r = runner.invoke(app, ["index", "c", str(tmp_path / "img"), "--ray", "127.0.0.1:1", "--json"])
     assert r.exit_code != 0 and "ServiceUnavailableException" in r.output and "Ray cluster" in r.output
+
+
+def test_a_milvus_outage_is_a_503_over_http_and_is_recorded(fresh_db, settings, engine, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from faceledger.server.app import create_app
+
+    with milvus_server() as server:
+        s = settings.replace(store=tmp_path / "s.sqlite", store_backend="milvus", milvus_uri=server.uri,
+                             database=fresh_db, auth="none", policy="open")
+        http = TestClient(create_app(s, open_service(s, engine=engine)))
+
+        def call(operation: str, body: bytes):
+            return http.post("/", content=body, headers={"X-Amz-Target": f"RekognitionService.{operation}",
+                                                         "Content-Type": "application/x-amz-json-1.1"})
+
+        assert call("CreateCollection", b'{"CollectionId": "c"}').status_code == 200
+        server.kill()
+        r = call("ListCollections", b"{}")
+        assert r.status_code == 503 and "ServiceUnavailableException" in r.text  # what AWS SDKs retry
+        last = list(PostgresLedger(fresh_db).entries())[-1].body
+        assert (last["operation"], last["outcome"]) == ("ListCollections", "ServiceUnavailableException")
