@@ -64,7 +64,7 @@ class PostgresLedger(Ledger):
         return not db.closed and db.info.transaction_status != pq.TransactionStatus.IDLE
 
     def _one(self, sql: str, args: tuple):
-        return self.database.read(lambda db: db.execute(self._q(sql), args).fetchone())
+        return self.database.fetchone(self._q(sql), args)
 
     def _failure(self, exc: Exception) -> Exception:
         if isinstance(exc, self._lost):  # the transaction died with the connection: nothing was written

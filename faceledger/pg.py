@@ -61,6 +61,13 @@ class Database:
                     raise lost from exc
         raise AssertionError("unreachable")
 
+    def fetchall(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """The rows of a read (retried once, as ``read``)."""
+        return self.read(lambda db: db.execute(sql, args).fetchall())
+
+    def fetchone(self, sql: str, args: tuple = ()) -> tuple | None:
+        return self.read(lambda db: db.execute(sql, args).fetchone())
+
     @contextmanager
     def transaction(self, lock: int | None = None) -> Iterator:
         """A transaction (serialised by a transaction-scoped advisory lock when ``lock`` is given):

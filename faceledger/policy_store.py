@@ -24,7 +24,8 @@ class PolicyStore:
             c.execute(_SCHEMA)
             if c.execute("SELECT 1 FROM policies LIMIT 1").fetchone() is None:
                 self._insert(c, *Policy.source(default_spec))
-        self._cached: tuple[float, Policy] | None = None
+        self._cached: Policy | None = None
+        self._checked = 0.0
 
     @staticmethod
     def _insert(c, text: str, origin: str) -> Policy:
@@ -39,13 +40,16 @@ class PolicyStore:
 
     def newest(self) -> tuple[int, Policy, str, float]:
         """(version, policy, origin, set at)."""
-        row = self.db.read(lambda c: c.execute(
-            "SELECT version, text, origin, set_at FROM policies ORDER BY version DESC LIMIT 1").fetchone())
+        row = self.db.fetchone("SELECT version, text, origin, set_at FROM policies ORDER BY version DESC LIMIT 1")
         return row[0], Policy.parse(row[1], row[2]), row[2], row[3]
 
     def current(self) -> Policy:
-        """The newest version, read at most every REFRESH_S seconds."""
+        """The newest version, looked up at most every REFRESH_S seconds (its digest first: the
+        text is read and parsed only when it changed)."""
         now = time.monotonic()
-        if self._cached is None or now - self._cached[0] >= REFRESH_S:
-            self._cached = (now, self.newest()[1])
-        return self._cached[1]
+        if self._cached is None or now - self._checked >= REFRESH_S:
+            self._checked = now
+            digest = self.db.fetchone("SELECT digest FROM policies ORDER BY version DESC LIMIT 1")[0]
+            if self._cached is None or self._cached.digest != digest:
+                self._cached = self.newest()[1]
+        return self._cached

@@ -146,8 +146,7 @@ class PostgresKeyStore:
         return self._key(row), secret
 
     def _row(self, key_id: str):
-        return self.db.read(lambda c: c.execute(f"SELECT {_PG_COLUMNS}, secret FROM access_keys WHERE key_id = %s",
-                                                (key_id,)).fetchone())
+        return self.db.fetchone(f"SELECT {_PG_COLUMNS}, secret FROM access_keys WHERE key_id = %s", (key_id,))
 
     def get(self, key_id: str) -> AccessKey:
         row = self._row(key_id)
@@ -156,7 +155,7 @@ class PostgresKeyStore:
         return self._key(row[:-1])
 
     def list(self) -> list[AccessKey]:
-        rows = self.db.read(lambda c: c.execute(f"SELECT {_PG_COLUMNS} FROM access_keys ORDER BY key_id").fetchall())
+        rows = self.db.fetchall(f"SELECT {_PG_COLUMNS} FROM access_keys ORDER BY key_id")
         return [self._key(r) for r in rows]
 
     def revoke(self, key_id: str) -> None:

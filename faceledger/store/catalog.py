@@ -128,17 +128,14 @@ class PostgresCatalog:
         except self._unique:
             raise ResourceAlreadyExistsError(f"collection {row['name']!r} already exists") from None
 
-    def _rows(self, sql: str, args: tuple) -> list[tuple]:
-        return self.db.read(lambda c: c.execute(sql, args).fetchall())
-
     def get(self, name: str) -> dict:
-        rows = self._rows(f"SELECT {', '.join(COLUMNS)} FROM collections WHERE name = %s", (name,))
+        rows = self.db.fetchall(f"SELECT {', '.join(COLUMNS)} FROM collections WHERE name = %s", (name,))
         if not rows:
             raise _missing(name)
         return dict(zip(COLUMNS, rows[0]))
 
     def list(self, after: str, limit: int) -> list[dict]:
-        rows = self._rows(f"SELECT {', '.join(COLUMNS)} FROM collections WHERE name > %s ORDER BY name COLLATE \"C\" "
+        rows = self.db.fetchall(f"SELECT {', '.join(COLUMNS)} FROM collections WHERE name > %s ORDER BY name COLLATE \"C\" "
                           "LIMIT %s", (after, limit))
         return [dict(zip(COLUMNS, r)) for r in rows]
 
@@ -147,12 +144,12 @@ class PostgresCatalog:
             c.execute("DELETE FROM collections WHERE name = %s", (name,))  # users cascade
 
     def users(self, name: str) -> list[str]:
-        rows = self._rows("SELECT user_id FROM collection_users WHERE collection = %s ORDER BY user_id COLLATE \"C\"",
+        rows = self.db.fetchall("SELECT user_id FROM collection_users WHERE collection = %s ORDER BY user_id COLLATE \"C\"",
                           (name,))
         return [r[0] for r in rows]
 
     def has_user(self, name: str, user_id: str) -> bool:
-        return bool(self._rows("SELECT 1 FROM collection_users WHERE collection = %s AND user_id = %s", (name, user_id)))
+        return bool(self.db.fetchall("SELECT 1 FROM collection_users WHERE collection = %s AND user_id = %s", (name, user_id)))
 
     def add_user(self, name: str, user_id: str, created: float) -> None:
         try:
