@@ -100,10 +100,10 @@ def fit(model: str, vectors: np.ndarray, identities: np.ndarray, *, cohort: int 
     """From the fit half's templates and identity names (pairs of one identity are not
     impostor pairs); no demographic label is an argument."""
     v = np.asarray(vectors, np.float32)
-    ident = np.asarray(identities)
+    ident = np.unique(np.asarray(identities), return_inverse=True)[1]  # codes: 78M pairs of names would not fit
     centroids = kmeans(v, cohort, seed=seed)
     members = (v @ centroids.T).argmax(1)
-    people = np.array([len(set(ident[members == c].tolist())) for c in range(len(centroids))])
+    people = np.array([len(np.unique(ident[members == c])) for c in range(len(centroids))])
     centroids = centroids[people >= MIN_IDENTITIES]  # a centroid of fewer people could be someone's face
     coarse = kmeans(v, clusters, iterations=30, seed=seed + 1)
     base = Normaliser(model, centroids, top_k, coarse, np.zeros(clusters))
