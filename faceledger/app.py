@@ -72,4 +72,4 @@ def open_store(s: Settings):
 
 def open_service(settings: Settings | None = None, *, engine: FaceEngine | None = None) -> FaceService:
     s = settings or Settings.load()
-    return FaceService(engine or FaceEngine(s), open_store(s))
+    return FaceService(engine or FaceEngine(s), open_store(s), normalisation=s.score_normalisation)

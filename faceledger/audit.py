@@ -495,8 +495,11 @@ class AuditReport:
 
 def audit(
     s: Scores, *, targets: Sequence[float] = (1e-3, 1e-4), reference_group: str | None = None, resamples: int = 200,
-    seed: int = 0, interval: str = "wilson",
+    seed: int = 0, interval: str = "wilson", calibration=None,
 ) -> AuditReport:
+    """Per-group rates at global thresholds set on these scores for each target FMR; with a
+    ``calibration`` (of these scores), also at the thresholds it states for each target, so each
+    group's FMR there says whether the rate a score reports holds for that group."""
     if interval not in INTERVALS:
         raise InvalidParameterError(f"interval must be one of {', '.join(INTERVALS)}, not {interval!r}")
     nonmated = s.score[~s.mated]
@@ -514,6 +517,8 @@ def audit(
         points.append(rates_at(s, _threshold_desc(desc, t), t, f"global FMR {t:g}", interval))
         if ref_desc is not None:
             points.append(rates_at(s, _threshold_desc(ref_desc, t), t, f"reference {reference_group} FMR {t:g}", interval))
+        if calibration is not None:
+            points.append(rates_at(s, calibration.threshold_for_fmr(t), t, f"calibrated FMR {t:g}", interval))
     if resamples:
         bootstrap(s, points, resamples, seed)
     return AuditReport(len(s.score), int(s.mated.sum()), int((~s.mated).sum()), points, resamples, curves(s), interval)

@@ -21,14 +21,16 @@ from .audit import Scores
 from .datasets import LFW, FairFace
 from .errors import DatasetError, InvalidParameterError
 from .evaluation import Advance, acquire
+from .normalisation import Normaliser
 from .settings import Settings
 
 
 @dataclass
 class ImageAudit:
-    scores: Scores
+    scores: Scores  # template cosines
     images: dict[str, int]  # per group
     failures_to_acquire: dict[str, int]
+    normalised: Scores | None = None  # the same pairs' normalised scores, when a normaliser was given
 
 
 def _sample(groups: dict[str, list], per_group: int | None, rng) -> dict[str, list]:
@@ -41,7 +43,8 @@ def _sample(groups: dict[str, list], per_group: int | None, rng) -> dict[str, li
 
 
 def fairface_scores(settings: Settings, *, per_group: int | None = None, seed: int = 0, detect: bool = False,
-                    workers: int | None = None, advance: Advance | None = None, on_total=None) -> ImageAudit:
+                    workers: int | None = None, advance: Advance | None = None, on_total=None,
+                    normaliser: Normaliser | None = None) -> ImageAudit:
     """All pairs of distinct FairFace images (pre-aligned chips unless ``detect``)."""
     groups: dict[str, list[Path]] = defaultdict(list)
     for r in FairFace.locate(settings).records():
@@ -50,16 +53,17 @@ def fairface_scores(settings: Settings, *, per_group: int | None = None, seed: i
     # no identities: every image is its own subject, so every pair is non-mated
     items = [(p, i, g) for i, (p, g) in enumerate((p, g) for g, ps in chosen.items() for p in ps)]
     return _image_audit(items, settings, prealigned=not detect, expected=None, nonmated=None, seed=seed,
-                        workers=workers, advance=advance, on_total=on_total)
+                        workers=workers, advance=advance, on_total=on_total, normaliser=normaliser)
 
 
 Item = tuple  # (path, subject, group): subject any hashable, group a label
 
 
 def _image_audit(items: list[Item], settings: Settings, *, prealigned: bool, expected, nonmated: int | None,
-                 seed: int, workers, advance, on_total) -> ImageAudit:
+                 seed: int, workers, advance, on_total, normaliser: Normaliser | None = None) -> ImageAudit:
     """Templates for the items' images (cached), then pairs: every mated pair, and every non-mated
-    pair (``nonmated=None``) or a seeded sample of that many. Scores are template cosines."""
+    pair (``nonmated=None``) or a seeded sample of that many. Scores are template cosines, and
+    with a ``normaliser`` also the same pairs' normalised scores (for the side-by-side report)."""
     paths = [p for p, _, _ in items]
     if on_total:
         on_total(len(paths))
@@ -85,14 +89,21 @@ def _image_audit(items: list[Item], settings: Settings, *, prealigned: bool, exp
     code_a = np.asarray(code, np.int16)
     a, b, n_mated = _pairs(person_a, nonmated, np.random.default_rng(seed))
     score = np.empty(len(a), np.float32)
+    normed = np.empty(len(a), np.float32) if normaliser is not None else None
+    stats = normaliser.stats(v) if normaliser is not None else None
     block = 5_000_000  # cosines in blocks: 72M pairs never gather 72M x 128 floats at once
     for start in range(0, len(a), block):
         x, y = a[start : start + block], b[start : start + block]
-        score[start : start + len(x)] = np.einsum("ij,ij->i", v[x], v[y])
+        cos = np.einsum("ij,ij->i", v[x], v[y])
+        score[start : start + len(x)] = cos
+        if normed is not None:
+            normed[start : start + len(x)] = normaliser.normalise(cos, tuple(t[x] for t in stats),
+                                                                  tuple(t[y] for t in stats))
     mated = np.zeros(len(a), bool)
     mated[:n_mated] = True
-    s = Scores(score, mated, code_a[a], code_a[b], names, person_a[a], person_a[b])
-    return ImageAudit(s, images, fta)
+    ga, gb, pa, pb = code_a[a], code_a[b], person_a[a], person_a[b]
+    s = Scores(score, mated, ga, gb, names, pa, pb)
+    return ImageAudit(s, images, fta, None if normed is None else Scores(normed, mated, ga, gb, names, pa, pb))
 
 
 def _pairs(person: np.ndarray, nonmated: int | None, rng) -> tuple[np.ndarray, np.ndarray, int]:
@@ -144,7 +155,8 @@ def _lfw_race(lfw: LFW) -> dict[str, str]:
 
 
 def lfw_scores(settings: Settings, *, by: str = "gender", people: int | None = None, nonmated: int | None = 2_000_000,
-               seed: int = 0, workers: int | None = None, advance: Advance | None = None, on_total=None) -> ImageAudit:
+               seed: int = 0, workers: int | None = None, advance: Advance | None = None, on_total=None,
+               normaliser: Normaliser | None = None) -> ImageAudit:
     """All mated pairs of LFW people with two or more images, and a seeded sample of non-mated
     pairs (``nonmated=None``: every non-mated pair). Groups: the annotated gender of each image
     (``by='gender'``) or the annotated race of each person (``by='race'``, 866 people labelled)."""
@@ -166,12 +178,12 @@ def lfw_scores(settings: Settings, *, by: str = "gender", people: int | None = N
         persons = dict(item for k, item in enumerate(sorted(persons.items())) if k in keep)
     items = [(p, n, g) for n, ps in sorted(persons.items()) for p, g in ps]
     return _image_audit(items, settings, prealigned=False, expected=LFW.expected_face, nonmated=nonmated, seed=seed,
-                        workers=workers, advance=advance, on_total=on_total)
+                        workers=workers, advance=advance, on_total=on_total, normaliser=normaliser)
 
 
 def manifest_scores(settings: Settings, manifest: Path, *, prealigned: bool = False, nonmated: int | None = None,
                     seed: int = 0, workers: int | None = None, advance: Advance | None = None,
-                    on_total=None) -> ImageAudit:
+                    on_total=None, normaliser: Normaliser | None = None) -> ImageAudit:
     """Any labelled image set: a CSV with columns ``path`` (relative to the manifest's folder, or
     absolute), ``group``, and optionally ``subject`` (without it every image is its own subject
     and every pair non-mated, as for FairFace)."""
@@ -192,4 +204,4 @@ def manifest_scores(settings: Settings, manifest: Path, *, prealigned: bool = Fa
             raise DatasetError(f"{manifest} line {n}: {p} is not a file")
         items.append((p, r.get("subject") or f"image {n}", r["group"]))
     return _image_audit(items, settings, prealigned=prealigned, expected=None, nonmated=nonmated, seed=seed,
-                        workers=workers, advance=advance, on_total=on_total)
+                        workers=workers, advance=advance, on_total=on_total, normaliser=normaliser)

@@ -15,8 +15,8 @@ PALETTE = ["#1b6ca8", "#d1495b", "#edae49", "#00798c", "#6a4c93", "#2a9d8f", "#8
            "#264653", "#f4a261", "#577590", "#90be6d", "#f94144", "#43aa8b"]
 
 
-def render_html(report: AuditReport, title: str = "Demographic audit") -> str:
-    parts = [
+def _head(title: str) -> list[str]:
+    return [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
@@ -24,6 +24,31 @@ def render_html(report: AuditReport, title: str = "Demographic audit") -> str:
         "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.nr{color:#a00}"
         "figure{display:inline-block;margin:0 1em 1em 0}figcaption{font-size:90%;color:#555}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+    ]
+
+
+def render_html(report: AuditReport, title: str = "Demographic audit") -> str:
+    return "\n".join(_head(title) + _body(report) + ["</body></html>"])
+
+
+def render_html_side_by_side(reports: dict[str, AuditReport], title: str, note: str) -> str:
+    """One page: the side-by-side tables (audit_compare.py), then each scoring's full report."""
+    from .audit_compare import side_by_side_rows
+
+    parts = _head(title) + [f"<p>{html.escape(note)}</p>"]
+    for heading, header, rows in side_by_side_rows(reports):
+        parts.append(f"<h2>{html.escape(heading)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+                     + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+        parts.append("</table>")
+    for name, report in reports.items():
+        parts.append(f"<h1>Scores: {html.escape(name)}</h1>")
+        parts += [x.replace("<h2", "<h3").replace("</h2>", "</h3>") for x in _body(report)]
+    return "\n".join(parts + ["</body></html>"])
+
+
+def _body(report: AuditReport) -> list[str]:
+    parts = [
         f"<p>{report.comparisons:,} comparisons: {report.mated:,} mated (same person) and {report.nonmated:,} "
         "non-mated (different people). A <b>false match</b> is a non-mated pair scored as a match; a <b>false "
         "non-match</b> is a mated pair scored as no match. Intervals are 95% Wilson intervals"
@@ -50,8 +75,7 @@ def render_html(report: AuditReport, title: str = "Demographic audit") -> str:
         parts.append(_figure(_det_svg(report.curves), "DET: false non-match rate against false match rate (log scales), per group"))
         parts.append(_figure(_hist_svg(report.curves, mated=False), "Non-mated score distributions per group"))
         parts.append(_figure(_hist_svg(report.curves, mated=True), "Mated score distributions per group"))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return parts
 
 
 def _slug(text: str) -> str:

@@ -120,9 +120,11 @@ class Calibration:
             return float(self.knot_scores[0])
         if t >= self.knot_log10_fmr[-1]:  # inside the data: invert the interpolation
             return float(np.interp(-t, -self.knot_log10_fmr, self.knot_scores))
-        lo, hi = self.tail_start, self.tail_start + 1.0
-        while self.fmr(hi) > target and hi < 4.0:
-            hi += 1.0
+        lo, step = self.tail_start, 1.0
+        hi = lo + step
+        while self.fmr(hi) > target and step < 1e4:  # normalised scores run far beyond a cosine's 1
+            lo, step = hi, step * 2
+            hi = lo + step
         for _ in range(80):  # bisection on the monotone tail
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if self.fmr(mid) > target else (lo, mid)
@@ -136,20 +138,28 @@ class Calibration:
         return float(score) <= self.tail_start
 
 
-#: Shipped calibrations, one per model name, in faceledger/data/.
-SHIPPED = {"dlib-resnet-v1-flip": "calibration-dlib-resnet-v1-flip.json"}
+#: Shipped calibrations, one per model name (``+normalisation`` for normalised scores), in faceledger/data/.
+SHIPPED = {"dlib-resnet-v1-flip": "calibration-dlib-resnet-v1-flip.json",
+           "dlib-resnet-v1-flip+cohort": "calibration-dlib-resnet-v1-flip-cohort.json"}
+
+
+def shipped_name(model: str, normalisation: str = "none") -> str:
+    name = model.partition("@")[0]
+    return name if normalisation == "none" else f"{name}+{normalisation}"
 
 
 @lru_cache(maxsize=None)
-def for_model(model: str) -> Calibration:
-    """The shipped calibration for a model id (``name@digest``); the digest must match too."""
-    name = model.partition("@")[0]
-    if name not in SHIPPED:
+def for_model(model: str, normalisation: str = "none") -> Calibration:
+    """The shipped calibration for a model id (``name@digest``) and score normalisation; the
+    digest must match too."""
+    name = shipped_name(model, normalisation)
+    ref = resources.files("faceledger").joinpath("data", SHIPPED.get(name, ""))
+    if name not in SHIPPED or not ref.is_file():
         raise CalibrationMissingError(
             f"no calibration ships for model {name}: false match rates cannot be reported for it. "
             "Fit one with `faceledger calibration fit`"
         )
-    text = resources.files("faceledger").joinpath("data", SHIPPED[name]).read_text()
+    text = ref.read_text()
     cal = Calibration.from_dict(json.loads(text))
     if cal.model != model:
         raise CalibrationMissingError(f"the shipped calibration is for {cal.model}, not {model}: refit it")

@@ -20,6 +20,7 @@ import numpy as np
 
 from .audit import wilson
 from .calibration import FORMAT, Calibration
+from .normalisation import Normaliser, kmeans
 
 #: FMR levels per decade at which knots are read off the data.
 KNOTS_PER_DECADE = 10
@@ -27,6 +28,8 @@ KNOTS_PER_DECADE = 10
 RESOLVING_ERRORS = 100
 #: The Pareto tail is fitted to the scores above the threshold for this FMR.
 TAIL_FMR = 1e-3
+#: Look-alike impostors: pairs within one of this many k-means clusters of the fit half.
+LOOKALIKE_CLUSTERS = 32
 
 
 @dataclass
@@ -45,9 +48,13 @@ def in_fit_half(name: str) -> bool:
     return hashlib.sha256(f"faceledger-calibration-split/{name}".encode()).digest()[0] % 2 == 0
 
 
-def _pair_scores(v: np.ndarray, ident: np.ndarray | None, group: np.ndarray | None = None, block: int = 1024):
-    """Cosines of every non-mated pair among ``v`` (upper triangle), with both sides' groups."""
+def _pair_scores(v: np.ndarray, ident: np.ndarray | None, group: np.ndarray | None = None, block: int = 1024,
+                 normaliser: Normaliser | None = None, lookalike: np.ndarray | None = None):
+    """Scores of every non-mated pair among ``v`` (upper triangle), with both sides' groups:
+    cosines, or normalised cosines; with ``lookalike`` (a cluster per template), only pairs of
+    one cluster."""
     scores, ga, gb = [], [], []
+    stats = normaliser.stats(v) if normaliser is not None else None
     for start in range(0, len(v), block):
         rows = v[start : start + block]
         sims = rows @ v.T
@@ -55,7 +62,13 @@ def _pair_scores(v: np.ndarray, ident: np.ndarray | None, group: np.ndarray | No
         if ident is not None:
             keep = ident[start + i] != ident[j]
             i, j = i[keep], j[keep]
-        scores.append(sims[i, j].astype(np.float32))
+        if lookalike is not None:
+            keep = lookalike[start + i] == lookalike[j]
+            i, j = i[keep], j[keep]
+        s = sims[i, j]
+        if stats is not None:
+            s = normaliser.normalise(s, tuple(x[start + i] for x in stats), tuple(x[j] for x in stats))
+        scores.append(s.astype(np.float32))
         if group is not None:
             ga.append(group[start + i])
             gb.append(group[j])
@@ -82,22 +95,45 @@ def pwm_gpd(excess: np.ndarray) -> tuple[float, float]:
     return -k, sigma
 
 
-def fit(sources: list[Source], model: str, progress: Callable[[str], None] = lambda _: None) -> tuple[dict, dict]:
-    """The calibration file's content, and the held-out scores (for validation) by source."""
-    fitted, held = [], {}
-    counts = {}
+def fit_normaliser(sources: list[Source], model: str) -> Normaliser:
+    """The score normaliser, from the fit half's templates and identities (never groups)."""
+    from .normalisation import fit as fit_norm
+
+    vectors, identities = [], []
     for src in sources:
         half = np.array([in_fit_half(n) for n in src.names])
+        vectors.append(src.vectors[half])
+        ids = src.identities if src.identities is not None else [f"{src.name}/{n}" for n in src.names]
+        identities += [f"{src.name}/{x}" for x, h in zip(ids, half) if h]
+    return fit_norm(model, np.concatenate(vectors), np.array(identities))
+
+
+def fit(sources: list[Source], model: str, progress: Callable[[str], None] = lambda _: None,
+        normaliser: Normaliser | None = None, lookalike: int = 0) -> tuple[dict, dict]:
+    """The calibration file's content, and the held-out scores (for validation) by source.
+    ``normaliser``: calibrate its normalised scores; ``lookalike`` K > 0: fit on look-alike
+    impostors only (pairs within one of K k-means clusters of the fit half: the demographically
+    matched impostors of ISO/IEC 19795-10, found by appearance, without labels)."""
+    fitted, held = [], {}
+    counts = {}
+    halves = [np.array([in_fit_half(n) for n in src.names]) for src in sources]
+    centres = None
+    if lookalike:
+        centres = kmeans(np.concatenate([src.vectors[h] for src, h in zip(sources, halves)]), lookalike,
+                         iterations=30, seed=5)
+    for src, half in zip(sources, halves):
         ident = np.asarray(src.identities) if src.identities is not None else None
         group = None
         if src.groups is not None:  # integer codes: tens of millions of pairs carry them
             labels = sorted(set(src.groups))
             group = np.array([labels.index(g) for g in src.groups], np.int16)
         progress(f"{src.name}: scoring fit pairs")
-        f_scores, _, _ = _pair_scores(src.vectors[half], ident[half] if ident is not None else None)
+        fv = src.vectors[half]
+        f_scores, _, _ = _pair_scores(fv, ident[half] if ident is not None else None, normaliser=normaliser,
+                                      lookalike=None if centres is None else (fv @ centres.T).argmax(1))
         progress(f"{src.name}: scoring held-out pairs")
         h = _pair_scores(src.vectors[~half], ident[~half] if ident is not None else None,
-                         group[~half] if group is not None else None)
+                         group[~half] if group is not None else None, normaliser=normaliser)
         fitted.append(f_scores)
         held[src.name] = (*h, labels if src.groups is not None else None)
         counts[src.name] = {"images": len(src.names), "fit_images": int(half.sum()), "fit_pairs": len(f_scores),
@@ -123,9 +159,13 @@ def fit(sources: list[Source], model: str, progress: Callable[[str], None] = lam
     content = {
         "format": FORMAT,
         "model": model,
-        "score": "cosine of unit templates",
+        "score": "cosine of unit templates" if normaliser is None else
+                 f"cohort-normalised cosine (faceledger-normaliser {normaliser.digest})",
         "similarity": "100 * min(1, -log10(FMR) / 7)",
-        "fit": {"sources": counts, "nonmated_pairs": n, "split": "images by sha256 of their dataset-relative name"},
+        "fit": {"sources": counts, "nonmated_pairs": n, "split": "images by sha256 of their dataset-relative name",
+                **({"impostors": f"look-alike: pairs within one of {lookalike} k-means clusters of the fit half"}
+                   if lookalike else {})},
+        **({"normaliser": normaliser.digest} if normaliser is not None else {}),
         "data_resolves_to": _g(floor),
         "empirical": {
             "note": f"knots read off the fitted non-mated scores, FMR 1 down to {RESOLVING_ERRORS} false matches",

@@ -64,13 +64,12 @@ def detection_json(path: str, d: Detection) -> dict:
 
 
 def _calibration(engine: FaceEngine):
-    """The engine's model's calibration, or None (then similarities use the interim map, no rates)."""
-    from .calibration import CalibrationMissingError, for_model
+    """The engine's model's scoring (score_normalisation), or None when uncalibrated (then
+    similarities use the interim map, no rates)."""
+    from .scoring import Scoring
 
-    try:
-        return for_model(str(engine.model))
-    except CalibrationMissingError:
-        return None
+    sc = Scoring.of(str(engine.model), engine.settings.score_normalisation)
+    return sc if sc.calibration is not None else None
 
 
 def compare_json(r: CompareResult, cal=None) -> dict:
@@ -178,7 +177,7 @@ def compare(
             threshold = max(threshold or 0.0, similarity_of_fmr(max_fmr))
         threshold = 80.0 if threshold is None else threshold
         r = engine.compare(source, target, threshold, quality_filter=quality_filter,
-                           similarity=cal.similarity if cal else None)
+                           similarity=cal.similarity if cal else None, score=cal.score if cal else None)
         if as_json:
             print(json.dumps(compare_json(r, cal), indent=2))
         else:
@@ -314,7 +313,8 @@ def demo() -> None:
         out.print("[bold]1. Detect[/]: every face, with a box, a confidence, 5 landmarks, pose and quality.")
         _print_detection(_short(mated.a, lfw), engine.detect(mated.a))
         for title, pair in (("2. Same person", mated), ("3. Different people", nonmated)):
-            r = engine.compare(pair.a, pair.b, threshold, similarity=cal.similarity if cal else None)
+            r = engine.compare(pair.a, pair.b, threshold, similarity=cal.similarity if cal else None,
+                               score=cal.score if cal else None)
             best = max(r.matches + r.unmatched, key=lambda m: m.similarity, default=None)
             sim = best.similarity if best else 0.0
             rate = f" (strangers score this high {float(cal.fmr(best.score)):.1e} of the time)" if cal and best else ""

@@ -60,41 +60,96 @@ def audit_images(
     interval: str = IntervalOpt,
     workers: Optional[int] = typer.Option(None, "--workers"),
     ray: Optional[str] = RayOpt,
+    plain_only: bool = typer.Option(False, "--plain-only", help="Audit the plain cosine scores only (by default "
+                                    "the cohort-normalised scores too, side by side, when the model has them)."),
     markdown_out: Optional[Path] = MarkdownOpt,
     html_out: Optional[Path] = HtmlOpt,
     json_out: Optional[Path] = JsonOutOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Audit this engine on a labelled dataset: templates (cached), pairs, per-group rates."""
+    """Audit this engine on a labelled dataset: templates (cached), pairs, per-group rates; for
+    both scorings (plain cosines, and cohort-normalised scores) side by side."""
     from .audit_images import fairface_scores, lfw_scores, manifest_scores
     from .cli_common import with_progress
     from .settings import Settings
 
     with errors(as_json):
         settings = Settings.load()
+        scorings = _scorings(settings, plain_only)
+        normaliser = scorings["cohort-normalised"].normaliser if "cohort-normalised" in scorings else None
         if nonmated is not None and nonmated < 0:
             raise InvalidParameterError("--nonmated must be 0 (every pair) or a positive count")
         sample = None if nonmated == 0 else nonmated
         workers = pool(workers, ray)
         if dataset == "fairface":
-            made = with_progress("FairFace templates", fairface_scores, settings, per_group=per_group, workers=workers)
+            made = with_progress("FairFace templates", fairface_scores, settings, per_group=per_group, workers=workers,
+                                 normaliser=normaliser)
         elif dataset == "lfw":
             if nonmated is None:
                 sample = 2_000_000 if by == "gender" else None
             made = with_progress("LFW templates", lfw_scores, settings, by=by, people=people, nonmated=sample,
-                                 workers=workers)
+                                 workers=workers, normaliser=normaliser)
         elif dataset.lower().endswith(".csv"):
             made = with_progress("templates", manifest_scores, settings, Path(dataset), prealigned=prealigned,
-                                 nonmated=sample, workers=workers)
+                                 nonmated=sample, workers=workers, normaliser=normaliser)
         else:
             raise InvalidParameterError("--dataset must be fairface, lfw or a manifest .csv file")
-        report = audit(made.scores, targets=target_fmr, reference_group=reference_group, resamples=resamples,
-                       interval=interval)
+        scores = {"cosine": made.scores, "cohort-normalised": made.normalised}
+        reports = {name: audit(scores[name], targets=target_fmr, reference_group=reference_group, resamples=resamples,
+                               interval=interval, calibration=sc.calibration) for name, sc in scorings.items()}
         if dataset == "lfw":
             dataset = f"lfw by {by}"
         extra = {"dataset": dataset, "images": made.images, "failures_to_acquire": made.failures_to_acquire,
-                 "score": "cosine of this engine's templates"}
-        _emit(report, f"Demographic audit of this engine on {dataset}", as_json, markdown_out, html_out, json_out, extra)
+                 "score": "cosine of this engine's templates", "default_scoring": _DEFAULT[settings.score_normalisation]}
+        title = f"Demographic audit of this engine on {dataset}"
+        if len(reports) == 1:
+            _emit(reports["cosine"], title, as_json, markdown_out, html_out, json_out, extra)
+        else:
+            _emit_side_by_side(reports, title, as_json, markdown_out, html_out, json_out, extra)
+
+
+_DEFAULT = {"none": "cosine", "cohort": "cohort-normalised"}
+_SIDE_NOTE = ("The same comparisons scored two ways: the plain cosine of two templates, and the cosine normalised "
+              "against a cohort of centroids (score_normalisation = cohort; docs/fairness.md). Each scoring's own "
+              "calibration states a false match rate; the tables show whether it holds for every group.")
+
+
+def _scorings(settings, plain_only: bool) -> dict:
+    """The scorings to audit: the plain one, and the normalised one where its files ship."""
+    from .calibration import CalibrationMissingError
+    from .embedding import DlibResnetEmbedder
+    from .scoring import Scoring
+
+    model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
+    out = {"cosine": Scoring.of(model, "none")}
+    if not plain_only:
+        try:
+            out["cohort-normalised"] = Scoring.of(model, "cohort")
+        except CalibrationMissingError:  # NormaliserMissingError is one too: audit the plain scores alone
+            pass
+    return out
+
+
+def _emit_side_by_side(reports: dict, title: str, as_json: bool, markdown_out, html_out, json_out, extra: dict) -> None:
+    from .audit_compare import side_by_side_markdown
+    from .audit_report import render_html_side_by_side
+
+    summary = side_by_side_markdown(reports, _SIDE_NOTE) + "\n" + "\n".join(
+        f"# Scores: {name}\n\n{markdown(r)}" for name, r in reports.items())
+    # the cosine report at the top level, as without normalisation; the other scorings beside it
+    document = json.dumps(_finite({**extra, **reports["cosine"].to_dict(),
+                                   "scorings": {n: r.to_dict() for n, r in reports.items() if n != "cosine"}}), indent=2)
+    if markdown_out:
+        markdown_out.write_text(summary)
+    if html_out:
+        html_out.write_text(render_html_side_by_side(reports, title, _SIDE_NOTE))
+    if json_out:
+        json_out.write_text(document)
+    if as_json:
+        print(document)
+    else:
+        print(json.dumps(extra))
+        print(summary)
 
 
 @audit_app.command("scores")

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from .cli_common import JsonOpt, err, errors, out, progress
+from .errors import InvalidParameterError
 
 calibration_app = typer.Typer(help="The calibrated map from score to false match rate.", no_args_is_help=True)
 
@@ -23,17 +24,24 @@ def fit_command(
     fairface_images: Optional[int] = typer.Option(None, "--fairface-images", help="Only the first N FairFace images."),
     lfw_images: Optional[int] = typer.Option(None, "--lfw-images", help="Only the first N LFW images."),
     workers: Optional[int] = typer.Option(None, "--workers"),
+    normalisation: str = typer.Option("none", "--normalisation", help="none: calibrate cosines; cohort: fit the "
+                                      "score normaliser too (written beside the calibration) and calibrate its "
+                                      "scores on look-alike non-mated pairs."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Fit the calibration from every non-mated FairFace and LFW pair of the fit half, validate it
     on the held-out half, and write it (byte-identical for the same data)."""
-    from .calibration import SHIPPED, Calibration
-    from .calibration_fit import Source, dumps, fit, validate
+    from . import normalisation as norm_mod
+    from .calibration import SHIPPED, Calibration, shipped_name
+    from .calibration_fit import LOOKALIKE_CLUSTERS, Source, dumps, fit, fit_normaliser, validate
+    from .scoring import NORMALISATIONS
     from .datasets import LFW, FairFace
     from .embedding import DlibResnetEmbedder
     from .settings import Settings
 
     with errors(as_json):
+        if normalisation not in NORMALISATIONS:
+            raise InvalidParameterError(f"--normalisation is one of {', '.join(NORMALISATIONS)}")
         settings = Settings.load()
         model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
         ff = FairFace.locate(settings)
@@ -49,11 +57,20 @@ def fit_command(
         images = [(n, p) for n, p in images if got[p].vector is not None]
         sources.append(Source("lfw", [p.relative_to(lfw.root).as_posix() for _, p in images],
                               np.stack([got[p].vector for _, p in images]).astype(np.float32), [n for n, _ in images]))
-        content, held = fit(sources, model, progress=lambda msg: err.print(msg))
-        content["validation"] = validate(Calibration.from_dict(content), held)
-        name = model.partition("@")[0]
-        target = out_path or SHIPPED_PATH / SHIPPED.get(name, f"calibration-{name}.json")
+        name = shipped_name(model, normalisation)
+        target = out_path or SHIPPED_PATH / SHIPPED.get(name, f"calibration-{name.replace('+', '-')}.json")
         target.parent.mkdir(parents=True, exist_ok=True)
+        normaliser = None
+        if normalisation == "cohort":
+            err.print("fitting the score normaliser (k-means cohort, per-cluster offsets)")
+            normaliser = fit_normaliser(sources, model)
+            base = model.partition("@")[0]
+            norm_path = target.with_name(norm_mod.SHIPPED.get(base, f"normaliser-{base}.json"))
+            norm_path.write_text(normaliser.dumps())
+            err.print(f"wrote {norm_path}: {len(normaliser.centroids)} cohort centroids")
+        content, held = fit(sources, model, progress=lambda msg: err.print(msg), normaliser=normaliser,
+                            lookalike=LOOKALIKE_CLUSTERS if normaliser is not None else 0)
+        content["validation"] = validate(Calibration.from_dict(content), held)
         target.write_text(dumps(content))
         if as_json:
             print(json.dumps({"path": str(target), **content["validation"]}, indent=2))

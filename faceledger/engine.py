@@ -92,7 +92,7 @@ class EmbeddedFace:
 class CompareMatch:
     face: Face
     similarity: float  # 0-100
-    score: float  # the templates' cosine, which the calibration maps to a false match rate
+    score: float  # the templates' cosine (or normalised cosine), which the calibration maps to a false match rate
 
 
 @dataclass(frozen=True)
@@ -224,9 +224,11 @@ class FaceEngine:
         source_prealigned: bool = False,
         target_prealigned: bool = False,
         similarity: Callable[[float], float] | None = None,
+        score: Callable[[np.ndarray, np.ndarray], float] | None = None,
     ) -> CompareResult:
         """The largest face of ``source`` against every face of ``target``, as CompareFaces does.
-        ``similarity``: the map from cosine to 0-100 (the service passes the calibrated one)."""
+        ``score``: two templates' vectors -> the score (default: their cosine); ``similarity``:
+        the map from that score to 0-100 (the service passes the calibrated ones)."""
         to_sim = similarity or self.to_similarity
         if not 0.0 <= float(threshold) <= 100.0:
             raise InvalidParameterError(f"threshold must be between 0 and 100, not {threshold}")
@@ -247,8 +249,8 @@ class FaceEngine:
         matches: list[CompareMatch] = []
         unmatched: list[CompareMatch] = []
         for e in embedded[1:]:
-            cos = cosine(probe, e.template)
-            m = CompareMatch(e.face, to_sim(cos), cos)
+            sc = score(probe.vector, e.template.vector) if score else cosine(probe, e.template)
+            m = CompareMatch(e.face, to_sim(sc), sc)
             (matches if m.similarity >= threshold else unmatched).append(m)
         matches.sort(key=lambda m: -m.similarity)
         unmatched.sort(key=lambda m: -m.similarity)

@@ -21,10 +21,16 @@ in, byte-identical file out: k-means is plain numpy with a seeded k-means++ star
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 
 import numpy as np
+
+from .calibration import CalibrationMissingError
 
 FORMAT = "faceledger-normaliser/1"
 #: A cohort centroid is kept only when it averages images of at least this many identities.
@@ -55,18 +61,62 @@ class Normaliser:
 
     def to_dict(self) -> dict:
         r = lambda x: np.round(np.asarray(x, np.float64), _DIGITS).tolist()  # noqa: E731
-        return {"format": FORMAT, "model": self.model, "top_k": self.top_k, "centroids": r(self.centroids),
-                "clusters": r(self.clusters), "offsets": r(self.offsets)}
+        return {"format": FORMAT, "model": self.model, "top_k": self.top_k, "centroids": _pack(self.centroids),
+                "clusters": _pack(self.clusters), "offsets": r(self.offsets),
+                "note": "centroids: k-means means of 3+ identities' templates each (no person's own template), "
+                        "little-endian float16, base64; fitted on FairFace (CC BY 4.0, Karkkainen & Joo 2021) and LFW"}
 
     def dumps(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")) + "\n"
+
+    @property
+    def digest(self) -> str:
+        """Identifies this fitted state: a calibration of normalised scores names the normaliser it assumes."""
+        return hashlib.sha256(self.dumps().encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normaliser":
         if d.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} file")
-        return cls(d["model"], np.asarray(d["centroids"], np.float32), int(d["top_k"]),
-                   np.asarray(d["clusters"], np.float32), np.asarray(d["offsets"], np.float64))
+        return cls(d["model"], _unpack(d["centroids"]), int(d["top_k"]), _unpack(d["clusters"]),
+                   np.asarray(d["offsets"], np.float64))
+
+
+def _pack(x: np.ndarray) -> dict:
+    """float16 (cosines move by < 1e-3 of a template's cohort deviation): a quarter of the JSON digits' size."""
+    a = np.ascontiguousarray(np.asarray(x, "<f2"))
+    return {"shape": list(a.shape), "float16": base64.b64encode(a.tobytes()).decode()}
+
+
+def _unpack(d: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(d["float16"]), "<f2").reshape(d["shape"]).astype(np.float32)
+
+
+def _as_stored(x: np.ndarray) -> np.ndarray:
+    """Round through float16 as the file does, so fitting computes with the values that ship."""
+    return np.asarray(x, "<f2").astype(np.float32)
+
+
+#: Normalisers that ship, one per model name, in faceledger/data/ (`faceledger calibration fit --normalisation cohort`).
+SHIPPED = {"dlib-resnet-v1-flip": "normaliser-dlib-resnet-v1-flip.json"}
+
+
+class NormaliserMissingError(CalibrationMissingError):
+    """Score normalisation was asked for a model no normaliser was fitted for."""
+
+
+@lru_cache(maxsize=None)
+def for_model(model: str) -> Normaliser:
+    """The shipped normaliser for a model id (``name@digest``); the digest must match too."""
+    name = model.partition("@")[0]
+    ref = resources.files("faceledger").joinpath("data", SHIPPED.get(name, f"normaliser-{name}.json"))
+    if not ref.is_file():
+        raise NormaliserMissingError(f"no score normaliser ships for model {name}: use score_normalisation = none, "
+                                     "or fit one with `faceledger calibration fit --normalisation cohort`")
+    norm = Normaliser.from_dict(json.loads(ref.read_text()))
+    if norm.model != model:
+        raise NormaliserMissingError(f"the shipped normaliser is for {norm.model}, not {model}: refit it")
+    return norm
 
 
 def kmeans(x: np.ndarray, k: int, *, iterations: int = 20, seed: int = 0) -> np.ndarray:
@@ -104,8 +154,8 @@ def fit(model: str, vectors: np.ndarray, identities: np.ndarray, *, cohort: int 
     centroids = kmeans(v, cohort, seed=seed)
     members = (v @ centroids.T).argmax(1)
     people = np.array([len(np.unique(ident[members == c])) for c in range(len(centroids))])
-    centroids = centroids[people >= MIN_IDENTITIES]  # a centroid of fewer people could be someone's face
-    coarse = kmeans(v, clusters, iterations=30, seed=seed + 1)
+    centroids = _as_stored(centroids[people >= MIN_IDENTITIES])  # of fewer people it could be someone's face
+    coarse = _as_stored(kmeans(v, clusters, iterations=30, seed=seed + 1))
     base = Normaliser(model, centroids, top_k, coarse, np.zeros(clusters))
     mu, sd, cl = base.stats(v)
     i, j = np.triu_indices(len(v), 1)

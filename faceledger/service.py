@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from . import api_model, quality
-from .calibration import Calibration, CalibrationMissingError, fmr_of_similarity, similarity_of_fmr
-from .calibration import for_model as calibration_for
+from .calibration import CalibrationMissingError, fmr_of_similarity, similarity_of_fmr
+from .scoring import Scoring
 from .embedding import normalise
 from .engine import BoundingBox, Face, FaceEngine, Landmark
 from .errors import (
@@ -341,22 +341,30 @@ class SearchUsersByImageResult:
 
 
 class FaceService:
-    def __init__(self, engine: FaceEngine, store: FaceStore) -> None:
+    def __init__(self, engine: FaceEngine, store: FaceStore, *, normalisation: str = "none") -> None:
         self.engine = engine
         self.store = store
-        try:
-            self.calibration: Calibration | None = calibration_for(str(engine.model))
-        except CalibrationMissingError:
-            self.calibration = None  # an uncalibrated model: similarity by the engine's interim map, no rates
+        self.scoring = Scoring.of(str(engine.model), normalisation)
+        self.calibration = self.scoring.calibration  # None: similarity by the engine's interim map, no rates
 
-    def similarity(self, cos: float) -> float:
-        """The 0-100 Similarity of a cosine: a function of its false match rate when calibrated."""
+    def similarity(self, score: float) -> float:
+        """The 0-100 Similarity of a score: a function of its false match rate when calibrated."""
         if self.calibration is None:
-            return self.engine.to_similarity(cos)
-        return float(self.calibration.similarity(cos))
+            return self.engine.to_similarity(score)
+        return self.scoring.similarity(score)
 
-    def false_match_rate(self, cos: float) -> float | None:
-        return None if self.calibration is None else float(self.calibration.fmr(cos))
+    def false_match_rate(self, score: float) -> float | None:
+        return self.scoring.fmr(score)
+
+    def _search(self, collection_id: str, vector: np.ndarray, k: int) -> list[tuple[StoredFace, float]]:
+        """The nearest faces with their scores, best first. Normalised scores rank differently
+        from cosines: the scoring's candidates(k) cosine neighbours are re-scored and re-ranked."""
+        hits = self.store.search(collection_id, vector, self.scoring.candidates(k))
+        if self.scoring.normaliser is None or not hits:
+            return hits
+        full = self.store.get_faces(collection_id, [f.face_id for f, _ in hits], vectors=True)
+        scores = self.scoring.scores(vector, np.stack([full[f.face_id].vector for f, _ in hits]))
+        return [(hits[i][0], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
 
     def _similarity_for_fmr(self, fmr: float) -> float:
         if self.calibration is None:
@@ -410,7 +418,7 @@ class FaceService:
         api_model.check("CompareFaces", SourceImage={}, TargetImage={}, SimilarityThreshold=similarity_threshold,
                         QualityFilter=quality_filter)
         r = self.engine.compare(source_image, target_image, _threshold(similarity_threshold, DEFAULT_FACE_MATCH_THRESHOLD),
-                                quality_filter=quality_filter, similarity=self.similarity)
+                                quality_filter=quality_filter, similarity=self.similarity, score=self.scoring.score)
         return CompareFacesResult(
             ComparedSourceImageFace(r.source_face.bounding_box, r.source_face.confidence),
             [CompareFacesMatch(m.similarity, FaceDetail.of(m.face), self.false_match_rate(m.score)) for m in r.matches],
@@ -525,12 +533,12 @@ class FaceService:
 
     def _matches(self, collection_id: str, model: str, vector: np.ndarray, max_faces: int, ident: Identification,
                  exclude: str | None = None) -> list[FaceMatch]:
-        hits = self.store.search(collection_id, vector, max_faces + (1 if exclude else 0))
+        hits = self._search(collection_id, vector, max_faces + (1 if exclude else 0))
         out = []
-        for f, cos in hits:
-            sim = self.similarity(cos)
+        for f, score in hits:
+            sim = self.similarity(score)
             if f.face_id != exclude and sim >= ident.effective_threshold:
-                fmr = self.false_match_rate(cos)
+                fmr = self.false_match_rate(score)
                 out.append(FaceMatch(sim, FaceRef.of(f, model), fmr, None if fmr is None else fmr * ident.gallery_size))
         return out[:max_faces]
 
@@ -623,7 +631,7 @@ class FaceService:
                 failed.append(UnsuccessfulFaceAssociation(face_id, f.user_id, None, ["ASSOCIATED_TO_A_DIFFERENT_USER"]))
                 continue
             if ref_vectors:
-                sim = max(self.similarity(float(np.dot(f.vector, v))) for v in ref_vectors)
+                sim = self.similarity(float(self.scoring.scores(f.vector, np.stack(ref_vectors)).max()))
                 if sim < threshold:
                     failed.append(UnsuccessfulFaceAssociation(face_id, user_id, sim, ["LOW_MATCH_CONFIDENCE"]))
                     continue
@@ -660,13 +668,13 @@ class FaceService:
                       exclude_user: str | None = None) -> list[UserMatch]:
         """Users ranked by their best-matching face. Faces not associated with a user are skipped."""
         threshold = ident.effective_threshold
-        best: dict[str, float] = {}  # user -> best cosine
+        best: dict[str, float] = {}  # user -> best score
         k = 256
         while True:
-            hits = self.store.search(collection_id, vector, k)
-            for f, cos in hits:
+            hits = self._search(collection_id, vector, k)
+            for f, score in hits:
                 if f.user_id and f.user_id != exclude_user:
-                    best[f.user_id] = max(best.get(f.user_id, -1.0), cos)
+                    best[f.user_id] = max(best.get(f.user_id, -np.inf), score)
             # stop once enough users are found or the scores fall under the threshold
             if len(hits) < k or len(best) >= max_users or (hits and self.similarity(hits[-1][1]) < threshold):
                 break

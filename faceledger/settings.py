@@ -77,6 +77,11 @@ class Settings:
     #: LFW 99.17% instead of 98.93%, for twice the embedding time (docs/evaluation.md). The
     #: model id says so ("dlib-resnet-v1-flip"): the two kinds are never compared.
     embed_flip: bool = True
+    #: What a score is: ``none`` (the templates' cosine, one global calibration) or ``cohort``
+    #: (the cosine normalised against a cohort of centroids and calibrated on look-alike strangers:
+    #: false match rates that hold within each demographic group, without reading any group;
+    #: docs/fairness.md). Searches, comparisons, rates and thresholds all follow it.
+    score_normalisation: str = "none"
     #: Which runs the face network: ``onnx`` (dlib's network converted to ONNX and run on ONNX
     #: Runtime, ~25x faster, same outputs to ~1e-7; docs/onnx.md) or ``dlib`` (the reference).
     embedder: str = "onnx"

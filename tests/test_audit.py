@@ -299,6 +299,22 @@ def test_audit_images_from_a_manifest(tmp_path):
     report = json.loads(r.stdout)
     assert report["comparisons"] == 15 and report["mated"] == 3
     assert report["images"] == {"even": 4, "odd": 2}
+    # the same pairs, scored the cohort-normalised way too, side by side
+    normalised = report["scorings"]["cohort-normalised"]
+    assert normalised["comparisons"] == 15 and normalised["mated"] == 3
+    names = [p["name"] for p in normalised["points"]]
+    assert names == ["global FMR 0.1", "calibrated FMR 0.1"] and names == [p["name"] for p in report["points"]]
+    assert normalised["points"][1]["threshold"] != report["points"][1]["threshold"]  # each its own calibration
+    md = tmp_path / "audit.md"
+    html_path = tmp_path / "audit.html"
+    r = CliRunner().invoke(app, ["audit", "images", "--dataset", str(manifest), "--target-fmr", "0.1",
+                                 "--resamples", "0", "--markdown", str(md), "--html", str(html_path)])
+    assert r.exit_code == 0, r.output
+    assert "observed / stated FMR: cohort-normalised" in md.read_text()
+    assert "Scores: cohort-normalised" in html_path.read_text()
+    r = CliRunner().invoke(app, ["audit", "images", "--dataset", str(manifest), "--target-fmr", "0.1",
+                                 "--resamples", "0", "--plain-only", "--json"])
+    assert "scorings" not in json.loads(r.stdout)
     manifest.write_text("path,group\nmissing.jpg,a\n")
     r = CliRunner().invoke(app, ["audit", "images", "--dataset", str(manifest), "--json"])
     assert r.exit_code != 0 and "missing.jpg is not a file" in r.stdout
