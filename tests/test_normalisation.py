@@ -9,15 +9,17 @@ import inspect
 import numpy as np
 import pytest
 
-from faceledger import normalisation
+from faceledger import normalisation, scoring
 from faceledger.calibration_fit import in_fit_half
 from faceledger.evaluation import acquire
 
 LABELS = {"race", "gender", "group", "groups", "sex", "ethnicity", "age"}
 
 
-def test_the_normaliser_never_reads_a_demographic_label():
-    tree = ast.parse(inspect.getsource(normalisation))
+@pytest.mark.parametrize("module", [normalisation, scoring], ids=lambda m: m.__name__)
+def test_the_normaliser_never_reads_a_demographic_label(module):
+    """Neither the normaliser nor the scoring that applies it at inference reads or imports a label."""
+    tree = ast.parse(inspect.getsource(module))
     touched = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     touched |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     touched |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
