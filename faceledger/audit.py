@@ -312,6 +312,8 @@ class OperatingPoint:
     target_fmr: float
     groups: list[GroupRates]
     differentials: dict[str, float] = field(default_factory=dict)
+    #: 95% bootstrap intervals of the ratio differentials (from the same resamples as the rates)
+    differential_ci: dict[str, list[float]] = field(default_factory=dict)
 
 
 def rates_at(s: Scores, threshold: float, target: float, name: str, interval: str = "wilson") -> OperatingPoint:
@@ -387,6 +389,7 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
     exactly binomial, and is drawn as such (optimistic when subjects repeat; said in the docs)."""
     rng = np.random.default_rng(seed)
     n_groups = len(s.names)
+    drawn = {(k, kind): np.full((n_groups, resamples), np.nan) for k in range(len(points)) for kind in ("fmr", "fnmr")}
     order = np.argsort(s.within, kind="stable")
     bounds = np.searchsorted(s.within[order], np.arange(n_groups + 1))
     for code in range(n_groups):
@@ -394,11 +397,13 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
         if not len(idx):
             continue
         if s.subject_a is None:
-            for p in points:
-                for rate in (p.groups[code].fmr, p.groups[code].fnmr):
+            for k, p in enumerate(points):
+                for kind in ("fmr", "fnmr"):
+                    rate = getattr(p.groups[code], kind)
                     if rate.trials:
                         draws = rng.binomial(rate.trials, rate.rate, resamples) / rate.trials
                         rate.boot_low, rate.boot_high = (float(v) for v in np.percentile(draws, [2.5, 97.5]))
+                        drawn[k, kind][code] = draws
             continue
         subjects, local = np.unique(np.concatenate([s.subject_a[idx], s.subject_b[idx]]), return_inverse=True)
         a, b = local[: len(idx)], local[len(idx) :]
@@ -410,13 +415,26 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
                 continue
             sa, sb, ss = a[sel], b[sel], scores[sel]
             trials = _resampled_count(counts, sa, sb)
-            for p in points:
+            for k, p in enumerate(points):
                 err = ss >= p.threshold if kind == "fmr" else ss < p.threshold
                 errors = _resampled_count(counts, sa[err], sb[err])
                 with np.errstate(invalid="ignore", divide="ignore"):
                     rates = np.where(trials > 0, errors / trials, np.nan)
                 rate = getattr(p.groups[code], kind)
                 rate.boot_low, rate.boot_high = (float(v) for v in np.nanpercentile(rates, [2.5, 97.5]))
+                drawn[k, kind][code] = rates
+    for k, p in enumerate(points):
+        for kind in ("fmr", "fnmr"):
+            used = [c for c, g in enumerate(p.groups) if getattr(g, kind).resolved and getattr(g, kind).trials]
+            if len(used) < 2:
+                continue
+            x = drawn[k, kind][used]  # groups x resamples
+            with np.errstate(divide="ignore", invalid="ignore"):
+                geo = np.exp(np.log(x).mean(0))
+                ratios = {f"{kind}_max_geomean": x.max(0) / geo, f"{kind}_max_min_ratio": x.max(0) / x.min(0)}
+            for name, r in ratios.items():
+                r = np.where(np.isnan(r), np.inf, r)  # a resample with a group at zero: unbounded
+                p.differential_ci[name] = [float(v) for v in np.percentile(r, [2.5, 97.5])]
 
 
 def _resampled_count(counts: np.ndarray, a: np.ndarray, b: np.ndarray, dense_cells: int = 16_000_000) -> np.ndarray:
@@ -536,7 +554,9 @@ def markdown(report: AuditReport) -> str:
         for g in p.groups:
             lines.append(f"| {g.group} | {rate_text(g.fmr)} | {g.fmr.trials:,} | {rate_text(g.fnmr)} | {g.fnmr.trials:,} |")
         if p.differentials:
-            lines += ["", "Differentials: " + ", ".join(f"{k} {v:.3g}" for k, v in p.differentials.items())]
+            lines += ["", "Differentials: " + ", ".join(
+                f"{k} {v:.3g}" + (f" ({p.differential_ci[k][0]:.3g} to {p.differential_ci[k][1]:.3g})"
+                                  if k in p.differential_ci else "") for k, v in p.differentials.items())]
         lines.append("")
     with_eer = [c for c in report.curves if not math.isnan(c.eer)]
     if with_eer:

@@ -44,7 +44,9 @@ def side_by_side_rows(reports: dict[str, AuditReport]) -> list[tuple[str, list[s
             heading = f"{point.name}: one threshold per scoring, set on all of these comparisons"
         for key, label in DIFFERENTIALS:
             if all(key in p.differentials for p in matched):
-                cells = [f"{p.differentials[key]:.3g}" for p in matched]
+                cells = [f"{p.differentials[key]:.3g}" + (f" ({p.differential_ci[key][0]:.3g} to "
+                                                          f"{p.differential_ci[key][1]:.3g})" if key in p.differential_ci else "")
+                         for p in matched]
                 rows.append([label] + (cells if calibrated else cells + [""] * len(names)))
         tables.append((heading, header, rows))
     return tables

@@ -123,6 +123,27 @@ def test_subject_bootstrap_is_wider_than_pairs_assume():
     assert (fmr.boot_high - fmr.boot_low) > 2 * (fmr.ci_high - fmr.ci_low)
 
 
+def test_differentials_have_bootstrap_intervals():
+    """Max/GeoMean and max/min come with a 95% interval: wide when groups hold few errors, and
+    around 1 when groups are alike, above it when one group's rate really is higher."""
+    rng = np.random.default_rng(9)
+    n = 60_000
+    groups = rng.choice(["a", "b", "c"], n)
+    subjects = rng.integers(0, 3_000, (2, n))
+    score = rng.normal(0, 1, n) + np.where(groups == "c", 0.4, 0.0)  # group c: more false matches
+    s = Scores.from_labels(score, np.zeros(n, bool), groups, groups, [f"{g}{x}" for g, x in zip(groups, subjects[0])],
+                           [f"{g}{x}" for g, x in zip(groups, subjects[1])])
+    (point,) = audit(s, targets=(1e-2,), resamples=200).points
+    lo, hi = point.differential_ci["fmr_max_min_ratio"]
+    assert lo <= point.differentials["fmr_max_min_ratio"] <= hi and lo > 1.5
+    lo_g, hi_g = point.differential_ci["fmr_max_geomean"]
+    assert lo_g <= point.differentials["fmr_max_geomean"] <= hi_g
+    alike = Scores.from_labels(rng.normal(0, 1, n), np.zeros(n, bool), groups, groups,
+                               [f"{g}{x}" for g, x in zip(groups, subjects[0])], [f"{g}{x}" for g, x in zip(groups, subjects[1])])
+    (same,) = audit(alike, targets=(1e-2,), resamples=200).points
+    assert same.differential_ci["fmr_max_min_ratio"][0] < 1.3 and same.differential_ci["fmr_max_min_ratio"][1] < lo
+
+
 def test_reference_group_threshold_and_cli(tmp_path):
     from faceledger.cli import app
 
