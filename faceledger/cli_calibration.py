@@ -97,26 +97,30 @@ def _templates(title: str, paths, settings, **kwargs):
 
 @calibration_app.command("table")
 def table_command(as_json: bool = JsonOpt) -> None:
-    """Similarity <-> false match rate <-> cosine threshold for this engine's model."""
-    from .calibration import for_model, fmr_of_similarity
+    """Similarity <-> false match rate <-> score threshold for this engine's model and
+    score_normalisation (the score is a cosine, or a normalised cosine)."""
+    from .calibration import fmr_of_similarity, for_model
     from .embedding import DlibResnetEmbedder
     from .settings import Settings
 
     with errors(as_json):
-        cal = for_model(str(DlibResnetEmbedder.model_id(Settings.load().embed_flip)))
+        settings = Settings.load()
+        cal = for_model(str(DlibResnetEmbedder.model_id(settings.embed_flip)), settings.score_normalisation)
+        score = "cosine" if settings.score_normalisation == "none" else f"{settings.score_normalisation} score"
         rows = []
         for sim in (0, 14.3, 28.6, 42.9, 50, 57.1, 60, 70, 71.4, 80, 85.7, 90, 95, 99, 100):
             fmr = fmr_of_similarity(sim)
             thr = cal.threshold_for_fmr(fmr)
-            rows.append({"Similarity": sim, "FalseMatchRate": fmr, "CosineThreshold": round(thr, 4),
+            rows.append({"Similarity": sim, "FalseMatchRate": fmr, "ScoreThreshold": round(thr, 4),
                          "From": "data" if cal.in_data(thr) else "tail model"})
         if as_json:
-            print(json.dumps({"Model": cal.model, "DataResolvesTo": cal.data_resolves_to, "Rows": rows}, indent=2))
+            print(json.dumps({"Model": cal.model, "Score": cal.meta["score"], "DataResolvesTo": cal.data_resolves_to,
+                              "Rows": rows}, indent=2))
             return
         table = Table(title=f"{cal.model}: data resolve FMR down to {cal.data_resolves_to:.1e}", title_justify="left")
-        for col in ("Similarity", "FMR", "cosine >=", "from"):
+        for col in ("Similarity", "FMR", f"{score} >=", "from"):
             table.add_column(col)
         for r in rows:
-            table.add_row(f"{r['Similarity']:g}", f"{r['FalseMatchRate']:.1e}", f"{r['CosineThreshold']:.4f}", r["From"])
+            table.add_row(f"{r['Similarity']:g}", f"{r['FalseMatchRate']:.1e}", f"{r['ScoreThreshold']:.4f}", r["From"])
         out.print(table)
 
