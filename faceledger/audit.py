@@ -314,9 +314,12 @@ class OperatingPoint:
     differentials: dict[str, float] = field(default_factory=dict)
     #: 95% bootstrap intervals of the ratio differentials (from the same resamples as the rates)
     differential_ci: dict[str, list[float]] = field(default_factory=dict)
+    #: differentials over every group with trials (True) or only over groups whose rates are resolved
+    every_group: bool = False
 
 
-def rates_at(s: Scores, threshold: float, target: float, name: str, interval: str = "wilson") -> OperatingPoint:
+def rates_at(s: Scores, threshold: float, target: float, name: str, interval: str = "wilson",
+             every_group: bool = False) -> OperatingPoint:
     """Every group's rates at one threshold, from one pass of counting (bincount, not masks)."""
     n_groups = len(s.names)
     match = s.score >= threshold
@@ -337,12 +340,16 @@ def rates_at(s: Scores, threshold: float, target: float, name: str, interval: st
         )
         for c, g in enumerate(s.names)
     ]
-    point = OperatingPoint(name, threshold, target, out)
+    point = OperatingPoint(name, threshold, target, out, every_group=every_group)
     point.differentials = differentials(point)
     return point
 
 
 # --- summary differentials ----------------------------------------------------------------------------
+
+
+def _counted(r: Rate, point: OperatingPoint) -> bool:
+    return bool(r.trials) and (r.resolved or point.every_group)
 
 
 def _gini(x: np.ndarray) -> float:
@@ -354,9 +361,10 @@ def _gini(x: np.ndarray) -> float:
 
 
 def differentials(point: OperatingPoint, alpha: float = 0.5) -> dict[str, float]:
-    """Max/min, NIST Max/GeoMean, Inequity Rate, GARBE, FDR, over groups whose rates are resolved."""
-    fmr = np.array([g.fmr.rate for g in point.groups if g.fmr.resolved and g.fmr.trials])
-    fnmr = np.array([g.fnmr.rate for g in point.groups if g.fnmr.resolved and g.fnmr.trials])
+    """Max/min, NIST Max/GeoMean, Inequity Rate, GARBE, FDR, over groups whose rates are resolved
+    (or every group with trials, when the point says so)."""
+    fmr = np.array([g.fmr.rate for g in point.groups if _counted(g.fmr, point)])
+    fnmr = np.array([g.fnmr.rate for g in point.groups if _counted(g.fnmr, point)])
     out: dict[str, float] = {}
     for name, x in (("fmr", fmr), ("fnmr", fnmr)):
         if len(x) < 2:
@@ -425,7 +433,7 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
                 drawn[k, kind][code] = rates
     for k, p in enumerate(points):
         for kind in ("fmr", "fnmr"):
-            used = [c for c, g in enumerate(p.groups) if getattr(g, kind).resolved and getattr(g, kind).trials]
+            used = [c for c, g in enumerate(p.groups) if _counted(getattr(g, kind), p)]
             if len(used) < 2:
                 continue
             x = drawn[k, kind][used]  # groups x resamples
@@ -513,11 +521,13 @@ class AuditReport:
 
 def audit(
     s: Scores, *, targets: Sequence[float] = (1e-3, 1e-4), reference_group: str | None = None, resamples: int = 200,
-    seed: int = 0, interval: str = "wilson", calibration=None,
+    seed: int = 0, interval: str = "wilson", calibration=None, every_group: bool = False,
 ) -> AuditReport:
     """Per-group rates at global thresholds set on these scores for each target FMR; with a
     ``calibration`` (of these scores), also at the thresholds it states for each target, so each
-    group's FMR there says whether the rate a score reports holds for that group."""
+    group's FMR there says whether the rate a score reports holds for that group. ``every_group``:
+    differentials over every group with trials, resolved or not (their intervals say how far
+    to trust them)."""
     if interval not in INTERVALS:
         raise InvalidParameterError(f"interval must be one of {', '.join(INTERVALS)}, not {interval!r}")
     nonmated = s.score[~s.mated]
@@ -532,11 +542,12 @@ def audit(
         ref_desc = np.sort(ref)[::-1]
     points = []
     for t in targets:
-        points.append(rates_at(s, _threshold_desc(desc, t), t, f"global FMR {t:g}", interval))
+        points.append(rates_at(s, _threshold_desc(desc, t), t, f"global FMR {t:g}", interval, every_group))
         if ref_desc is not None:
-            points.append(rates_at(s, _threshold_desc(ref_desc, t), t, f"reference {reference_group} FMR {t:g}", interval))
+            points.append(rates_at(s, _threshold_desc(ref_desc, t), t, f"reference {reference_group} FMR {t:g}", interval,
+                                   every_group))
         if calibration is not None:
-            points.append(rates_at(s, calibration.threshold_for_fmr(t), t, f"calibrated FMR {t:g}", interval))
+            points.append(rates_at(s, calibration.threshold_for_fmr(t), t, f"calibrated FMR {t:g}", interval, every_group))
     if resamples:
         bootstrap(s, points, resamples, seed)
     return AuditReport(len(s.score), int(s.mated.sum()), int((~s.mated).sum()), points, resamples, curves(s), interval)
