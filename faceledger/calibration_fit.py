@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .audit import wilson
-from .calibration import FORMAT, Calibration
+from .calibration import FORMAT, Calibration, for_model
 from .normalisation import Normaliser, kmeans
 
 #: FMR levels per decade at which knots are read off the data.
@@ -28,6 +28,8 @@ KNOTS_PER_DECADE = 10
 RESOLVING_ERRORS = 100
 #: The Pareto tail is fitted to the scores above the threshold for this FMR.
 TAIL_FMR = 1e-3
+#: A cohort centroid must not match one or two people's images at this false match rate.
+MATCH_FMR = 1e-4
 #: Look-alike impostors: pairs within one of this many k-means clusters of the fit half.
 LOOKALIKE_CLUSTERS = 32
 
@@ -105,7 +107,9 @@ def fit_normaliser(sources: list[Source], model: str) -> Normaliser:
         vectors.append(src.vectors[half])
         ids = src.identities if src.identities is not None else [f"{src.name}/{n}" for n in src.names]
         identities += [f"{src.name}/{x}" for x, h in zip(ids, half) if h]
-    return fit_norm(model, np.concatenate(vectors), np.array(identities))
+    # the plain calibration's FMR 1e-4 score: where the engine calls two faces one person
+    match = for_model(model).threshold_for_fmr(MATCH_FMR)
+    return fit_norm(model, np.concatenate(vectors), np.array(identities), match_cosine=match)
 
 
 def fit(sources: list[Source], model: str, progress: Callable[[str], None] = lambda _: None,

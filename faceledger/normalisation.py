@@ -13,7 +13,8 @@ fit data, each with an offset that moves its within-cluster threshold for ``OFFS
 global one (the pair gets the mean of its two clusters' offsets).
 
 The cohort is **k-means centroids** of the fit half's templates, never a template of its own:
-a centroid is kept only when it averages images of at least MIN_IDENTITIES identities. Nothing here reads a demographic
+a centroid is kept only when it averages images of at least MIN_IDENTITIES identities and, at the
+engine's match score, matches the images of no identity unless it matches MIN_IDENTITIES or more. Nothing here reads a demographic
 label: fitting takes templates and (to drop mated pairs) identity names only; labels are read by
 evaluation code alone (tests/test_normalisation.py enforces the boundary). Same data and seed
 in, byte-identical file out: k-means is plain numpy with a seeded k-means++ start.
@@ -146,15 +147,22 @@ def _threshold(scores: np.ndarray, fmr: float) -> float:
 
 
 def fit(model: str, vectors: np.ndarray, identities: np.ndarray, *, cohort: int = 3000, top_k: int = 30,
-        clusters: int = 8, min_pairs: int = 20_000, seed: int = 0) -> Normaliser:
+        clusters: int = 8, min_pairs: int = 20_000, seed: int = 0, match_cosine: float | None = None) -> Normaliser:
     """From the fit half's templates and identity names (pairs of one identity are not
-    impostor pairs); no demographic label is an argument."""
+    impostor pairs); no demographic label is an argument. ``match_cosine``: the score at which
+    the engine would call two faces one person; a centroid that matches the images of only one
+    or two identities there would identify them, and is dropped."""
     v = np.asarray(vectors, np.float32)
     ident = np.unique(np.asarray(identities), return_inverse=True)[1]  # codes: 78M pairs of names would not fit
     centroids = kmeans(v, cohort, seed=seed)
-    members = (v @ centroids.T).argmax(1)
-    people = np.array([len(np.unique(ident[members == c])) for c in range(len(centroids))])
-    centroids = _as_stored(centroids[people >= MIN_IDENTITIES])  # of fewer people it could be someone's face
+    sims = v @ centroids.T
+    members = sims.argmax(1)
+    keep = np.zeros(len(centroids), bool)
+    for c in range(len(centroids)):
+        people = len(np.unique(ident[members == c]))
+        matched = 0 if match_cosine is None else len(np.unique(ident[sims[:, c] >= match_cosine]))
+        keep[c] = people >= MIN_IDENTITIES and (matched == 0 or matched >= MIN_IDENTITIES)
+    centroids = _as_stored(centroids[keep])  # of fewer people it could be someone's face
     coarse = _as_stored(kmeans(v, clusters, iterations=30, seed=seed + 1))
     base = Normaliser(model, centroids, top_k, coarse, np.zeros(clusters))
     mu, sd, cl = base.stats(v)

@@ -60,6 +60,11 @@ def test_fitting_twice_gives_the_same_bytes(fairface_templates):
     assert 50 < len(first.centroids) <= 150
     nearest = (vectors[fit_half] @ first.centroids.T).max(1)
     assert nearest.max() < 0.99  # no centroid is one image's template (each averages 3+ people)
+    # at a match score, no kept centroid matches the images of just one or two people
+    strict = normalisation.fit("test", vectors[fit_half], np.array([f"i{k}" for k in range(int(fit_half.sum()))]),
+                               cohort=150, top_k=20, clusters=4, min_pairs=2_000, match_cosine=0.96)
+    matched = (vectors[fit_half] @ strict.centroids.T >= 0.96).sum(0)
+    assert len(strict.centroids) < len(first.centroids) and not np.any((matched > 0) & (matched < 3)), matched
 
 
 def test_on_held_out_faces_the_groups_false_match_rates_come_closer(fairface_templates):
