@@ -20,7 +20,6 @@ import numpy as np
 
 from . import api_model, quality
 from .calibration import CalibrationMissingError, fmr_of_similarity, similarity_of_fmr
-from .scoring import Scoring
 from .embedding import normalise
 from .engine import BoundingBox, Face, FaceEngine, Landmark
 from .errors import (
@@ -30,6 +29,7 @@ from .errors import (
 from .imaging import ImageSource
 from .policy import Limits
 from .quality import QualityFilter
+from .scoring import Scoring
 from .store import FaceStore, NewFace, StoredFace
 
 #: Defaults the cloud API documents (thresholds, filters), and ours where it states none.
