@@ -18,13 +18,17 @@ audit_app = typer.Typer(no_args_is_help=True, help="Demographic audit: per-group
 
 
 def _emit(report, title: str, as_json: bool, markdown_out, html_out, json_out, extra: dict | None = None) -> None:
-    summary = markdown(report)
     data = {**(extra or {}), **report.to_dict()}
-    document = json.dumps(_finite(data), indent=2)
+    _write(markdown(report), json.dumps(_finite(data), indent=2), lambda: render_html(report, title), as_json,
+           markdown_out, html_out, json_out, extra)
+
+
+def _write(summary: str, document: str, page, as_json: bool, markdown_out, html_out, json_out, extra) -> None:
+    """The Markdown, HTML (``page()``, rendered only when asked) and JSON where asked; JSON or Markdown printed."""
     if markdown_out:
         markdown_out.write_text(summary)
     if html_out:
-        html_out.write_text(render_html(report, title))
+        html_out.write_text(page())
     if json_out:
         json_out.write_text(document)
     if as_json:
@@ -139,17 +143,8 @@ def _emit_side_by_side(reports: dict, title: str, as_json: bool, markdown_out, h
     # the cosine report at the top level, as without normalisation; the other scorings beside it
     document = json.dumps(_finite({**extra, **reports["cosine"].to_dict(),
                                    "scorings": {n: r.to_dict() for n, r in reports.items() if n != "cosine"}}), indent=2)
-    if markdown_out:
-        markdown_out.write_text(summary)
-    if html_out:
-        html_out.write_text(render_html_side_by_side(reports, title, _SIDE_NOTE))
-    if json_out:
-        json_out.write_text(document)
-    if as_json:
-        print(document)
-    else:
-        print(json.dumps(extra))
-        print(summary)
+    _write(summary, document, lambda: render_html_side_by_side(reports, title, _SIDE_NOTE), as_json, markdown_out,
+           html_out, json_out, extra)
 
 
 @audit_app.command("scores")
