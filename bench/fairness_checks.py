@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from faceledger import Settings
-from faceledger.audit import Scores, audit, wilson
+from faceledger.audit import Scores, audit, threshold_for_fmr, wilson
 from faceledger.audit_compare import side_by_side_markdown
 from faceledger.audit_images import _lfw_gender
 from faceledger.calibration_fit import in_fit_half
@@ -45,11 +45,6 @@ def pair_scores(v, i, j, normaliser=None) -> np.ndarray:
             c = normaliser.normalise(c, tuple(x[a] for x in stats), tuple(x[b] for x in stats))
         out[s : s + len(a)] = c
     return out
-
-
-def rank_threshold(scores: np.ndarray, fmr: float) -> float:
-    d = np.sort(scores)[::-1]
-    return float(d[min(len(d) - 1, int(fmr * len(d)))])
 
 
 def main() -> None:
@@ -130,8 +125,8 @@ def lfw_part(title, lfw, imgs, lv, keep, normalisers) -> None:
           f"View 2 pairs with both images here: {sum(map(len, folds_pairs)):,}")
     for label, normaliser in normalisers.items():
         scores = pair_scores(v, li, lj, normaliser)
-        t = rank_threshold(scores[~mated], 1e-3)
-        tar = float(np.mean(scores[mated] > t))
+        t = threshold_for_fmr(scores[~mated], 1e-3)  # a match is score >= t
+        tar = float(np.mean(scores[mated] >= t))
         folds = []
         for fold in folds_pairs:
             a = np.array([x[0] for x in fold])
@@ -142,8 +137,8 @@ def lfw_part(title, lfw, imgs, lv, keep, normalisers) -> None:
         cells = []
         for code, sex in enumerate(sexes):
             same = (gender[li] == code) & (gender[lj] == code)
-            fm, nm = int(np.count_nonzero(scores[same & ~mated] > t)), int(np.count_nonzero(same & ~mated))
-            fnm, m = int(np.count_nonzero(scores[same & mated] <= t)), int(np.count_nonzero(same & mated))
+            fm, nm = int(np.count_nonzero(scores[same & ~mated] >= t)), int(np.count_nonzero(same & ~mated))
+            fnm, m = int(np.count_nonzero(scores[same & mated] < t)), int(np.count_nonzero(same & mated))
             (fl, fh), (nl, nh) = wilson(fm, nm), wilson(fnm, m)
             cells.append(f"{sex}: FMR {fm / nm:.2e} ({fl:.1e}..{fh:.1e}), FNMR {100 * fnm / m:.2f}% "
                          f"({100 * nl:.2f}..{100 * nh:.2f}; {m:,} mated pairs)")

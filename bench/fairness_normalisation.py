@@ -26,6 +26,7 @@ from faceledger import Settings
 from faceledger.calibration_fit import in_fit_half
 from faceledger.datasets import LFW, FairFace
 from faceledger.evaluation import acquire
+from fairness_checks import pair_scores  # bench/ is the script directory
 
 
 def load(settings: Settings):
@@ -47,14 +48,6 @@ def load(settings: Settings):
     return fit, ident, ffv[~ff_fit], groups[~ff_fit]
 
 
-def pair_cosines(a: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    out = np.empty(len(i), np.float32)
-    for s in range(0, len(i), 4_000_000):
-        x, y = i[s : s + 4_000_000], j[s : s + 4_000_000]
-        out[s : s + len(x)] = np.einsum("ij,ij->i", a[x], a[y])
-    return out
-
-
 def threshold(v: np.ndarray, target: float) -> float:
     d = np.sort(v)[::-1]
     return float(d[min(len(d) - 1, int(target * len(d)))])
@@ -67,11 +60,11 @@ def main() -> None:
     codes = np.array([names.index(g) for g in held_groups])
     iu, ju = np.triu_indices(len(held), 1)
     within = np.where(codes[iu] == codes[ju], codes[iu], -1)
-    base = pair_cosines(held, iu, ju)
+    base = pair_scores(held, iu, ju)
     fi, fj = np.triu_indices(len(fit), 1)
     keep = ident[fi] != ident[fj]
     fi, fj = fi[keep], fj[keep]
-    fit_scores = pair_cosines(fit, fi, fj)
+    fit_scores = pair_scores(fit, fi, fj)
     print(f"fit: {len(fit):,} images; held-out FairFace: {len(held):,} images, {len(iu):,} pairs "
           f"({time.perf_counter() - t0:.0f} s)")
 
