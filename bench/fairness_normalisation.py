@@ -23,6 +23,7 @@ import faiss
 import numpy as np
 
 from faceledger import Settings
+from faceledger.calibration import threshold_for_fmr as threshold
 from faceledger.calibration_fit import in_fit_half
 from faceledger.datasets import LFW, FairFace
 from faceledger.evaluation import acquire
@@ -48,11 +49,6 @@ def load(settings: Settings):
     return fit, ident, ffv[~ff_fit], groups[~ff_fit]
 
 
-def threshold(v: np.ndarray, target: float) -> float:
-    d = np.sort(v)[::-1]
-    return float(d[min(len(d) - 1, int(target * len(d)))])
-
-
 def main() -> None:
     t0 = time.perf_counter()
     fit, ident, held, held_groups = load(Settings.load())
@@ -72,7 +68,7 @@ def main() -> None:
         cells = []
         for target in (1e-3, 1e-4):
             t = threshold(score, target)
-            rates = np.array([np.mean(score[within == c] > t) for c in range(len(names))])
+            rates = np.array([np.mean(score[within == c] >= t) for c in range(len(names))])
             geo = np.exp(np.log(np.maximum(rates, 1e-12)).mean())
             cells.append(f"@{target:g}: Max/GeoMean {rates.max() / geo:5.2f}, max/min {rates.max() / max(rates.min(), 1e-12):6.2f}")
         print(f"{name:34s} " + "   ".join(cells), flush=True)

@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .calibration import threshold_desc as _threshold_desc
+from .calibration import threshold_for_fmr  # noqa: F401  (part of this module's interface)
 from .errors import InvalidParameterError
 
 Z95 = 1.959963984540054
@@ -239,22 +241,6 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 INTERVALS = {"wilson": wilson, "clopper-pearson": clopper_pearson}
 
 
-def threshold_for_fmr(nonmated: np.ndarray, target: float) -> float:
-    """The lowest threshold t (a match is score >= t) whose false match rate is at most target."""
-    if len(nonmated) == 0:
-        raise InvalidParameterError("no non-mated comparisons: a false match rate cannot be set")
-    return _threshold_desc(np.sort(nonmated)[::-1], target)
-
-
-def _threshold_desc(desc: np.ndarray, target: float) -> float:
-    """threshold_for_fmr on scores already sorted in descending order (sort once, ask often)."""
-    allowed = int(math.floor(target * len(desc)))  # false matches we may accept
-    if allowed >= len(desc):
-        return float(desc[-1])
-    # every score above desc[allowed] may match; ties at desc[allowed] must not, so step just above it
-    return float(np.nextafter(desc[allowed], np.inf))
-
-
 def eer(mated: np.ndarray, nonmated: np.ndarray) -> float:
     """Equal error rate as FVC2000 defines it (Maio et al. 2002): at the first threshold where FMR
     falls to FNMR or below, or the one before it, whichever has the smaller FMR + FNMR, the
@@ -314,6 +300,9 @@ class OperatingPoint:
     differentials: dict[str, float] = field(default_factory=dict)
     #: 95% bootstrap intervals of the ratio differentials (from the same resamples as the rates)
     differential_ci: dict[str, list[float]] = field(default_factory=dict)
+    #: what each ratio differential reads when every group has the same rate and only sampling
+    #: differs: [median, 95th percentile] (a differential above the latter is not sampling noise)
+    differential_null: dict[str, list[float]] = field(default_factory=dict)
     #: differentials over every group with trials (True) or only over groups whose rates are resolved
     every_group: bool = False
 
@@ -437,9 +426,14 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
             if len(used) < 2:
                 continue
             x = drawn[k, kind][used]  # groups x resamples
-            with np.errstate(divide="ignore", invalid="ignore"):
-                geo = np.exp(np.log(x).mean(0))
-                ratios = {f"{kind}_max_geomean": x.max(0) / geo, f"{kind}_max_min_ratio": x.max(0) / x.min(0)}
+            ratios = _ratio_differentials(x, kind)
+            estimates = np.array([getattr(p.groups[c], kind).rate for c in used])
+            if (estimates > 0).all():
+                # equal groups: each group's resampled rate over its own estimate keeps that group's
+                # sampling spread (subjects, pair correlation) and removes any true difference
+                for name, r in _ratio_differentials(x / estimates[:, None], kind).items():
+                    r = np.where(np.isnan(r), np.inf, r)
+                    p.differential_null[name] = [float(v) for v in np.percentile(r, [50, 95], method="nearest")]
             for name, r in ratios.items():
                 r = np.where(np.isnan(r), np.inf, r)  # a resample with a group at zero: unbounded
                 lo, mid, hi = np.percentile(r, [2.5, 50, 97.5], method="nearest")
@@ -447,6 +441,13 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
                 # below the whole percentile interval): remove the bootstrap's own bias, on the log scale
                 shift = p.differentials[name] / mid if np.isfinite(mid) and mid > 0 else 1.0
                 p.differential_ci[name] = [float(lo * shift), float(hi * shift)]
+
+
+def _ratio_differentials(x: np.ndarray, kind: str) -> dict[str, np.ndarray]:
+    """Max/GeoMean and max/min of rates x (groups x resamples), per resample."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        geo = np.exp(np.log(x).mean(0))
+        return {f"{kind}_max_geomean": x.max(0) / geo, f"{kind}_max_min_ratio": x.max(0) / x.min(0)}
 
 
 def _resampled_count(counts: np.ndarray, a: np.ndarray, b: np.ndarray, dense_cells: int = 16_000_000) -> np.ndarray:
@@ -569,9 +570,8 @@ def markdown(report: AuditReport) -> str:
         for g in p.groups:
             lines.append(f"| {g.group} | {rate_text(g.fmr)} | {g.fmr.trials:,} | {rate_text(g.fnmr)} | {g.fnmr.trials:,} |")
         if p.differentials:
-            lines += ["", "Differentials: " + ", ".join(
-                f"{k} {v:.3g}" + (f" ({p.differential_ci[k][0]:.3g} to {p.differential_ci[k][1]:.3g})"
-                                  if k in p.differential_ci else "") for k, v in p.differentials.items())]
+            lines += ["", "Differentials (95% CI; what equal groups would read here, median and 95th percentile): "
+                      + ", ".join(f"{k} {differential_text(p, k)}" for k in p.differentials)]
         lines.append("")
     with_eer = [c for c in report.curves if not math.isnan(c.eer)]
     if with_eer:
@@ -579,6 +579,17 @@ def markdown(report: AuditReport) -> str:
                   "| group | EER | mated pairs | non-mated pairs |", "|---|---|---|---|"]
         lines += [f"| {c.group} | {c.eer:.3g} | {sum(c.mated_hist):,} | {sum(c.nonmated_hist):,} |" for c in with_eer] + [""]
     return "\n".join(lines)
+
+
+def differential_text(p: OperatingPoint, key: str) -> str:
+    """A differential with its interval and, where computed, what equal groups would read."""
+    out = f"{p.differentials[key]:.3g}"
+    extra = []
+    if key in p.differential_ci:
+        extra.append(f"{p.differential_ci[key][0]:.3g} to {p.differential_ci[key][1]:.3g}")
+    if key in p.differential_null:
+        extra.append(f"equal groups {p.differential_null[key][0]:.3g}, up to {p.differential_null[key][1]:.3g}")
+    return out + (f" ({'; '.join(extra)})" if extra else "")
 
 
 def rate_text(r: Rate, *, flag: str = "not resolved") -> str:

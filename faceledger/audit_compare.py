@@ -8,7 +8,7 @@ is from it (1.00: the stated rate holds for the group).
 
 from __future__ import annotations
 
-from .audit import AuditReport, Rate, rate_text
+from .audit import AuditReport, Rate, differential_text, rate_text
 
 DIFFERENTIALS = (("fmr_max_geomean", "FMR Max/GeoMean"), ("fmr_max_min_ratio", "FMR max/min"),
                  ("fnmr_max_geomean", "FNMR Max/GeoMean"), ("fnmr_max_min_ratio", "FNMR max/min"))
@@ -44,9 +44,7 @@ def side_by_side_rows(reports: dict[str, AuditReport]) -> list[tuple[str, list[s
             heading = f"{point.name}: one threshold per scoring, set on all of these comparisons"
         for key, label in DIFFERENTIALS:
             if all(key in p.differentials for p in matched):
-                cells = [f"{p.differentials[key]:.3g}" + (f" ({p.differential_ci[key][0]:.3g} to "
-                                                          f"{p.differential_ci[key][1]:.3g})" if key in p.differential_ci else "")
-                         for p in matched]
+                cells = [differential_text(p, key) for p in matched]
                 rows.append([label] + (cells if calibrated else cells + [""] * len(names)))
         tables.append((heading, header, rows))
     return tables

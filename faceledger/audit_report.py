@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import math
 
-from .audit import AuditReport, Curve, Rate, rate_text
+from .audit import AuditReport, Curve, Rate, differential_text, rate_text
 
 PALETTE = ["#1b6ca8", "#d1495b", "#edae49", "#00798c", "#6a4c93", "#2a9d8f", "#8d6a9f", "#e76f51",
            "#264653", "#f4a261", "#577590", "#90be6d", "#f94144", "#43aa8b"]
@@ -67,8 +67,10 @@ def _body(report: AuditReport) -> list[str]:
             )
         parts.append("</table>")
         if p.differentials:
-            parts.append("<table class='differentials'><tr><th>differential</th><th>value</th></tr>")
-            parts += [f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in p.differentials.items()]
+            parts.append("<table class='differentials'><tr><th>differential</th><th>value (95% interval; what groups "
+                         "with equal rates would read on data this size: median, up to the 95th percentile)</th></tr>")
+            parts += [f"<tr><td>{html.escape(k)}</td><td>{html.escape(differential_text(p, k))}</td></tr>"
+                      for k in p.differentials]
             parts.append("</table>")
     if report.curves:
         parts.append("<h2>Curves</h2>")

@@ -52,6 +52,23 @@ def fmr_of_similarity(similarity: float) -> float:
     return 10.0 ** (-DECADES * s / 100.0)
 
 
+def threshold_for_fmr(nonmated: np.ndarray, target: float) -> float:
+    """The lowest threshold t (a match is score >= t) whose share of ``nonmated`` at or above it is
+    at most target: the one rank rule that fitting, normalisation and the audit all use."""
+    if len(nonmated) == 0:
+        raise InvalidParameterError("no non-mated comparisons: a false match rate cannot be set")
+    return threshold_desc(np.sort(nonmated)[::-1], target)
+
+
+def threshold_desc(desc: np.ndarray, target: float) -> float:
+    """threshold_for_fmr on scores already sorted in descending order (sort once, ask often)."""
+    allowed = int(math.floor(target * len(desc)))  # false matches we may accept
+    if allowed >= len(desc):
+        return float(desc[-1])
+    # every score above desc[allowed] may match; ties at desc[allowed] must not, so step just above it
+    return float(np.nextafter(desc[allowed], np.inf))
+
+
 class CalibrationMissingError(InvalidParameterError):
     """No calibration file for this model: rates cannot be reported, and thresholds cannot be set
     by rate."""

@@ -31,7 +31,7 @@ from importlib import resources
 
 import numpy as np
 
-from .calibration import CalibrationMissingError
+from .calibration import CalibrationMissingError, threshold_for_fmr
 
 FORMAT = "faceledger-normaliser/1"
 #: A cohort centroid is kept only when it averages images of at least this many identities.
@@ -141,11 +141,6 @@ def kmeans(x: np.ndarray, k: int, *, iterations: int = 20, seed: int = 0) -> np.
     return c
 
 
-def _threshold(scores: np.ndarray, fmr: float) -> float:
-    d = np.sort(scores)[::-1]
-    return float(d[min(len(d) - 1, int(fmr * len(d)))])
-
-
 def fit(model: str, vectors: np.ndarray, identities: np.ndarray, *, cohort: int = 3000, top_k: int = 30,
         clusters: int = 8, min_pairs: int = 20_000, seed: int = 0, match_cosine: float | None = None) -> Normaliser:
     """From the fit half's templates and identity names (pairs of one identity are not
@@ -174,10 +169,10 @@ def fit(model: str, vectors: np.ndarray, identities: np.ndarray, *, cohort: int 
         a, b = i[s : s + 4_000_000], j[s : s + 4_000_000]
         scores[s : s + len(a)] = base.normalise(np.einsum("ij,ij->i", v[a], v[b]), (mu[a], sd[a], cl[a]),
                                                 (mu[b], sd[b], cl[b]))
-    global_t = _threshold(scores, OFFSET_FMR)
+    global_t = threshold_for_fmr(scores, OFFSET_FMR)
     offsets = np.zeros(clusters)
     for c in range(clusters):
         within = (cl[i] == c) & (cl[j] == c)
         if within.sum() >= min_pairs:  # too few pairs: no offset rather than a noisy one
-            offsets[c] = _threshold(scores[within], OFFSET_FMR) - global_t
-    return Normaliser(model, centroids, top_k, coarse, offsets)
+            offsets[c] = threshold_for_fmr(scores[within], OFFSET_FMR) - global_t
+    return Normaliser(model, centroids, top_k, coarse, np.round(offsets, _DIGITS))  # as stored, as for centroids
