@@ -10,7 +10,8 @@ normaliser and both calibrations were fitted on the fit half only.
    permutation: the groups' labels shuffled among the images, sizes kept.
 2. LFW held-out half with the shipped normaliser: View 2 10-fold accuracy over the pairs whose two
    images are held out, TAR at FMR 1e-3 over every held-out mated and non-mated pair, and women's
-   and men's FMR and FNMR at that global threshold (Afifi & Abdelhamed's gender labels).
+   and men's FMR and FNMR at that global threshold (Afifi & Abdelhamed's gender labels), the gaps
+   with identity-bootstrap intervals and what equal groups would read.
 3. All of LFW with a normaliser refitted on FairFace's fit half alone (LFW wholly outside its data):
    the same figures over all of LFW (--no-strict skips it).
 
@@ -25,7 +26,7 @@ import time
 import numpy as np
 
 from faceledger import Settings
-from faceledger.audit import Scores, audit, threshold_for_fmr, wilson
+from faceledger.audit import Scores, audit, bootstrap, differential_text, rates_at, threshold_for_fmr
 from faceledger.audit_compare import side_by_side_markdown
 from faceledger.audit_images import _lfw_gender
 from faceledger.calibration_fit import MATCH_FMR, in_fit_half
@@ -160,17 +161,17 @@ def lfw_part(title, lfw, imgs, lv, keep, normalisers) -> None:
             s = pair_scores(v, a, b, normaliser)
             folds.append([(float(x), m) for x, (_, _, m) in zip(s, fold)])
         acc = np.array([f.accuracy for f in ten_fold(folds)])
-        cells = []
-        for code, sex in enumerate(sexes):
-            same = (gender[li] == code) & (gender[lj] == code)
-            fm, nm = int(np.count_nonzero(scores[same & ~mated] >= t)), int(np.count_nonzero(same & ~mated))
-            fnm, m = int(np.count_nonzero(scores[same & mated] < t)), int(np.count_nonzero(same & mated))
-            (fl, fh), (nl, nh) = wilson(fm, nm), wilson(fnm, m)
-            cells.append(f"{sex}: FMR {fm / nm:.2e} ({fl:.1e}..{fh:.1e}), FNMR {100 * fnm / m:.2f}% "
-                         f"({100 * nl:.2f}..{100 * nh:.2f}; {m:,} mated pairs)")
+        labelled = (gender[li] >= 0) & (gender[lj] >= 0)
+        s = Scores(scores[labelled], mated[labelled], gender[li][labelled].astype(np.int16),
+                   gender[lj][labelled].astype(np.int16), list(sexes), person[li][labelled], person[lj][labelled])
+        point = rates_at(s, t, 1e-3, "global FMR 1e-3", every_group=True)  # the threshold set on every pair
+        bootstrap(s, [point], resamples=200)  # over identities: one person's pairs are not independent
+        del s
+        cells = [f"{g.group}: FMR {g.fmr.rate:.2e} ({g.fmr.ci_low:.1e}..{g.fmr.ci_high:.1e}), FNMR {100 * g.fnmr.rate:.2f}% "
+                 f"({100 * g.fnmr.ci_low:.2f}..{100 * g.fnmr.ci_high:.2f}; {g.fnmr.trials:,} mated pairs)" for g in point.groups]
+        cells += [f"{kind} max/min {differential_text(point, f'{kind.lower()}_max_min_ratio')}" for kind in ("FMR", "FNMR")]
         print(f"  {label}: 10-fold {100 * acc.mean():.2f}% +- {100 * acc.std(ddof=1):.2f}; TAR at FMR 1e-3 "
               f"{100 * tar:.2f}%\n     " + "\n     ".join(cells), flush=True)
-
 
 if __name__ == "__main__":
     main()

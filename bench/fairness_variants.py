@@ -1,0 +1,132 @@
+"""Issue 9, second round: variants of the shipped normaliser, and how far apart equal groups read.
+
+Each variant is fitted on the calibration's fit half (no demographic label read) and measured on
+the held-out FairFace half (6,104 images, 18.6M pairs), against the shipped normaliser in the same
+run: Max/GeoMean and max/min over the 14 race x gender groups at one global threshold for FMR 1e-3
+and 1e-4, and each group's observed FMR over the rate that a look-alike calibration (pairs within
+one of 32 k-means clusters of the fit half, read by rank) states for 1e-3 and 1e-4. Then LFW's
+held-out half (10-fold, TAR at FMR 1e-3, women's and men's FMR and FNMR) for each variant.
+First it prints the label-permutation floor: Max/GeoMean with the groups' labels shuffled among
+the held-out images, the value groups that do not differ at all would read here.
+
+    .venv/bin/python bench/fairness_variants.py      # 314 s on the 2-core machine
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from faceledger import Settings
+from faceledger.audit import Scores
+from faceledger.calibration import for_model as calibration_for
+from faceledger.calibration import threshold_for_fmr
+from faceledger.calibration_fit import LOOKALIKE_CLUSTERS, MATCH_FMR, in_fit_half
+from faceledger.datasets import LFW, FairFace
+from faceledger.embedding import DlibResnetEmbedder
+from faceledger.evaluation import acquire
+from faceledger.normalisation import Normaliser, _as_stored, fit, for_model, kmeans
+from fairness_checks import lfw_part, pair_scores, permutation_floor  # bench/ is the script directory
+
+
+class Aligned(Normaliser):
+    """ASN, then a per-cluster affine map that puts each cluster's within-cluster thresholds for
+    1e-3 and 1e-4 onto the look-alike ones (two points, where the shipped offsets use one)."""
+
+    def aligned(self, t3, t4, g3, g4):
+        object.__setattr__(self, "_map", (np.asarray(t3), (g3 - g4) / (np.asarray(t3) - np.asarray(t4)), g3))
+        return self
+
+    def normalise(self, cosines, a, b):
+        s = Normaliser.normalise(self, cosines, a, b)
+        t3, scale, g3 = self._map
+        return ((s - t3[a[2]]) * scale[a[2]] + (s - t3[b[2]]) * scale[b[2]]) / 2 + g3
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    settings = Settings.load()
+    model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
+    ff = FairFace.locate(settings)
+    recs = ff.records()
+    got = acquire([r.path for r in recs], settings, prealigned=True)
+    ffv = np.stack([got[r.path].vector for r in recs]).astype(np.float32)
+    ff_fit = np.array([in_fit_half(r.path.relative_to(ff.root).as_posix()) for r in recs])
+    groups = np.array([f"{r.race} {r.gender}" for r in recs])  # measurement only
+    lfw = LFW.locate(settings)
+    imgs = [(n, path) for n, ps in sorted(lfw.people().items()) for path in ps]
+    got = acquire([path for _, path in imgs], settings, expected=LFW.expected_face)
+    imgs = [(n, path) for n, path in imgs if got[path].vector is not None]
+    lv = np.stack([got[path].vector for _, path in imgs]).astype(np.float32)
+    l_fit = np.array([in_fit_half(path.relative_to(lfw.root).as_posix()) for _, path in imgs])
+    fit_v = np.concatenate([ffv[ff_fit], lv[l_fit]])
+    lfw_ids = np.unique(np.array([n for n, _ in imgs])[l_fit], return_inverse=True)[1]
+    fit_id = np.concatenate([np.arange(ff_fit.sum()), ff_fit.sum() + lfw_ids])
+    fi, fj = np.triu_indices(len(fit_v), 1)
+    keep = fit_id[fi] != fit_id[fj]
+    fi, fj = fi[keep].astype(np.int32), fj[keep].astype(np.int32)
+    lookalike = (fit_v @ kmeans(fit_v, LOOKALIKE_CLUSTERS, iterations=30, seed=5).T).argmax(1)
+    same = lookalike[fi] == lookalike[fj]
+    held, g = ffv[~ff_fit], groups[~ff_fit]
+    names = sorted(set(g))
+    codes = np.array([names.index(x) for x in g], np.int16)
+    hi, hj = (x.astype(np.int32) for x in np.triu_indices(len(held), 1))
+    within = np.where(codes[hi] == codes[hj], codes[hi], -1)
+    counts = np.bincount(within[within >= 0], minlength=len(names))
+    print(f"fit half {len(fit_v):,} images ({len(fi):,} non-mated pairs); held-out FairFace {len(held):,} images, "
+          f"{len(hi):,} pairs ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    shipped = for_model(model)
+    hs = pair_scores(held, hi, hj, shipped)
+    s = Scores(hs, np.zeros(len(hi), bool), codes[hi], codes[hj], names, hi, hj)
+    for target in (1e-3, 1e-4):
+        median, p95 = permutation_floor(s, threshold_for_fmr(hs, target), reps=100)
+        print(f"labels shuffled, shipped scores, global FMR {target:g}: Max/GeoMean {median:.2f}, 95th percentile {p95:.2f}")
+    del s, hs
+
+    def measure(label: str, n: Normaliser | None) -> None:
+        hs = pair_scores(held, hi, hj, n)
+        la = pair_scores(fit_v, fi[same], fj[same], n)
+        cells = []
+        for target in (1e-3, 1e-4):
+            r = np.bincount(within[(within >= 0) & (hs >= threshold_for_fmr(hs, target))], minlength=len(names)) / counts
+            cells.append(f"@{target:g} Max/GeoMean {r.max() / np.exp(np.log(r).mean()):.2f} max/min {r.max() / r.min():.2f}")
+        for target in (1e-3, 1e-4):
+            ratio = np.bincount(within[(within >= 0) & (hs >= threshold_for_fmr(la, target))],
+                                minlength=len(names)) / counts / target
+            cells.append(f"stated {target:g}: {ratio.min():.2f}..{ratio.max():.2f}x, "
+                         f"{int(((ratio >= 0.5) & (ratio <= 2)).sum())}/14 within 2x")
+        print(f"{label:44s} " + " | ".join(cells) + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    base = Normaliser("variant", shipped.centroids, shipped.top_k, shipped.clusters, np.zeros(len(shipped.clusters)))
+    top10 = Normaliser("variant", shipped.centroids, 10, shipped.clusters, np.zeros(len(shipped.clusters)))
+    variants: dict[str, Normaliser | None] = {"cosine": None, "shipped (ASN top 30 + 8 offsets)": shipped,
+                                              "ASN top 30, no offsets": base, "ASN top 10, no offsets": top10}
+    # the shipped fit with 16 offset clusters instead of 8, on the same cohort
+    coarse = _as_stored(kmeans(fit_v, 16, iterations=30, seed=1))
+    plain = Normaliser("variant", shipped.centroids, 30, coarse, np.zeros(16))
+    fs, cl = pair_scores(fit_v, fi, fj, plain), plain.stats(fit_v)[2]
+    g3, g4 = threshold_for_fmr(fs[same], 1e-3), threshold_for_fmr(fs[same], 1e-4)
+    t3, t4, off = np.full(16, g3), np.full(16, g4), np.zeros(16)
+    global_t = threshold_for_fmr(fs, 1e-3)
+    for c in range(16):
+        w = (cl[fi] == c) & (cl[fj] == c)
+        if w.sum() >= 20_000:
+            t3[c], t4[c] = threshold_for_fmr(fs[w], 1e-3), threshold_for_fmr(fs[w], 1e-4)
+            off[c] = threshold_for_fmr(fs[w], 1e-3) - global_t
+    del fs
+    variants["ASN top 30 + 16 offsets"] = Normaliser("variant", shipped.centroids, 30, coarse, off)
+    variants["ASN top 30 + 16 two-point maps to look-alikes"] = Aligned(
+        "variant", shipped.centroids, 30, coarse, np.zeros(16)).aligned(t3, t4, g3, g4)
+    match = calibration_for(model).threshold_for_fmr(MATCH_FMR)
+    variants["cohort of FairFace's fit half only (C 1500)"] = fit(
+        "variant", ffv[ff_fit], np.arange(int(ff_fit.sum())), cohort=1500, match_cosine=match)
+    for label, n in variants.items():
+        measure(label, n)
+    lfw_part("LFW held-out half", lfw, imgs, lv, ~l_fit, variants)
+    print(f"\n{time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
