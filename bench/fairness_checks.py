@@ -49,16 +49,10 @@ def pair_scores(v, i, j, normaliser=None) -> np.ndarray:
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--resamples", type=int, default=200)
-    p.add_argument("--no-strict", action="store_true", help="Skip part 3 (the FairFace-only refit).")
-    p.add_argument("--fairface-only", action="store_true", help="Part 1 alone.")
-    args = p.parse_args()
-    t0 = time.perf_counter()
-    settings = Settings.load()
-    model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
-    scorings = {"cosine": Scoring.of(model, "none"), "cohort-normalised": Scoring.of(model, "cohort")}
+def load_templates(settings: Settings):
+    """FairFace's and LFW's templates with the calibration's split: FairFace vectors, fit flags
+    and race x gender labels (measurement only); LFW, its (name, path) images with a face, vectors
+    and fit flags."""
     ff = FairFace.locate(settings)
     recs = ff.records()
     got = acquire([r.path for r in recs], settings, prealigned=True)
@@ -71,7 +65,21 @@ def main() -> None:
     imgs = [(n, path) for n, path in imgs if got[path].vector is not None]
     lv = np.stack([got[path].vector for _, path in imgs]).astype(np.float32)
     l_fit = np.array([in_fit_half(path.relative_to(lfw.root).as_posix()) for _, path in imgs])
-    print(f"templates: FairFace {len(recs):,} (fit half {ff_fit.sum():,}), LFW {len(imgs):,} "
+    return ffv, ff_fit, groups, lfw, imgs, lv, l_fit
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--resamples", type=int, default=200)
+    p.add_argument("--no-strict", action="store_true", help="Skip part 3 (the FairFace-only refit).")
+    p.add_argument("--fairface-only", action="store_true", help="Part 1 alone.")
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    settings = Settings.load()
+    model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
+    scorings = {"cosine": Scoring.of(model, "none"), "cohort-normalised": Scoring.of(model, "cohort")}
+    ffv, ff_fit, groups, lfw, imgs, lv, l_fit = load_templates(settings)
+    print(f"templates: FairFace {len(ffv):,} (fit half {ff_fit.sum():,}), LFW {len(imgs):,} "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
     fairface_part(args, scorings, ffv[~ff_fit], groups[~ff_fit])
@@ -172,6 +180,7 @@ def lfw_part(title, lfw, imgs, lv, keep, normalisers) -> None:
         cells += [f"{kind} max/min {differential_text(point, f'{kind.lower()}_max_min_ratio')}" for kind in ("FMR", "FNMR")]
         print(f"  {label}: 10-fold {100 * acc.mean():.2f}% +- {100 * acc.std(ddof=1):.2f}; TAR at FMR 1e-3 "
               f"{100 * tar:.2f}%\n     " + "\n     ".join(cells), flush=True)
+
 
 if __name__ == "__main__":
     main()
