@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from faceledger import errors
-from faceledger.audit import Scores, audit, differentials, read_scores, threshold_for_fmr, wilson
+from faceledger.audit import Scores, audit, differentials, markdown, read_scores, threshold_for_fmr, wilson
 
 
 def test_wilson_interval_matches_published_values():
@@ -165,8 +165,10 @@ def test_differential_null_reads_what_equal_groups_read():
     truth = [audit(_equal_or_planted(s), targets=(1e-2,), resamples=0).points[0].differentials["fmr_max_geomean"]
              for s in range(30)]
     median, p95 = np.percentile(truth, [50, 95])
-    (point,) = audit(_equal_or_planted(100), targets=(1e-2,), resamples=200).points
+    report = audit(_equal_or_planted(100), targets=(1e-2,), resamples=200)
+    (point,) = report.points
     null_median, null_p95 = point.differential_null["fmr_max_geomean"]
+    assert f"equal groups {null_median:.3g}, up to {null_p95:.3g}" in markdown(report)  # the reader sees it
     assert 0.9 * median <= null_median <= 1.2 * median
     assert 0.9 * p95 <= null_p95 <= 1.2 * p95
     assert point.differentials["fmr_max_geomean"] <= null_p95
