@@ -41,8 +41,7 @@ def main() -> None:
     for p in probes:
         cos = gallery @ gallery[p]
         cos[p] = -np.inf  # the probe itself is not in the gallery
-        a = scoring.normaliser.stats(gallery[p])
-        exact = scoring.normaliser.normalise(cos, tuple(np.repeat(x, len(gallery)) for x in a), stats)
+        exact = scoring.normaliser.normalise(cos, scoring.normaliser.stats(gallery[p]), stats)  # Scoring.scores, stats once
         exact[p] = -np.inf
         by_exact = np.argsort(-exact)
         for k in ks:

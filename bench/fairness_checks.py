@@ -33,20 +33,8 @@ from faceledger.calibration_fit import MATCH_FMR, in_fit_half
 from faceledger.datasets import LFW, FairFace
 from faceledger.embedding import DlibResnetEmbedder
 from faceledger.evaluation import acquire, ten_fold
-from faceledger.normalisation import fit
+from faceledger.normalisation import fit, pair_scores
 from faceledger.scoring import Scoring
-
-
-def pair_scores(v, i, j, normaliser=None) -> np.ndarray:
-    out = np.empty(len(i), np.float32)
-    stats = normaliser.stats(v) if normaliser is not None else None
-    for s in range(0, len(i), 4_000_000):
-        a, b = i[s : s + 4_000_000], j[s : s + 4_000_000]
-        c = np.einsum("ij,ij->i", v[a], v[b])
-        if normaliser is not None:
-            c = normaliser.normalise(c, tuple(x[a] for x in stats), tuple(x[b] for x in stats))
-        out[s : s + len(a)] = c
-    return out
 
 
 def load_templates(settings: Settings):

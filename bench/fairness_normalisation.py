@@ -27,7 +27,7 @@ from faceledger.calibration import threshold_for_fmr as threshold
 from faceledger.calibration_fit import in_fit_half
 from faceledger.datasets import LFW, FairFace
 from faceledger.evaluation import acquire
-from fairness_checks import pair_scores  # bench/ is the script directory
+from faceledger.normalisation import pair_scores
 
 
 def load(settings: Settings):

@@ -25,8 +25,8 @@ from faceledger.calibration import for_model as calibration_for
 from faceledger.calibration import threshold_for_fmr
 from faceledger.calibration_fit import LOOKALIKE_CLUSTERS, MATCH_FMR
 from faceledger.embedding import DlibResnetEmbedder
-from faceledger.normalisation import Normaliser, _as_stored, fit, for_model, kmeans
-from fairness_checks import lfw_part, load_templates, pair_scores, permutation_floor  # bench/ is the script directory
+from faceledger.normalisation import Normaliser, _as_stored, fit, for_model, kmeans, pair_scores
+from fairness_checks import lfw_part, load_templates, permutation_floor  # bench/ is the script directory
 
 
 class Aligned(Normaliser):

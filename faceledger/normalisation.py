@@ -141,6 +141,21 @@ def kmeans(x: np.ndarray, k: int, *, iterations: int = 20, seed: int = 0) -> np.
     return c
 
 
+def pair_scores(v: np.ndarray, i: np.ndarray, j: np.ndarray, normaliser: Normaliser | None = None,
+                block: int = 4_000_000) -> np.ndarray:
+    """Scores of the pairs (v[i], v[j]): cosines, or normalised by ``normaliser``; in blocks, so
+    tens of millions of pairs never gather their vectors at once."""
+    out = np.empty(len(i), np.float32)
+    stats = normaliser.stats(v) if normaliser is not None else None
+    for s in range(0, len(i), block):
+        a, b = i[s : s + block], j[s : s + block]
+        c = np.einsum("ij,ij->i", v[a], v[b])
+        if normaliser is not None:
+            c = normaliser.normalise(c, tuple(x[a] for x in stats), tuple(x[b] for x in stats))
+        out[s : s + len(a)] = c
+    return out
+
+
 def fit(model: str, vectors: np.ndarray, identities: np.ndarray, *, cohort: int = 3000, top_k: int = 30,
         clusters: int = 8, min_pairs: int = 20_000, seed: int = 0, match_cosine: float | None = None) -> Normaliser:
     """From the fit half's templates and identity names (pairs of one identity are not
@@ -160,15 +175,11 @@ def fit(model: str, vectors: np.ndarray, identities: np.ndarray, *, cohort: int 
     centroids = _as_stored(centroids[keep])  # of fewer people it could be someone's face
     coarse = _as_stored(kmeans(v, clusters, iterations=30, seed=seed + 1))
     base = Normaliser(model, centroids, top_k, coarse, np.zeros(clusters))
-    mu, sd, cl = base.stats(v)
+    cl = base.stats(v)[2]
     i, j = np.triu_indices(len(v), 1)
     keep = ident[i] != ident[j]
     i, j = i[keep], j[keep]
-    scores = np.empty(len(i), np.float32)
-    for s in range(0, len(i), 4_000_000):
-        a, b = i[s : s + 4_000_000], j[s : s + 4_000_000]
-        scores[s : s + len(a)] = base.normalise(np.einsum("ij,ij->i", v[a], v[b]), (mu[a], sd[a], cl[a]),
-                                                (mu[b], sd[b], cl[b]))
+    scores = pair_scores(v, i, j, base)
     global_t = threshold_for_fmr(scores, OFFSET_FMR)
     offsets = np.zeros(clusters)
     for c in range(clusters):

@@ -61,8 +61,7 @@ class Scoring:
         cos = g @ p
         if self.normaliser is None:
             return cos
-        a = self.normaliser.stats(p)
-        return self.normaliser.normalise(cos, tuple(np.repeat(x, len(g)) for x in a), self.normaliser.stats(g))
+        return self.normaliser.normalise(cos, self.normaliser.stats(p), self.normaliser.stats(g))  # the probe's broadcast
 
     def score(self, a: np.ndarray, b: np.ndarray) -> float:
         return float(self.scores(a, b)[0])
