@@ -14,7 +14,7 @@ instead (FairCal's maps on the normalised score).
 First it prints the label-permutation floor: Max/GeoMean with the groups' labels shuffled among
 the held-out images, the value groups that do not differ at all would read here.
 
-    .venv/bin/python bench/fairness_variants.py      # 1,000 s on the 2-core machine
+    .venv/bin/python bench/fairness_variants.py      # 760 s on the 2-core machine
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def main() -> None:
 def template_moves(fit_v: np.ndarray) -> dict:
     """Changes of template space fitted on the fit half (no label): subtract its mean template, or
     also whiten by its covariance (exponent -1/4: half-way to full whitening). The templates span
-    80 of their 128 dimensions; whitening keeps to that span, so it never amplifies the null space."""
+    81 of their 128 dimensions; whitening keeps to that span, so it never amplifies the null space."""
     mean = fit_v.mean(0)
     var, axes = np.linalg.eigh(np.cov(fit_v - mean, rowvar=False))
     live = var > 1e-6 * var.max()
