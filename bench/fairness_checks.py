@@ -11,11 +11,12 @@ normaliser and both calibrations were fitted on the fit half only.
 2. LFW held-out half with the shipped normaliser: View 2 10-fold accuracy over the pairs whose two
    images are held out, TAR at FMR 1e-3 over every held-out mated and non-mated pair, and women's
    and men's FMR and FNMR at that global threshold (Afifi & Abdelhamed's gender labels), the gaps
-   with identity-bootstrap intervals and what equal groups would read.
+   with identity-bootstrap intervals and what equal groups would read; and each sex's FNMR at its
+   own threshold for FMR 1e-3 and 1e-4 (the same FMR for both: how well each sex's pairs rank).
 3. All of LFW with a normaliser refitted on FairFace's fit half alone (LFW wholly outside its data):
    the same figures over all of LFW (--no-strict skips it).
 
-    .venv/bin/python bench/fairness_checks.py [--resamples 200] [--no-strict] [--fairface-only]
+    .venv/bin/python bench/fairness_checks.py [--resamples 200] [--no-strict] [--fairface-only | --lfw-only]
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main() -> None:
     p.add_argument("--resamples", type=int, default=200)
     p.add_argument("--no-strict", action="store_true", help="Skip part 3 (the FairFace-only refit).")
     p.add_argument("--fairface-only", action="store_true", help="Part 1 alone.")
+    p.add_argument("--lfw-only", action="store_true", help="Parts 2 and 3 alone.")
     args = p.parse_args()
     t0 = time.perf_counter()
     settings = Settings.load()
@@ -70,12 +72,13 @@ def main() -> None:
     print(f"templates: FairFace {len(ffv):,} (fit half {ff_fit.sum():,}), LFW {len(imgs):,} "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    fairface_part(args, scorings, ffv[~ff_fit], groups[~ff_fit])
-    print(f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    if not args.lfw_only:
+        fairface_part(args, scorings, ffv[~ff_fit], groups[~ff_fit])
+        print(f"({time.perf_counter() - t0:.0f} s)", flush=True)
     if args.fairface_only:
         return
     lfw_part("LFW held-out half, shipped scorings", lfw, imgs, lv, ~l_fit,
-             {n: sc.normaliser for n, sc in scorings.items()})
+             {n: sc.normaliser for n, sc in scorings.items()}, own_resamples=args.resamples)
     print(f"({time.perf_counter() - t0:.0f} s)", flush=True)
     if not args.no_strict:
         ff_only = fit("bench", ffv[ff_fit], np.array([f"ff{k}" for k in np.flatnonzero(ff_fit)]),
@@ -131,8 +134,44 @@ def permutation_floor(s: Scores, threshold: float, reps: int = 40, seed: int = 0
     return tuple(float(x) for x in np.percentile(out, [50, 95], method="nearest"))
 
 
-def lfw_part(title, lfw, imgs, lv, keep, normalisers) -> None:
-    """10-fold, TAR at FMR 1e-3 and the gender gaps over the ``keep`` images."""
+def own_threshold_fnmr(score, mated, sex, person, li, lj, fmr: float, resamples: int = 0, seed: int = 0):
+    """Each sex's FNMR at its own threshold for ``fmr`` (set on its within-sex non-mated pairs):
+    both sexes at the same FMR, so the gap is how well the scores rank each sex's pairs, not
+    where one threshold falls. With ``resamples``, a 95% interval of women's FNMR over men's from
+    a bootstrap over identities (a resampled person's pairs count as often as they are drawn)."""
+    cells = []
+    for c in (0, 1):
+        same = (sex[li] == c) & (sex[lj] == c)
+        nm, m = np.flatnonzero(same & ~mated), np.flatnonzero(same & mated)
+        order = nm[np.argsort(-score[nm], kind="stable")]
+        cells.append((order, m))
+
+    def fnmrs(w: np.ndarray | None) -> list[float]:
+        out = []
+        for order, m in cells:
+            wn = np.ones(len(order)) if w is None else w[person[li[order]]] * w[person[lj[order]]]
+            cut = np.searchsorted(np.cumsum(wn), fmr * wn.sum())  # the score at which FMR reaches the target
+            t = score[order[min(cut, len(order) - 1)]]
+            wm = np.ones(len(m)) if w is None else w[person[li[m]]]
+            out.append(float(wm[score[m] <= t].sum() / wm.sum()) if wm.sum() else float("nan"))
+        return out
+
+    point = fnmrs(None)
+    if not resamples:
+        return point, None
+    rng = np.random.default_rng(seed)
+    people = person.max() + 1
+    ratios = []
+    for _ in range(resamples):
+        w = np.bincount(rng.integers(people, size=people), minlength=people).astype(np.float64)
+        f, m = fnmrs(w)
+        ratios.append(f / m if m else np.inf)
+    return point, tuple(float(x) for x in np.percentile(ratios, [2.5, 97.5]))
+
+
+def lfw_part(title, lfw, imgs, lv, keep, normalisers, own_resamples: int = 0) -> None:
+    """10-fold, TAR at FMR 1e-3 and the gender gaps over the ``keep`` images: at the one global
+    threshold, and (FNMR) at each sex's own threshold for the same FMR."""
     idx = np.flatnonzero(keep)
     v = lv[idx]
     index = {imgs[k][1]: n for n, k in enumerate(idx)}
@@ -166,6 +205,10 @@ def lfw_part(title, lfw, imgs, lv, keep, normalisers) -> None:
         cells = [f"{g.group}: FMR {g.fmr.rate:.2e} ({g.fmr.ci_low:.1e}..{g.fmr.ci_high:.1e}), FNMR {100 * g.fnmr.rate:.2f}% "
                  f"({100 * g.fnmr.ci_low:.2f}..{100 * g.fnmr.ci_high:.2f}; {g.fnmr.trials:,} mated pairs)" for g in point.groups]
         cells += [f"{kind} max/min {differential_text(point, f'{kind.lower()}_max_min_ratio')}" for kind in ("FMR", "FNMR")]
+        for target in (1e-3, 1e-4):
+            (f, m), ci = own_threshold_fnmr(scores, mated, gender, person, li, lj, target, own_resamples)
+            cells.append(f"at each sex's own FMR {target:g} threshold: FNMR women {100 * f:.2f}%, men {100 * m:.2f}%, "
+                         f"{f / m:.2f}x" + (f" ({ci[0]:.2f} to {ci[1]:.2f}, identity bootstrap)" if ci else ""))
         print(f"  {label}: 10-fold {100 * acc.mean():.2f}% +- {100 * acc.std(ddof=1):.2f}; TAR at FMR 1e-3 "
               f"{100 * tar:.2f}%\n     " + "\n     ".join(cells), flush=True)
 
