@@ -134,39 +134,44 @@ def permutation_floor(s: Scores, threshold: float, reps: int = 40, seed: int = 0
     return tuple(float(x) for x in np.percentile(out, [50, 95], method="nearest"))
 
 
-def own_threshold_fnmr(score, mated, sex, person, li, lj, fmr: float, resamples: int = 0, seed: int = 0):
-    """Each sex's FNMR at its own threshold for ``fmr`` (set on its within-sex non-mated pairs):
-    both sexes at the same FMR, so the gap is how well the scores rank each sex's pairs, not
-    where one threshold falls. With ``resamples``, a 95% interval of women's FNMR over men's from
-    a bootstrap over identities (a resampled person's pairs count as often as they are drawn)."""
+def own_threshold_fnmr(score, mated, sex, person, li, lj, targets=(1e-3, 1e-4), resamples: int = 0, seed: int = 0):
+    """Each sex's FNMR at its own threshold for each target FMR (set on its within-sex non-mated
+    pairs): both sexes at the same FMR, so the gap is how well the scores rank each sex's pairs,
+    not where one threshold falls. With ``resamples``, a 95% interval of women's FNMR over men's
+    from a bootstrap over identities (a resampled person's pairs count as often as they are drawn).
+    Returns {target: ((women, men), interval or None)}."""
     cells = []
     for c in (0, 1):
         same = (sex[li] == c) & (sex[lj] == c)
         nm, m = np.flatnonzero(same & ~mated), np.flatnonzero(same & mated)
         order = nm[np.argsort(-score[nm], kind="stable")]
-        cells.append((order, m))
+        cells.append((order, score[order], m, score[m]))
 
-    def fnmrs(w: np.ndarray | None) -> list[float]:
-        out = []
-        for order, m in cells:
+    def fnmrs(w: np.ndarray | None) -> np.ndarray:
+        """(targets, 2): FNMR per target and sex, pairs weighted by their people's draws."""
+        out = np.empty((len(targets), 2))
+        for c, (order, desc, m, genuine) in enumerate(cells):
             wn = np.ones(len(order)) if w is None else w[person[li[order]]] * w[person[lj[order]]]
-            cut = np.searchsorted(np.cumsum(wn), fmr * wn.sum())  # the score at which FMR reaches the target
-            t = score[order[min(cut, len(order) - 1)]]
             wm = np.ones(len(m)) if w is None else w[person[li[m]]]
-            out.append(float(wm[score[m] <= t].sum() / wm.sum()) if wm.sum() else float("nan"))
+            cum = np.cumsum(wn)
+            for k, fmr in enumerate(targets):  # the score at which the weighted FMR reaches the target
+                t = desc[min(np.searchsorted(cum, fmr * cum[-1]), len(desc) - 1)]
+                out[k, c] = wm[genuine <= t].sum() / wm.sum() if wm.sum() else np.nan
         return out
 
     point = fnmrs(None)
-    if not resamples:
-        return point, None
-    rng = np.random.default_rng(seed)
-    people = person.max() + 1
-    ratios = []
-    for _ in range(resamples):
-        w = np.bincount(rng.integers(people, size=people), minlength=people).astype(np.float64)
-        f, m = fnmrs(w)
-        ratios.append(f / m if m else np.inf)
-    return point, tuple(float(x) for x in np.percentile(ratios, [2.5, 97.5]))
+    intervals = [None] * len(targets)
+    if resamples:
+        rng = np.random.default_rng(seed)
+        people = person.max() + 1
+        ratios = []
+        for _ in range(resamples):
+            f = fnmrs(np.bincount(rng.integers(people, size=people), minlength=people).astype(np.float64))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratios.append(f[:, 0] / f[:, 1])
+        lo, hi = np.percentile(np.array(ratios), [2.5, 97.5], axis=0)
+        intervals = [(float(a), float(b)) for a, b in zip(lo, hi)]
+    return {t: (tuple(float(x) for x in point[k]), intervals[k]) for k, t in enumerate(targets)}
 
 
 def lfw_part(title, lfw, imgs, lv, keep, normalisers, own_resamples: int = 0) -> None:
@@ -205,8 +210,8 @@ def lfw_part(title, lfw, imgs, lv, keep, normalisers, own_resamples: int = 0) ->
         cells = [f"{g.group}: FMR {g.fmr.rate:.2e} ({g.fmr.ci_low:.1e}..{g.fmr.ci_high:.1e}), FNMR {100 * g.fnmr.rate:.2f}% "
                  f"({100 * g.fnmr.ci_low:.2f}..{100 * g.fnmr.ci_high:.2f}; {g.fnmr.trials:,} mated pairs)" for g in point.groups]
         cells += [f"{kind} max/min {differential_text(point, f'{kind.lower()}_max_min_ratio')}" for kind in ("FMR", "FNMR")]
-        for target in (1e-3, 1e-4):
-            (f, m), ci = own_threshold_fnmr(scores, mated, gender, person, li, lj, target, own_resamples)
+        for target, ((f, m), ci) in own_threshold_fnmr(scores, mated, gender, person, li, lj,
+                                                         resamples=own_resamples).items():
             cells.append(f"at each sex's own FMR {target:g} threshold: FNMR women {100 * f:.2f}%, men {100 * m:.2f}%, "
                          f"{f / m:.2f}x" + (f" ({ci[0]:.2f} to {ci[1]:.2f}, identity bootstrap)" if ci else ""))
         print(f"  {label}: 10-fold {100 * acc.mean():.2f}% +- {100 * acc.std(ddof=1):.2f}; TAR at FMR 1e-3 "
