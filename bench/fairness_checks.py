@@ -139,7 +139,8 @@ def own_threshold_fnmr(score, mated, sex, person, li, lj, targets=(1e-3, 1e-4), 
     pairs): both sexes at the same FMR, so the gap is how well the scores rank each sex's pairs,
     not where one threshold falls. With ``resamples``, a 95% interval of women's FNMR over men's
     from a bootstrap over identities (a resampled person's pairs count as often as they are drawn).
-    Returns {target: ((women, men), interval or None)}."""
+    Returns {target: ((women, men), interval or None, (women's threshold, men's))}: a pair at or
+    below its sex's threshold is a miss."""
     cells = []
     for c in (0, 1):
         same = (sex[li] == c) & (sex[lj] == c)
@@ -147,31 +148,32 @@ def own_threshold_fnmr(score, mated, sex, person, li, lj, targets=(1e-3, 1e-4), 
         order = nm[np.argsort(-score[nm], kind="stable")]
         cells.append((order, score[order], m, score[m]))
 
-    def fnmrs(w: np.ndarray | None) -> np.ndarray:
-        """(targets, 2): FNMR per target and sex, pairs weighted by their people's draws."""
-        out = np.empty((len(targets), 2))
+    def fnmrs(w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(targets, 2): FNMR and threshold per target and sex, pairs weighted by their people's draws."""
+        out, cut = np.empty((len(targets), 2)), np.empty((len(targets), 2))
         for c, (order, desc, m, genuine) in enumerate(cells):
             wn = np.ones(len(order)) if w is None else w[person[li[order]]] * w[person[lj[order]]]
             wm = np.ones(len(m)) if w is None else w[person[li[m]]]
             cum = np.cumsum(wn)
             for k, fmr in enumerate(targets):  # the score at which the weighted FMR reaches the target
-                t = desc[min(np.searchsorted(cum, fmr * cum[-1]), len(desc) - 1)]
+                t = cut[k, c] = desc[min(np.searchsorted(cum, fmr * cum[-1]), len(desc) - 1)]
                 out[k, c] = wm[genuine <= t].sum() / wm.sum() if wm.sum() else np.nan
-        return out
+        return out, cut
 
-    point = fnmrs(None)
+    point, thresholds = fnmrs(None)
     intervals = [None] * len(targets)
     if resamples:
         rng = np.random.default_rng(seed)
         people = person.max() + 1
         ratios = []
         for _ in range(resamples):
-            f = fnmrs(np.bincount(rng.integers(people, size=people), minlength=people).astype(np.float64))
+            f = fnmrs(np.bincount(rng.integers(people, size=people), minlength=people).astype(np.float64))[0]
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratios.append(f[:, 0] / f[:, 1])
         lo, hi = np.percentile(np.array(ratios), [2.5, 97.5], axis=0)
         intervals = [(float(a), float(b)) for a, b in zip(lo, hi)]
-    return {t: (tuple(float(x) for x in point[k]), intervals[k]) for k, t in enumerate(targets)}
+    return {t: (tuple(float(x) for x in point[k]), intervals[k], tuple(float(x) for x in thresholds[k]))
+            for k, t in enumerate(targets)}
 
 
 def lfw_part(title, lfw, imgs, lv, keep, normalisers, own_resamples: int = 0) -> None:
@@ -183,7 +185,7 @@ def lfw_part(title, lfw, imgs, lv, keep, normalisers, own_resamples: int = 0) ->
     gender_of = _lfw_gender(lfw)
     sexes = ("female", "male")
     gender = np.array([sexes.index(gender_of[imgs[k][1].name]) if imgs[k][1].name in gender_of else -1 for k in idx])
-    person = np.unique(np.array([imgs[k][0] for k in idx]), return_inverse=True)[1]  # codes: 87M pairs of names won't fit
+    people, person = np.unique(np.array([imgs[k][0] for k in idx]), return_inverse=True)  # codes: 87M pairs of names won't fit
     li, lj = np.triu_indices(len(v), 1)
     mated = person[li] == person[lj]
     folds_pairs = [[(index.get(p.a), index.get(p.b), p.mated) for p in fold] for fold in lfw.pairs()]
@@ -210,10 +212,15 @@ def lfw_part(title, lfw, imgs, lv, keep, normalisers, own_resamples: int = 0) ->
         cells = [f"{g.group}: FMR {g.fmr.rate:.2e} ({g.fmr.ci_low:.1e}..{g.fmr.ci_high:.1e}), FNMR {100 * g.fnmr.rate:.2f}% "
                  f"({100 * g.fnmr.ci_low:.2f}..{100 * g.fnmr.ci_high:.2f}; {g.fnmr.trials:,} mated pairs)" for g in point.groups]
         cells += [f"{kind} max/min {differential_text(point, f'{kind.lower()}_max_min_ratio')}" for kind in ("FMR", "FNMR")]
-        for target, ((f, m), ci) in own_threshold_fnmr(scores, mated, gender, person, li, lj,
-                                                         resamples=own_resamples).items():
+        for target, ((f, m), ci, (t_women, _)) in own_threshold_fnmr(scores, mated, gender, person, li, lj,
+                                                                      resamples=own_resamples).items():
             cells.append(f"at each sex's own FMR {target:g} threshold: FNMR women {100 * f:.2f}%, men {100 * m:.2f}%, "
                          f"{f / m:.2f}x" + (f" ({ci[0]:.2f} to {ci[1]:.2f}, identity bootstrap)" if ci else ""))
+            women = (gender[li] == 0) & (gender[lj] == 0) & mated
+            missed = np.bincount(person[li[women & (scores <= t_women)]], minlength=len(people))
+            pairs = np.bincount(person[li[women]], minlength=len(people))
+            cells.append("  women's misses there, most from: " + ", ".join(
+                f"{people[p]} {missed[p]} of {pairs[p]}" for p in np.argsort(-missed, kind="stable")[:3]))
         print(f"  {label}: 10-fold {100 * acc.mean():.2f}% +- {100 * acc.std(ddof=1):.2f}; TAR at FMR 1e-3 "
               f"{100 * tar:.2f}%\n     " + "\n     ".join(cells), flush=True)
 
