@@ -29,7 +29,7 @@ from faceledger.audit import Scores
 from faceledger.calibration import for_model as calibration_for
 from faceledger.calibration import threshold_for_fmr
 from faceledger.calibration_fit import LOOKALIKE_CLUSTERS, MATCH_FMR
-from faceledger.embedding import DlibResnetEmbedder
+from faceledger.embedding import DlibResnetEmbedder, normalise
 from faceledger.normalisation import Normaliser, _as_stored, fit, for_model, kmeans, pair_scores
 from fairness_checks import lfw_part, load_templates, permutation_floor  # bench/ is the script directory
 
@@ -165,10 +165,9 @@ def template_moves(fit_v: np.ndarray) -> dict:
     var, axes = np.linalg.eigh(np.cov(fit_v - mean, rowvar=False))
     live = var > 1e-6 * var.max()
     white = axes[:, live] * var[live] ** -0.25
-    unit = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
     print(f"fit half templates span {int(live.sum())} of {fit_v.shape[1]} dimensions", flush=True)
-    return {"mean template subtracted": lambda x: unit(x - mean),
-            "whitened (covariance^-1/4 over the span)": lambda x: unit((x - mean) @ white)}
+    return {"mean template subtracted": lambda x: normalise(x - mean),
+            "whitened (covariance^-1/4 over the span)": lambda x: normalise((x - mean) @ white)}
 
 
 def faircal(n: Normaliser, fit_v, fi, fj, held, hi, hj, within, counts) -> None:

@@ -432,10 +432,8 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
                 # equal groups: each group's resampled rate over its own estimate keeps that group's
                 # sampling spread (subjects, pair correlation) and removes any true difference
                 for name, r in _ratio_differentials(x / estimates[:, None], kind).items():
-                    r = np.where(np.isnan(r), np.inf, r)
                     p.differential_null[name] = [float(v) for v in np.percentile(r, [50, 95], method="nearest")]
             for name, r in ratios.items():
-                r = np.where(np.isnan(r), np.inf, r)  # a resample with a group at zero: unbounded
                 lo, mid, hi = np.percentile(r, [2.5, 50, 97.5], method="nearest")
                 # a maximum over noisy rates is biased upwards in resamples (the point value can sit
                 # below the whole percentile interval): remove the bootstrap's own bias, on the log scale
@@ -444,10 +442,12 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
 
 
 def _ratio_differentials(x: np.ndarray, kind: str) -> dict[str, np.ndarray]:
-    """Max/GeoMean and max/min of rates x (groups x resamples), per resample."""
+    """Max/GeoMean and max/min of rates x (groups x resamples), per resample; a resample with a
+    group at zero reads unbounded (inf)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         geo = np.exp(np.log(x).mean(0))
-        return {f"{kind}_max_geomean": x.max(0) / geo, f"{kind}_max_min_ratio": x.max(0) / x.min(0)}
+        ratios = {f"{kind}_max_geomean": x.max(0) / geo, f"{kind}_max_min_ratio": x.max(0) / x.min(0)}
+    return {name: np.where(np.isnan(r), np.inf, r) for name, r in ratios.items()}
 
 
 def _resampled_count(counts: np.ndarray, a: np.ndarray, b: np.ndarray, dense_cells: int = 16_000_000) -> np.ndarray:
