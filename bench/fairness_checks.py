@@ -155,8 +155,9 @@ def own_threshold_fnmr(score, mated, sex, person, li, lj, targets=(1e-3, 1e-4), 
             wn = np.ones(len(order)) if w is None else w[person[li[order]]] * w[person[lj[order]]]
             wm = np.ones(len(m)) if w is None else w[person[li[m]]]
             cum = np.cumsum(wn)
-            for k, fmr in enumerate(targets):  # the score at which the weighted FMR reaches the target
-                t = cut[k, c] = desc[min(np.searchsorted(cum, fmr * cum[-1]), len(desc) - 1)]
+            for k, fmr in enumerate(targets):  # calibration.threshold_desc's rank rule, weighted: the
+                # pairs whose weight stays within the target may match, the next score and below may not
+                t = cut[k, c] = desc[min(np.searchsorted(cum, fmr * cum[-1], side="right"), len(desc) - 1)]
                 out[k, c] = wm[genuine <= t].sum() / wm.sum() if wm.sum() else np.nan
         return out, cut
 
