@@ -13,6 +13,8 @@ normaliser and both calibrations were fitted on the fit half only.
    and men's FMR and FNMR at that global threshold (Afifi & Abdelhamed's gender labels), the gaps
    with identity-bootstrap intervals and what equal groups would read; and each sex's FNMR at its
    own threshold for FMR 1e-3 and 1e-4 (the same FMR for both: how well each sex's pairs rank).
+   FNMR both by pair and by person (each person once: LFW's pairs per person run from 1 to
+   thousands), and each sex's misses split by LFW's annotated race of the person (866 people).
 3. All of LFW with a normaliser refitted on FairFace's fit half alone (LFW wholly outside its data):
    the same figures over all of LFW (--no-strict skips it).
 
@@ -29,7 +31,7 @@ import numpy as np
 from faceledger import Settings
 from faceledger.audit import Scores, audit, bootstrap, differential_text, rates_at, threshold_for_fmr
 from faceledger.audit_compare import side_by_side_markdown
-from faceledger.audit_images import _lfw_gender
+from faceledger.audit_images import _lfw_gender, _lfw_race
 from faceledger.calibration_fit import MATCH_FMR, in_fit_half
 from faceledger.datasets import LFW, FairFace
 from faceledger.embedding import DlibResnetEmbedder
@@ -134,35 +136,48 @@ def permutation_floor(s: Scores, threshold: float, reps: int = 40, seed: int = 0
     return tuple(float(x) for x in np.percentile(out, [50, 95], method="nearest"))
 
 
-def own_threshold_fnmr(score, mated, sex, person, li, lj, targets=(1e-3, 1e-4), resamples: int = 0, seed: int = 0):
-    """Each sex's FNMR at its own threshold for each target FMR (set on its within-sex non-mated
-    pairs): both sexes at the same FMR, so the gap is how well the scores rank each sex's pairs,
-    not where one threshold falls. With ``resamples``, a 95% interval of women's FNMR over men's
-    from a bootstrap over identities (a resampled person's pairs count as often as they are drawn).
-    Returns {target: ((women, men), interval or None, (women's threshold, men's))}: a pair at or
-    below its sex's threshold is a miss."""
+def sex_fnmr(score, mated, sex, person, li, lj, rows, resamples: int = 0, seed: int = 0):
+    """Each sex's FNMR at each row's threshold. A row is ("global", t): one threshold for both
+    sexes; or ("own", fmr): each sex's own threshold for that FMR, set on its within-sex non-mated
+    pairs, so both sexes sit at the same FMR and the gap is how well the scores rank each sex's
+    pairs, not where one threshold falls. Two weightings of the mated pairs: by pair (how LFW's
+    rates are usually read; one person with 300 pairs counts 300 times) and by person (each person
+    with mated pairs counts once: the FNMR of a typical person rather than of the few most
+    photographed). With ``resamples``, 95% intervals of women's FNMR over men's for both, from a
+    bootstrap over identities (a resampled person's pairs count as often as they are drawn).
+    Returns [(row, {weighting: (women, men)}, {weighting: interval or None}, (women's cut, men's))]:
+    a mated pair at or below its sex's cut is a miss."""
     cells = []
+    pairs_of = np.bincount(person[li[mated]], minlength=person.max() + 1)
     for c in (0, 1):
         same = (sex[li] == c) & (sex[lj] == c)
         nm, m = np.flatnonzero(same & ~mated), np.flatnonzero(same & mated)
         order = nm[np.argsort(-score[nm], kind="stable")]
-        cells.append((order, score[order], m, score[m]))
+        cells.append((order, score[order], m, score[m], 1.0 / pairs_of[person[li[m]]]))
+    weightings = ("pair", "person")
 
     def fnmrs(w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """(targets, 2): FNMR and threshold per target and sex, pairs weighted by their people's draws."""
-        out, cut = np.empty((len(targets), 2)), np.empty((len(targets), 2))
-        for c, (order, desc, m, genuine) in enumerate(cells):
-            wn = np.ones(len(order)) if w is None else w[person[li[order]]] * w[person[lj[order]]]
-            wm = np.ones(len(m)) if w is None else w[person[li[m]]]
-            cum = np.cumsum(wn)
-            for k, fmr in enumerate(targets):  # calibration.threshold_desc's rank rule, weighted: the
-                # pairs whose weight stays within the target may match, the next score and below may not
-                t = cut[k, c] = desc[min(np.searchsorted(cum, fmr * cum[-1], side="right"), len(desc) - 1)]
-                out[k, c] = wm[genuine <= t].sum() / wm.sum() if wm.sum() else np.nan
+        """(rows, weightings, 2) FNMR and (rows, 2) threshold, pairs weighted by their people's draws."""
+        out, cut = np.empty((len(rows), 2, 2)), np.empty((len(rows), 2))
+        for c, (order, desc, m, genuine, per_person) in enumerate(cells):
+            drawn = np.ones(len(m)) if w is None else w[person[li[m]]]
+            cum = None
+            for k, (kind, value) in enumerate(rows):
+                if kind == "global":  # a match is score >= value: as a cut, the float just below it
+                    t = np.nextafter(value, -np.inf)
+                else:  # calibration.threshold_desc's rank rule, weighted: the pairs whose weight stays
+                    # within the target may match, the next score and below may not
+                    if cum is None:
+                        cum = np.cumsum(np.ones(len(order)) if w is None
+                                        else w[person[li[order]]] * w[person[lj[order]]])
+                    t = desc[min(np.searchsorted(cum, value * cum[-1], side="right"), len(desc) - 1)]
+                cut[k, c] = t
+                for x, wm in enumerate((drawn, drawn * per_person)):
+                    out[k, x, c] = wm[genuine <= t].sum() / wm.sum() if wm.sum() else np.nan
         return out, cut
 
     point, thresholds = fnmrs(None)
-    intervals = [None] * len(targets)
+    intervals = np.full((len(rows), 2, 2), np.nan)
     if resamples:
         rng = np.random.default_rng(seed)
         people = person.max() + 1
@@ -170,11 +185,26 @@ def own_threshold_fnmr(score, mated, sex, person, li, lj, targets=(1e-3, 1e-4), 
         for _ in range(resamples):
             f = fnmrs(np.bincount(rng.integers(people, size=people), minlength=people).astype(np.float64))[0]
             with np.errstate(divide="ignore", invalid="ignore"):
-                ratios.append(f[:, 0] / f[:, 1])
-        lo, hi = np.percentile(np.array(ratios), [2.5, 97.5], axis=0)
-        intervals = [(float(a), float(b)) for a, b in zip(lo, hi)]
-    return {t: (tuple(float(x) for x in point[k]), intervals[k], tuple(float(x) for x in thresholds[k]))
-            for k, t in enumerate(targets)}
+                ratios.append(f[..., 0] / f[..., 1])
+        intervals = np.moveaxis(np.percentile(np.array(ratios), [2.5, 97.5], axis=0), 0, -1)
+    return [(row, {x: tuple(float(v) for v in point[k, n]) for n, x in enumerate(weightings)},
+             {x: (tuple(float(v) for v in intervals[k, n]) if resamples else None) for n, x in enumerate(weightings)},
+             tuple(float(v) for v in thresholds[k])) for k, row in enumerate(rows)]
+
+
+def misses_by_race(score, mated, sex, person, li, lj, race, cut, c) -> str:
+    """One sex's misses (at or below ``cut``), split by the people's annotated race (LFW's 866-person
+    labels; the rest "unlabelled"): pair- and person-weighted FNMR per race, and who they are."""
+    pairs_of = np.bincount(person[li[mated]], minlength=person.max() + 1)
+    m = np.flatnonzero((sex[li] == c) & (sex[lj] == c) & mated)
+    out = []
+    for r in sorted(set(race[person[li[m]]]), key=lambda r: (r == "unlabelled", r)):
+        k = m[race[person[li[m]]] == r]
+        miss = score[k] <= cut
+        w = 1.0 / pairs_of[person[li[k]]]
+        out.append(f"{r} {100 * miss.mean():.2f}% of {len(k):,} pairs, {100 * (w * miss).sum() / w.sum():.2f}% "
+                   f"of {len(set(person[li[k]])):,} people")
+    return "; ".join(out)
 
 
 def lfw_part(title, lfw, imgs, lv, keep, normalisers, own_resamples: int = 0) -> None:
@@ -187,6 +217,8 @@ def lfw_part(title, lfw, imgs, lv, keep, normalisers, own_resamples: int = 0) ->
     sexes = ("female", "male")
     gender = np.array([sexes.index(gender_of[imgs[k][1].name]) if imgs[k][1].name in gender_of else -1 for k in idx])
     people, person = np.unique(np.array([imgs[k][0] for k in idx]), return_inverse=True)  # codes: 87M pairs of names won't fit
+    race_of = _lfw_race(lfw)
+    race = np.array([race_of.get(n, "unlabelled") for n in people])  # per person code; measurement only
     li, lj = np.triu_indices(len(v), 1)
     mated = person[li] == person[lj]
     folds_pairs = [[(index.get(p.a), index.get(p.b), p.mated) for p in fold] for fold in lfw.pairs()]
@@ -213,15 +245,22 @@ def lfw_part(title, lfw, imgs, lv, keep, normalisers, own_resamples: int = 0) ->
         cells = [f"{g.group}: FMR {g.fmr.rate:.2e} ({g.fmr.ci_low:.1e}..{g.fmr.ci_high:.1e}), FNMR {100 * g.fnmr.rate:.2f}% "
                  f"({100 * g.fnmr.ci_low:.2f}..{100 * g.fnmr.ci_high:.2f}; {g.fnmr.trials:,} mated pairs)" for g in point.groups]
         cells += [f"{kind} max/min {differential_text(point, f'{kind.lower()}_max_min_ratio')}" for kind in ("FMR", "FNMR")]
-        for target, ((f, m), ci, (t_women, _)) in own_threshold_fnmr(scores, mated, gender, person, li, lj,
-                                                                      resamples=own_resamples).items():
-            cells.append(f"at each sex's own FMR {target:g} threshold: FNMR women {100 * f:.2f}%, men {100 * m:.2f}%, "
-                         f"{f / m:.2f}x" + (f" ({ci[0]:.2f} to {ci[1]:.2f}, identity bootstrap)" if ci else ""))
+        rows = [("global", t), ("own", 1e-3), ("own", 1e-4)]
+        for (kind, value), point_, ci, cuts in sex_fnmr(scores, mated, gender, person, li, lj, rows,
+                                                                 resamples=own_resamples):
+            where = "the global FMR 1e-3 threshold" if kind == "global" else f"each sex's own FMR {value:g} threshold"
+            cells.append(f"FNMR at {where}: " + "; ".join(
+                f"by {x}, women {100 * f:.2f}% men {100 * m:.2f}%, {f / m:.2f}x"
+                + (f" ({ci[x][0]:.2f} to {ci[x][1]:.2f}, identity bootstrap)" if ci[x] else "")
+                for x, (f, m) in point_.items()))
             women = (gender[li] == 0) & (gender[lj] == 0) & mated
-            missed = np.bincount(person[li[women & (scores <= t_women)]], minlength=len(people))
+            missed = np.bincount(person[li[women & (scores <= cuts[0])]], minlength=len(people))
             pairs = np.bincount(person[li[women]], minlength=len(people))
             cells.append("  women's misses there, most from: " + ", ".join(
                 f"{people[p]} {missed[p]} of {pairs[p]}" for p in np.argsort(-missed, kind="stable")[:3]))
+            for c, cut in enumerate(cuts):
+                cells.append(f"  {sexes[c]} by annotated race: "
+                             + misses_by_race(scores, mated, gender, person, li, lj, race, cut, c))
         print(f"  {label}: 10-fold {100 * acc.mean():.2f}% +- {100 * acc.std(ddof=1):.2f}; TAR at FMR 1e-3 "
               f"{100 * tar:.2f}%\n     " + "\n     ".join(cells), flush=True)
 
