@@ -8,7 +8,7 @@ is from it (1.00: the stated rate holds for the group).
 
 from __future__ import annotations
 
-from .audit import AuditReport, Rate, differential_text, rate_text
+from .audit import AuditReport, Rate, differential_text, rate_text, subject_rate_text
 
 DIFFERENTIALS = (("fmr_max_geomean", "FMR Max/GeoMean"), ("fmr_max_min_ratio", "FMR max/min"),
                  ("fnmr_max_geomean", "FNMR Max/GeoMean"), ("fnmr_max_min_ratio", "FNMR max/min"))
@@ -38,14 +38,18 @@ def side_by_side_rows(reports: dict[str, AuditReport]) -> list[tuple[str, list[s
             heading = (f"At the threshold each calibration states for FMR {point.target_fmr:g}: each group's "
                        "observed within-group FMR over the stated rate (95% CI)")
         else:
-            header = ["group"] + [f"FMR: {n}" for n in names] + [f"FNMR: {n}" for n in names]
+            by_subject = any(g.fnmr_by_subject for p in matched for g in p.groups)
+            header = (["group"] + [f"FMR: {n}" for n in names] + [f"FNMR: {n}" for n in names]
+                      + ([f"FNMR, each subject once: {n}" for n in names] if by_subject else []))
             rows = [[g.group] + [rate_text(p.groups[k].fmr) for p in matched]
-                    + [rate_text(p.groups[k].fnmr) for p in matched] for k, g in enumerate(point.groups)]
+                    + [rate_text(p.groups[k].fnmr) for p in matched]
+                    + ([subject_rate_text(p.groups[k].fnmr_by_subject) for p in matched] if by_subject else [])
+                    for k, g in enumerate(point.groups)]
             heading = f"{point.name}: one threshold per scoring, set on all of these comparisons"
         for key, label in DIFFERENTIALS:
             if all(key in p.differentials for p in matched):
                 cells = [differential_text(p, key) for p in matched]
-                rows.append([label] + (cells if calibrated else cells + [""] * len(names)))
+                rows.append([label] + cells + [""] * (len(header) - 1 - len(cells)))
         tables.append((heading, header, rows))
     return tables
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from faceledger import errors
-from faceledger.audit import Scores, audit, differentials, markdown, read_scores, threshold_for_fmr, wilson
+from faceledger.audit import Scores, audit, differentials, markdown, rates_at, read_scores, threshold_for_fmr, wilson
 
 
 def test_wilson_interval_matches_published_values():
@@ -353,6 +353,8 @@ def test_audit_images_from_a_manifest(tmp_path):
     report = json.loads(r.stdout)
     assert report["comparisons"] == 15 and report["mated"] == 3
     assert report["images"] == {"even": 4, "odd": 2}
+    subjects = {g["group"]: g["fnmr_by_subject"]["subjects"] for g in report["points"][0]["groups"]}
+    assert subjects == {"even": 2, "odd": 1}  # FNMR with each person once, beside the FNMR by pair
     # the same pairs, scored the cohort-normalised way too, side by side
     normalised = report["scorings"]["cohort-normalised"]
     assert normalised["comparisons"] == 15 and normalised["mated"] == 3
@@ -365,6 +367,7 @@ def test_audit_images_from_a_manifest(tmp_path):
                                  "--resamples", "0", "--markdown", str(md), "--html", str(html_path)])
     assert r.exit_code == 0, r.output
     assert "observed / stated FMR: cohort-normalised" in md.read_text()
+    assert "FNMR, each subject once: cohort-normalised" in md.read_text()
     assert "Scores: cohort-normalised" in html_path.read_text()
     r = CliRunner().invoke(app, ["audit", "images", "--dataset", str(manifest), "--target-fmr", "0.1",
                                  "--resamples", "0", "--plain-only", "--json"])
@@ -372,3 +375,44 @@ def test_audit_images_from_a_manifest(tmp_path):
     manifest.write_text("path,group\nmissing.jpg,a\n")
     r = CliRunner().invoke(app, ["audit", "images", "--dataset", str(manifest), "--json"])
     assert r.exit_code != 0 and "missing.jpg is not a file" in r.stdout
+
+
+def test_fnmr_by_subject_counts_every_subject_once():
+    """One subject with many mated pairs decides a group's FNMR counted by pair; counted by subject
+    it is one of ten. Here the two weightings disagree on which group fares worse (as women and
+    men do on LFW), and the report says both."""
+    rng = np.random.default_rng(3)
+    nonmated = rng.normal(0, 1, 20_000)
+    rows = [(x, False, "w" if k % 2 else "m", 1000 + k, 3000 + k) for k, x in enumerate(nonmated)]
+    rows += [(-10.0, True, "w", 0, 0)] * 100  # one much-photographed subject, always missed
+    rows += [(10.0, True, "w", s, s) for s in range(1, 10) for _ in range(2)]  # nine never missed
+    rows += [(10.0 if k else -10.0, True, "m", s, s) for s in range(10, 20) for k in range(2)]  # each half missed
+    score, mated, group, sa, sb = (np.array(c) for c in zip(*rows))
+    s = Scores.from_labels(score, mated, group, group, sa, sb)
+    (point,) = audit(s, targets=(1e-2,), resamples=100).points
+    by = {g.group: g for g in point.groups}
+    assert by["w"].fnmr.rate == pytest.approx(100 / 118) and by["m"].fnmr.rate == pytest.approx(0.5)
+    assert by["w"].fnmr_by_subject.rate == pytest.approx(0.1) and by["w"].fnmr_by_subject.subjects == 10
+    assert by["m"].fnmr_by_subject.rate == pytest.approx(0.5) and by["m"].fnmr_by_subject.subjects == 10
+    for g in by.values():
+        assert g.fnmr_by_subject.boot_low <= g.fnmr_by_subject.rate <= g.fnmr_by_subject.boot_high
+    assert by["w"].fnmr_by_subject.boot_high < 0.5  # resampling subjects, not pairs
+    assert "each subject once" in markdown(audit(s, targets=(1e-2,), resamples=0))
+    # without subject ids there is no subject to count once
+    plain = Scores.from_labels(score, mated, group, group)
+    assert all(g.fnmr_by_subject is None for g in audit(plain, targets=(1e-2,), resamples=0).points[0].groups)
+
+
+def test_fnmr_by_subject_is_the_mean_of_each_subjects_fnmr():
+    rng = np.random.default_rng(8)
+    n = 5_000
+    subject = rng.integers(0, 300, n)
+    group = np.where(subject % 3 == 0, "x", "y")
+    score = rng.normal(1, 1, n) - (subject % 7) * 0.2
+    mated = rng.random(n) < 0.5
+    s = Scores.from_labels(score, mated, group, group, subject, np.where(mated, subject, subject + 1000))
+    t = 0.5
+    point = rates_at(s, t, 1e-2, "p")
+    for g in point.groups:
+        per = [np.mean(score[mated & (subject == x)] < t) for x in np.unique(subject[mated & (group == g.group)])]
+        assert g.fnmr_by_subject.rate == pytest.approx(np.mean(per)) and g.fnmr_by_subject.subjects == len(per)
