@@ -13,8 +13,8 @@ normaliser and both calibrations were fitted on the fit half only.
    and men's FMR and FNMR at that global threshold (Afifi & Abdelhamed's gender labels), the gaps
    with identity-bootstrap intervals and what equal groups would read; and each sex's FNMR at its
    own threshold for FMR 1e-3 and 1e-4 (the same FMR for both: how well each sex's pairs rank).
-   FNMR both by pair and by person (each person once: LFW's pairs per person run from 1 to
-   thousands), and each sex's misses split by LFW's annotated race of the person (866 people).
+   FNMR both by pair and by person (each person, and each pair of people, once: LFW's mated pairs
+   per person run from 1 to tens of thousands), and each sex's misses split by LFW's annotated race (866 people).
 3. All of LFW with a normaliser refitted on FairFace's fit half alone (LFW wholly outside its data):
    the same figures over all of LFW (--no-strict skips it).
 
@@ -140,43 +140,47 @@ def sex_fnmr(score, mated, sex, person, li, lj, rows, resamples: int = 0, seed: 
     """Each sex's FNMR at each row's threshold. A row is ("global", t): one threshold for both
     sexes; or ("own", fmr): each sex's own threshold for that FMR, set on its within-sex non-mated
     pairs, so both sexes sit at the same FMR and the gap is how well the scores rank each sex's
-    pairs, not where one threshold falls. Two weightings of the mated pairs: by pair (how LFW's
-    rates are usually read; one person with 300 pairs counts 300 times) and by person (each person
-    with mated pairs counts once: the FNMR of a typical person rather than of the few most
-    photographed). With ``resamples``, 95% intervals of women's FNMR over men's for both, from a
-    bootstrap over identities (a resampled person's pairs count as often as they are drawn).
-    Returns [(row, {weighting: (women, men)}, {weighting: interval or None}, (women's cut, men's))]:
-    a mated pair at or below its sex's cut is a miss."""
+    pairs, not where one threshold falls. Two weightings: by pair (how LFW's rates are usually
+    read; one person with 300 mated pairs counts 300 times) and by person, on both sides: a mated
+    pair weighs one over its person's mated pairs, a non-mated pair one over the product of its two
+    people's images (every person, and every pair of people, counts once), so own thresholds are
+    set by person too. With ``resamples``, 95% intervals of women's FNMR over men's for both, from
+    a bootstrap over identities (a resampled person's pairs count as often as they are drawn).
+    Returns [(row, {weighting: (women, men)}, {weighting: interval or None}, by-pair (women's cut,
+    men's))]: a mated pair at or below its sex's cut is a miss."""
     cells = []
-    pairs_of = np.bincount(person[li[mated]], minlength=person.max() + 1)
+    pairs_of = np.bincount(person[li[mated]], minlength=person.max() + 1).astype(np.float64)
+    images_of = np.bincount(person).astype(np.float64)
     for c in (0, 1):
         same = (sex[li] == c) & (sex[lj] == c)
         nm, m = np.flatnonzero(same & ~mated), np.flatnonzero(same & mated)
         order = nm[np.argsort(-score[nm], kind="stable")]
-        cells.append((order, score[order], m, score[m], 1.0 / pairs_of[person[li[m]]]))
+        base_n = (np.ones(len(order)), 1.0 / (images_of[person[li[order]]] * images_of[person[lj[order]]]))
+        base_m = (np.ones(len(m)), 1.0 / pairs_of[person[li[m]]])
+        cells.append((order, score[order], m, score[m], base_n, base_m))
     weightings = ("pair", "person")
 
     def fnmrs(w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, weightings, 2) FNMR and (rows, 2) threshold, pairs weighted by their people's draws."""
-        out, cut = np.empty((len(rows), 2, 2)), np.empty((len(rows), 2))
-        for c, (order, desc, m, genuine, per_person) in enumerate(cells):
-            drawn = np.ones(len(m)) if w is None else w[person[li[m]]]
-            cum = None
-            for k, (kind, value) in enumerate(rows):
-                if kind == "global":  # a match is score >= value: as a cut, the float just below it
-                    t = np.nextafter(value, -np.inf)
-                else:  # calibration.threshold_desc's rank rule, weighted: the pairs whose weight stays
-                    # within the target may match, the next score and below may not
-                    if cum is None:
-                        cum = np.cumsum(np.ones(len(order)) if w is None
-                                        else w[person[li[order]]] * w[person[lj[order]]])
-                    t = desc[min(np.searchsorted(cum, value * cum[-1], side="right"), len(desc) - 1)]
-                cut[k, c] = t
-                for x, wm in enumerate((drawn, drawn * per_person)):
+        """(rows, weightings, 2) FNMR and (rows, weightings, 2) cut, pairs weighted by their people's draws."""
+        out, cut = np.empty((len(rows), 2, 2)), np.empty((len(rows), 2, 2))
+        for c, (order, desc, m, genuine, base_n, base_m) in enumerate(cells):
+            drawn_n = 1.0 if w is None else w[person[li[order]]] * w[person[lj[order]]]
+            drawn_m = 1.0 if w is None else w[person[li[m]]]
+            for x in range(len(weightings)):
+                wm, cum = base_m[x] * drawn_m, None
+                for k, (kind, value) in enumerate(rows):
+                    if kind == "global":  # a match is score >= value: as a cut, the float just below it
+                        t = np.nextafter(value, -np.inf)
+                    else:  # calibration.threshold_desc's rank rule, weighted: the pairs whose weight
+                        # stays within the target may match, the next score and below may not
+                        if cum is None:
+                            cum = np.cumsum(base_n[x] * drawn_n)
+                        t = desc[min(np.searchsorted(cum, value * cum[-1], side="right"), len(desc) - 1)]
+                    cut[k, x, c] = t
                     out[k, x, c] = wm[genuine <= t].sum() / wm.sum() if wm.sum() else np.nan
         return out, cut
 
-    point, thresholds = fnmrs(None)
+    point, cuts = fnmrs(None)
     intervals = np.full((len(rows), 2, 2), np.nan)
     if resamples:
         rng = np.random.default_rng(seed)
@@ -189,7 +193,7 @@ def sex_fnmr(score, mated, sex, person, li, lj, rows, resamples: int = 0, seed: 
         intervals = np.moveaxis(np.percentile(np.array(ratios), [2.5, 97.5], axis=0), 0, -1)
     return [(row, {x: tuple(float(v) for v in point[k, n]) for n, x in enumerate(weightings)},
              {x: (tuple(float(v) for v in intervals[k, n]) if resamples else None) for n, x in enumerate(weightings)},
-             tuple(float(v) for v in thresholds[k])) for k, row in enumerate(rows)]
+             tuple(float(v) for v in cuts[k, 0])) for k, row in enumerate(rows)]
 
 
 def misses_by_race(score, mated, sex, person, li, lj, race, cut, c) -> str:
