@@ -197,8 +197,9 @@ def sex_fnmr(score, mated, sex, person, li, lj, rows, resamples: int = 0, seed: 
 
 
 def misses_by_race(score, mated, sex, person, li, lj, race, cut, c) -> str:
-    """One sex's misses (at or below ``cut``), split by the people's annotated race (LFW's 866-person
-    labels; the rest "unlabelled"): pair- and person-weighted FNMR per race, and who they are."""
+    """One sex's misses at or below ``cut`` (the threshold set by pair), split by the people's
+    annotated race (LFW's 866-person labels; the rest "unlabelled"): the FNMR of each race's mated
+    pairs, and with each of its people counted once."""
     pairs_of = np.bincount(person[li[mated]], minlength=person.max() + 1)
     m = np.flatnonzero((sex[li] == c) & (sex[lj] == c) & mated)
     out = []

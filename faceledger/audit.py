@@ -362,9 +362,10 @@ def _fnmr_by_subject(s: Scores, threshold: float) -> dict[int, tuple[float, int]
     """Group code -> (mean over its subjects of each one's FNMR, subjects), from within-group mated pairs."""
     sel = s.mated & (s.within < len(s.names))
     groups, subjects = s.within[sel].astype(np.int64), s.subject_a[sel].astype(np.int64)
-    keys, key = np.unique(groups * (int(subjects.max(initial=0)) + 1) + subjects, return_inverse=True)
+    span = int(subjects.max(initial=0)) + 1
+    keys, key = np.unique(groups * span + subjects, return_inverse=True)  # one key per (group, subject)
     _, share = _per_subject_misses(key, s.score[sel] < threshold, len(keys))
-    group_of_key = keys // (int(subjects.max(initial=0)) + 1)
+    group_of_key = keys // span
     per_group = np.bincount(group_of_key, minlength=len(s.names))
     total = np.bincount(group_of_key, weights=share, minlength=len(s.names))
     return {int(c): (float(total[c] / per_group[c]), int(per_group[c])) for c in np.flatnonzero(per_group)}
