@@ -14,7 +14,8 @@ normaliser and both calibrations were fitted on the fit half only.
    with identity-bootstrap intervals and what equal groups would read; and each sex's FNMR at its
    own threshold for FMR 1e-3 and 1e-4 (the same FMR for both: how well each sex's pairs rank).
    FNMR both by pair and by person (each person, and each pair of people, once: LFW's mated pairs
-   per person run from 1 to tens of thousands), and each sex's misses split by LFW's annotated race (866 people).
+   per person run from 1 to tens of thousands), and each sex's misses split by LFW's annotated race
+   (866 people); and FMR and FNMR by that race annotation at the global threshold.
 3. All of LFW with a normaliser refitted on FairFace's fit half alone (LFW wholly outside its data):
    the same figures over all of LFW (--no-strict skips it).
 
@@ -29,7 +30,8 @@ import time
 import numpy as np
 
 from faceledger import Settings
-from faceledger.audit import Scores, audit, bootstrap, differential_text, rates_at, threshold_for_fmr
+from faceledger.audit import (Scores, audit, bootstrap, differential_text, rate_text, rates_at, subject_rate_text,
+                              threshold_for_fmr)
 from faceledger.audit_compare import side_by_side_markdown
 from faceledger.audit_images import _lfw_gender, _lfw_race
 from faceledger.calibration_fit import MATCH_FMR, in_fit_half
@@ -266,8 +268,34 @@ def lfw_part(title, lfw, imgs, lv, keep, normalisers, own_resamples: int = 0) ->
             for c, cut in enumerate(cuts):
                 cells.append(f"  {sexes[c]} by annotated race: "
                              + misses_by_race(scores, mated, gender, person, li, lj, race, cut, c))
+        cells += race_rates(scores, mated, person, li, lj, race, t)
         print(f"  {label}: 10-fold {100 * acc.mean():.2f}% +- {100 * acc.std(ddof=1):.2f}; TAR at FMR 1e-3 "
               f"{100 * tar:.2f}%\n     " + "\n     ".join(cells), flush=True)
+
+
+def race_rates(scores, mated, person, li, lj, race, t, min_pairs: int = 1_000) -> list[str]:
+    """FMR and FNMR by LFW's annotated race of the person at the global threshold ``t``, over
+    pairs of two people of races with at least ``min_pairs`` within-race non-mated pairs here,
+    through the audit (subject bootstrap; differentials over every such race, resolved or not):
+    the FMR differential by race, beyond FairFace."""
+    labelled = sorted(set(race) - {"unlabelled"})
+    code = np.array([labelled.index(r) if r in labelled else -1 for r in race])
+    ca, cb = code[person[li]], code[person[lj]]
+    within = np.bincount(ca[(ca == cb) & (ca >= 0) & ~mated], minlength=len(labelled))
+    names = [r for r, n in zip(labelled, within) if n >= min_pairs]
+    code = np.array([names.index(r) if r in names else -1 for r in race])
+    ca, cb = code[person[li]], code[person[lj]]
+    both = (ca >= 0) & (cb >= 0)
+    s = Scores(scores[both], mated[both], ca[both].astype(np.int16), cb[both].astype(np.int16), names,
+               person[li[both]], person[lj[both]])
+    point = rates_at(s, t, 1e-3, "global FMR 1e-3", every_group=True)
+    bootstrap(s, [point], resamples=200)
+    out = [f"by annotated race, {g.group}: FMR {rate_text(g.fmr)} in {g.fmr.trials:,} pairs (bootstrap "
+           f"{g.fmr.boot_low:.1e}..{g.fmr.boot_high:.1e}); FNMR {100 * g.fnmr.rate:.2f}% of {g.fnmr.trials:,} pairs, "
+           f"each person once {subject_rate_text(g.fnmr_by_subject)}" for g in point.groups]
+    if "fmr_max_min_ratio" in point.differentials:
+        out.append(f"by annotated race, FMR max/min {differential_text(point, 'fmr_max_min_ratio')}")
+    return out
 
 
 if __name__ == "__main__":

@@ -647,7 +647,7 @@ def subject_rate_text(r: SubjectRate | None) -> str:
     if r is None:
         return "no mated pairs"
     interval = f"{r.boot_low:.2g} to {r.boot_high:.2g}; " if not math.isnan(r.boot_low) else ""
-    return f"{r.rate:.3g} ({interval}{r.subjects:,} subjects)"
+    return f"{r.rate:.3g} ({interval}{r.subjects:,} subject{'' if r.subjects == 1 else 's'})"
 
 
 def rate_text(r: Rate, *, flag: str = "not resolved") -> str:
