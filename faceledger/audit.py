@@ -378,6 +378,19 @@ def _counted(r: Rate, point: OperatingPoint) -> bool:
     return bool(r.trials) and (r.resolved or point.every_group)
 
 
+#: The rates the differentials compare: FMR, FNMR by pair, and FNMR with each subject once.
+KINDS = ("fmr", "fnmr", "fnmr_by_subject")
+
+
+def _counted_rate(g: GroupRates, kind: str, point: OperatingPoint) -> float | None:
+    """A group's rate of ``kind`` where the differentials count it, else None; FNMR by subject
+    counts where the group's FNMR by pair does (its mated pairs resolve it)."""
+    if kind == "fnmr_by_subject":
+        return g.fnmr_by_subject.rate if g.fnmr_by_subject is not None and _counted(g.fnmr, point) else None
+    r = getattr(g, kind)
+    return r.rate if _counted(r, point) else None
+
+
 def _gini(x: np.ndarray) -> float:
     """Gini coefficient with the small-sample correction n/(n-1) used by GARBE."""
     n = len(x)
@@ -388,11 +401,10 @@ def _gini(x: np.ndarray) -> float:
 
 def differentials(point: OperatingPoint, alpha: float = 0.5) -> dict[str, float]:
     """Max/min, NIST Max/GeoMean, Inequity Rate, GARBE, FDR, over groups whose rates are resolved
-    (or every group with trials, when the point says so)."""
-    fmr = np.array([g.fmr.rate for g in point.groups if _counted(g.fmr, point)])
-    fnmr = np.array([g.fnmr.rate for g in point.groups if _counted(g.fnmr, point)])
+    (or every group with trials, when the point says so); the first four for FNMR by subject too."""
     out: dict[str, float] = {}
-    for name, x in (("fmr", fmr), ("fnmr", fnmr)):
+    for name in KINDS:
+        x = np.array([r for r in (_counted_rate(g, name, point) for g in point.groups) if r is not None])
         if len(x) < 2:
             continue
         positive = x[x > 0]
@@ -423,7 +435,7 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
     exactly binomial, and is drawn as such (optimistic when subjects repeat; said in the docs)."""
     rng = np.random.default_rng(seed)
     n_groups = len(s.names)
-    drawn = {(k, kind): np.full((n_groups, resamples), np.nan) for k in range(len(points)) for kind in ("fmr", "fnmr")}
+    drawn = {(k, kind): np.full((n_groups, resamples), np.nan) for k in range(len(points)) for kind in KINDS}
     order = np.argsort(s.within, kind="stable")
     bounds = np.searchsorted(s.within[order], np.arange(n_groups + 1))
     for code in range(n_groups):
@@ -454,6 +466,7 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
                 with np.errstate(invalid="ignore", divide="ignore"):
                     rates = counts[:, has] @ share[has] / counts[:, has].sum(1)
                 by_subject.boot_low, by_subject.boot_high = (float(v) for v in np.nanpercentile(rates, [2.5, 97.5]))
+                drawn[k, "fnmr_by_subject"][code] = rates
         for kind, sel in (("fmr", ~mated), ("fnmr", mated)):
             if not sel.any():
                 continue
@@ -468,8 +481,8 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
                 rate.boot_low, rate.boot_high = (float(v) for v in np.nanpercentile(rates, [2.5, 97.5]))
                 drawn[k, kind][code] = rates
     for k, p in enumerate(points):
-        for kind in ("fmr", "fnmr"):
-            used = [c for c, g in enumerate(p.groups) if _counted(getattr(g, kind), p)]
+        for kind in KINDS:
+            used = [c for c, g in enumerate(p.groups) if _counted_rate(g, kind, p) is not None]
             if len(used) < 2:
                 continue
             x = drawn[k, kind][used]  # groups x resamples

@@ -11,7 +11,9 @@ from __future__ import annotations
 from .audit import AuditReport, Rate, differential_text, rate_text, subject_rate_text
 
 DIFFERENTIALS = (("fmr_max_geomean", "FMR Max/GeoMean"), ("fmr_max_min_ratio", "FMR max/min"),
-                 ("fnmr_max_geomean", "FNMR Max/GeoMean"), ("fnmr_max_min_ratio", "FNMR max/min"))
+                 ("fnmr_max_geomean", "FNMR Max/GeoMean"), ("fnmr_max_min_ratio", "FNMR max/min"),
+                 ("fnmr_by_subject_max_geomean", "FNMR Max/GeoMean, each subject once"),
+                 ("fnmr_by_subject_max_min_ratio", "FNMR max/min, each subject once"))
 
 
 def _ratio(r: Rate, target: float) -> str:

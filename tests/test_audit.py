@@ -389,7 +389,7 @@ def test_fnmr_by_subject_counts_every_subject_once():
     rows += [(10.0 if k else -10.0, True, "m", s, s) for s in range(10, 20) for k in range(2)]  # each half missed
     score, mated, group, sa, sb = (np.array(c) for c in zip(*rows))
     s = Scores.from_labels(score, mated, group, group, sa, sb)
-    (point,) = audit(s, targets=(1e-2,), resamples=100).points
+    (point,) = audit(s, targets=(1e-2,), resamples=100, every_group=True).points
     by = {g.group: g for g in point.groups}
     assert by["w"].fnmr.rate == pytest.approx(100 / 118) and by["m"].fnmr.rate == pytest.approx(0.5)
     assert by["w"].fnmr_by_subject.rate == pytest.approx(0.1) and by["w"].fnmr_by_subject.subjects == 10
@@ -397,6 +397,11 @@ def test_fnmr_by_subject_counts_every_subject_once():
     for g in by.values():
         assert g.fnmr_by_subject.boot_low <= g.fnmr_by_subject.rate <= g.fnmr_by_subject.boot_high
     assert by["w"].fnmr_by_subject.boot_high < 0.5  # resampling subjects, not pairs
+    # the differentials read both ways: by pair w is worse (1.7x), by subject m is (5x)
+    assert point.differentials["fnmr_max_min_ratio"] == pytest.approx((100 / 118) / 0.5)
+    assert point.differentials["fnmr_by_subject_max_min_ratio"] == pytest.approx(5)
+    low, high = point.differential_ci["fnmr_by_subject_max_min_ratio"]
+    assert low <= 5 <= high and "fnmr_by_subject_max_geomean" in point.differential_null
     assert "each subject once" in markdown(audit(s, targets=(1e-2,), resamples=0))
     # without subject ids there is no subject to count once
     plain = Scores.from_labels(score, mated, group, group)
