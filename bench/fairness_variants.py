@@ -5,7 +5,8 @@ the held-out FairFace half (6,104 images, 18.6M pairs), against the shipped norm
 run: Max/GeoMean and max/min over the 14 race x gender groups at one global threshold for FMR 1e-3
 and 1e-4, and each group's observed FMR over the rate that a look-alike calibration (pairs within
 one of 32 k-means clusters of the fit half, read by rank) states for 1e-3 and 1e-4. Then LFW's
-held-out half (10-fold, TAR at FMR 1e-3, women's and men's FMR and FNMR) for each variant.
+held-out half (10-fold, TAR at FMR 1e-3, women's and men's FMR and FNMR, by pair and by person,
+and by LFW's race annotation: `fairness_checks.lfw_part`) for each variant.
 Two variants correct pairs rather than templates: each side's location is (in part) how close
 the other side lies to its cohort neighbourhood. Then two changes of the template space before
 the shipped fit (subtracting the fit half's mean template; PCA whitening), each refitted with
@@ -14,7 +15,7 @@ instead (FairCal's maps on the normalised score).
 First it prints the label-permutation floor: Max/GeoMean with the groups' labels shuffled among
 the held-out images, the value groups that do not differ at all would read here.
 
-    .venv/bin/python bench/fairness_variants.py      # 760 s on the 2-core machine
+    .venv/bin/python bench/fairness_variants.py      # 760-1,075 s on the 2-core machine
 """
 
 from __future__ import annotations
