@@ -50,29 +50,6 @@ class Aligned(Normaliser):
 
 
 @dataclass(frozen=True)
-class CrossNeighbourhood(Normaliser):
-    """ASN whose location for side a mixes a's own closeness to its top-k centroids with how close
-    the *other* side lies to their mean (weight ``lam``): a pair-level correction, where ASN's is
-    per template. No offsets."""
-
-    lam: float = 1.0
-
-    def stats(self, vectors):
-        v = np.atleast_2d(np.asarray(vectors, np.float32))
-        sims = v @ self.centroids.T
-        top_idx = np.argpartition(-sims, self.top_k, axis=1)[:, : self.top_k]
-        top = np.take_along_axis(sims, top_idx, 1)
-        near = self.centroids[top_idx].mean(1)
-        return top.mean(1), np.maximum(top.std(1), 1e-6), np.concatenate([near, v], 1)
-
-    def normalise(self, cosines, a, b):
-        (ma, sa, pa), (mb, sb, pb) = a, b
-        d = pa.shape[1] // 2
-        la = (1 - self.lam) * ma + self.lam * np.einsum("ij,ij->i", pa[:, :d], pb[:, d:])
-        lb = (1 - self.lam) * mb + self.lam * np.einsum("ij,ij->i", pb[:, :d], pa[:, d:])
-        return ((cosines - la) / sa + (cosines - lb) / sb) / 2
-
-
 def main() -> None:
     t0 = time.perf_counter()
     settings = Settings.load()
@@ -141,8 +118,8 @@ def main() -> None:
     variants["cohort of FairFace's fit half only (C 1500)"] = fit(
         "variant", ffv[ff_fit], np.arange(int(ff_fit.sum())), cohort=1500, match_cosine=match)
     for lam in (1.0, 0.5):
-        variants[f"ASN top 30 against the other side's neighbourhood, weight {lam:g}"] = CrossNeighbourhood(
-            "variant", shipped.centroids, 30, shipped.clusters, np.zeros(len(shipped.clusters)), lam)
+        variants[f"ASN top 30 against the other side's neighbourhood, weight {lam:g}"] = Normaliser(
+            "variant", shipped.centroids, 30, shipped.clusters, np.zeros(len(shipped.clusters)), pair_weight=lam)
     for label, n in variants.items():
         measure(label, n)
     moved = {}

@@ -97,8 +97,10 @@ def pwm_gpd(excess: np.ndarray) -> tuple[float, float]:
     return -k, sigma
 
 
-def fit_normaliser(sources: list[Source], model: str) -> Normaliser:
-    """The score normaliser, from the fit half's templates and identities (never groups)."""
+def fit_normaliser(sources: list[Source], model: str, pair_weight: float = 0.0) -> Normaliser:
+    """The score normaliser, from the fit half's templates and identities (never groups);
+    ``pair_weight`` > 0: partly pair-level locations, without offsets (as measured in
+    docs/fairness.md's second round)."""
     from .normalisation import fit as fit_norm
 
     vectors, identities = [], []
@@ -109,7 +111,8 @@ def fit_normaliser(sources: list[Source], model: str) -> Normaliser:
         identities += [f"{src.name}/{x}" for x, h in zip(ids, half) if h]
     # the plain calibration's FMR 1e-4 score: where the engine calls two faces one person
     match = for_model(model).threshold_for_fmr(MATCH_FMR)
-    return fit_norm(model, np.concatenate(vectors), np.array(identities), match_cosine=match)
+    return fit_norm(model, np.concatenate(vectors), np.array(identities), match_cosine=match, pair_weight=pair_weight,
+                    **({"clusters": 0} if pair_weight else {}))
 
 
 def fit(sources: list[Source], model: str, progress: Callable[[str], None] = lambda _: None,

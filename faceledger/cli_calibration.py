@@ -27,6 +27,9 @@ def fit_command(
     normalisation: str = typer.Option("none", "--normalisation", help="none: calibrate cosines; cohort: fit the "
                                       "score normaliser too (written beside the calibration) and calibrate its "
                                       "scores on look-alike non-mated pairs."),
+    pair_weight: float = typer.Option(0.0, "--pair-weight", help="cohort: 0 (shipped) subtracts each template's own "
+                                      "closeness to its cohort neighbourhood; w in (0, 1] mixes in how close the "
+                                      "other side lies to it, without cluster offsets (docs/fairness.md)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Fit the calibration from every non-mated FairFace and LFW pair of the fit half, validate it
@@ -42,6 +45,8 @@ def fit_command(
     with errors(as_json):
         if normalisation not in NORMALISATIONS:
             raise InvalidParameterError(f"--normalisation is one of {', '.join(NORMALISATIONS)}")
+        if not 0 <= pair_weight <= 1 or (pair_weight and normalisation != "cohort"):
+            raise InvalidParameterError("--pair-weight is between 0 and 1, and applies to --normalisation cohort")
         settings = Settings.load()
         model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
         ff = FairFace.locate(settings)
@@ -62,8 +67,9 @@ def fit_command(
         target.parent.mkdir(parents=True, exist_ok=True)
         normaliser = None
         if normalisation == "cohort":
-            err.print("fitting the score normaliser (k-means cohort, per-cluster offsets)")
-            normaliser = fit_normaliser(sources, model)
+            err.print("fitting the score normaliser (k-means cohort, "
+                      + (f"pair weight {pair_weight:g})" if pair_weight else "per-cluster offsets)"))
+            normaliser = fit_normaliser(sources, model, pair_weight)
             base = model.partition("@")[0]
             norm_path = target.with_name(norm_mod.SHIPPED.get(base, f"normaliser-{base}.json"))
             norm_path.write_text(normaliser.dumps())

@@ -8,6 +8,9 @@ comparison by both sides' cohort statistics (adaptive symmetric normalisation, A
     s' = ((s - mu_a) / sd_a + (s - mu_b) / sd_b) / 2
 
 with mu, sd the mean and deviation of the template's ``top_k`` highest cosines to the cohort.
+With ``pair_weight`` w > 0 the location of side a is pair-level: (1 - w) mu_a + w <n_a, b>, where
+n_a is the mean of a's top-k centroids, so strangers from one neighbourhood are discounted and
+strangers from far apart are not (docs/fairness.md measures w = 0.5 and 1; the shipped file has 0).
 A second, coarse step removes what ASN leaves per region of face space: ``K`` clusters of the
 fit data, each with an offset that moves its within-cluster threshold for ``OFFSET_FMR`` onto the
 global one (the pair gets the mean of its two clusters' offsets).
@@ -47,16 +50,29 @@ class Normaliser:
     top_k: int
     clusters: np.ndarray  # (K, d) unit vectors
     offsets: np.ndarray  # (K,)
+    pair_weight: float = 0.0  # 0: ASN's per-template location; > 0: partly pair-level (see above)
 
-    def stats(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per template: mean and deviation of its top-k cohort cosines, and its cluster."""
+    def stats(self, vectors: np.ndarray) -> tuple:
+        """Per template: mean and deviation of its top-k cohort cosines, and its cluster; with a
+        pair weight also the mean of its top-k centroids and the template itself."""
         v = np.atleast_2d(np.asarray(vectors, np.float32))
-        top = -np.sort(-(v @ self.centroids.T), axis=1)[:, : self.top_k]
-        return top.mean(1), np.maximum(top.std(1), 1e-6), (v @ self.clusters.T).argmax(1)
+        sims = v @ self.centroids.T
+        if not self.pair_weight:
+            top = -np.sort(-sims, axis=1)[:, : self.top_k]
+            return top.mean(1), np.maximum(top.std(1), 1e-6), (v @ self.clusters.T).argmax(1)
+        idx = np.argpartition(-sims, self.top_k, axis=1)[:, : self.top_k]
+        top = np.take_along_axis(sims, idx, 1)
+        near = self.centroids[idx].mean(1).astype(np.float32)
+        return top.mean(1), np.maximum(top.std(1), 1e-6), (v @ self.clusters.T).argmax(1), near, v
 
     def normalise(self, cosines: np.ndarray, a: tuple, b: tuple) -> np.ndarray:
-        """Normalised scores of pairs whose sides have ``stats`` a and b (arrays aligned)."""
-        (ma, sa, ca), (mb, sb, cb) = a, b
+        """Normalised scores of pairs whose sides have ``stats`` a and b (arrays aligned, or one
+        side a single template against many)."""
+        (ma, sa, ca), (mb, sb, cb) = a[:3], b[:3]
+        if self.pair_weight:
+            w = self.pair_weight
+            ma = (1 - w) * ma + w * np.sum(a[3] * b[4], axis=-1)  # how close b lies to a's neighbourhood
+            mb = (1 - w) * mb + w * np.sum(b[3] * a[4], axis=-1)
         asn = ((cosines - ma) / sa + (cosines - mb) / sb) / 2
         return asn - (self.offsets[ca] + self.offsets[cb]) / 2
 
@@ -64,6 +80,7 @@ class Normaliser:
         r = lambda x: np.round(np.asarray(x, np.float64), _DIGITS).tolist()  # noqa: E731
         return {"format": FORMAT, "model": self.model, "top_k": self.top_k, "centroids": _pack(self.centroids),
                 "clusters": _pack(self.clusters), "offsets": r(self.offsets),
+                **({"pair_weight": float(self.pair_weight)} if self.pair_weight else {}),
                 "note": "centroids: k-means means of 3+ identities' templates each (no person's own template), "
                         "little-endian float16, base64; fitted on FairFace (CC BY 4.0, Karkkainen & Joo 2021) and LFW"}
 
@@ -80,7 +97,7 @@ class Normaliser:
         if d.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} file")
         return cls(d["model"], _unpack(d["centroids"]), int(d["top_k"]), _unpack(d["clusters"]),
-                   np.asarray(d["offsets"], np.float64))
+                   np.asarray(d["offsets"], np.float64), float(d.get("pair_weight", 0.0)))
 
 
 def _pack(x: np.ndarray) -> dict:
@@ -147,6 +164,8 @@ def pair_scores(v: np.ndarray, i: np.ndarray, j: np.ndarray, normaliser: Normali
     tens of millions of pairs never gather their vectors at once."""
     out = np.empty(len(i), np.float32)
     stats = normaliser.stats(v) if normaliser is not None else None
+    if normaliser is not None and normaliser.pair_weight:
+        block = min(block, 500_000)  # each side gathers two (block, d) arrays
     for s in range(0, len(i), block):
         a, b = i[s : s + block], j[s : s + block]
         c = np.einsum("ij,ij->i", v[a], v[b])
@@ -157,11 +176,12 @@ def pair_scores(v: np.ndarray, i: np.ndarray, j: np.ndarray, normaliser: Normali
 
 
 def fit(model: str, vectors: np.ndarray, identities: np.ndarray, *, cohort: int = 3000, top_k: int = 30,
-        clusters: int = 8, min_pairs: int = 20_000, seed: int = 0, match_cosine: float | None = None) -> Normaliser:
+        clusters: int = 8, min_pairs: int = 20_000, seed: int = 0, match_cosine: float | None = None,
+        pair_weight: float = 0.0) -> Normaliser:
     """From the fit half's templates and identity names (pairs of one identity are not
     impostor pairs); no demographic label is an argument. ``match_cosine``: the score at which
     the engine would call two faces one person; a centroid that matches the images of only one
-    or two identities there would identify them, and is dropped."""
+    or two identities there would identify them, and is dropped. ``clusters=0``: no offsets."""
     v = np.asarray(vectors, np.float32)
     ident = np.unique(np.asarray(identities), return_inverse=True)[1]  # codes: 78M pairs of names would not fit
     centroids = kmeans(v, cohort, seed=seed)
@@ -173,8 +193,10 @@ def fit(model: str, vectors: np.ndarray, identities: np.ndarray, *, cohort: int 
         matched = 0 if match_cosine is None else len(np.unique(ident[sims[:, c] >= match_cosine]))
         keep[c] = people >= MIN_IDENTITIES and (matched == 0 or matched >= MIN_IDENTITIES)
     centroids = _as_stored(centroids[keep])  # of fewer people it could be someone's face
+    if not clusters:  # one cluster with no offset
+        return Normaliser(model, centroids, top_k, np.zeros((1, v.shape[1]), np.float32), np.zeros(1), pair_weight)
     coarse = _as_stored(kmeans(v, clusters, iterations=30, seed=seed + 1))
-    base = Normaliser(model, centroids, top_k, coarse, np.zeros(clusters))
+    base = Normaliser(model, centroids, top_k, coarse, np.zeros(clusters), pair_weight)
     cl = base.stats(v)[2]
     i, j = np.triu_indices(len(v), 1)
     keep = ident[i] != ident[j]
@@ -186,4 +208,4 @@ def fit(model: str, vectors: np.ndarray, identities: np.ndarray, *, cohort: int 
         within = (cl[i] == c) & (cl[j] == c)
         if within.sum() >= min_pairs:  # too few pairs: no offset rather than a noisy one
             offsets[c] = threshold_for_fmr(scores[within], OFFSET_FMR) - global_t
-    return Normaliser(model, centroids, top_k, coarse, np.round(offsets, _DIGITS))  # as stored, as for centroids
+    return Normaliser(model, centroids, top_k, coarse, np.round(offsets, _DIGITS), pair_weight)  # as stored

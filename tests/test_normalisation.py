@@ -46,9 +46,27 @@ def fairface_templates(fairface, settings):
     return vectors, fit_half, groups
 
 
-def _fit(vectors):
+def test_pair_level_scores_agree_however_they_are_computed(fairface_templates):
+    """The pair-level normaliser scores a pair the same both ways round, one probe against a gallery
+    as pair by pair (search and compare share it), and its weight travels with the file."""
+    vectors, fit_half, _ = fairface_templates
+    norm = _fit(vectors[fit_half], pair_weight=0.5)
+    held = vectors[~fit_half][:40]
+    gallery = scoring.Scoring("cohort", None, norm)
+    against = gallery.scores(held[0], held[1:])
+    i, j = np.zeros(39, int), np.arange(1, 40)
+    assert np.allclose(against, normalisation.pair_scores(held, i, j, norm), atol=1e-5)
+    assert np.allclose(against, normalisation.pair_scores(held, j, i, norm), atol=1e-5)
+    plain = normalisation.Normaliser(norm.model, norm.centroids, norm.top_k, norm.clusters, norm.offsets)
+    assert not np.allclose(against, scoring.Scoring("cohort", None, plain).scores(held[0], held[1:]))
+    again = normalisation.Normaliser.from_dict(__import__("json").loads(norm.dumps()))
+    assert again.pair_weight == 0.5 and again.dumps() == norm.dumps() and again.digest != plain.digest
+    assert "pair_weight" not in plain.to_dict()  # files without it read, and regenerate, as before
+
+
+def _fit(vectors, pair_weight: float = 0.0):
     return normalisation.fit("test", vectors, np.array([f"i{k}" for k in range(len(vectors))]), cohort=150,
-                             top_k=20, clusters=4, min_pairs=2_000)
+                             top_k=20, clusters=4, min_pairs=2_000, pair_weight=pair_weight)
 
 
 def test_fitting_twice_gives_the_same_bytes(fairface_templates):
@@ -67,14 +85,14 @@ def test_fitting_twice_gives_the_same_bytes(fairface_templates):
     assert len(strict.centroids) < len(first.centroids) and not np.any((matched > 0) & (matched < 3)), matched
 
 
-def test_on_held_out_faces_the_groups_false_match_rates_come_closer(fairface_templates):
+@pytest.mark.parametrize("pair_weight", [0.0, 0.5], ids=["per-template", "pair-level"])
+def test_on_held_out_faces_the_groups_false_match_rates_come_closer(fairface_templates, pair_weight):
     vectors, fit_half, groups = fairface_templates
-    norm = _fit(vectors[fit_half])
+    norm = _fit(vectors[fit_half], pair_weight=pair_weight)
     held, g = vectors[~fit_half], groups[~fit_half]
     i, j = np.triu_indices(len(held), 1)
     raw = np.einsum("ij,ij->i", held[i], held[j])
-    mu, sd, cl = norm.stats(held)
-    normalised = norm.normalise(raw, (mu[i], sd[i], cl[i]), (mu[j], sd[j], cl[j]))
+    normalised = normalisation.pair_scores(held, i, j, norm)
     names = sorted(set(g))
 
     def max_over_geomean(scores: np.ndarray) -> float:
@@ -86,3 +104,14 @@ def test_on_held_out_faces_the_groups_false_match_rates_come_closer(fairface_tem
     assert before > 3.0  # the differential this engine has on FairFace (docs/audit-fairface.md)
     print(f"Max/GeoMean at FMR 1e-2: raw {before:.2f}, normalised {after:.2f}")
     assert after < before / 2, (before, after)
+
+
+@pytest.mark.parametrize("args", [["--normalisation", "cohort", "--pair-weight", "1.5"], ["--pair-weight", "0.5"]])
+def test_a_pair_weight_outside_its_range_or_without_the_cohort_is_refused(args, tmp_path):
+    from typer.testing import CliRunner
+
+    from faceledger.cli import app
+
+    r = CliRunner().invoke(app, ["calibration", "fit", *args, "--out", str(tmp_path / "c.json"), "--json"])
+    assert r.exit_code != 0 and "--pair-weight is between 0 and 1" in r.stdout
+    assert not (tmp_path / "c.json").exists()  # refused before anything is fitted or written
