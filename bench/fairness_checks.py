@@ -198,12 +198,11 @@ def sex_fnmr(score, mated, sex, person, li, lj, rows, resamples: int = 0, seed: 
              tuple(float(v) for v in cuts[k, 0])) for k, row in enumerate(rows)]
 
 
-def misses_by_race(score, mated, sex, person, li, lj, race, cut, c) -> str:
-    """One sex's misses at or below ``cut`` (the threshold set by pair), split by the people's
-    annotated race (LFW's 866-person labels; the rest "unlabelled"): the FNMR of each race's mated
-    pairs, and with each of its people counted once."""
-    pairs_of = np.bincount(person[li[mated]], minlength=person.max() + 1)
-    m = np.flatnonzero((sex[li] == c) & (sex[lj] == c) & mated)
+def misses_by_race(score, m, person, li, race, pairs_of, cut) -> str:
+    """One sex's misses among its mated pairs ``m`` at or below ``cut`` (the threshold set by
+    pair), split by the people's annotated race (LFW's 866-person labels; the rest "unlabelled"):
+    the FNMR of each race's mated pairs, and with each of its people counted once (``pairs_of``:
+    mated pairs per person)."""
     out = []
     for r in sorted(set(race[person[li[m]]]), key=lambda r: (r == "unlabelled", r)):
         k = m[race[person[li[m]]] == r]
@@ -228,6 +227,8 @@ def lfw_part(title, lfw, imgs, lv, keep, normalisers, own_resamples: int = 0) ->
     race = np.array([race_of.get(n, "unlabelled") for n in people])  # per person code; measurement only
     li, lj = np.triu_indices(len(v), 1)
     mated = person[li] == person[lj]
+    mated_of = [np.flatnonzero((gender[li] == c) & (gender[lj] == c) & mated) for c in (0, 1)]  # per sex
+    pairs_of = np.bincount(person[li[mated]], minlength=len(people))
     folds_pairs = [[(index.get(p.a), index.get(p.b), p.mated) for p in fold] for fold in lfw.pairs()]
     folds_pairs = [[x for x in fold if x[0] is not None and x[1] is not None] for fold in folds_pairs]
     print(f"\n== {title}: {len(v):,} images, {int(mated.sum()):,} mated and {int((~mated).sum()):,} non-mated pairs; "
@@ -260,14 +261,14 @@ def lfw_part(title, lfw, imgs, lv, keep, normalisers, own_resamples: int = 0) ->
                 f"by {x}, women {100 * f:.2f}% men {100 * m:.2f}%, {f / m:.2f}x"
                 + (f" ({ci[x][0]:.2f} to {ci[x][1]:.2f}, identity bootstrap)" if ci[x] else "")
                 for x, (f, m) in point_.items()))
-            women = (gender[li] == 0) & (gender[lj] == 0) & mated
-            missed = np.bincount(person[li[women & (scores <= cuts[0])]], minlength=len(people))
+            women = mated_of[0]
+            missed = np.bincount(person[li[women[scores[women] <= cuts[0]]]], minlength=len(people))
             pairs = np.bincount(person[li[women]], minlength=len(people))
             cells.append("  women's misses there, most from: " + ", ".join(
                 f"{people[p]} {missed[p]} of {pairs[p]}" for p in np.argsort(-missed, kind="stable")[:3]))
             for c, cut in enumerate(cuts):
                 cells.append(f"  {sexes[c]} by annotated race: "
-                             + misses_by_race(scores, mated, gender, person, li, lj, race, cut, c))
+                             + misses_by_race(scores, mated_of[c], person, li, race, pairs_of, cut))
         cells += race_rates(scores, mated, person, li, lj, race, t)
         print(f"  {label}: 10-fold {100 * acc.mean():.2f}% +- {100 * acc.std(ddof=1):.2f}; TAR at FMR 1e-3 "
               f"{100 * tar:.2f}%\n     " + "\n     ".join(cells), flush=True)

@@ -21,7 +21,6 @@ the held-out images, the value groups that do not differ at all would read here.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,7 +48,6 @@ class Aligned(Normaliser):
         return ((s - t3[a[2]]) * scale[a[2]] + (s - t3[b[2]]) * scale[b[2]]) / 2 + g3
 
 
-@dataclass(frozen=True)
 def main() -> None:
     t0 = time.perf_counter()
     settings = Settings.load()

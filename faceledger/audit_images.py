@@ -92,8 +92,8 @@ def _image_audit(items: list[Item], settings: Settings, *, prealigned: bool, exp
     normed = np.empty(len(a), np.float32) if normaliser is not None else None
     stats = normaliser.stats(v) if normaliser is not None else None
     block = 5_000_000  # cosines in blocks: 72M pairs never gather 72M x 128 floats at once
-    if normaliser is not None and normaliser.pair_weight:
-        block = 500_000  # a pair-level normaliser gathers two more (block, d) arrays per side
+    if normaliser is not None:
+        block = normaliser.block(block)
     for start in range(0, len(a), block):
         x, y = a[start : start + block], b[start : start + block]
         cos = np.einsum("ij,ij->i", v[x], v[y])

@@ -76,6 +76,11 @@ class Normaliser:
         asn = ((cosines - ma) / sa + (cosines - mb) / sb) / 2
         return asn - (self.offsets[ca] + self.offsets[cb]) / 2
 
+    def block(self, pairs: int) -> int:
+        """How many pairs to score at once: a pair-level normaliser gathers two more (block, d)
+        arrays per side, so it takes smaller blocks."""
+        return min(pairs, 500_000) if self.pair_weight else pairs
+
     def to_dict(self) -> dict:
         r = lambda x: np.round(np.asarray(x, np.float64), _DIGITS).tolist()  # noqa: E731
         return {"format": FORMAT, "model": self.model, "top_k": self.top_k, "centroids": _pack(self.centroids),
@@ -164,8 +169,8 @@ def pair_scores(v: np.ndarray, i: np.ndarray, j: np.ndarray, normaliser: Normali
     tens of millions of pairs never gather their vectors at once."""
     out = np.empty(len(i), np.float32)
     stats = normaliser.stats(v) if normaliser is not None else None
-    if normaliser is not None and normaliser.pair_weight:
-        block = min(block, 500_000)  # each side gathers two (block, d) arrays
+    if normaliser is not None:
+        block = normaliser.block(block)
     for s in range(0, len(i), block):
         a, b = i[s : s + block], j[s : s + block]
         c = np.einsum("ij,ij->i", v[a], v[b])
