@@ -50,8 +50,12 @@ def rank_in_cell(score: np.ndarray, cell: np.ndarray) -> np.ndarray:
     return out
 
 
+def clusters(held: np.ndarray, k: int) -> np.ndarray:
+    return (held @ kmeans(held, k, iterations=30, seed=5).T).argmax(1)  # of the held-out images themselves
+
+
 def region_pair_oracle(held: np.ndarray, i: np.ndarray, j: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
-    cluster = (held @ kmeans(held, k, iterations=30, seed=5).T).argmax(1)  # of the held-out images themselves
+    cluster = clusters(held, k)
     lo, hi = np.minimum(cluster[i], cluster[j]), np.maximum(cluster[i], cluster[j])
     return rank_in_cell(score, lo.astype(np.int64) * k + hi)
 
@@ -103,6 +107,13 @@ def main() -> None:
                   f"{differential_text(point, 'fmr_max_min_ratio')} | "
                   f"{names[rates.argmin()]} {rates.min():.2e} / {names[rates.argmax()]} {rates.max():.2e} |", flush=True)
             del s
+    cluster = clusters(held, 32)
+    within = codes[i] == codes[j]
+    same = np.bincount(codes[i][within & (cluster[i] == cluster[j])], minlength=len(names))
+    share = same / np.bincount(codes[i][within], minlength=len(names))
+    print("\nHow spread each group is (what no label-free correction sees): the share of its within-group pairs "
+          "whose two images fall in one of the 32 clusters")
+    print("; ".join(f"{names[c]} {share[c]:.3f}" for c in np.argsort(share)))
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 
