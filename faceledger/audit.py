@@ -25,6 +25,18 @@ from .errors import InvalidParameterError
 Z95 = 1.959963984540054
 
 
+@dataclass(frozen=True)
+class SubjectPairs:
+    """Within-group non-mated pairs grouped by their (unordered) pair of subjects."""
+
+    pairs: np.ndarray  # indices of the pairs
+    key: np.ndarray  # per pair: its pair of subjects, an index into the arrays below
+    count: np.ndarray  # per pair of subjects: its pairs
+    group: np.ndarray  # per pair of subjects: the group code
+    subject_a: np.ndarray  # per pair of subjects: the lower and the higher subject code
+    subject_b: np.ndarray
+
+
 @dataclass
 class Scores:
     """Comparisons as arrays; scores are similarities (higher = more alike). Groups are integer
@@ -62,6 +74,26 @@ class Scores:
     def within(self) -> np.ndarray:
         """Per pair: the group code when both sides are in one group, else len(names) (cross-group)."""
         return np.where(self.group_a == self.group_b, self.group_a, len(self.names)).astype(np.int32)
+
+    @cached_property
+    def subject_pairs(self) -> SubjectPairs | None:
+        """Within-group non-mated pairs by pair of subjects; None without subject ids, or when no
+        pair of subjects has more than one pair (then counting by pair of subjects changes nothing)."""
+        if self.subject_a is None:
+            return None
+        sel = np.flatnonzero(~self.mated & (self.within < len(self.names)))
+        a, b = self.subject_a[sel].astype(np.int64), self.subject_b[sel].astype(np.int64)
+        span = int(max(a.max(initial=0), b.max(initial=0))) + 1
+        keys, key = np.unique(self.within[sel].astype(np.int64) * span * span + np.minimum(a, b) * span
+                              + np.maximum(a, b), return_inverse=True)
+        if len(keys) == len(sel):
+            return None
+        return SubjectPairs(sel, key, np.bincount(key), keys // (span * span), keys // span % span, keys % span)
+
+    def subject_pair_shares(self, threshold: float) -> np.ndarray:
+        """Per pair of subjects (``subject_pairs``), the share of its non-mated pairs scored a match."""
+        p = self.subject_pairs
+        return np.bincount(p.key, weights=self.score[p.pairs] >= threshold, minlength=len(p.group)) / p.count
 
     def code(self, name: str) -> int:
         try:
@@ -285,13 +317,14 @@ def _rate(errors: int, trials: int, resolvable_at: float | None, interval: str =
 
 @dataclass
 class SubjectRate:
-    """A group's FNMR with every subject counted once: the mean over its subjects of each one's
-    share of mated pairs missed. Counted by pair, a subject with hundreds of images outweighs the
-    rest of the group (on LFW one woman holds 15% of women's mated pairs, one man 58% of men's, and
-    which sex fares worse depends on them: docs/fairness.md)."""
+    """A group's FNMR with every subject counted once (the mean over its subjects of each one's
+    share of mated pairs missed), or its FMR with every pair of subjects counted once (the mean
+    over them of each one's share of non-mated pairs matched). Counted by pair, a subject with
+    hundreds of images outweighs the rest of the group (on LFW one woman holds 15% of women's
+    mated pairs, one man 58% of men's, and which sex fares worse depends on them: docs/fairness.md)."""
 
     rate: float
-    subjects: int
+    subjects: int  # the units counted once: subjects (FNMR) or pairs of subjects (FMR)
     boot_low: float = math.nan  # subject bootstrap, as for the other rates
     boot_high: float = math.nan
 
@@ -303,6 +336,7 @@ class GroupRates:
     fnmr: Rate  # mated pairs of the group
     cross_fmr: Rate  # non-mated pairs with one side in the group and the other not
     fnmr_by_subject: SubjectRate | None = None  # with subject ids and mated pairs
+    fmr_by_subject: SubjectRate | None = None  # with subject ids, where a pair of subjects has several pairs
 
 
 @dataclass
@@ -346,6 +380,8 @@ def rates_at(s: Scores, threshold: float, target: float, name: str, interval: st
     if s.subject_a is not None:
         for code, (rate, subjects) in _fnmr_by_subject(s, threshold).items():
             out[code].fnmr_by_subject = SubjectRate(rate, subjects)
+        for code, (rate, pairs) in _fmr_by_subject(s, threshold).items():
+            out[code].fmr_by_subject = SubjectRate(rate, pairs)
     point = OperatingPoint(name, threshold, target, out, every_group=every_group)
     point.differentials = differentials(point)
     return point
@@ -371,6 +407,17 @@ def _fnmr_by_subject(s: Scores, threshold: float) -> dict[int, tuple[float, int]
     return {int(c): (float(total[c] / per_group[c]), int(per_group[c])) for c in np.flatnonzero(per_group)}
 
 
+def _fmr_by_subject(s: Scores, threshold: float) -> dict[int, tuple[float, int]]:
+    """Group code -> (mean over its pairs of subjects of each one's share of non-mated pairs
+    matched, pairs of subjects); empty where no pair of subjects has several pairs."""
+    if s.subject_pairs is None:
+        return {}
+    group, share = s.subject_pairs.group, s.subject_pair_shares(threshold)
+    per_group = np.bincount(group, minlength=len(s.names))
+    total = np.bincount(group, weights=share, minlength=len(s.names))
+    return {int(c): (float(total[c] / per_group[c]), int(per_group[c])) for c in np.flatnonzero(per_group)}
+
+
 # --- summary differentials ----------------------------------------------------------------------------
 
 
@@ -378,15 +425,17 @@ def _counted(r: Rate, point: OperatingPoint) -> bool:
     return bool(r.trials) and (r.resolved or point.every_group)
 
 
-#: The rates the differentials compare: FMR, FNMR by pair, and FNMR with each subject once.
-KINDS = ("fmr", "fnmr", "fnmr_by_subject")
+#: The rates the differentials compare: FMR and FNMR by pair, and with each subject (pair of subjects) once.
+KINDS = ("fmr", "fnmr", "fnmr_by_subject", "fmr_by_subject")
 
 
 def _counted_rate(g: GroupRates, kind: str, point: OperatingPoint) -> float | None:
-    """A group's rate of ``kind`` where the differentials count it, else None; FNMR by subject
-    counts where the group's FNMR by pair does (its mated pairs resolve it)."""
-    if kind == "fnmr_by_subject":
-        return g.fnmr_by_subject.rate if g.fnmr_by_subject is not None and _counted(g.fnmr, point) else None
+    """A group's rate of ``kind`` where the differentials count it, else None; a rate by subject
+    counts where the same rate by pair does (its pairs resolve it)."""
+    if kind.endswith("_by_subject"):
+        by_pair = kind.removesuffix("_by_subject")
+        r = getattr(g, kind)
+        return r.rate if r is not None and _counted(getattr(g, by_pair), point) else None
     r = getattr(g, kind)
     return r.rate if _counted(r, point) else None
 
@@ -401,7 +450,7 @@ def _gini(x: np.ndarray) -> float:
 
 def differentials(point: OperatingPoint, alpha: float = 0.5) -> dict[str, float]:
     """Max/min, NIST Max/GeoMean, Inequity Rate, GARBE, FDR, over groups whose rates are resolved
-    (or every group with trials, when the point says so); the first four for FNMR by subject too."""
+    (or every group with trials, when the point says so); the first four for the rates by subject too."""
     out: dict[str, float] = {}
     for name in KINDS:
         x = np.array([r for r in (_counted_rate(g, name, point) for g in point.groups) if r is not None])
@@ -438,6 +487,7 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
     drawn = {(k, kind): np.full((n_groups, resamples), np.nan) for k in range(len(points)) for kind in KINDS}
     order = np.argsort(s.within, kind="stable")
     bounds = np.searchsorted(s.within[order], np.arange(n_groups + 1))
+    shares = [s.subject_pair_shares(p.threshold) for p in points] if s.subject_pairs is not None else None
     for code in range(n_groups):
         idx = order[bounds[code] : bounds[code + 1]]
         if not len(idx):
@@ -467,6 +517,8 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
                     rates = counts[:, has] @ share[has] / counts[:, has].sum(1)
                 by_subject.boot_low, by_subject.boot_high = (float(v) for v in np.nanpercentile(rates, [2.5, 97.5]))
                 drawn[k, "fnmr_by_subject"][code] = rates
+        if s.subject_pairs is not None and any(p.groups[code].fmr_by_subject is not None for p in points):
+            _bootstrap_fmr_by_subject(s, counts, subjects, shares, points, code, drawn)
         for kind, sel in (("fmr", ~mated), ("fnmr", mated)):
             if not sel.any():
                 continue
@@ -501,6 +553,24 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
                 p.differential_ci[name] = [float(lo * shift), float(hi * shift)]
 
 
+def _bootstrap_fmr_by_subject(s: Scores, counts, subjects, shares, points, code, drawn) -> None:
+    """FMR with each pair of subjects once, per resample: a pair of subjects drawn k and l times
+    counts k x l times, as its pairs do in the FMR by pair. ``subjects``: the group's subject
+    codes, sorted (the columns of ``counts``); ``shares``: per point, each pair of subjects' share."""
+    mine = np.flatnonzero(s.subject_pairs.group == code)
+    ua = np.searchsorted(subjects, s.subject_pairs.subject_a[mine])
+    ub = np.searchsorted(subjects, s.subject_pairs.subject_b[mine])
+    units = _resampled_count(counts, ua, ub)
+    for k, p in enumerate(points):
+        by_subject = p.groups[code].fmr_by_subject
+        if by_subject is None:
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rates = np.where(units > 0, _resampled_count(counts, ua, ub, shares[k][mine]) / units, np.nan)
+        by_subject.boot_low, by_subject.boot_high = (float(v) for v in np.nanpercentile(rates, [2.5, 97.5]))
+        drawn[k, "fmr_by_subject"][code] = rates
+
+
 def _ratio_differentials(x: np.ndarray, kind: str) -> dict[str, np.ndarray]:
     """Max/GeoMean and max/min of rates x (groups x resamples), per resample; a resample with a
     group at zero reads unbounded (inf)."""
@@ -510,25 +580,28 @@ def _ratio_differentials(x: np.ndarray, kind: str) -> dict[str, np.ndarray]:
     return {name: np.where(np.isnan(r), np.inf, r) for name, r in ratios.items()}
 
 
-def _resampled_count(counts: np.ndarray, a: np.ndarray, b: np.ndarray, dense_cells: int = 16_000_000) -> np.ndarray:
+def _resampled_count(counts: np.ndarray, a: np.ndarray, b: np.ndarray, weight: np.ndarray | None = None,
+                     dense_cells: int = 16_000_000) -> np.ndarray:
     """Per resample, the weighted number of pairs (a, b): sum of counts[a] * counts[b] (counts[a]
-    when a == b). Many pairs over few subjects go through one matrix product, R x S x S, which is
-    far cheaper than gathering R weights per pair; few pairs are gathered in chunks."""
+    when a == b), each pair times its ``weight`` if given. Many pairs over few subjects go through
+    one matrix product, R x S x S, which is far cheaper than gathering R weights per pair; few
+    pairs are gathered in chunks."""
     resamples, n = counts.shape
+    w = np.ones(len(a)) if weight is None else np.asarray(weight, np.float64)
     total = np.zeros(resamples)
     one = a == b
     if one.any():
-        total += counts @ np.bincount(a[one], minlength=n).astype(np.float64)
-        a, b = a[~one], b[~one]
+        total += counts @ np.bincount(a[one], weights=w[one], minlength=n)
+        a, b, w = a[~one], b[~one], w[~one]
     if not len(a):
         return total
     if n * n <= dense_cells and len(a) * 16 > n * n:
-        pairs = np.bincount(a.astype(np.int64) * n + b, minlength=n * n).reshape(n, n).astype(np.float64)
+        pairs = np.bincount(a.astype(np.int64) * n + b, weights=w, minlength=n * n).reshape(n, n)
         return total + np.einsum("rs,rs->r", counts @ pairs, counts)
     step = max(1, 4_000_000 // resamples)
     for start in range(0, len(a), step):
         pa, pb = a[start : start + step], b[start : start + step]
-        total += np.einsum("rp,rp->r", counts[:, pa], counts[:, pb])
+        total += np.einsum("rp,rp,p->r", counts[:, pa], counts[:, pb], w[start : start + step])
     return total
 
 
@@ -625,14 +698,14 @@ def markdown(report: AuditReport) -> str:
         "",
     ]
     for p in report.points:
-        by_subject = any(g.fnmr_by_subject for g in p.groups)
+        by_subject = by_subject_columns(p.groups)
         lines += [f"## {p.name} (threshold {p.threshold:.6g})", "",
                   f"| group | FMR (95% {report.interval} CI) | non-mated pairs | FNMR (95% CI) | mated pairs |"
-                  + (" FNMR, each subject once (95% bootstrap) |" if by_subject else ""),
-                  "|---|---|---|---|---|" + ("---|" if by_subject else "")]
+                  + "".join(f" {label} (95% bootstrap) |" for _, label in by_subject),
+                  "|---|---|---|---|---|" + "---|" * len(by_subject)]
         for g in p.groups:
             lines.append(f"| {g.group} | {rate_text(g.fmr)} | {g.fmr.trials:,} | {rate_text(g.fnmr)} | {g.fnmr.trials:,} |"
-                         + (f" {subject_rate_text(g.fnmr_by_subject)} |" if by_subject else ""))
+                         + "".join(f" {subject_rate_text(g, attr)} |" for attr, _ in by_subject))
         if p.differentials:
             lines += ["", "Differentials (95% CI; what equal groups would read here, median and 95th percentile): "
                       + ", ".join(f"{k} {differential_text(p, k)}" for k in p.differentials)]
@@ -656,11 +729,27 @@ def differential_text(p: OperatingPoint, key: str) -> str:
     return out + (f" ({'; '.join(extra)})" if extra else "")
 
 
-def subject_rate_text(r: SubjectRate | None) -> str:
+#: Rates with each pair of subjects (FMR) or subject (FNMR) counted once: attribute, column label,
+#: what is counted once, and what a group without any has.
+BY_SUBJECT = (("fmr_by_subject", "FMR, each pair of subjects once", ("pair of subjects", "pairs of subjects"),
+               "no non-mated pairs"),
+              ("fnmr_by_subject", "FNMR, each subject once", ("subject", "subjects"), "no mated pairs"))
+
+
+def by_subject_columns(groups: Sequence[GroupRates]) -> list[tuple[str, str]]:
+    """(attribute, label) of the rates by subject that any of these groups has: a table shows
+    these columns and no others (without subject ids, or where no pair of subjects repeats, the
+    rates by pair are the whole story)."""
+    return [(attr, label) for attr, label, *_ in BY_SUBJECT if any(getattr(g, attr) for g in groups)]
+
+
+def subject_rate_text(g: GroupRates, attr: str = "fnmr_by_subject") -> str:
+    _, _, (one, many), missing = next(x for x in BY_SUBJECT if x[0] == attr)
+    r: SubjectRate | None = getattr(g, attr)
     if r is None:
-        return "no mated pairs"
+        return missing
     interval = f"{r.boot_low:.2g} to {r.boot_high:.2g}; " if not math.isnan(r.boot_low) else ""
-    return f"{r.rate:.3g} ({interval}{r.subjects:,} subject{'' if r.subjects == 1 else 's'})"
+    return f"{r.rate:.3g} ({interval}{r.subjects:,} {one if r.subjects == 1 else many})"
 
 
 def rate_text(r: Rate, *, flag: str = "not resolved") -> str:

@@ -8,12 +8,14 @@ is from it (1.00: the stated rate holds for the group).
 
 from __future__ import annotations
 
-from .audit import AuditReport, Rate, differential_text, rate_text, subject_rate_text
+from .audit import AuditReport, Rate, by_subject_columns, differential_text, rate_text, subject_rate_text
 
 DIFFERENTIALS = (("fmr_max_geomean", "FMR Max/GeoMean"), ("fmr_max_min_ratio", "FMR max/min"),
                  ("fnmr_max_geomean", "FNMR Max/GeoMean"), ("fnmr_max_min_ratio", "FNMR max/min"),
                  ("fnmr_by_subject_max_geomean", "FNMR Max/GeoMean, each subject once"),
-                 ("fnmr_by_subject_max_min_ratio", "FNMR max/min, each subject once"))
+                 ("fnmr_by_subject_max_min_ratio", "FNMR max/min, each subject once"),
+                 ("fmr_by_subject_max_geomean", "FMR Max/GeoMean, each pair of subjects once"),
+                 ("fmr_by_subject_max_min_ratio", "FMR max/min, each pair of subjects once"))
 
 
 def _ratio(r: Rate, target: float) -> str:
@@ -40,12 +42,12 @@ def side_by_side_rows(reports: dict[str, AuditReport]) -> list[tuple[str, list[s
             heading = (f"At the threshold each calibration states for FMR {point.target_fmr:g}: each group's "
                        "observed within-group FMR over the stated rate (95% CI)")
         else:
-            by_subject = any(g.fnmr_by_subject for p in matched for g in p.groups)
+            by_subject = by_subject_columns([g for p in matched for g in p.groups])
             header = (["group"] + [f"FMR: {n}" for n in names] + [f"FNMR: {n}" for n in names]
-                      + ([f"FNMR, each subject once: {n}" for n in names] if by_subject else []))
+                      + [f"{label}: {n}" for _, label in by_subject for n in names])
             rows = [[g.group] + [rate_text(p.groups[k].fmr) for p in matched]
                     + [rate_text(p.groups[k].fnmr) for p in matched]
-                    + ([subject_rate_text(p.groups[k].fnmr_by_subject) for p in matched] if by_subject else [])
+                    + [subject_rate_text(p.groups[k], attr) for attr, _ in by_subject for p in matched]
                     for k, g in enumerate(point.groups)]
             heading = f"{point.name}: one threshold per scoring, set on all of these comparisons"
         for key, label in DIFFERENTIALS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import math
 
-from .audit import AuditReport, Curve, Rate, differential_text, rate_text, subject_rate_text
+from .audit import AuditReport, Curve, Rate, by_subject_columns, differential_text, rate_text, subject_rate_text
 
 PALETTE = ["#1b6ca8", "#d1495b", "#edae49", "#00798c", "#6a4c93", "#2a9d8f", "#8d6a9f", "#e76f51",
            "#264653", "#f4a261", "#577590", "#90be6d", "#f94144", "#43aa8b"]
@@ -57,16 +57,16 @@ def _body(report: AuditReport) -> list[str]:
     ]
     for p in report.points:
         parts.append(f"<h2 id='{html.escape(_slug(p.name))}'>{html.escape(p.name)} (threshold {p.threshold:.6g})</h2>")
-        by_subject = any(g.fnmr_by_subject for g in p.groups)
+        by_subject = by_subject_columns(p.groups)
         parts.append("<table class='rates'><tr><th>group</th><th>false match rate</th><th>non-mated pairs</th>"
                      "<th>bootstrap interval</th><th>false non-match rate</th><th>mated pairs</th>"
-                     + ("<th>false non-match rate, each subject once</th>" if by_subject else "")
+                     + "".join(f"<th>{html.escape(label)}</th>" for _, label in by_subject)
                      + "<th>cross-group FMR</th></tr>")
         for g in p.groups:
             parts.append(
                 f"<tr><td>{html.escape(g.group)}</td><td>{_cell(g.fmr)}</td><td>{g.fmr.trials:,}</td>"
                 f"<td>{_boot(g.fmr)}</td><td>{_cell(g.fnmr)}</td><td>{g.fnmr.trials:,}</td>"
-                + (f"<td>{html.escape(subject_rate_text(g.fnmr_by_subject))}</td>" if by_subject else "")
+                + "".join(f"<td>{html.escape(subject_rate_text(g, attr))}</td>" for attr, _ in by_subject)
                 + f"<td>{_cell(g.cross_fmr)}</td></tr>"
             )
         parts.append("</table>")

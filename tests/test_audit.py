@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -10,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from faceledger import errors
-from faceledger.audit import Scores, audit, differentials, markdown, rates_at, read_scores, threshold_for_fmr, wilson
+from faceledger.audit import Scores, audit, bootstrap, differentials, markdown, rates_at, read_scores, threshold_for_fmr, wilson
 
 
 def test_wilson_interval_matches_published_values():
@@ -355,6 +356,8 @@ def test_audit_images_from_a_manifest(tmp_path):
     assert report["images"] == {"even": 4, "odd": 2}
     subjects = {g["group"]: g["fnmr_by_subject"]["subjects"] for g in report["points"][0]["groups"]}
     assert subjects == {"even": 2, "odd": 1}  # FNMR with each person once, beside the FNMR by pair
+    pairs = {g["group"]: (g["fmr_by_subject"] or {}).get("subjects") for g in report["points"][0]["groups"]}
+    assert pairs == {"even": 1, "odd": None}  # and FMR with each pair of people once (its 4 image pairs)
     # the same pairs, scored the cohort-normalised way too, side by side
     normalised = report["scorings"]["cohort-normalised"]
     assert normalised["comparisons"] == 15 and normalised["mated"] == 3
@@ -421,3 +424,59 @@ def test_fnmr_by_subject_is_the_mean_of_each_subjects_fnmr():
     for g in point.groups:
         per = [np.mean(score[mated & (subject == x)] < t) for x in np.unique(subject[mated & (group == g.group)])]
         assert g.fnmr_by_subject.rate == pytest.approx(np.mean(per)) and g.fnmr_by_subject.subjects == len(per)
+
+
+def test_fmr_by_subject_counts_every_pair_of_subjects_once():
+    """Two much-photographed look-alikes decide a group's FMR counted by pair; counted by pair of
+    subjects they are one of 45. The report gives both, with intervals from the subject bootstrap."""
+    rows = []
+    for group, first in (("w", 0), ("m", 100)):
+        people = range(first, first + 10)
+        for a, b in itertools.combinations(people, 2):
+            rows.append((0.0, False, group, a, b))
+    rows = [(1.0 if (g == "m" and k % 5 == 0) or (a, b) == (0, 1) else x, m, g, a, b)
+            for k, (x, m, g, a, b) in enumerate(rows)]  # m: 9 false matches in 45; w: only subjects 0 and 1
+    rows += [(1.0, False, "w", 0, 1)] * 99  # ... who have 100 pairs, every one a false match
+    score, mated, group, sa, sb = (np.array(c) for c in zip(*rows))
+    s = Scores.from_labels(score, mated, group, group, sa, sb)
+    point = rates_at(s, 1.0, 0.1, "at 1.0", every_group=True)
+    bootstrap(s, [point], resamples=200)
+    by = {g.group: g for g in point.groups}
+    assert by["w"].fmr.rate == pytest.approx(100 / 144) and by["w"].fmr_by_subject.rate == pytest.approx(1 / 45)
+    assert by["m"].fmr.rate == pytest.approx(9 / 45) and by["m"].fmr_by_subject.rate == pytest.approx(9 / 45)
+    assert by["w"].fmr_by_subject.subjects == by["m"].fmr_by_subject.subjects == 45
+    for g in by.values():
+        assert g.fmr_by_subject.boot_low <= g.fmr_by_subject.rate <= g.fmr_by_subject.boot_high
+    assert by["w"].fmr_by_subject.boot_high < 0.2  # resampling people, not pairs: never near 100/144
+    # by pair w looks 3.5x worse; by pair of subjects m is 9x worse
+    assert point.differentials["fmr_max_min_ratio"] == pytest.approx((100 / 144) / (9 / 45))
+    assert point.differentials["fmr_by_subject_max_min_ratio"] == pytest.approx(9)
+    low, high = point.differential_ci["fmr_by_subject_max_min_ratio"]
+    assert low <= 9 <= high and "fmr_by_subject_max_geomean" in point.differential_null
+    assert "FMR, each pair of subjects once" in markdown(audit(s, targets=(0.1,), resamples=0))
+
+
+def test_fmr_by_subject_is_the_mean_over_pairs_of_subjects_and_absent_when_none_repeats():
+    rng = np.random.default_rng(9)
+    n = 20_000
+    sa, sb = rng.integers(0, 60, n), rng.integers(0, 60, n)
+    keep = sa != sb
+    sa, sb = sa[keep], sb[keep]
+    group = np.where(sa % 2 == sb % 2, np.where(sa % 2 == 0, "x", "y"), "x")
+    group_b = np.where(sa % 2 == sb % 2, group, "y")
+    score = rng.normal(0, 1, len(sa)) + (np.minimum(sa, sb) % 5) * 0.3
+    s = Scores.from_labels(score, np.zeros(len(sa), bool), group, group_b, sa, sb)
+    t = 1.5
+    point = rates_at(s, t, 1e-2, "p")
+    for g in point.groups:
+        within = (group == g.group) & (group_b == g.group)
+        lo, hi = np.minimum(sa, sb)[within], np.maximum(sa, sb)[within]
+        shares = [np.mean(score[within][(lo == a) & (hi == b)] >= t) for a, b in set(zip(lo, hi))]
+        assert g.fmr_by_subject.rate == pytest.approx(np.mean(shares)) and g.fmr_by_subject.subjects == len(shares)
+    # every image its own subject (FairFace): each pair of subjects is one pair, and nothing changes
+    i, j = np.triu_indices(200, 1)
+    one = Scores.from_labels(rng.normal(0, 1, len(i)), np.zeros(len(i), bool), np.where(i % 2, "x", "y"),
+                             np.where(j % 2, "x", "y"), i, j)
+    groups = audit(one, targets=(1e-2,), resamples=0).points[0].groups
+    assert all(g.fmr_by_subject is None for g in groups)
+    assert "each pair of subjects" not in markdown(audit(one, targets=(1e-2,), resamples=0))
