@@ -730,21 +730,23 @@ def differential_text(p: OperatingPoint, key: str) -> str:
 
 
 #: Rates with each pair of subjects (FMR) or subject (FNMR) counted once: attribute, column label,
-#: what is counted once, and what a group without any has.
-BY_SUBJECT = (("fmr_by_subject", "FMR, each pair of subjects once", ("pair of subjects", "pairs of subjects"),
-               "no non-mated pairs"),
-              ("fnmr_by_subject", "FNMR, each subject once", ("subject", "subjects"), "no mated pairs"))
+#: the label spelled out, what is counted once, and what a group without any has.
+BY_SUBJECT = (("fmr_by_subject", "FMR, each pair of subjects once", "false match rate, each pair of subjects once",
+               ("pair of subjects", "pairs of subjects"), "no non-mated pairs"),
+              ("fnmr_by_subject", "FNMR, each subject once", "false non-match rate, each subject once",
+               ("subject", "subjects"), "no mated pairs"))
 
 
-def by_subject_columns(groups: Sequence[GroupRates]) -> list[tuple[str, str]]:
+def by_subject_columns(groups: Sequence[GroupRates], spelled_out: bool = False) -> list[tuple[str, str]]:
     """(attribute, label) of the rates by subject that any of these groups has: a table shows
     these columns and no others (without subject ids, or where no pair of subjects repeats, the
     rates by pair are the whole story)."""
-    return [(attr, label) for attr, label, *_ in BY_SUBJECT if any(getattr(g, attr) for g in groups)]
+    return [(attr, long if spelled_out else short) for attr, short, long, *_ in BY_SUBJECT
+            if any(getattr(g, attr) for g in groups)]
 
 
 def subject_rate_text(g: GroupRates, attr: str = "fnmr_by_subject") -> str:
-    _, _, (one, many), missing = next(x for x in BY_SUBJECT if x[0] == attr)
+    *_, (one, many), missing = next(x for x in BY_SUBJECT if x[0] == attr)
     r: SubjectRate | None = getattr(g, attr)
     if r is None:
         return missing

@@ -57,7 +57,7 @@ def _body(report: AuditReport) -> list[str]:
     ]
     for p in report.points:
         parts.append(f"<h2 id='{html.escape(_slug(p.name))}'>{html.escape(p.name)} (threshold {p.threshold:.6g})</h2>")
-        by_subject = by_subject_columns(p.groups)
+        by_subject = by_subject_columns(p.groups, spelled_out=True)
         parts.append("<table class='rates'><tr><th>group</th><th>false match rate</th><th>non-mated pairs</th>"
                      "<th>bootstrap interval</th><th>false non-match rate</th><th>mated pairs</th>"
                      + "".join(f"<th>{html.escape(label)}</th>" for _, label in by_subject)

@@ -372,6 +372,7 @@ def test_audit_images_from_a_manifest(tmp_path):
     assert "observed / stated FMR: cohort-normalised" in md.read_text()
     assert "FNMR, each subject once: cohort-normalised" in md.read_text()
     assert "Scores: cohort-normalised" in html_path.read_text()
+    assert "<th>false match rate, each pair of subjects once</th>" in html_path.read_text()
     r = CliRunner().invoke(app, ["audit", "images", "--dataset", str(manifest), "--target-fmr", "0.1",
                                  "--resamples", "0", "--plain-only", "--json"])
     assert "scorings" not in json.loads(r.stdout)
