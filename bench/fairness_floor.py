@@ -19,7 +19,7 @@ Max/GeoMean and max/min with subject-bootstrap intervals, and what equal groups 
 audit's null), for the cosine and the shipped cohort-normalised score as bases. Where even an
 oracle stays above the issue's Max/GeoMean 1.3, no method of its family can meet it here.
 
-    .venv/bin/python bench/fairness_floor.py [--resamples 200]     # about 12 minutes on the 2-core machine
+    .venv/bin/python bench/fairness_floor.py [--resamples 200]     # 4-6 minutes on the 2-core machine, 4.7 GB
 """
 
 from __future__ import annotations
