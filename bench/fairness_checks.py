@@ -254,8 +254,8 @@ def lfw_part(title, lfw, imgs, lv, keep, normalisers, own_resamples: int = 0) ->
         cells = [f"{g.group}: FMR {g.fmr.rate:.2e} ({g.fmr.ci_low:.1e}..{g.fmr.ci_high:.1e}), each pair of people once "
                  f"{subject_rate_text(g, 'fmr_by_subject')}; FNMR {100 * g.fnmr.rate:.2f}% "
                  f"({100 * g.fnmr.ci_low:.2f}..{100 * g.fnmr.ci_high:.2f}; {g.fnmr.trials:,} mated pairs)" for g in point.groups]
-        cells += [f"{label} max/min {differential_text(point, f'{kind}_max_min_ratio')}"
-                  for kind, label in (("fmr", "FMR"), ("fnmr", "FNMR"), ("fmr_by_subject", "FMR, each pair of people once,"))]
+        cells += [f"{label} max/min {differential_text(point, f'{kind}_max_min_ratio')}" for kind, label
+                  in (("fmr", "FMR"), ("fnmr", "FNMR"), ("fmr_by_subject", "FMR, each pair of people once,"))]
         rows = [("global", t), ("own", 1e-3), ("own", 1e-4)]
         for (kind, value), point_, ci, cuts in sex_fnmr(scores, mated, gender, person, li, lj, rows,
                                                                  resamples=own_resamples):
@@ -295,7 +295,8 @@ def race_rates(scores, mated, person, li, lj, race, t, min_pairs: int = 1_000) -
     point = rates_at(s, t, 1e-3, "global FMR 1e-3", every_group=True)
     bootstrap(s, [point], resamples=200)
     out = [f"by annotated race, {g.group}: FMR {rate_text(g.fmr)} in {g.fmr.trials:,} pairs (bootstrap "
-           f"{g.fmr.boot_low:.1e}..{g.fmr.boot_high:.1e}), each pair of people once {subject_rate_text(g, 'fmr_by_subject')}; FNMR {100 * g.fnmr.rate:.2f}% of {g.fnmr.trials:,} pairs, "
+           f"{g.fmr.boot_low:.1e}..{g.fmr.boot_high:.1e}), each pair of people once "
+           f"{subject_rate_text(g, 'fmr_by_subject')}; FNMR {100 * g.fnmr.rate:.2f}% of {g.fnmr.trials:,} pairs, "
            f"each person once {subject_rate_text(g)}" for g in point.groups]
     for kind, label in (("fmr", "FMR"), ("fmr_by_subject", "FMR, each pair of people once,")):
         if f"{kind}_max_min_ratio" in point.differentials:

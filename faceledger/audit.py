@@ -26,15 +26,29 @@ Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
-class SubjectPairs:
-    """Within-group non-mated pairs grouped by their (unordered) pair of subjects."""
+class SubjectUnits:
+    """Within-group pairs grouped into the units a rate by subject counts once: a subject (its
+    mated pairs, for FNMR) or an unordered pair of subjects (their non-mated pairs, for FMR)."""
 
+    mated: bool
     pairs: np.ndarray  # indices of the pairs
-    key: np.ndarray  # per pair: its pair of subjects, an index into the arrays below
-    count: np.ndarray  # per pair of subjects: its pairs
-    group: np.ndarray  # per pair of subjects: the group code
-    subject_a: np.ndarray  # per pair of subjects: the lower and the higher subject code
+    key: np.ndarray  # per pair: its unit, an index into the arrays below
+    count: np.ndarray  # per unit: its pairs
+    group: np.ndarray  # per unit: the group code
+    subject_a: np.ndarray  # per unit: the lower and the higher subject code (equal for a subject)
     subject_b: np.ndarray
+
+    def shares(self, score: np.ndarray, threshold: float) -> np.ndarray:
+        """Per unit, the share of its pairs in error at ``threshold``: missed if mated, matched if not."""
+        s = score[self.pairs]
+        errors = s < threshold if self.mated else s >= threshold
+        return np.bincount(self.key, weights=errors, minlength=len(self.count)) / self.count
+
+    def mean_by_group(self, shares: np.ndarray, n_groups: int) -> dict[int, tuple[float, int]]:
+        """Group code -> (mean of its units' shares, units), for groups with units."""
+        units = np.bincount(self.group, minlength=n_groups)
+        total = np.bincount(self.group, weights=shares, minlength=n_groups)
+        return {int(c): (float(total[c] / units[c]), int(units[c])) for c in np.flatnonzero(units)}
 
 
 @dataclass
@@ -76,24 +90,27 @@ class Scores:
         return np.where(self.group_a == self.group_b, self.group_a, len(self.names)).astype(np.int32)
 
     @cached_property
-    def subject_pairs(self) -> SubjectPairs | None:
-        """Within-group non-mated pairs by pair of subjects; None without subject ids, or when no
-        pair of subjects has more than one pair (then counting by pair of subjects changes nothing)."""
+    def by_subject(self) -> dict[str, SubjectUnits]:
+        """The units of the rates by subject, by GroupRates attribute: subjects of the within-group
+        mated pairs (with subject ids); pairs of subjects of the within-group non-mated pairs, where
+        some pair of subjects has more than one pair (otherwise counting them changes nothing)."""
         if self.subject_a is None:
-            return None
-        sel = np.flatnonzero(~self.mated & (self.within < len(self.names)))
-        a, b = self.subject_a[sel].astype(np.int64), self.subject_b[sel].astype(np.int64)
+            return {}
+        out = {"fnmr_by_subject": self._units(mated=True)}
+        pairs = self._units(mated=False)
+        if len(pairs.count) < len(pairs.pairs):
+            out["fmr_by_subject"] = pairs
+        return out
+
+    def _units(self, mated: bool) -> SubjectUnits:
+        sel = np.flatnonzero((self.mated == mated) & (self.within < len(self.names)))
+        a = self.subject_a[sel].astype(np.int64)
+        b = a if mated else self.subject_b[sel].astype(np.int64)  # a mated pair is its first side's subject's
         span = int(max(a.max(initial=0), b.max(initial=0))) + 1
         keys, key = np.unique(self.within[sel].astype(np.int64) * span * span + np.minimum(a, b) * span
                               + np.maximum(a, b), return_inverse=True)
-        if len(keys) == len(sel):
-            return None
-        return SubjectPairs(sel, key, np.bincount(key), keys // (span * span), keys // span % span, keys % span)
-
-    def subject_pair_shares(self, threshold: float) -> np.ndarray:
-        """Per pair of subjects (``subject_pairs``), the share of its non-mated pairs scored a match."""
-        p = self.subject_pairs
-        return np.bincount(p.key, weights=self.score[p.pairs] >= threshold, minlength=len(p.group)) / p.count
+        return SubjectUnits(mated, sel, key, np.bincount(key, minlength=len(keys)), keys // (span * span),
+                            keys // span % span, keys % span)
 
     def code(self, name: str) -> int:
         try:
@@ -377,45 +394,12 @@ def rates_at(s: Scores, threshold: float, target: float, name: str, interval: st
         )
         for c, g in enumerate(s.names)
     ]
-    if s.subject_a is not None:
-        for code, (rate, subjects) in _fnmr_by_subject(s, threshold).items():
-            out[code].fnmr_by_subject = SubjectRate(rate, subjects)
-        for code, (rate, pairs) in _fmr_by_subject(s, threshold).items():
-            out[code].fmr_by_subject = SubjectRate(rate, pairs)
+    for attr, units in s.by_subject.items():
+        for code, (rate, n) in units.mean_by_group(units.shares(s.score, threshold), n_groups).items():
+            setattr(out[code], attr, SubjectRate(rate, n))
     point = OperatingPoint(name, threshold, target, out, every_group=every_group)
     point.differentials = differentials(point)
     return point
-
-
-def _per_subject_misses(subject: np.ndarray, miss: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per subject code (0..n-1): mated pairs, and the share of them missed (NaN without pairs)."""
-    pairs = np.bincount(subject, minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return pairs, np.bincount(subject, weights=miss, minlength=n) / pairs
-
-
-def _fnmr_by_subject(s: Scores, threshold: float) -> dict[int, tuple[float, int]]:
-    """Group code -> (mean over its subjects of each one's FNMR, subjects), from within-group mated pairs."""
-    sel = s.mated & (s.within < len(s.names))
-    groups, subjects = s.within[sel].astype(np.int64), s.subject_a[sel].astype(np.int64)
-    span = int(subjects.max(initial=0)) + 1
-    keys, key = np.unique(groups * span + subjects, return_inverse=True)  # one key per (group, subject)
-    _, share = _per_subject_misses(key, s.score[sel] < threshold, len(keys))
-    group_of_key = keys // span
-    per_group = np.bincount(group_of_key, minlength=len(s.names))
-    total = np.bincount(group_of_key, weights=share, minlength=len(s.names))
-    return {int(c): (float(total[c] / per_group[c]), int(per_group[c])) for c in np.flatnonzero(per_group)}
-
-
-def _fmr_by_subject(s: Scores, threshold: float) -> dict[int, tuple[float, int]]:
-    """Group code -> (mean over its pairs of subjects of each one's share of non-mated pairs
-    matched, pairs of subjects); empty where no pair of subjects has several pairs."""
-    if s.subject_pairs is None:
-        return {}
-    group, share = s.subject_pairs.group, s.subject_pair_shares(threshold)
-    per_group = np.bincount(group, minlength=len(s.names))
-    total = np.bincount(group, weights=share, minlength=len(s.names))
-    return {int(c): (float(total[c] / per_group[c]), int(per_group[c])) for c in np.flatnonzero(per_group)}
 
 
 # --- summary differentials ----------------------------------------------------------------------------
@@ -487,7 +471,7 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
     drawn = {(k, kind): np.full((n_groups, resamples), np.nan) for k in range(len(points)) for kind in KINDS}
     order = np.argsort(s.within, kind="stable")
     bounds = np.searchsorted(s.within[order], np.arange(n_groups + 1))
-    shares = [s.subject_pair_shares(p.threshold) for p in points] if s.subject_pairs is not None else None
+    shares = {attr: [units.shares(s.score, p.threshold) for p in points] for attr, units in s.by_subject.items()}
     for code in range(n_groups):
         idx = order[bounds[code] : bounds[code + 1]]
         if not len(idx):
@@ -506,19 +490,8 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
         n = len(subjects)
         counts = rng.multinomial(n, np.full(n, 1 / n), size=resamples).astype(np.float64)
         mated, scores = s.mated[idx], s.score[idx]
-        if mated.any():  # FNMR with every subject once: a subject drawn k times counts k times
-            for k, p in enumerate(points):
-                by_subject = p.groups[code].fnmr_by_subject
-                if by_subject is None:
-                    continue
-                pairs, share = _per_subject_misses(a[mated], scores[mated] < p.threshold, n)
-                has = pairs > 0
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    rates = counts[:, has] @ share[has] / counts[:, has].sum(1)
-                by_subject.boot_low, by_subject.boot_high = (float(v) for v in np.nanpercentile(rates, [2.5, 97.5]))
-                drawn[k, "fnmr_by_subject"][code] = rates
-        if s.subject_pairs is not None and any(p.groups[code].fmr_by_subject is not None for p in points):
-            _bootstrap_fmr_by_subject(s, counts, subjects, shares, points, code, drawn)
+        for attr, units in s.by_subject.items():
+            _bootstrap_by_subject(attr, units, counts, subjects, shares[attr], points, code, drawn)
         for kind, sel in (("fmr", ~mated), ("fnmr", mated)):
             if not sel.any():
                 continue
@@ -553,22 +526,24 @@ def bootstrap(s: Scores, points: Sequence[OperatingPoint], resamples: int = 200,
                 p.differential_ci[name] = [float(lo * shift), float(hi * shift)]
 
 
-def _bootstrap_fmr_by_subject(s: Scores, counts, subjects, shares, points, code, drawn) -> None:
-    """FMR with each pair of subjects once, per resample: a pair of subjects drawn k and l times
-    counts k x l times, as its pairs do in the FMR by pair. ``subjects``: the group's subject
-    codes, sorted (the columns of ``counts``); ``shares``: per point, each pair of subjects' share."""
-    mine = np.flatnonzero(s.subject_pairs.group == code)
-    ua = np.searchsorted(subjects, s.subject_pairs.subject_a[mine])
-    ub = np.searchsorted(subjects, s.subject_pairs.subject_b[mine])
-    units = _resampled_count(counts, ua, ub)
+def _bootstrap_by_subject(attr: str, units: SubjectUnits, counts, subjects, shares, points, code, drawn) -> None:
+    """A rate by subject (``attr``) of group ``code``, per resample: a subject drawn k times counts
+    k times, a pair of subjects drawn k and l times k x l times, as their pairs do in the rates by
+    pair. ``subjects``: the group's subject codes, sorted (the columns of ``counts``); ``shares``:
+    per point, each unit's share of its pairs in error."""
+    mine = np.flatnonzero(units.group == code)
+    if not len(mine):
+        return
+    ua, ub = np.searchsorted(subjects, units.subject_a[mine]), np.searchsorted(subjects, units.subject_b[mine])
+    drawn_units = _resampled_count(counts, ua, ub)
     for k, p in enumerate(points):
-        by_subject = p.groups[code].fmr_by_subject
+        by_subject = getattr(p.groups[code], attr)
         if by_subject is None:
             continue
         with np.errstate(invalid="ignore", divide="ignore"):
-            rates = np.where(units > 0, _resampled_count(counts, ua, ub, shares[k][mine]) / units, np.nan)
+            rates = np.where(drawn_units > 0, _resampled_count(counts, ua, ub, shares[k][mine]) / drawn_units, np.nan)
         by_subject.boot_low, by_subject.boot_high = (float(v) for v in np.nanpercentile(rates, [2.5, 97.5]))
-        drawn[k, "fmr_by_subject"][code] = rates
+        drawn[k, attr][code] = rates
 
 
 def _ratio_differentials(x: np.ndarray, kind: str) -> dict[str, np.ndarray]:
