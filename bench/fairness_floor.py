@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import cache
 
 import numpy as np
 
@@ -56,8 +57,8 @@ def clusters(held: np.ndarray, k: int) -> np.ndarray:
     return (held @ kmeans(held, k, iterations=30, seed=5).T).argmax(1)  # of the held-out images themselves
 
 
-def region_pair_oracle(held: np.ndarray, i: np.ndarray, j: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
-    cluster = clusters(held, k)
+def region_pair_oracle(cluster: np.ndarray, i: np.ndarray, j: np.ndarray, score: np.ndarray) -> np.ndarray:
+    k = int(cluster.max()) + 1
     lo, hi = np.minimum(cluster[i], cluster[j]), np.maximum(cluster[i], cluster[j])
     return rank_in_cell(score, lo.astype(np.int64) * k + hi)
 
@@ -100,20 +101,21 @@ def main() -> None:
     print(f"held-out FairFace: {len(held):,} images, {len(i):,} pairs ({time.perf_counter() - t0:.0f} s)\n", flush=True)
     print(f"| base score | correction (fitted on the held-out images themselves) | Max/GeoMean at FMR {TARGET:g} "
           f"| max/min | lowest / highest group FMR |\n|---|---|---|---|---|", flush=True)
+    cluster = {k: clusters(held, k) for k in (8, 16, 32, 64)}  # the same regions for both bases
     for base, normalisation in (("cosine", "none"), ("cohort-normalised", "cohort")):
         score = pair_scores(held, i, j, Scoring.of(model, normalisation).normaliser)
+        ranks = cache(lambda s=score: template_tail_ranks(len(held), i, j, s))  # one n x n sort per base
         variants = {"none: one global threshold": lambda s=score: s}
         for k in (8, 16, 32, 64):
             variants[f"region-pair oracle, {k} clusters ({k * (k + 1) // 2:,} cells)"] = (
-                lambda k=k, s=score: region_pair_oracle(held, i, j, s, k))
+                lambda k=k, s=score: region_pair_oracle(cluster[k], i, j, s))
         for label, combine in (("mean", lambda a, b: (a + b) / 2), ("geometric mean", lambda a, b: np.sqrt(a * b)),
                                ("lower", np.minimum)):
-            variants[f"per-template oracle, {label} of the two tail ranks"] = (
-                lambda c=combine, s=score: -c(*template_tail_ranks(len(held), i, j, s)))
+            variants[f"per-template oracle, {label} of the two tail ranks"] = lambda c=combine: -c(*ranks())
         variants["ASN against the gallery itself (top 30 of each image's comparisons with the others)"] = (
             lambda s=score: gallery_asn(len(held), i, j, s))
         variants["both: per-template (lower), then region-pair, 64 clusters"] = (
-            lambda s=score: region_pair_oracle(held, i, j, -np.minimum(*template_tail_ranks(len(held), i, j, s)), 64))
+            lambda: region_pair_oracle(cluster[64], i, j, -np.minimum(*ranks())))
         for label, make in variants.items():
             s = Scores(make(), np.zeros(len(i), bool), codes[i], codes[j], names, i, j)
             point = audit(s, targets=(TARGET,), resamples=args.resamples, every_group=True).points[0]
@@ -122,9 +124,8 @@ def main() -> None:
                   f"{differential_text(point, 'fmr_max_min_ratio')} | "
                   f"{names[rates.argmin()]} {rates.min():.2e} / {names[rates.argmax()]} {rates.max():.2e} |", flush=True)
             del s
-    cluster = clusters(held, 32)
     within = codes[i] == codes[j]
-    same = np.bincount(codes[i][within & (cluster[i] == cluster[j])], minlength=len(names))
+    same = np.bincount(codes[i][within & (cluster[32][i] == cluster[32][j])], minlength=len(names))
     share = same / np.bincount(codes[i][within], minlength=len(names))
     print("\nHow spread each group is (what no label-free correction sees): the share of its within-group pairs "
           "whose two images fall in one of the 32 clusters")
