@@ -99,8 +99,7 @@ def _image_audit(items: list[Item], settings: Settings, *, prealigned: bool, exp
         cos = np.einsum("ij,ij->i", v[x], v[y])
         score[start : start + len(x)] = cos
         if normed is not None:
-            normed[start : start + len(x)] = normaliser.normalise(cos, tuple(t[x] for t in stats),
-                                                                  tuple(t[y] for t in stats))
+            normed[start : start + len(x)] = normaliser.normalise(cos, stats.take(x), stats.take(y))
     mated = np.zeros(len(a), bool)
     mated[:n_mated] = True
     ga, gb, pa, pb = code_a[a], code_a[b], person_a[a], person_a[b]

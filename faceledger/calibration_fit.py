@@ -69,7 +69,7 @@ def _pair_scores(v: np.ndarray, ident: np.ndarray | None, group: np.ndarray | No
             i, j = i[keep], j[keep]
         s = sims[i, j]
         if stats is not None:
-            s = normaliser.normalise(s, tuple(x[start + i] for x in stats), tuple(x[j] for x in stats))
+            s = normaliser.normalise(s, stats.take(start + i), stats.take(j))
         scores.append(s.astype(np.float32))
         if group is not None:
             ga.append(group[start + i])

@@ -31,6 +31,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,6 +44,20 @@ OFFSET_FMR = 1e-3
 _DIGITS = 7  # stored floats: fixed digits, so the file regenerates byte for byte
 
 
+class TemplateStats(NamedTuple):
+    """What ``Normaliser.normalise`` reads of one side of a pair, for a batch of templates."""
+
+    mean: np.ndarray  # of the template's top-k cohort cosines
+    sd: np.ndarray
+    cluster: np.ndarray  # its offset cluster
+    near: np.ndarray | None = None  # pair-level only: the mean of its top-k centroids
+    vector: np.ndarray | None = None  # pair-level only: the template itself
+
+    def take(self, rows: np.ndarray) -> "TemplateStats":
+        """The statistics of ``rows``: one side of a block of pairs."""
+        return TemplateStats(*(None if x is None else x[rows] for x in self))
+
+
 @dataclass(frozen=True)
 class Normaliser:
     model: str
@@ -52,29 +67,30 @@ class Normaliser:
     offsets: np.ndarray  # (K,)
     pair_weight: float = 0.0  # 0: ASN's per-template location; > 0: partly pair-level (see above)
 
-    def stats(self, vectors: np.ndarray) -> tuple:
+    def stats(self, vectors: np.ndarray) -> TemplateStats:
         """Per template: mean and deviation of its top-k cohort cosines, and its cluster; with a
         pair weight also the mean of its top-k centroids and the template itself."""
         v = np.atleast_2d(np.asarray(vectors, np.float32))
         sims = v @ self.centroids.T
+        cluster = (v @ self.clusters.T).argmax(1)
         if not self.pair_weight:
             top = -np.sort(-sims, axis=1)[:, : self.top_k]
-            return top.mean(1), np.maximum(top.std(1), 1e-6), (v @ self.clusters.T).argmax(1)
+            return TemplateStats(top.mean(1), np.maximum(top.std(1), 1e-6), cluster)
         idx = np.argpartition(-sims, self.top_k, axis=1)[:, : self.top_k]
         top = np.take_along_axis(sims, idx, 1)
         near = self.centroids[idx].mean(1).astype(np.float32)
-        return top.mean(1), np.maximum(top.std(1), 1e-6), (v @ self.clusters.T).argmax(1), near, v
+        return TemplateStats(top.mean(1), np.maximum(top.std(1), 1e-6), cluster, near, v)
 
-    def normalise(self, cosines: np.ndarray, a: tuple, b: tuple) -> np.ndarray:
-        """Normalised scores of pairs whose sides have ``stats`` a and b (arrays aligned, or one
-        side a single template against many)."""
-        (ma, sa, ca), (mb, sb, cb) = a[:3], b[:3]
+    def normalise(self, cosines: np.ndarray, a: TemplateStats, b: TemplateStats) -> np.ndarray:
+        """Normalised scores of pairs whose sides have statistics a and b (aligned, or one side a
+        single template against many)."""
+        ma, mb = a.mean, b.mean
         if self.pair_weight:
             w = self.pair_weight
-            ma = (1 - w) * ma + w * np.sum(a[3] * b[4], axis=-1)  # how close b lies to a's neighbourhood
-            mb = (1 - w) * mb + w * np.sum(b[3] * a[4], axis=-1)
-        asn = ((cosines - ma) / sa + (cosines - mb) / sb) / 2
-        return asn - (self.offsets[ca] + self.offsets[cb]) / 2
+            ma = (1 - w) * ma + w * np.sum(a.near * b.vector, axis=-1)  # how close b lies to a's neighbourhood
+            mb = (1 - w) * mb + w * np.sum(b.near * a.vector, axis=-1)
+        asn = ((cosines - ma) / a.sd + (cosines - mb) / b.sd) / 2
+        return asn - (self.offsets[a.cluster] + self.offsets[b.cluster]) / 2
 
     def block(self, pairs: int) -> int:
         """How many pairs to score at once: a pair-level normaliser gathers two more (block, d)
@@ -175,7 +191,7 @@ def pair_scores(v: np.ndarray, i: np.ndarray, j: np.ndarray, normaliser: Normali
         a, b = i[s : s + block], j[s : s + block]
         c = np.einsum("ij,ij->i", v[a], v[b])
         if normaliser is not None:
-            c = normaliser.normalise(c, tuple(x[a] for x in stats), tuple(x[b] for x in stats))
+            c = normaliser.normalise(c, stats.take(a), stats.take(b))
         out[s : s + len(a)] = c
     return out
 
@@ -202,7 +218,7 @@ def fit(model: str, vectors: np.ndarray, identities: np.ndarray, *, cohort: int 
         return Normaliser(model, centroids, top_k, np.zeros((1, v.shape[1]), np.float32), np.zeros(1), pair_weight)
     coarse = _as_stored(kmeans(v, clusters, iterations=30, seed=seed + 1))
     base = Normaliser(model, centroids, top_k, coarse, np.zeros(clusters), pair_weight)
-    cl = base.stats(v)[2]
+    cl = base.stats(v).cluster
     i, j = np.triu_indices(len(v), 1)
     keep = ident[i] != ident[j]
     i, j = i[keep], j[keep]
