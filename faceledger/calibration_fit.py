@@ -20,7 +20,7 @@ import numpy as np
 
 from .audit import wilson
 from .calibration import FORMAT, Calibration, for_model
-from .normalisation import Normaliser, kmeans
+from .normalisation import CLUSTERS, Normaliser, kmeans
 
 #: FMR levels per decade at which knots are read off the data.
 KNOTS_PER_DECADE = 10
@@ -112,7 +112,7 @@ def fit_normaliser(sources: list[Source], model: str, pair_weight: float = 0.0) 
     # the plain calibration's FMR 1e-4 score: where the engine calls two faces one person
     match = for_model(model).threshold_for_fmr(MATCH_FMR)
     return fit_norm(model, np.concatenate(vectors), np.array(identities), match_cosine=match, pair_weight=pair_weight,
-                    **({"clusters": 0} if pair_weight else {}))
+                    clusters=0 if pair_weight else CLUSTERS)  # the pair-level variant has no offsets
 
 
 def fit(sources: list[Source], model: str, progress: Callable[[str], None] = lambda _: None,

@@ -41,6 +41,8 @@ FORMAT = "faceledger-normaliser/1"
 #: A cohort centroid is kept only when it averages images of at least this many identities.
 MIN_IDENTITIES = 3
 OFFSET_FMR = 1e-3
+#: Coarse clusters, each with an offset (the shipped fit; 16 starve on the fit half, docs/fairness.md).
+CLUSTERS = 8
 _DIGITS = 7  # stored floats: fixed digits, so the file regenerates byte for byte
 
 
@@ -197,7 +199,7 @@ def pair_scores(v: np.ndarray, i: np.ndarray, j: np.ndarray, normaliser: Normali
 
 
 def fit(model: str, vectors: np.ndarray, identities: np.ndarray, *, cohort: int = 3000, top_k: int = 30,
-        clusters: int = 8, min_pairs: int = 20_000, seed: int = 0, match_cosine: float | None = None,
+        clusters: int = CLUSTERS, min_pairs: int = 20_000, seed: int = 0, match_cosine: float | None = None,
         pair_weight: float = 0.0) -> Normaliser:
     """From the fit half's templates and identity names (pairs of one identity are not
     impostor pairs); no demographic label is an argument. ``match_cosine``: the score at which
