@@ -297,7 +297,7 @@ def race_rates(scores, mated, person, li, lj, race, t, min_pairs: int = 1_000) -
     out = [f"by annotated race, {g.group}: FMR {rate_text(g.fmr)} in {g.fmr.trials:,} pairs (bootstrap "
            f"{g.fmr.boot_low:.1e}..{g.fmr.boot_high:.1e}), each pair of people once "
            f"{subject_rate_text(g, 'fmr_by_subject')}; FNMR {100 * g.fnmr.rate:.2f}% of {g.fnmr.trials:,} pairs, "
-           f"each person once {subject_rate_text(g)}" for g in point.groups]
+           f"each person once {subject_rate_text(g, 'fnmr_by_subject')}" for g in point.groups]
     for kind, label in (("fmr", "FMR"), ("fmr_by_subject", "FMR, each pair of people once,")):
         if f"{kind}_max_min_ratio" in point.differentials:
             out.append(f"by annotated race, {label} max/min {differential_text(point, f'{kind}_max_min_ratio')}")

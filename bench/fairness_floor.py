@@ -63,23 +63,24 @@ def region_pair_oracle(cluster: np.ndarray, i: np.ndarray, j: np.ndarray, score:
     return rank_in_cell(score, lo.astype(np.int64) * k + hi)
 
 
+def all_against_all(n: int, i: np.ndarray, j: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """The n x n matrix of the pairs' scores (both ways round), -inf on the diagonal."""
+    m = np.full((n, n), -np.inf, np.float32)
+    m[i, j] = m[j, i] = score
+    return m
+
+
 def gallery_asn(n: int, i: np.ndarray, j: np.ndarray, score: np.ndarray, top_k: int = 30) -> np.ndarray:
     """ASN with the gallery as its own cohort: each side's mean and deviation of its top-k scores
     against the other held-out images (what a 1:N search could do with the collection it searches)."""
-    m = np.full((n, n), -np.inf, np.float32)
-    m[i, j] = m[j, i] = score
-    top = -np.partition(-m, top_k, axis=1)[:, :top_k]
-    del m
+    top = -np.partition(-all_against_all(n, i, j, score), top_k, axis=1)[:, :top_k]
     mu, sd = top.mean(1), top.std(1)
     return ((score - mu[i]) / sd[i] + (score - mu[j]) / sd[j]) / 2
 
 
 def template_tail_ranks(n: int, i: np.ndarray, j: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each side's rank of the pair among its comparisons with every other image, as a share."""
-    m = np.full((n, n), -np.inf, np.float32)
-    m[i, j] = m[j, i] = score
-    order = np.argsort(-m, axis=1)
-    del m
+    order = np.argsort(-all_against_all(n, i, j, score), axis=1)
     rank = np.empty((n, n), np.int32)
     np.put_along_axis(rank, order, np.arange(1, n + 1, dtype=np.int32)[None, :], axis=1)
     del order

@@ -416,12 +416,8 @@ KINDS = ("fmr", "fnmr", "fnmr_by_subject", "fmr_by_subject")
 def _counted_rate(g: GroupRates, kind: str, point: OperatingPoint) -> float | None:
     """A group's rate of ``kind`` where the differentials count it, else None; a rate by subject
     counts where the same rate by pair does (its pairs resolve it)."""
-    if kind.endswith("_by_subject"):
-        by_pair = kind.removesuffix("_by_subject")
-        r = getattr(g, kind)
-        return r.rate if r is not None and _counted(getattr(g, by_pair), point) else None
-    r = getattr(g, kind)
-    return r.rate if _counted(r, point) else None
+    r, by_pair = getattr(g, kind), getattr(g, kind.removesuffix("_by_subject"))
+    return r.rate if r is not None and _counted(by_pair, point) else None
 
 
 def _gini(x: np.ndarray) -> float:
@@ -720,7 +716,7 @@ def by_subject_columns(groups: Sequence[GroupRates], spelled_out: bool = False) 
             if any(getattr(g, attr) for g in groups)]
 
 
-def subject_rate_text(g: GroupRates, attr: str = "fnmr_by_subject") -> str:
+def subject_rate_text(g: GroupRates, attr: str) -> str:
     *_, (one, many), missing = next(x for x in BY_SUBJECT if x[0] == attr)
     r: SubjectRate | None = getattr(g, attr)
     if r is None:
