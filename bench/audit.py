@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceledger.audit import Scores, audit, read_scores
+from faceledger.evaluation.audit import Scores, audit, read_scores
 
 
 def generate(pairs: int, groups: int = 14, subjects: int = 300, per_subject: int = 3, seed: int = 0) -> Scores:

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 
 from faceledger import FaceEngine, Settings
-from faceledger.datasets import LFW
-from faceledger.models import RESNET, SHAPE_5, model_path
+from faceledger.evaluation.datasets import LFW
+from faceledger.models.files import RESNET, SHAPE_5, model_path
 
 
 def timed(fn, items):

@@ -22,9 +22,9 @@ import numpy as np
 from botocore.config import Config
 
 from faceledger import Settings
-from faceledger.app import open_service
-from faceledger.datasets import LFW
-from faceledger.server.keys import KeyStore
+from faceledger.governance.app import open_service
+from faceledger.evaluation.datasets import LFW
+from faceledger.governance.keys import KeyStore
 
 
 def free_port() -> int:
@@ -73,7 +73,7 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "FACELEDGER_STORE": str(s.store), "FACELEDGER_KEYS_FILE": str(s.keys_file)}
         server = subprocess.Popen(
-            [sys.executable, "-m", "faceledger.cli", "serve", "--port", str(port), "--workers", str(args.workers)],
+            [sys.executable, "-m", "faceledger.interfaces.cli.main", "serve", "--port", str(port), "--workers", str(args.workers)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from faceledger import Settings
-from faceledger.datasets import LFW
-from faceledger.embedding import DlibResnetEmbedder
-from faceledger.calibration import for_model
-from faceledger.calibration import similarity_of_fmr
-from faceledger.evaluation import acquire
+from faceledger.evaluation.datasets import LFW
+from faceledger.models.embedding import DlibResnetEmbedder
+from faceledger.scoring.calibration import for_model
+from faceledger.scoring.calibration import similarity_of_fmr
+from faceledger.evaluation.protocols import acquire
 from faceledger.store import NewFace, SQLiteStore
 
 

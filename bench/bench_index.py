@@ -19,9 +19,9 @@ import time
 import numpy as np
 
 from faceledger import Settings
-from faceledger.datasets import FairFace
-from faceledger.embedding import DlibResnetEmbedder
-from faceledger.evaluation import acquire
+from faceledger.evaluation.datasets import FairFace
+from faceledger.models.embedding import DlibResnetEmbedder
+from faceledger.evaluation.protocols import acquire
 from faceledger.store import vector_index
 
 

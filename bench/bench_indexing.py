@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 
 from faceledger import Settings
-from faceledger.datasets import LFW
-from faceledger.models import RESNET, SHAPE_5, model_path
+from faceledger.evaluation.datasets import LFW
+from faceledger.models.files import RESNET, SHAPE_5, model_path
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "FACELEDGER_STORE": os.path.join(tmp, "s.sqlite")}
-        cli = [sys.executable, "-m", "faceledger.cli"]
+        cli = [sys.executable, "-m", "faceledger.interfaces.cli.main"]
         subprocess.run([*cli, "collection", "create", "bench"], env=env, check=True, capture_output=True)
         t = time.perf_counter()
         done = subprocess.run(

@@ -18,9 +18,9 @@ import dlib
 import numpy as np
 
 from faceledger import FaceEngine, Settings
-from faceledger.datasets import LFW
-from faceledger.embedding import OnnxResnetEmbedder
-from faceledger.models import RESNET, model_path
+from faceledger.evaluation.datasets import LFW
+from faceledger.models.embedding import OnnxResnetEmbedder
+from faceledger.models.files import RESNET, model_path
 
 
 def rate(run, chips: np.ndarray, batch: int, seconds: float) -> float:
@@ -86,9 +86,9 @@ def iou(a, b) -> float:
 def mmod(settings, lfw, count: int) -> None:
     from PIL import Image
 
-    from faceledger.datasets import FairFace
-    from faceledger.mmod import OnnxMmodDetector
-    from faceledger.models import MMOD
+    from faceledger.evaluation.datasets import FairFace
+    from faceledger.vision.mmod import OnnxMmodDetector
+    from faceledger.models.files import MMOD
 
     paths = [ps[0] for ps in lfw.people().values()][: count // 2]
     paths += [r.path for r in FairFace.locate(settings).records()][: count - len(paths)]

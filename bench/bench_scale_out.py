@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench_index import face_like, real_templates, rss_mb  # noqa: E402
 
-from faceledger import Settings  # noqa: E402
-from faceledger.store.base import NewFace  # noqa: E402
+from faceledger import Settings
+from faceledger.store.base import NewFace
 
 BATCH = 1000
 
@@ -90,7 +90,7 @@ def bench_store(args) -> None:
                     print(f"  {label}: {start + len(batch):,} stored", file=sys.stderr, flush=True)
             bulk = (args.n - args.per_image) / (time.perf_counter() - t)
             if hasattr(store, "client"):  # Milvus: seal the growing data so that it is indexed, as a
-                from faceledger.store.milvus import _milvus_name  # cluster's automatic flush would
+                from faceledger.store.milvus import _milvus_name
 
                 t = time.perf_counter()
                 store.client.flush(_milvus_name("bench"))
@@ -123,7 +123,7 @@ def bench_store(args) -> None:
 def bench_ray(args) -> None:
     """`faceledger index` of LFW, plain local run (one process) against --ray on a local cluster."""
     settings = Settings.load()
-    from faceledger.datasets import LFW
+    from faceledger.evaluation.datasets import LFW
 
     lfw = LFW.locate(settings)
     bin_dir = Path(sys.executable).parent
@@ -158,7 +158,7 @@ def bench_ray(args) -> None:
 
 
 def _append(url: str, n: int, start, done) -> None:
-    from faceledger.ledger_pg import PostgresLedger
+    from faceledger.governance.ledger_pg import PostgresLedger
 
     ledger = PostgresLedger(url)
     body = {"operation": "SearchFacesByImage", "principal": "bench", "purpose": "missing-person",
@@ -176,7 +176,7 @@ def bench_ledger(args) -> None:
 
     from tests.postgres import postgres_server
 
-    from faceledger.ledger import Ledger
+    from faceledger.governance.ledger import Ledger
 
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         ledger = Ledger(Path(tmp) / "l.sqlite")
@@ -201,7 +201,7 @@ def bench_ledger(args) -> None:
             for p in procs:
                 p.join()
             print(f"PostgreSQL, {writers} writer process(es): {rate:,.0f} appends/s ({rate / base:.2f}x SQLite)", flush=True)
-        from faceledger.ledger_pg import PostgresLedger
+        from faceledger.governance.ledger_pg import PostgresLedger
 
         count, problems = PostgresLedger(url).verify()
         print(f"verify after the concurrent runs: {count:,} entries, {len(problems)} problems")

@@ -18,8 +18,8 @@ import time
 import numpy as np
 
 from faceledger import Settings
-from faceledger.embedding import DlibResnetEmbedder
-from faceledger.scoring import Scoring
+from faceledger.models.embedding import DlibResnetEmbedder
+from faceledger.scoring.scoring import Scoring
 from fairness_checks import load_templates  # bench/ is the script directory
 
 

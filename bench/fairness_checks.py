@@ -31,16 +31,15 @@ import time
 import numpy as np
 
 from faceledger import Settings
-from faceledger.audit import (Scores, audit, bootstrap, differential_text, rate_text, rates_at, subject_rate_text,
-                              threshold_for_fmr)
-from faceledger.audit_compare import side_by_side_markdown
-from faceledger.audit_images import _lfw_gender, _lfw_race
-from faceledger.calibration_fit import MATCH_FMR, in_fit_half
-from faceledger.datasets import LFW, FairFace
-from faceledger.embedding import DlibResnetEmbedder
-from faceledger.evaluation import acquire, ten_fold
-from faceledger.normalisation import fit, pair_scores
-from faceledger.scoring import Scoring
+from faceledger.evaluation.audit import Scores, audit, bootstrap, differential_text, rate_text, rates_at, subject_rate_text, threshold_for_fmr
+from faceledger.evaluation.audit_compare import side_by_side_markdown
+from faceledger.evaluation.audit_images import _lfw_gender, _lfw_race
+from faceledger.evaluation.calibration_fit import MATCH_FMR, in_fit_half
+from faceledger.evaluation.datasets import LFW, FairFace
+from faceledger.models.embedding import DlibResnetEmbedder
+from faceledger.evaluation.protocols import acquire, ten_fold
+from faceledger.scoring.normalisation import fit, pair_scores
+from faceledger.scoring.scoring import Scoring
 
 
 def load_templates(settings: Settings):

@@ -31,10 +31,10 @@ from functools import cache
 import numpy as np
 
 from faceledger import Settings
-from faceledger.audit import Scores, audit, differential_text
-from faceledger.embedding import DlibResnetEmbedder
-from faceledger.normalisation import kmeans, pair_scores
-from faceledger.scoring import Scoring
+from faceledger.evaluation.audit import Scores, audit, differential_text
+from faceledger.models.embedding import DlibResnetEmbedder
+from faceledger.scoring.normalisation import kmeans, pair_scores
+from faceledger.scoring.scoring import Scoring
 from fairness_checks import load_templates  # bench/ is the script directory
 
 TARGET = 1e-3

@@ -23,11 +23,11 @@ import faiss
 import numpy as np
 
 from faceledger import Settings
-from faceledger.calibration import threshold_for_fmr as threshold
-from faceledger.calibration_fit import in_fit_half
-from faceledger.datasets import LFW, FairFace
-from faceledger.evaluation import acquire
-from faceledger.normalisation import pair_scores
+from faceledger.scoring.calibration import threshold_for_fmr as threshold
+from faceledger.evaluation.calibration_fit import in_fit_half
+from faceledger.evaluation.datasets import LFW, FairFace
+from faceledger.evaluation.protocols import acquire
+from faceledger.scoring.normalisation import pair_scores
 
 
 def load(settings: Settings):

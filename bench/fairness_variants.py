@@ -27,12 +27,12 @@ import time
 import numpy as np
 
 from faceledger import Settings
-from faceledger.audit import Scores
-from faceledger.calibration import for_model as calibration_for
-from faceledger.calibration import threshold_for_fmr
-from faceledger.calibration_fit import LOOKALIKE_CLUSTERS, MATCH_FMR
-from faceledger.embedding import DlibResnetEmbedder, normalise
-from faceledger.normalisation import Normaliser, _as_stored, fit, for_model, kmeans, pair_scores
+from faceledger.evaluation.audit import Scores
+from faceledger.scoring.calibration import for_model as calibration_for
+from faceledger.scoring.calibration import threshold_for_fmr
+from faceledger.evaluation.calibration_fit import LOOKALIKE_CLUSTERS, MATCH_FMR
+from faceledger.models.embedding import DlibResnetEmbedder, normalise
+from faceledger.scoring.normalisation import Normaliser, _as_stored, fit, for_model, kmeans, pair_scores
 from fairness_checks import lfw_part, load_templates, permutation_floor  # bench/ is the script directory
 
 

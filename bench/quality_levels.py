@@ -9,8 +9,8 @@ import argparse
 from collections import Counter
 
 from faceledger import FaceEngine, Settings
-from faceledger.datasets import LFW, FairFace
-from faceledger.quality import reasons
+from faceledger.evaluation.datasets import LFW, FairFace
+from faceledger.vision.quality import reasons
 
 
 def main() -> None:

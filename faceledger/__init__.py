@@ -1,11 +1,11 @@
 """faceledger: accountable, self-hosted face recognition."""
 
-from .embedding import Template
-from .engine import CompareResult, Detection, EmbeddedFace, Face, FaceEngine
-from .errors import FaceledgerError
-from .imaging import DecodedImage, load_image
-from .quality import QualityFilter
-from .settings import Settings
+from faceledger.models.embedding import Template
+from faceledger.vision.engine import CompareResult, Detection, EmbeddedFace, Face, FaceEngine
+from faceledger.errors import FaceledgerError
+from faceledger.vision.imaging import DecodedImage, load_image
+from faceledger.vision.quality import QualityFilter
+from faceledger.settings import Settings
 
 __all__ = [
     "CompareResult",

@@ -13,7 +13,7 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
-from .errors import BackendUnavailableError
+from faceledger.errors import BackendUnavailableError
 
 T = TypeVar("T")
 #: Serialises schema creation by replicas starting together (CREATE TABLE IF NOT EXISTS races).

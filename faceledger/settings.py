@@ -15,7 +15,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .errors import InvalidParameterError
+from faceledger.errors import InvalidParameterError
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

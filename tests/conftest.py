@@ -22,8 +22,8 @@ os.environ.pop("FACELEDGER_POLICY", None)  # the default policy: the moratorium 
 os.environ.pop("FACELEDGER_LEDGER_DATABASE", None)  # the SQLite ledger unless a test starts PostgreSQL
 os.environ.pop("FACELEDGER_CONFIG", None)
 
-from faceledger import FaceEngine, Settings  # noqa: E402
-from faceledger.datasets import LFW, FairFace  # noqa: E402
+from faceledger import FaceEngine, Settings
+from faceledger.evaluation.datasets import LFW, FairFace
 
 
 @pytest.fixture(scope="session")

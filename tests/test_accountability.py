@@ -11,12 +11,12 @@ from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from faceledger import errors
-from faceledger.accountable import Gate
-from faceledger.app import open_service
-from faceledger.calibration import Calibration, fmr_of_similarity, similarity_of_fmr
-from faceledger.calibration_fit import Source, dumps, fit, pwm_gpd
-from faceledger.ledger import Ledger, Signer
-from faceledger.policy import Context, Policy, Principal
+from faceledger.governance.gate import Gate
+from faceledger.governance.app import open_service
+from faceledger.scoring.calibration import Calibration, fmr_of_similarity, similarity_of_fmr
+from faceledger.evaluation.calibration_fit import Source, dumps, fit, pwm_gpd
+from faceledger.governance.ledger import Ledger, Signer
+from faceledger.governance.policy import Context, Policy, Principal
 
 from .conftest import encode
 
@@ -67,8 +67,8 @@ def test_calibration_file_regenerates_byte_identical(real_templates):
 
 
 def test_shipped_calibration_says_where_data_stops():
-    from faceledger.calibration import for_model
-    from faceledger.embedding import DlibResnetEmbedder
+    from faceledger.scoring.calibration import for_model
+    from faceledger.models.embedding import DlibResnetEmbedder
 
     cal = for_model(str(DlibResnetEmbedder.model_id(True)))
     assert cal.meta["fit"]["nonmated_pairs"] > 10_000_000 and cal.data_resolves_to < 1e-5
@@ -146,7 +146,7 @@ def test_signed_checkpoints_catch_a_rewritten_chain_and_truncation(tmp_path):
     ledger = _filled(tmp_path, 30, signer)
     assert ledger.verify(signer.public_hex) == (30, [])
     # rewrite entry 5 and re-chain everything after it: the chain alone looks intact...
-    from faceledger.ledger import GENESIS, canonical, chain_hash
+    from faceledger.governance.ledger import GENESIS, canonical, chain_hash
 
     rows = sqlite3.connect(ledger.path).execute("SELECT seq, body FROM entries ORDER BY seq").fetchall()
     prev = GENESIS
@@ -261,7 +261,7 @@ def test_review_gates_the_export_of_candidates(gated, lfw):
 
 
 def test_cli_ledger_verify_and_export(tmp_path, monkeypatch):
-    from faceledger.cli import app
+    from faceledger.interfaces.cli.main import app
 
     monkeypatch.setenv("FACELEDGER_LEDGER", str(tmp_path / "l.sqlite"))
     monkeypatch.setenv("FACELEDGER_LEDGER_KEY", str(tmp_path / "k.pem"))

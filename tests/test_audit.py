@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from faceledger import errors
-from faceledger.audit import Scores, audit, bootstrap, differentials, markdown, rates_at, read_scores, threshold_for_fmr, wilson
+from faceledger.evaluation.audit import Scores, audit, bootstrap, differentials, markdown, rates_at, read_scores, threshold_for_fmr, wilson
 
 
 def test_wilson_interval_matches_published_values():
@@ -23,7 +23,7 @@ def test_wilson_interval_matches_published_values():
 
 
 def test_clopper_pearson_matches_published_values_and_covers():
-    from faceledger.audit import clopper_pearson
+    from faceledger.evaluation.audit import clopper_pearson
 
     lo, hi = clopper_pearson(0, 10)
     assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 10), abs=1e-9)  # closed form at k = 0
@@ -83,17 +83,17 @@ def test_unresolvable_rates_are_flagged_not_printed():
     s, _, _ = _synthetic(np.random.default_rng(3), n_nonmated=2_000, n_mated=500)
     (point,) = audit(s, targets=(1e-4,), resamples=0).points
     assert all(not g.fmr.resolved for g in point.groups)  # 2,000 pairs cannot resolve 1e-4
-    from faceledger.audit import markdown
+    from faceledger.evaluation.audit import markdown
 
     assert "not resolved" in markdown(audit(s, targets=(1e-4,), resamples=0))
-    from faceledger.audit import _rate
+    from faceledger.evaluation.audit import _rate
 
     assert _rate(40, 1_000, 1e-4).resolved  # 30 observed errors resolve a rate, however few the pairs
     assert not _rate(29, 1_000, 1e-4).resolved
 
 
 def test_differentials_follow_their_formulas():
-    from faceledger.audit import GroupRates, OperatingPoint, Rate
+    from faceledger.evaluation.audit import GroupRates, OperatingPoint, Rate
 
     def r(x):
         return Rate(int(x * 1e6), 1_000_000, x, x, x, True)
@@ -179,7 +179,7 @@ def test_differential_null_reads_what_equal_groups_read():
 
 
 def test_reference_group_threshold_and_cli(tmp_path):
-    from faceledger.cli import app
+    from faceledger.interfaces.cli.main import app
 
     s, _, _ = _synthetic(np.random.default_rng(2), n_nonmated=5_000, n_mated=500)
     path = tmp_path / "scores.csv"
@@ -220,7 +220,7 @@ def test_rates_and_eer_agree_with_pyeer():
 
 
 def test_bootstrap_weights_pairs_by_how_often_their_subjects_are_drawn():
-    from faceledger.audit import _resampled_count
+    from faceledger.evaluation.audit import _resampled_count
 
     counts = np.array([[2.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
     a, b = np.array([0, 0, 1, 2]), np.array([2, 0, 2, 2])  # two cross-subject pairs, two mated
@@ -286,7 +286,7 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
 
     from PIL import Image
 
-    from faceledger.audit_report import render_html
+    from faceledger.evaluation.audit_report import render_html
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
@@ -312,7 +312,7 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
 
 def test_audit_images_fairface_and_lfw_samples(tmp_path):
     """This engine's templates on real labelled faces: every group present, pairs as promised."""
-    from faceledger.audit_images import fairface_scores, lfw_scores
+    from faceledger.evaluation.audit_images import fairface_scores, lfw_scores
     from faceledger.settings import Settings
 
     settings = Settings.load()
@@ -337,8 +337,8 @@ def test_audit_images_fairface_and_lfw_samples(tmp_path):
 
 def test_audit_images_from_a_manifest(tmp_path):
     """Any labelled image set: paths, groups, subjects from a CSV; bad rows are named."""
-    from faceledger.cli import app
-    from faceledger.datasets import LFW
+    from faceledger.interfaces.cli.main import app
+    from faceledger.evaluation.datasets import LFW
     from faceledger.settings import Settings
 
     people = LFW.locate(Settings.load()).people()

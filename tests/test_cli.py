@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from faceledger.cli import app
-from faceledger.cli_common import EXIT_INPUT, EXIT_NEGATIVE
+from faceledger.interfaces.cli.main import app
+from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_NEGATIVE
 
 from .conftest import encode
 

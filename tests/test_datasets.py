@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from faceledger import errors
-from faceledger.datasets import LFW, FairFace, Source, fetch_lfw
+from faceledger.evaluation.datasets import LFW, FairFace, Source, fetch_lfw
 
 from .conftest import encode
 
@@ -117,6 +117,6 @@ def test_fetch_reports_an_unreachable_source(settings, tmp_path):
 
 
 def test_the_published_pairs_checksum_matches_the_real_file(lfw):
-    from faceledger.datasets import LFW_SOURCES
+    from faceledger.evaluation.datasets import LFW_SOURCES
 
     assert hashlib.md5((lfw.root / "pairs.txt").read_bytes()).hexdigest() == LFW_SOURCES["pairs.txt"].md5

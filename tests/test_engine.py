@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from faceledger import FaceEngine, errors
-from faceledger.embedding import Template
-from faceledger.models import ModelId
+from faceledger.models.embedding import Template
+from faceledger.models.files import ModelId
 
 from .conftest import encode
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from faceledger.cli import app
-from faceledger.evaluation import best_threshold, ten_fold
+from faceledger.interfaces.cli.main import app
+from faceledger.evaluation.protocols import best_threshold, ten_fold
 
 
 def test_best_threshold_separates_separable_scores():

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from faceledger import errors
-from faceledger.imaging import decode_image, load_image
+from faceledger.vision.imaging import decode_image, load_image
 
 from .conftest import encode
 

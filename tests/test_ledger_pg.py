@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from faceledger import errors
-from faceledger.accountable import Gate
-from faceledger.ledger_pg import PostgresLedger
-from faceledger.policy import Context, Policy, Principal
+from faceledger.governance.gate import Gate
+from faceledger.governance.ledger_pg import PostgresLedger
+from faceledger.governance.policy import Context, Policy, Principal
 
 def _append_many(url: str, worker: int, n: int) -> None:
     ledger = PostgresLedger(url)
@@ -46,7 +46,7 @@ def test_tampering_in_postgres_is_caught(fresh_db):
 
 
 def test_the_gate_records_allowed_and_denied_requests_in_postgres(fresh_db, settings, engine, tmp_path):
-    from faceledger.app import open_service
+    from faceledger.governance.app import open_service
 
     service = open_service(settings.replace(store=tmp_path / "s.sqlite"), engine=engine)
     gate = Gate(service, Policy.load("moratorium"), PostgresLedger(fresh_db))
@@ -59,7 +59,7 @@ def test_the_gate_records_allowed_and_denied_requests_in_postgres(fresh_db, sett
 
 
 def test_cli_verifies_a_postgres_ledger(fresh_db, monkeypatch):
-    from faceledger.cli import app
+    from faceledger.interfaces.cli.main import app
 
     ledger = PostgresLedger(fresh_db)
     for i in range(3):

@@ -9,9 +9,9 @@ import inspect
 import numpy as np
 import pytest
 
-from faceledger import normalisation, scoring
-from faceledger.calibration_fit import in_fit_half
-from faceledger.evaluation import acquire
+from faceledger.scoring import normalisation, scoring
+from faceledger.evaluation.calibration_fit import in_fit_half
+from faceledger.evaluation.protocols import acquire
 
 LABELS = {"race", "gender", "group", "groups", "sex", "ethnicity", "age"}
 
@@ -110,7 +110,7 @@ def test_on_held_out_faces_the_groups_false_match_rates_come_closer(fairface_tem
 def test_a_pair_weight_outside_its_range_or_without_the_cohort_is_refused(args, tmp_path):
     from typer.testing import CliRunner
 
-    from faceledger.cli import app
+    from faceledger.interfaces.cli.main import app
 
     r = CliRunner().invoke(app, ["calibration", "fit", *args, "--out", str(tmp_path / "c.json"), "--json"])
     assert r.exit_code != 0 and "--pair-weight is between 0 and 1" in r.stdout

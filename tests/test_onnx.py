@@ -6,10 +6,10 @@ import dlib
 import numpy as np
 import pytest
 
-from faceledger import dlib_format, onnx_export
-from faceledger.embedding import DlibResnetEmbedder, OnnxResnetEmbedder
-from faceledger.onnx_export import converted_model
-from faceledger.models import MMOD, RESNET, SHAPE_5, model_path
+from faceledger.models.dlib import dat_format as dlib_format, onnx_export
+from faceledger.models.embedding import DlibResnetEmbedder, OnnxResnetEmbedder
+from faceledger.models.dlib.onnx_export import converted_model
+from faceledger.models.files import MMOD, RESNET, SHAPE_5, model_path
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_mmod_detector_file_is_read():
 def test_onnx_mmod_finds_dlibs_faces_with_dlibs_scores(lfw, fairface):
     from PIL import Image
 
-    from faceledger.mmod import OnnxMmodDetector
+    from faceledger.vision.mmod import OnnxMmodDetector
 
     ref = dlib.cnn_face_detection_model_v1(str(model_path(MMOD)))
     ours = OnnxMmodDetector()
@@ -100,7 +100,7 @@ def test_onnx_mmod_finds_dlibs_faces_with_dlibs_scores(lfw, fairface):
 
 
 def test_tiled_pyramid_layout_keeps_levels_apart():
-    from faceledger.mmod import tiled_rects
+    from faceledger.vision.mmod import tiled_rects
 
     rects, rows, cols = tiled_rects(480, 640, 10, 11)
     assert rects[0] == (11, 11, 650, 490) and cols == 640 + 22

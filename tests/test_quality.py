@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from faceledger import errors
-from faceledger.quality import QualityFilter, reasons
+from faceledger.vision.quality import QualityFilter, reasons
 
 from .conftest import encode
 

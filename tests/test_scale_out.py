@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from faceledger import errors
-from faceledger.app import open_gate, open_service
-from faceledger.ledger_pg import APPEND_LOCK, PostgresLedger
-from faceledger.policy import Context, Principal
+from faceledger.governance.app import open_gate, open_service
+from faceledger.governance.ledger_pg import APPEND_LOCK, PostgresLedger
+from faceledger.governance.policy import Context, Principal
 
 from .cluster import milvus_server, ray_head
 
@@ -94,8 +94,8 @@ def test_two_replicas_share_postgres_and_milvus(fresh_db, milvus, lfw, tmp_path)
 
 
 def test_keys_and_policy_are_shared_by_replicas(fresh_db, tmp_path, settings, engine, monkeypatch):
-    from faceledger import policy_store
-    from faceledger.server.keys import PostgresKeyStore, open_keys
+    from faceledger.governance import policy_store
+    from faceledger.governance.keys import PostgresKeyStore, open_keys
 
     s = settings.replace(database=fresh_db, store=tmp_path / "s.sqlite", ledger=tmp_path / "unused.sqlite")
     env = _env(tmp_path, database=fresh_db)
@@ -212,7 +212,7 @@ def _faces(store_path: Path, collection: str) -> dict:
 
 
 def test_index_on_ray_stores_what_a_local_run_stores(ray_address, lfw, tmp_path, monkeypatch):
-    from faceledger.cli import app
+    from faceledger.interfaces.cli.main import app
 
     images = _copy_images(lfw, sorted(lfw.people())[:20], tmp_path / "images")
     monkeypatch.setenv("FACELEDGER_POLICY", "open")
@@ -234,7 +234,7 @@ def test_index_on_ray_stores_what_a_local_run_stores(ray_address, lfw, tmp_path,
 
 
 def test_audit_images_on_ray_matches_a_local_run(ray_address, lfw, tmp_path, monkeypatch):
-    from faceledger.cli import app
+    from faceledger.interfaces.cli.main import app
 
     people = [n for n, paths in sorted(lfw.people().items()) if len(paths) >= 3][:8]
     rows = ["path,group,subject"] + [f"{p},{'A' if i % 2 else 'B'},{name}" for i, name in enumerate(people)
@@ -259,7 +259,7 @@ def test_audit_images_on_ray_matches_a_local_run(ray_address, lfw, tmp_path, mon
 def test_an_unreachable_ray_cluster_is_a_typed_error(tmp_path, monkeypatch):
     import ray
 
-    from faceledger.cli import app
+    from faceledger.interfaces.cli.main import app
 
     ray.shutdown()  # as in a fresh `faceledger` process: not connected to the tests' cluster
 
@@ -275,7 +275,7 @@ def test_an_unreachable_ray_cluster_is_a_typed_error(tmp_path, monkeypatch):
 def test_a_milvus_outage_is_a_503_over_http_and_is_recorded(fresh_db, settings, engine, tmp_path):
     from fastapi.testclient import TestClient
 
-    from faceledger.server.app import create_app
+    from faceledger.interfaces.http.app import create_app
 
     with milvus_server() as server:
         s = settings.replace(store=tmp_path / "s.sqlite", store_backend="milvus", milvus_uri=server.uri,

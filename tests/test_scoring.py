@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from faceledger import errors
-from faceledger.audit import wilson
-from faceledger.calibration_fit import in_fit_half
-from faceledger.evaluation import acquire
-from faceledger.scoring import Scoring
-from faceledger.service import FaceService
+from faceledger.evaluation.audit import wilson
+from faceledger.evaluation.calibration_fit import in_fit_half
+from faceledger.evaluation.protocols import acquire
+from faceledger.scoring.scoring import Scoring
+from faceledger.service.operations import FaceService
 from faceledger.store import SQLiteStore
 
 PEOPLE = ["Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder", "Ariel_Sharon", "George_W_Bush",

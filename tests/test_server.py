@@ -16,9 +16,9 @@ import uvicorn
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from faceledger.app import open_service
-from faceledger.server.app import create_app
-from faceledger.server.keys import KeyStore
+from faceledger.governance.app import open_service
+from faceledger.interfaces.http.app import create_app
+from faceledger.governance.keys import KeyStore
 
 
 def _free_port() -> int:
@@ -125,7 +125,7 @@ def test_every_face_operation_end_to_end(server, lfw):
 
 def test_identification_is_purpose_bound_over_the_wire(server, lfw):
     """A key without an identification purpose, and a denied purpose, get AccessDenied; both are recorded."""
-    from faceledger.ledger import Ledger
+    from faceledger.governance.ledger import Ledger
 
     rek = client(server)
     rek.create_collection(CollectionId="purpose")
@@ -245,7 +245,7 @@ def test_key_file_is_private(server):
 def test_keys_cli_create_list_revoke(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from faceledger.cli import app
+    from faceledger.interfaces.cli.main import app
 
     monkeypatch.setenv("FACELEDGER_KEYS_FILE", str(tmp_path / "keys.json"))
     runner = CliRunner()
@@ -273,7 +273,7 @@ def test_serve_command_starts_a_working_server(tmp_path):
 
     port = _free_port()
     env = {**os.environ, "FACELEDGER_STORE": str(tmp_path / "s.sqlite"), "FACELEDGER_KEYS_FILE": str(tmp_path / "k.json")}
-    proc = subprocess.Popen([sys.executable, "-m", "faceledger.cli", "serve", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "faceledger.interfaces.cli.main", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(300):

@@ -6,8 +6,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings as hyp_settings
 
-from faceledger.app import open_service
-from faceledger.server.app import create_app
+from faceledger.governance.app import open_service
+from faceledger.interfaces.http.app import create_app
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from faceledger import errors
-from faceledger.service import FaceService
+from faceledger.service.operations import FaceService
 from faceledger.store import SQLiteStore
 
 from .conftest import encode

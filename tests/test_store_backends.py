@@ -17,7 +17,7 @@ BACKENDS = ("sqlite", "milvus", "postgres+milvus")
 @pytest.fixture(scope="module", params=BACKENDS)
 def service(request, engine, settings, tmp_path_factory):
     """Chosen by the settings, as a user would: store_backend and database."""
-    from faceledger.app import open_service
+    from faceledger.governance.app import open_service
 
     s = settings.replace(store=tmp_path_factory.mktemp("store") / "store.sqlite")
     if request.param != "sqlite":

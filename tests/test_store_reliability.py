@@ -39,7 +39,7 @@ def test_sigkill_during_bulk_index_loses_nothing_reported(lfw, tmp_path):
     """Kill `faceledger index` at random moments, 10 times; every face it reported survives."""
     store_path = tmp_path / "store.sqlite"
     with SQLiteStore(store_path) as s:
-        from faceledger.embedding import DlibResnetEmbedder
+        from faceledger.models.embedding import DlibResnetEmbedder
 
         s.create_collection("bulk", str(DlibResnetEmbedder.model_id()))
     people = lfw.people()
@@ -51,7 +51,7 @@ def test_sigkill_during_bulk_index_loses_nothing_reported(lfw, tmp_path):
     kills = 0
     while kills < 10 and remaining:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "faceledger.cli", "index", "bulk", *remaining, "--json", "--quality-filter", "NONE"],
+            [sys.executable, "-m", "faceledger.interfaces.cli.main", "index", "bulk", *remaining, "--json", "--quality-filter", "NONE"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(store_path), text=True,
         )
         lines: list[str] = []
@@ -133,7 +133,7 @@ def test_sigkill_during_writes_and_index_saves(tmp_path):
 
 def test_two_processes_indexing_one_collection_lose_nothing(lfw, tmp_path):
     store_path = tmp_path / "store.sqlite"
-    from faceledger.embedding import DlibResnetEmbedder
+    from faceledger.models.embedding import DlibResnetEmbedder
 
     with SQLiteStore(store_path) as s:
         s.create_collection("shared", str(DlibResnetEmbedder.model_id()))
@@ -141,7 +141,7 @@ def test_two_processes_indexing_one_collection_lose_nothing(lfw, tmp_path):
     b = [str(p) for p in lfw.people()["Gerhard_Schroeder"][:12]]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "faceledger.cli", "index", "shared", *files, "--json", "--quality-filter", "NONE"],
+            [sys.executable, "-m", "faceledger.interfaces.cli.main", "index", "shared", *files, "--json", "--quality-filter", "NONE"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(store_path), text=True,
         )
         for files in (a, b)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
-from ..errors import ConflictError, ResourceAlreadyExistsError, ResourceNotFoundError
-from ..pg import SCHEMA_LOCK
+from faceledger.errors import ConflictError, ResourceAlreadyExistsError, ResourceNotFoundError
+from faceledger.pg import SCHEMA_LOCK
 
 COLUMNS = ("name", "arn", "model", "created", "store_images", "ndim")
 META, USERS = "faceledger_collections", "faceledger_users"

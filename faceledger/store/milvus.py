@@ -24,9 +24,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InvalidParameterError, ResourceNotFoundError
-from .base import CollectionInfo, NewFace, StoredFace, UserInfo
-from .catalog import MAX_ROWS, MilvusCatalog, quote
+from faceledger.errors import BackendUnavailableError, InvalidParameterError, ResourceNotFoundError
+from faceledger.store.base import CollectionInfo, NewFace, StoredFace, UserInfo
+from faceledger.store.catalog import MAX_ROWS, MilvusCatalog, quote
 
 #: Per-search parameters by index type unless set (milvus_search_params).
 SEARCH_DEFAULTS = {"HNSW": {"ef": 128}, "IVF_FLAT": {"nprobe": 32}, "IVF_SQ8": {"nprobe": 32}}  # nlist 128 by default
@@ -96,7 +96,7 @@ class MilvusStore:
         self.search_params = dict(SEARCH_DEFAULTS.get(index_type.upper(), {}), **(search_params or {}))
         self._arn_prefix = f"aws:rekognition:{region}:000000000000:collection/"
         if catalog_database is not None:
-            from .catalog import PostgresCatalog
+            from faceledger.store.catalog import PostgresCatalog
 
             self.catalog = PostgresCatalog(catalog_database)
         else:

@@ -23,9 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConflictError, ResourceAlreadyExistsError, ResourceNotFoundError, StoreCorruptionError
-from .base import CollectionInfo, NewFace, StoredFace, UserInfo
-from .vector_index import VectorIndex
+from faceledger.errors import ConflictError, ResourceAlreadyExistsError, ResourceNotFoundError, StoreCorruptionError
+from faceledger.store.base import CollectionInfo, NewFace, StoredFace, UserInfo
+from faceledger.store.vector_index import VectorIndex
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (

@@ -1,0 +1,183 @@
+"""The gate every interface passes through: policy decision, then the service, then the ledger.
+
+Every request, allowed or denied, failed or served, becomes one ledger entry: who (principal,
+roles), why (purpose, case reference), what (operation, collection, SHA-256 of each input image,
+never the image), the policy in force (name and digest) and its decision, and what came back
+(face and user ids with similarity and false match rate, the identification's threshold and
+gallery size). Identification runs under the policy's limits; its ledger entry number is returned
+so that a reviewer's decision can be linked to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from faceledger.errors import AccessDeniedError, FaceledgerError, InvalidParameterError
+from faceledger.governance.ledger import Ledger
+from faceledger.governance.policy import IDENTIFICATION, Context, Policy
+
+REVIEW_DECISIONS = ("confirmed", "rejected", "inconclusive")
+
+
+@dataclass(frozen=True)
+class ReviewResult:
+    ledger_entry: int
+    reviews: int
+    decision: str
+
+
+@dataclass(frozen=True)
+class CandidateExport:
+    search_entry: int
+    candidates: list
+    reviews: list
+    ledger_entry: int
+
+
+class Gate:
+    def __init__(self, service, policy: Policy, ledger: Ledger,
+                 policy_source: Callable[[], Policy] | None = None) -> None:
+        """``policy_source``: where a newer policy comes from while running (the shared
+        database's PolicyStore.current); None: ``policy`` for the gate's life."""
+        self.service = service
+        self.policy = policy
+        self.ledger = ledger
+        self.policy_source = policy_source
+        self._record_policy()
+
+    def _refresh_policy(self) -> None:
+        if self.policy_source is not None:
+            newest = self.policy_source()
+            if newest.digest != self.policy.digest:
+                self.policy = newest
+                self._record_policy()
+
+    def _record_policy(self) -> None:
+        """The policy in force enters the ledger whenever it differs from the last one recorded."""
+        last = self.ledger.last("PolicyChange")
+        if last is None or last.body.get("policy", {}).get("digest") != self.policy.digest:
+            self.ledger.append({"operation": "PolicyChange", "policy": self._policy_ref(),
+                                "previous": last.body.get("policy") if last else None})
+
+    def _policy_ref(self) -> dict:
+        return {"name": self.policy.name, "digest": self.policy.digest}
+
+    def _base(self, ctx: Context, operation: str, collection: str | None, images: Sequence[bytes],
+              digests: Sequence[str] = ()) -> dict:
+        return {
+            "operation": operation,
+            "principal": ctx.principal.name,
+            "roles": list(ctx.principal.roles),
+            "purpose": ctx.purpose,
+            "case_reference": ctx.case_reference,
+            "interface": ctx.interface,
+            "collection": collection,
+            "image_sha256": [hashlib.sha256(b).hexdigest() for b in images] + list(digests),
+            "policy": self._policy_ref(),
+        }
+
+    def call(self, ctx: Context, operation: str, run: Callable[..., Any], *, collection: str | None = None,
+             images: Sequence[bytes] = (), record: dict | None = None, digests: Sequence[str] = ()) -> Any:
+        """Decide, run (``run(**extra)``; identification gets ``limits=``), record, return.
+        ``record``: more fields for the entry (a review's decision and what it reviews);
+        ``digests``: SHA-256 of images hashed elsewhere (bulk indexing's worker processes)."""
+        self._refresh_policy()
+        entry = {**self._base(ctx, operation, collection, images, digests), **(record or {})}
+        decision = self.policy.decide(ctx, operation)
+        entry["decision"] = {"allowed": decision.allowed, "reason": decision.reason}
+        if not decision.allowed:
+            self.ledger.append({**entry, "outcome": "AccessDeniedException"})
+            raise AccessDeniedError(decision.reason)
+        extra = {"limits": self.policy.limits} if operation in IDENTIFICATION else {}
+        try:
+            result = run(**extra)
+        except FaceledgerError as exc:
+            self.ledger.append({**entry, "outcome": exc.code, "message": exc.message})
+            raise
+        recorded = self.ledger.append({**entry, "outcome": "ok", "result": summarize(result)})
+        if dataclasses.is_dataclass(result) and any(f.name == "ledger_entry" for f in dataclasses.fields(result)):
+            result = dataclasses.replace(result, ledger_entry=recorded.seq)
+        return result
+
+    # --- human review ------------------------------------------------------------------------------
+
+    def _search_entry(self, seq: int):
+        entry = self.ledger.get(seq)
+        if entry.body.get("operation") not in IDENTIFICATION or entry.body.get("outcome") != "ok":
+            raise InvalidParameterError(f"ledger entry {seq} is not a served identification: nothing to review")
+        return entry
+
+    def review(self, ctx: Context, search_entry: int, decision: str, reason: str,
+               face_ids: Sequence[str] = ()) -> ReviewResult:
+        """A reviewer's decision on a candidate list, linked to its search's ledger entry."""
+        if decision not in REVIEW_DECISIONS:
+            raise InvalidParameterError(f"a review decision is one of {', '.join(REVIEW_DECISIONS)}, not {decision!r}")
+        if not reason or not reason.strip():
+            raise InvalidParameterError("a review needs a reason")
+
+        target = self.ledger.get(search_entry)
+
+        def run() -> ReviewResult:
+            self._search_entry(search_entry)
+            listed = {c.get("id") for c in target.body.get("result", {}).get("candidates", [])}
+            unknown = [f for f in face_ids if f not in listed]
+            if unknown:
+                raise InvalidParameterError(f"not candidates of entry {search_entry}: {', '.join(unknown)}")
+            return ReviewResult(0, search_entry, decision)
+
+        return self.call(ctx, "Review", run, collection=target.body.get("collection"), record={
+            "reviews": search_entry, "reviews_hash": target.hash, "verdict": decision, "reason": reason.strip(),
+            "face_ids": list(face_ids)})
+
+    def reviews_of(self, search_entry: int) -> list[dict]:
+        return [dict(e.body, ledger_entry=e.seq) for e in self.ledger.entries_of("Review")
+                if e.body.get("reviews") == search_entry and e.body.get("outcome") == "ok"]
+
+    def export_candidates(self, ctx: Context, search_entry: int) -> CandidateExport:
+        """A search's candidate list for a case file: only after a confirmed review, if the policy says so."""
+
+        def run() -> CandidateExport:
+            target = self._search_entry(search_entry)
+            reviews = self.reviews_of(search_entry)
+            if self.policy.review_required_before_export and not any(r["verdict"] == "confirmed" for r in reviews):
+                raise AccessDeniedError(f"policy {self.policy.name} requires a reviewer to confirm entry {search_entry}'s "
+                                        "candidates before they leave faceledger (faceledger review)")
+            return CandidateExport(search_entry, target.body["result"].get("candidates", []), reviews, 0)
+
+        return self.call(ctx, "ExportCandidates", run, record={"exports": search_entry})
+
+
+def summarize(result: Any) -> dict:
+    """What the ledger keeps of a result: identifiers, scores and rates, never templates or images."""
+    out: dict[str, Any] = {}
+    if result is None:
+        return out
+    get = (lambda name: getattr(result, name, None)) if dataclasses.is_dataclass(result) else (
+        lambda name: result.get(name) if isinstance(result, dict) else None)
+    candidates = []
+    for m in get("face_matches") or []:
+        candidates.append({"id": getattr(m.face, "face_id", None), "similarity": round(m.similarity, 4),
+                           "false_match_rate": m.false_match_rate,
+                           "expected_false_candidates": getattr(m, "expected_false_candidates", None)})
+    for m in get("user_matches") or []:
+        candidates.append({"id": m.user.user_id, "similarity": round(m.similarity, 4), "false_match_rate": m.false_match_rate,
+                           "expected_false_candidates": m.expected_false_candidates})
+    if get("face_matches") is not None or get("user_matches") is not None:
+        out["candidates"] = candidates
+    ident = get("identification")
+    if ident is not None:
+        out["identification"] = dataclasses.asdict(ident)
+    for name in ("face_records",):
+        if get(name):
+            out["indexed_face_ids"] = [r.face.face_id for r in get(name)]
+    if get("unindexed_faces"):
+        out["unindexed"] = len(get("unindexed_faces"))
+    if get("deleted_faces"):
+        out["deleted_face_ids"] = list(get("deleted_faces"))
+    for name in ("collection_arn", "user_status"):
+        if get(name):
+            out[name] = get(name)
+    return out

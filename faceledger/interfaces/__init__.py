@@ -1,0 +1,1 @@
+"""Thin translations onto the gate: the CLI and the HTTP service."""

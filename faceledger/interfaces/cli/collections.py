@@ -1,0 +1,389 @@
+"""CLI commands over the service: collections, bulk indexing, search, faces and users."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.table import Table
+
+from faceledger.service import api_model
+from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_NEGATIVE, JsonOpt, RayOpt, box_text, err, errors, out, pool, progress
+from faceledger.errors import FaceledgerError
+from faceledger.service.operations import FaceService, PreparedImage, prepare_index
+from faceledger.settings import Settings
+from faceledger.vision.workers import parallel_map, worker_engine
+
+collection_app = typer.Typer(no_args_is_help=True, help="Create, list, describe and delete collections.")
+faces_app = typer.Typer(no_args_is_help=True, help="List and delete the faces of a collection.")
+users_app = typer.Typer(no_args_is_help=True, help="Users: groups of faces of one person.")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+ThresholdOpt = typer.Option(None, "--threshold", help="Similarity (0-100) a match must reach (default 80).")
+
+
+PurposeOpt = typer.Option(None, "--purpose", help="Why this identification is run (the policy must allow it).")
+CaseOpt = typer.Option(None, "--case", help="The case reference this identification belongs to.")
+MaxFmrOpt = typer.Option(None, "--max-fmr", help="Threshold as a false match rate target, e.g. 1e-4.")
+
+
+class _Gated:
+    """The service as the CLI sees it: every call decided by the policy and written to the
+    ledger, as the operating-system user with the policy's local roles."""
+
+    def __init__(self, purpose: str | None = None, case: str | None = None) -> None:
+        import getpass
+
+        from faceledger.governance.app import open_gate
+        from faceledger.governance.policy import Context, Principal
+
+        self.gate = open_gate(Settings.load())
+        self.store = self.gate.service.store
+        principal = Principal(f"local:{getpass.getuser()}", self.gate.policy.local_roles, ("*",))
+        self.ctx = Context(principal, purpose, case, "cli")
+
+    def __getattr__(self, name: str):
+        method = getattr(self.gate.service, name)
+        operation = "".join(part.capitalize() for part in name.split("_"))
+
+        def call(*args, **kwargs):
+            images = [Path(a).read_bytes() for a in args if isinstance(a, Path) and Path(a).is_file()]
+            collection = args[0] if args and isinstance(args[0], str) else None
+            return self.gate.call(self.ctx, operation, lambda **extra: method(*args, **kwargs, **extra),
+                                  collection=collection, images=images)
+
+        return call
+
+
+def _service(purpose: str | None = None, case: str | None = None) -> FaceService:
+    return _Gated(purpose, case)  # type: ignore[return-value]
+
+
+def _rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1e}"
+
+
+def _print_identification(r) -> None:
+    i = r.identification
+    if i is None:
+        return
+    bound = (f"; the policy bounds false positive identification at {i.max_false_positive_identification_rate:g}"
+             if i.max_false_positive_identification_rate else "")
+    out.print(f"gallery of {i.gallery_size:,} faces: threshold {i.effective_threshold:.1f} (asked {i.requested_threshold:.1f}), "
+              f"FMR {_rate(i.false_match_rate_at_threshold)} per comparison, {_rate(i.expected_false_candidates)} "
+              f"strangers expected above it per search{bound}. Ledger entry {r.ledger_entry}.", soft_wrap=True)
+
+
+def _emit(operation: str, result, as_json: bool) -> bool:
+    """Print a result as the cloud API's JSON when asked; True when it was printed."""
+    if as_json:
+        print(json.dumps(api_model.output(operation, result), indent=2))
+    return as_json
+
+
+# --- collections ------------------------------------------------------------------------------------
+
+
+@collection_app.command("create")
+def collection_create(
+    name: str,
+    store_images: bool = typer.Option(False, "--store-images", help="Also keep each indexed image (off: templates only)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create a collection. Only templates and face metadata are kept unless --store-images."""
+    with errors(as_json):
+        r = _service().create_collection(name, store_images=store_images)
+        if not _emit("CreateCollection", r, as_json):
+            out.print(f"created [bold]{name}[/] ({r.collection_arn}), model {r.face_model_version}")
+
+
+@collection_app.command("list")
+def collection_list(as_json: bool = JsonOpt) -> None:
+    with errors(as_json):
+        svc, names, token = _service(), [], None
+        while True:
+            page = svc.list_collections(next_token=token)
+            names += page.collection_ids
+            token = page.next_token
+            if token is None:
+                break
+        if as_json:
+            print(json.dumps({"CollectionIds": names}, indent=2))
+            return
+        table = Table("collection", "faces", "users", "model", title="collections", title_justify="left")
+        for n in names:
+            d = svc.describe_collection(n)
+            table.add_row(n, str(d.face_count), str(d.user_count), d.face_model_version)
+        out.print(table)
+
+
+@collection_app.command("describe")
+def collection_describe(name: str, as_json: bool = JsonOpt) -> None:
+    with errors(as_json):
+        d = _service().describe_collection(name)
+        if not _emit("DescribeCollection", d, as_json):
+            out.print(f"[bold]{name}[/]: {d.face_count} faces, {d.user_count} users, model {d.face_model_version}, {d.collection_arn}")
+
+
+@collection_app.command("delete")
+def collection_delete(name: str, yes: bool = typer.Option(False, "--yes", help="Do not ask."), as_json: bool = JsonOpt) -> None:
+    """Delete a collection with every face, template and user in it."""
+    with errors(as_json):
+        svc = _service()
+        d = svc.describe_collection(name)
+        if not yes and not as_json:
+            typer.confirm(f"delete {name} and its {d.face_count} faces?", abort=True)
+        svc.delete_collection(name)
+        if as_json:
+            print(json.dumps({"StatusCode": 200}))
+        else:
+            out.print(f"deleted {name}")
+
+
+# --- indexing ---------------------------------------------------------------------------------------
+
+
+def _image_files(paths: list[Path], recursive: bool) -> Iterator[Path]:
+    for p in paths:
+        if p.is_dir():
+            children = sorted(p.rglob("*") if recursive else p.iterdir())
+            yield from (c for c in children if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield p
+
+
+def external_id(path: Path, source: str) -> str | None:
+    """The file's stem or its folder's name, made to fit the cloud API's ExternalImageId pattern."""
+    if source == "none":
+        return None
+    raw = path.parent.name if source == "folder" else path.stem
+    return (re.sub(r"[^a-zA-Z0-9_.\-:]", "_", raw) or "_")[:255]
+
+
+def _prepare_job(job: tuple[str, int | None, str, bool]) -> tuple[str, PreparedImage | None, dict | None]:
+    path, max_faces, quality_filter, keep_bytes = job
+    try:
+        return path, prepare_index(worker_engine(), path, max_faces=max_faces, quality_filter=quality_filter, keep_bytes=keep_bytes), None
+    except (FaceledgerError, OSError) as exc:
+        return path, None, {"code": getattr(exc, "code", "FileError"), "message": str(exc)}
+
+
+def index(
+    collection: str = typer.Argument(..., help="Collection to index into."),
+    paths: list[Path] = typer.Argument(..., help="Image files or folders."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
+    external_ids: str = typer.Option("file", "--external-id", help="ExternalImageId from the 'file' name, the 'folder' name, or 'none'."),
+    max_faces: Optional[int] = typer.Option(None, "--max-faces", help="Index at most this many faces per image (largest first)."),
+    quality_filter: str = typer.Option("AUTO", "--quality-filter", help="NONE, AUTO, LOW, MEDIUM or HIGH."),
+    workers: int = typer.Option(1, "--workers", help="Processes computing templates (one writer stores them)."),
+    ray: Optional[str] = RayOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Index every face in the images. --json prints one line per image as it is stored (JSON Lines).
+
+    Each image is stored in its own transaction and ledger entry (IndexFaces, decided by the
+    policy): an interrupted run keeps every image it reported.
+    """
+    if external_ids not in ("file", "folder", "none"):
+        raise typer.BadParameter("--external-id must be file, folder or none")
+    with errors(as_json):
+        settings = Settings.load()
+        gated = _Gated()
+        svc = gated.gate.service
+        svc.check_index(collection, None, max_faces, quality_filter, None)
+        keep_bytes = svc.store.get_collection(collection, counts=False).store_images  # also: the collection exists
+        files = list(_image_files(paths, recursive))
+        jobs = [(str(f), max_faces, quality_filter, keep_bytes) for f in files]
+        indexed, unindexed, failed = 0, Counter(), []
+        with progress() as bar:
+            task = bar.add_task(f"indexing into {collection}", total=len(jobs))
+            try:
+                for path, prepared, error in parallel_map(_prepare_job, jobs, settings, pool(workers, ray)):
+                    if prepared is not None:
+                        r = gated.gate.call(gated.ctx, "IndexFaces", lambda: svc.commit_index(
+                            collection, prepared, external_image_id=external_id(Path(path), external_ids)),
+                            collection=collection, digests=[prepared.sha256])
+                        indexed += len(r.face_records)
+                        unindexed.update(reason for u in r.unindexed_faces for reason in u.reasons)
+                        if as_json:
+                            print(json.dumps({"Image": path, **api_model.output("IndexFaces", r)}), flush=True)
+                    else:
+                        failed.append((path, error))
+                        if as_json:
+                            print(json.dumps({"Image": path, "error": error}), flush=True)
+                    bar.advance(task)
+            except KeyboardInterrupt:
+                err.print("[yellow]interrupted: every image reported above is stored[/]")
+        summary = {"Images": len(files), "FacesIndexed": indexed, "UnindexedReasons": dict(unindexed), "Errors": len(failed)}
+        if as_json:
+            print(json.dumps({"Summary": summary}), flush=True)
+        else:
+            out.print(f"{len(files)} images: [bold]{indexed}[/] faces indexed into {collection}")
+            for reason, n in unindexed.most_common():
+                out.print(f"  not indexed: {n} x {reason}")
+            for path, e in failed:
+                err.print(f"  [red]error[/] {path}: {e['message']}", soft_wrap=True, highlight=False)
+    if failed:
+        raise typer.Exit(EXIT_INPUT)
+
+
+# --- search -------------------------------------------------------------------------------------------
+
+
+def search(
+    collection: str,
+    image: Path,
+    max_faces: Optional[int] = typer.Option(None, "--max-faces"),
+    threshold: Optional[float] = ThresholdOpt,
+    max_fmr: Optional[float] = MaxFmrOpt,
+    quality_filter: str = typer.Option("NONE", "--quality-filter"),
+    purpose: Optional[str] = PurposeOpt,
+    case: Optional[str] = CaseOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Search a collection with the largest face in IMAGE (identification: --purpose and --case,
+    as the policy requires). Exit 0 with candidates, 1 with none."""
+    with errors(as_json):
+        r = _service(purpose, case).search_faces_by_image(
+            collection, image, max_faces=max_faces, face_match_threshold=threshold, quality_filter=quality_filter,
+            max_false_match_rate=max_fmr,
+        )
+        if not _emit("SearchFacesByImage", r, as_json):
+            table = Table("#", "similarity", "false match rate", "expected strangers this high", "face id", "external id",
+                          "user", title=f"candidates in {collection}", title_justify="left")
+            for i, m in enumerate(r.face_matches, 1):
+                table.add_row(str(i), f"{m.similarity:.1f}", _rate(m.false_match_rate), _rate(m.expected_false_candidates),
+                              m.face.face_id, m.face.external_image_id or "-", m.face.user_id or "-")
+            out.print(f"searched face: {box_text(r.searched_face_bounding_box)}, confidence {r.searched_face_confidence:.1f}")
+            _print_identification(r)
+            out.print(table if r.face_matches else "no candidate reached the threshold")
+            out.print("[dim]Candidates are leads for a person to review, never an identification "
+                      f"(faceledger review {r.ledger_entry} ...).[/]")
+    if not r.face_matches:
+        raise typer.Exit(EXIT_NEGATIVE)
+
+
+# --- faces --------------------------------------------------------------------------------------------
+
+
+@faces_app.command("list")
+def faces_list(
+    collection: str,
+    max_results: Optional[int] = typer.Option(None, "--max-results"),
+    next_token: Optional[str] = typer.Option(None, "--next-token"),
+    user_id: Optional[str] = typer.Option(None, "--user-id"),
+    as_json: bool = JsonOpt,
+) -> None:
+    with errors(as_json):
+        r = _service().list_faces(collection, max_results=max_results, next_token=next_token, user_id=user_id)
+        if not _emit("ListFaces", r, as_json):
+            table = Table("face id", "external id", "image id", "user", "box", title=f"faces in {collection}", title_justify="left")
+            for f in r.faces:
+                table.add_row(f.face_id, f.external_image_id or "-", f.image_id, f.user_id or "-", box_text(f.bounding_box))
+            out.print(table)
+            if r.next_token:
+                out.print(f"more: --next-token {r.next_token}")
+
+
+@faces_app.command("delete")
+def faces_delete(collection: str, face_ids: list[str], as_json: bool = JsonOpt) -> None:
+    """Delete faces: their templates leave the database and the index."""
+    with errors(as_json):
+        r = _service().delete_faces(collection, face_ids)
+        if not _emit("DeleteFaces", r, as_json):
+            out.print(f"deleted {len(r.deleted_faces)} face(s)")
+            for u in r.unsuccessful_face_deletions:
+                out.print(f"  not deleted {u.face_id}: {', '.join(u.reasons)}")
+    if r.unsuccessful_face_deletions:
+        raise typer.Exit(EXIT_INPUT)
+
+
+# --- users --------------------------------------------------------------------------------------------
+
+
+@users_app.command("create")
+def users_create(collection: str, user_id: str, as_json: bool = JsonOpt) -> None:
+    with errors(as_json):
+        _service().create_user(collection, user_id)
+        print(json.dumps({})) if as_json else out.print(f"created user {user_id} in {collection}")
+
+
+@users_app.command("delete")
+def users_delete(collection: str, user_id: str, as_json: bool = JsonOpt) -> None:
+    with errors(as_json):
+        _service().delete_user(collection, user_id)
+        print(json.dumps({})) if as_json else out.print(f"deleted user {user_id}")
+
+
+@users_app.command("list")
+def users_list(collection: str, next_token: Optional[str] = typer.Option(None, "--next-token"), as_json: bool = JsonOpt) -> None:
+    with errors(as_json):
+        r = _service().list_users(collection, next_token=next_token)
+        if not _emit("ListUsers", r, as_json):
+            table = Table("user", "status", title=f"users in {collection}", title_justify="left")
+            for u in r.users:
+                table.add_row(u.user_id, u.user_status)
+            out.print(table)
+
+
+@users_app.command("associate")
+def users_associate(
+    collection: str, user_id: str, face_ids: list[str],
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="UserMatchThreshold (default 75)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    with errors(as_json):
+        r = _service().associate_faces(collection, user_id, face_ids, user_match_threshold=threshold)
+        if not _emit("AssociateFaces", r, as_json):
+            out.print(f"{len(r.associated_faces)} face(s) associated with {user_id} ({r.user_status})")
+            for u in r.unsuccessful_face_associations:
+                out.print(f"  not associated {u.face_id}: {', '.join(u.reasons)}")
+
+
+@users_app.command("disassociate")
+def users_disassociate(collection: str, user_id: str, face_ids: list[str], as_json: bool = JsonOpt) -> None:
+    with errors(as_json):
+        r = _service().disassociate_faces(collection, user_id, face_ids)
+        if not _emit("DisassociateFaces", r, as_json):
+            out.print(f"{len(r.disassociated_faces)} face(s) disassociated from {user_id} ({r.user_status})")
+            for u in r.unsuccessful_face_disassociations:
+                out.print(f"  not disassociated {u.face_id}: {', '.join(u.reasons)}")
+
+
+@users_app.command("search")
+def users_search(
+    collection: str,
+    image: Optional[Path] = typer.Option(None, "--image", help="Search with the largest face of this image."),
+    user_id: Optional[str] = typer.Option(None, "--user-id", help="... or with this user's faces."),
+    face_id: Optional[str] = typer.Option(None, "--face-id", help="... or with this stored face."),
+    threshold: Optional[float] = ThresholdOpt,
+    max_fmr: Optional[float] = MaxFmrOpt,
+    max_users: Optional[int] = typer.Option(None, "--max-users"),
+    purpose: Optional[str] = PurposeOpt,
+    case: Optional[str] = CaseOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Users whose faces match. Exit 0 with candidates, 1 with none."""
+    with errors(as_json):
+        svc = _service(purpose, case)
+        if image is not None:
+            r = svc.search_users_by_image(collection, image, user_match_threshold=threshold, max_users=max_users,
+                                          max_false_match_rate=max_fmr)
+            op = "SearchUsersByImage"
+        else:
+            r = svc.search_users(collection, user_id=user_id, face_id=face_id, user_match_threshold=threshold,
+                                 max_users=max_users, max_false_match_rate=max_fmr)
+            op = "SearchUsers"
+        if not _emit(op, r, as_json):
+            table = Table("#", "similarity", "false match rate", "user", "status", title=f"user candidates in {collection}",
+                          title_justify="left")
+            for i, m in enumerate(r.user_matches, 1):
+                table.add_row(str(i), f"{m.similarity:.1f}", _rate(m.false_match_rate), m.user.user_id, m.user.user_status)
+            _print_identification(r)
+            out.print(table if r.user_matches else "no user reached the threshold")
+    if not r.user_matches:
+        raise typer.Exit(EXIT_NEGATIVE)

@@ -1,0 +1,338 @@
+"""The ``faceledger`` command line: a thin translation onto the engine, service and evaluation.
+
+Exit codes are listed in cli_common.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from faceledger.vision import quality as quality_mod
+from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_NEGATIVE, DetectorOpt, FallbackOpt, JsonOpt, box_text, err, errors, face_json, out, progress, with_progress
+from faceledger.interfaces.cli.audit import audit_app
+from faceledger.interfaces.cli.calibration import calibration_app
+from faceledger.interfaces.cli.ledger import ledger_app, policy_app, review_app
+from faceledger.interfaces.cli.server import keys_app, serve
+from faceledger.interfaces.cli.collections import collection_app, faces_app, index, search, users_app
+from faceledger.evaluation.datasets import LFW, FairFace, fetch_lfw
+from faceledger.models.embedding import DlibResnetEmbedder
+from faceledger.vision.engine import CompareResult, Detection, Face, FaceEngine
+from faceledger.errors import DatasetError, FaceledgerError, InvalidParameterError
+from faceledger.evaluation.protocols import detection_rates, evaluate_lfw, fairface_groups
+from faceledger.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Accountable, self-hosted face recognition.")
+eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy and detection rates on real datasets.")
+datasets_app = typer.Typer(no_args_is_help=True, help="Find and fetch the face datasets.")
+app.add_typer(eval_app, name="eval")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(collection_app, name="collection")
+app.add_typer(faces_app, name="faces")
+app.add_typer(users_app, name="users")
+app.command()(index)
+app.command()(search)
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(calibration_app, name="calibration")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(review_app, name="review")
+app.add_typer(policy_app, name="policy")
+app.command()(serve)
+
+
+def _engine(detector: Optional[str], fallback: Optional[str]) -> FaceEngine:
+    return FaceEngine(Settings.load(), detector=detector, fallback_detector=fallback)
+
+
+def detection_json(path: str, d: Detection) -> dict:
+    return {
+        "Image": path,
+        "Width": d.width,
+        "Height": d.height,
+        "OrientationCorrection": d.orientation.name,
+        "Mirrored": d.orientation.mirrored,
+        "FaceDetails": [face_json(f) for f in d.faces],
+    }
+
+
+def _calibration(engine: FaceEngine):
+    """The engine's model's scoring (score_normalisation), or None when uncalibrated (then
+    similarities use the interim map, no rates)."""
+    from faceledger.scoring.scoring import Scoring
+
+    sc = Scoring.of(str(engine.model), engine.settings.score_normalisation)
+    return sc if sc.calibration is not None else None
+
+
+def compare_json(r: CompareResult, cal=None) -> dict:
+    def match(m) -> dict:
+        return {"Similarity": m.similarity, **({"FalseMatchRate": float(cal.fmr(m.score))} if cal else {}),
+                "Face": face_json(m.face)}
+
+    return {
+        "SourceImageFace": {"BoundingBox": face_json(r.source_face)["BoundingBox"], "Confidence": r.source_face.confidence},
+        "SimilarityThreshold": r.source_similarity_threshold,
+        "FaceMatches": [match(m) for m in r.matches],
+        "UnmatchedFaces": [match(m) for m in r.unmatched],
+        "SourceImageOrientationCorrection": r.source_orientation.name,
+        "TargetImageOrientationCorrection": r.target_orientation.name,
+    }
+
+
+def _box(face: Face) -> str:
+    return box_text(face.bounding_box)
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+@app.command()
+def detect(
+    images: list[Path] = typer.Argument(..., help="Image files."),
+    as_json: bool = JsonOpt,
+    detector: Optional[str] = DetectorOpt,
+    fallback: Optional[str] = FallbackOpt,
+    prealigned: bool = typer.Option(False, "--prealigned", help="Each image already is an aligned face chip."),
+) -> None:
+    """Find the faces in each image: box, confidence, landmarks, pose and quality."""
+    with errors(as_json):
+        engine = _engine(detector, fallback)
+        results, failed = [], []
+        for path in images:
+            try:
+                d = engine.detect(path, prealigned=prealigned)
+            except (FaceledgerError, FileNotFoundError) as exc:
+                if len(images) == 1:
+                    raise
+                failed.append({"Image": str(path), "error": {"code": getattr(exc, "code", "FileNotFound"), "message": str(exc)}})
+                continue
+            results.append(detection_json(str(path), d))
+            if not as_json:
+                _print_detection(str(path), d)
+        if as_json:
+            print(json.dumps({"Results": results, "Errors": failed}, indent=2))
+        else:
+            for f in failed:
+                err.print(f"[red]error[/] {f['Image']}: {f['error']['message']}")
+    if failed:
+        raise typer.Exit(EXIT_INPUT)
+    if any(not r["FaceDetails"] for r in results):
+        raise typer.Exit(EXIT_NEGATIVE)
+
+
+def _print_detection(path: str, d: Detection) -> None:
+    title = f"{path}: {len(d.faces)} face(s), {d.width}x{d.height}"
+    if d.orientation.rotation or d.orientation.mirrored:
+        title += f", EXIF orientation corrected ({d.orientation.name}{', mirrored' if d.orientation.mirrored else ''})"
+    # The header goes on its own unwrapped line: a long path must stay one
+    # string a user can copy, whatever the terminal's width.
+    out.print(title, soft_wrap=True, markup=False, highlight=False)
+    table = Table()
+    for col in ("#", "box (ratios)", "conf", "detector", "roll/yaw/pitch", "bright", "sharp", "size px", "fails"):
+        table.add_column(col)
+    for i, f in enumerate(d.faces, 1):
+        q = f.quality
+        fails = quality_mod.reasons(q, "MEDIUM")
+        table.add_row(
+            str(i), _box(f), f"{f.confidence:.1f}", f.detector,
+            f"{q.pose.roll:.0f}/{q.pose.yaw:.0f}/{q.pose.pitch:.0f}", f"{q.brightness:.0f}", f"{q.sharpness:.0f}",
+            f"{q.face_size:.0f}", ", ".join(fails) if fails else "-",
+        )
+    out.print(table)
+
+
+@app.command()
+def compare(
+    source: Path = typer.Argument(..., help="Image whose largest face is compared."),
+    target: Path = typer.Argument(..., help="Image whose faces are searched."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Similarity (0-100) at or above which a face "
+                                              "matches (default 80: a false match rate of 2.5e-6)."),
+    max_fmr: Optional[float] = typer.Option(None, "--max-fmr", help="Or a false match rate target, e.g. 1e-5: the "
+                                            "threshold becomes the similarity of that rate (with --threshold too, the "
+                                            "stricter wins)."),
+    quality_filter: str = typer.Option("NONE", "--quality-filter", help="NONE, AUTO, LOW, MEDIUM or HIGH."),
+    as_json: bool = JsonOpt,
+    detector: Optional[str] = DetectorOpt,
+    fallback: Optional[str] = FallbackOpt,
+) -> None:
+    """Compare the largest face of SOURCE with every face in TARGET. Exit 0 on a match, 1 on none."""
+    from faceledger.scoring.calibration import similarity_of_fmr
+
+    with errors(as_json):
+        engine = _engine(detector, fallback)
+        cal = _calibration(engine)
+        if max_fmr is not None:
+            if cal is None:
+                raise InvalidParameterError(f"model {engine.model} has no calibration: use --threshold")
+            if not 0 < max_fmr <= 1:
+                raise InvalidParameterError("--max-fmr must be in (0, 1]")
+            threshold = max(threshold or 0.0, similarity_of_fmr(max_fmr))
+        threshold = 80.0 if threshold is None else threshold
+        r = engine.compare(source, target, threshold, quality_filter=quality_filter,
+                           similarity=cal.similarity if cal else None, score=cal.score if cal else None)
+        if as_json:
+            print(json.dumps(compare_json(r, cal), indent=2))
+        else:
+            table = Table(title=f"{source.name} vs {target.name} (threshold {threshold:.1f})", title_justify="left")
+            for col in ("target face", "box (ratios)", "similarity", "false match rate", "verdict"):
+                table.add_column(col)
+            rows = [(m, "[green]match[/]") for m in r.matches] + [(m, "no match") for m in r.unmatched]
+            for i, (m, verdict) in enumerate(rows, 1):
+                table.add_row(str(i), _box(m.face), f"{m.similarity:.1f}", f"{float(cal.fmr(m.score)):.1e}" if cal else "-",
+                              verdict)
+            out.print(table)
+            if not rows:
+                out.print("no face found in the target image")
+            out.print("[dim]A match is a candidate for a person to check, not an identification.[/]")
+    if not r.matches:
+        raise typer.Exit(EXIT_NEGATIVE)
+
+
+@eval_app.command("lfw")
+def eval_lfw(
+    pairs_per_fold: Optional[int] = typer.Option(None, "--pairs-per-fold", help="Use only this many pairs per fold (a quick run)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: one per core)."),
+    as_json: bool = JsonOpt,
+    detector: Optional[str] = DetectorOpt,
+    fallback: Optional[str] = FallbackOpt,
+) -> None:
+    """LFW View 2: 10 folds, threshold fitted on nine, accuracy on the tenth."""
+    with errors(as_json):
+        settings = Settings.load(detector=detector, fallback_detector=fallback)
+        lfw = LFW.locate(settings)
+        r = with_progress("embedding LFW images", evaluate_lfw, lfw, settings, pairs_per_fold=pairs_per_fold, workers=workers)
+        if as_json:
+            print(json.dumps({**asdict(r), "protocol": "LFW View 2, 10-fold", "model": str(DlibResnetEmbedder.model_id(settings.embed_flip))}, indent=2))
+            return
+        table = Table(title="LFW View 2, 10-fold", title_justify="left")
+        for col in ("fold", "pairs", "threshold (cosine)", "accuracy"):
+            table.add_column(col, justify="right")
+        for f in r.folds:
+            table.add_row(str(f.fold), str(f.pairs), f"{f.threshold:.4f}", f"{100 * f.accuracy:.2f}%")
+        out.print(table)
+        out.print(f"accuracy [bold]{100 * r.mean:.2f}% ± {100 * r.std:.2f}[/] (mean ± std over {len(r.folds)} folds)")
+        out.print(
+            f"images {r.images}; failures to acquire {len(r.failures_to_acquire)}; "
+            f"found by {', '.join(f'{k} {v}' for k, v in sorted(r.detectors.items()))}; "
+            f"pairs with a failure {r.pairs_with_failure}; {r.seconds:.0f} s for templates not already cached"
+        )
+
+
+@eval_app.command("detection")
+def eval_detection(
+    dataset: str = typer.Option("fairface", "--dataset", help="fairface (by annotated race group) or lfw (all 13,233 images)."),
+    per_group: Optional[int] = typer.Option(None, "--per-group", help="Seeded sample of this many images per group."),
+    workers: Optional[int] = typer.Option(None, "--workers"),
+    as_json: bool = JsonOpt,
+    detector: Optional[str] = DetectorOpt,
+    fallback: Optional[str] = FallbackOpt,
+) -> None:
+    """How often a face is found (primary detector, then with the fallback): failures to acquire."""
+    with errors(as_json):
+        settings = Settings.load(detector=detector, fallback_detector=fallback)
+        if dataset == "fairface":
+            groups = fairface_groups(FairFace.locate(settings))
+        elif dataset == "lfw":
+            groups = {"LFW": LFW.locate(settings).images()}
+        else:
+            raise InvalidParameterError("--dataset must be fairface or lfw")
+        rates = with_progress(f"detecting {dataset} faces", detection_rates, groups, settings, per_group=per_group, workers=workers)
+        if as_json:
+            print(json.dumps([asdict(r) for r in rates], indent=2))
+            return
+        table = Table(title=f"{dataset} detection rate ({settings.detector}, fallback {settings.fallback_detector})", title_justify="left")
+        for col in ("group", "images", f"{settings.detector} alone", "with fallback"):
+            table.add_column(col, justify="right")
+        for r in rates + ([_total(rates)] if len(rates) > 1 else []):
+            table.add_row(
+                r.group, str(r.images), f"{r.primary} ({100 * r.primary / r.images:.1f}%)", f"{r.any} ({100 * r.any / r.images:.1f}%)"
+            )
+        out.print(table)
+
+
+def _total(rates):
+    from faceledger.evaluation.protocols import GroupRate
+
+    return GroupRate("all", sum(r.images for r in rates), sum(r.primary for r in rates), sum(r.any for r in rates))
+
+
+@datasets_app.command("info")
+def datasets_info(as_json: bool = JsonOpt) -> None:
+    """Where the datasets are, and whether they are complete."""
+    settings = Settings.load()
+    info: dict[str, object] = {"data": str(settings.data) if settings.data else None, "cache_dir": str(settings.cache_dir)}
+    for name, locate in (("lfw", LFW.locate), ("fairface", FairFace.locate)):
+        try:
+            info[name] = str(locate(settings).root)
+        except DatasetError as exc:
+            info[name] = f"missing: {exc}"
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            out.print(f"[bold]{k}[/]: {v}")
+
+
+@datasets_app.command("fetch")
+def datasets_fetch(name: str = typer.Argument(..., help="Dataset to download: lfw.")) -> None:
+    """Download a public dataset into the cache, checking its published checksum."""
+    with errors(False):
+        if name != "lfw":
+            raise InvalidParameterError("only 'lfw' can be fetched; FairFace is distributed by its authors")
+        with progress() as bar:
+            task = bar.add_task("downloading LFW", total=None)
+            lfw = fetch_lfw(Settings.load(), progress=lambda done, total: bar.update(task, completed=done, total=total))
+        out.print(f"LFW ready at {lfw.root}")
+
+
+@app.command()
+def demo() -> None:
+    """A short real job on LFW: detect faces, compare a matched and a mismatched pair."""
+    with errors(False):
+        settings = Settings.load()
+        lfw = LFW.locate(settings)
+        engine = FaceEngine(settings)
+        cal = _calibration(engine)
+        from faceledger.scoring.calibration import similarity_of_fmr
+
+        # a 1:1 check at a false match rate of 1 in 100 (docs/calibration.md: what stricter rates cost)
+        threshold, where = (similarity_of_fmr(1e-2), "false match rate 1e-2") if cal else (80.0, "interim scale")
+        fold = lfw.pairs()[0]
+        mated = next(p for p in fold if p.mated)
+        nonmated = next(p for p in fold if not p.mated)
+        out.rule("faceledger demo")
+        out.print(f"model {engine.model}; detector {settings.detector} (fallback {settings.fallback_detector}); data from {lfw.root}\n")
+        out.print("[bold]1. Detect[/]: every face, with a box, a confidence, 5 landmarks, pose and quality.")
+        _print_detection(_short(mated.a, lfw), engine.detect(mated.a))
+        for title, pair in (("2. Same person", mated), ("3. Different people", nonmated)):
+            r = engine.compare(pair.a, pair.b, threshold, similarity=cal.similarity if cal else None,
+                               score=cal.score if cal else None)
+            best = max(r.matches + r.unmatched, key=lambda m: m.similarity, default=None)
+            sim = best.similarity if best else 0.0
+            rate = f" (strangers score this high {float(cal.fmr(best.score)):.1e} of the time)" if cal and best else ""
+            verdict = "[green]match[/]" if r.matches else "no match"
+            out.print(f"[bold]{title}[/]: {_short(pair.a, lfw)} vs {_short(pair.b, lfw)} -> similarity {sim:.1f}{rate} "
+                      f"-> {verdict} at threshold {threshold:.1f} ({where})")
+        out.print(
+            "\nA match is a candidate for a person to review, never an identification. "
+            "Try: [bold]faceledger compare A.jpg B.jpg[/], [bold]faceledger detect --json IMG[/], "
+            "[bold]faceledger eval lfw[/]."
+        )
+
+
+def _short(path: Path, lfw: LFW) -> str:
+    return str(path.relative_to(lfw.root))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

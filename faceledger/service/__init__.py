@@ -1,0 +1,1 @@
+"""The cloud API's face operations, shaped by botocore's Rekognition model."""

@@ -1,0 +1,835 @@
+"""The face operations of the cloud API (collections, faces, users, search) over engine + store.
+
+Every interface (Python, CLI, HTTP) calls these methods; none holds logic of its own. Arguments
+are checked against botocore's Rekognition model (``api_model.check``), and results are
+dataclasses whose field names are the model's member names in snake_case, so the wire layer can
+shape them generically (``api_model.to_shape``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from faceledger.service import api_model
+from faceledger.vision import quality
+from faceledger.scoring.calibration import CalibrationMissingError, fmr_of_similarity, similarity_of_fmr
+from faceledger.models.embedding import normalise
+from faceledger.vision.engine import BoundingBox, Face, FaceEngine, Landmark
+from faceledger.errors import InvalidPaginationTokenError, InvalidParameterError, NoFaceError, ProbeQualityError, ResourceNotFoundError, ServiceQuotaExceededError
+from faceledger.vision.imaging import ImageSource
+from faceledger.service.limits import Limits
+from faceledger.vision.quality import QualityFilter
+from faceledger.scoring.scoring import Scoring
+from faceledger.store import FaceStore, NewFace, StoredFace
+
+#: Defaults the cloud API documents (thresholds, filters), and ours where it states none.
+DEFAULT_FACE_MATCH_THRESHOLD = 80.0  # SearchFaces, SearchFacesByImage (documented)
+DEFAULT_USER_MATCH_THRESHOLD = 80.0  # SearchUsers, SearchUsersByImage (documented)
+DEFAULT_ASSOCIATE_THRESHOLD = 75.0  # AssociateFaces (documented)
+DEFAULT_MAX_FACES = 80  # search results (ours)
+DEFAULT_MAX_USERS = 10  # user search results (ours)
+DEFAULT_PAGE = {"ListFaces": 1000, "ListCollections": 1000, "ListUsers": 500}  # ours
+MAX_FACES_PER_IMAGE = 100  # faces considered per image, largest first, as the cloud API does
+MAX_FACES_PER_USER = 100
+#: Attributes faceledger refuses: it never infers sex, age, emotion or appearance traits.
+REFUSED_ATTRIBUTES = {
+    "AGE_RANGE", "BEARD", "EMOTIONS", "EYE_DIRECTION", "EYEGLASSES", "EYES_OPEN", "GENDER",
+    "MOUTH_OPEN", "MUSTACHE", "FACE_OCCLUDED", "SMILE", "SUNGLASSES",
+}
+
+
+# --- result shapes (snake_case of the Rekognition members) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Pose:
+    roll: float
+    yaw: float
+    pitch: float
+
+
+@dataclass(frozen=True)
+class ImageQuality:
+    brightness: float
+    sharpness: float
+
+
+@dataclass(frozen=True)
+class FaceDetail:
+    bounding_box: BoundingBox
+    confidence: float
+    landmarks: tuple[Landmark, ...]
+    pose: Pose
+    quality: ImageQuality
+
+    @classmethod
+    def of(cls, face: Face) -> "FaceDetail":
+        q = face.quality
+        return cls(face.bounding_box, face.confidence, face.landmarks, Pose(q.pose.roll, q.pose.yaw, q.pose.pitch),
+                   ImageQuality(q.brightness, q.sharpness))
+
+
+@dataclass(frozen=True)
+class FaceRef:
+    """The cloud API's ``Face``: a stored face's metadata."""
+
+    face_id: str
+    bounding_box: BoundingBox
+    image_id: str
+    external_image_id: str | None
+    confidence: float
+    index_faces_model_version: str
+    user_id: str | None = None
+
+    @classmethod
+    def of(cls, f: StoredFace, model: str) -> "FaceRef":
+        return cls(f.face_id, BoundingBox(*f.box), f.image_id, f.external_image_id, f.confidence, model, f.user_id)
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    face: FaceRef
+    face_detail: FaceDetail
+
+
+@dataclass(frozen=True)
+class UnindexedFace:
+    reasons: list[str]
+    face_detail: FaceDetail
+
+
+@dataclass(frozen=True)
+class FaceMatch:
+    similarity: float
+    face: FaceRef
+    false_match_rate: float | None = None  # faceledger's: the share of strangers scoring this high
+    expected_false_candidates: float | None = None  # gallery size x false_match_rate
+
+
+@dataclass(frozen=True)
+class DetectFacesResult:
+    face_details: list[FaceDetail]
+    orientation_correction: str
+
+
+@dataclass(frozen=True)
+class ComparedSourceImageFace:
+    bounding_box: BoundingBox
+    confidence: float
+
+
+@dataclass(frozen=True)
+class CompareFacesMatch:
+    similarity: float
+    face: FaceDetail  # shaped as the cloud API's ComparedFace
+    false_match_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class CompareFacesResult:
+    source_image_face: ComparedSourceImageFace
+    face_matches: list[CompareFacesMatch]
+    unmatched_faces: list[FaceDetail]
+    source_image_orientation_correction: str
+    target_image_orientation_correction: str
+
+
+@dataclass(frozen=True)
+class CreateCollectionResult:
+    status_code: int
+    collection_arn: str
+    face_model_version: str
+
+
+@dataclass(frozen=True)
+class DescribeCollectionResult:
+    face_count: int
+    face_model_version: str
+    collection_arn: str
+    creation_timestamp: float
+    user_count: int
+
+
+@dataclass(frozen=True)
+class DeleteCollectionResult:
+    status_code: int
+
+
+@dataclass(frozen=True)
+class ListCollectionsResult:
+    collection_ids: list[str]
+    face_model_versions: list[str]
+    next_token: str | None
+
+
+@dataclass(frozen=True)
+class IndexFacesResult:
+    face_records: list[FaceRecord]
+    orientation_correction: str
+    face_model_version: str
+    unindexed_faces: list[UnindexedFace]
+
+
+@dataclass(frozen=True)
+class ListFacesResult:
+    faces: list[FaceRef]
+    next_token: str | None
+    face_model_version: str
+
+
+@dataclass(frozen=True)
+class UnsuccessfulFaceDeletion:
+    face_id: str
+    user_id: str | None
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class DeleteFacesResult:
+    deleted_faces: list[str]
+    unsuccessful_face_deletions: list[UnsuccessfulFaceDeletion]
+
+
+@dataclass(frozen=True)
+class SearchFacesResult:
+    searched_face_id: str
+    face_matches: list[FaceMatch]
+    face_model_version: str
+    identification: Identification | None = None
+    ledger_entry: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchFacesByImageResult:
+    searched_face_bounding_box: BoundingBox
+    searched_face_confidence: float
+    face_matches: list[FaceMatch]
+    face_model_version: str
+    identification: Identification | None = None
+    ledger_entry: int | None = None
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    user_status: str
+
+
+@dataclass(frozen=True)
+class ListUsersResult:
+    users: list[User]
+    next_token: str | None
+
+
+@dataclass(frozen=True)
+class AssociatedFace:
+    face_id: str
+
+
+@dataclass(frozen=True)
+class UnsuccessfulFaceAssociation:
+    face_id: str
+    user_id: str | None
+    confidence: float | None
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class AssociateFacesResult:
+    associated_faces: list[AssociatedFace]
+    unsuccessful_face_associations: list[UnsuccessfulFaceAssociation]
+    user_status: str
+
+
+@dataclass(frozen=True)
+class DisassociatedFace:
+    face_id: str
+
+
+@dataclass(frozen=True)
+class UnsuccessfulFaceDisassociation:
+    face_id: str
+    user_id: str | None
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class DisassociateFacesResult:
+    disassociated_faces: list[DisassociatedFace]
+    unsuccessful_face_disassociations: list[UnsuccessfulFaceDisassociation]
+    user_status: str
+
+
+@dataclass(frozen=True)
+class MatchedUser:
+    user_id: str
+    user_status: str
+
+
+@dataclass(frozen=True)
+class UserMatch:
+    similarity: float
+    user: MatchedUser
+    false_match_rate: float | None = None
+    expected_false_candidates: float | None = None
+
+
+@dataclass(frozen=True)
+class Identification:
+    """What faceledger adds to every 1:N result: how the threshold was set for this gallery."""
+
+    gallery_size: int
+    requested_threshold: float  # Similarity asked for (or the default)
+    effective_threshold: float  # after the gallery-size bound and any FMR target
+    false_match_rate_at_threshold: float | None
+    expected_false_candidates: float | None  # gallery size x FMR at the effective threshold
+    max_false_positive_identification_rate: float | None  # the policy's bound, when one applies
+
+
+@dataclass(frozen=True)
+class SearchedFace:
+    face_id: str
+
+
+@dataclass(frozen=True)
+class SearchedUser:
+    user_id: str
+
+
+@dataclass(frozen=True)
+class SearchedFaceDetails:
+    face_detail: FaceDetail
+
+
+@dataclass(frozen=True)
+class UnsearchedFace:
+    face_details: FaceDetail
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class SearchUsersResult:
+    user_matches: list[UserMatch]
+    face_model_version: str
+    searched_face: SearchedFace | None = None
+    searched_user: SearchedUser | None = None
+    identification: Identification | None = None
+    ledger_entry: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchUsersByImageResult:
+    user_matches: list[UserMatch]
+    face_model_version: str
+    searched_face: SearchedFaceDetails
+    unsearched_faces: list[UnsearchedFace] = field(default_factory=list)
+    identification: Identification | None = None
+    ledger_entry: int | None = None
+
+
+# --- the service ---------------------------------------------------------------------------------
+
+
+class FaceService:
+    def __init__(self, engine: FaceEngine, store: FaceStore, *, normalisation: str = "none") -> None:
+        self.engine = engine
+        self.store = store
+        self.scoring = Scoring.of(str(engine.model), normalisation)
+        self.calibration = self.scoring.calibration  # None: similarity by the engine's interim map, no rates
+
+    def similarity(self, score: float) -> float:
+        """The 0-100 Similarity of a score: a function of its false match rate when calibrated."""
+        if self.calibration is None:
+            return self.engine.to_similarity(score)
+        return self.scoring.similarity(score)
+
+    def false_match_rate(self, score: float) -> float | None:
+        return self.scoring.fmr(score)
+
+    def _search(self, collection_id: str, vector: np.ndarray, k: int) -> list[tuple[StoredFace, float]]:
+        """The nearest faces with their scores, best first. Normalised scores rank differently
+        from cosines: the scoring's candidates(k) cosine neighbours are re-scored and re-ranked."""
+        hits = self.store.search(collection_id, vector, self.scoring.candidates(k))
+        if self.scoring.normaliser is None or not hits:
+            return hits
+        full = self.store.get_faces(collection_id, [f.face_id for f, _ in hits], vectors=True)
+        scores = self.scoring.scores(vector, np.stack([full[f.face_id].vector for f, _ in hits]))
+        return [(hits[i][0], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
+
+    def _similarity_for_fmr(self, fmr: float) -> float:
+        if self.calibration is None:
+            raise CalibrationMissingError(f"model {self.model} has no calibration: thresholds cannot be set by rate")
+        return similarity_of_fmr(fmr)
+
+    def _identification(self, collection_id: str, asked: float | None, default: float, limits: Limits | None,
+                        max_fmr: float | None) -> Identification:
+        """The threshold for this gallery: the similarity asked for, or the FMR target's (both:
+        the stricter; neither: the default), raised so that gallery size x FMR stays under the
+        policy's bound on false positive identification."""
+        n = self.store.face_count(collection_id)
+        if max_fmr is not None and not 0.0 < max_fmr <= 1.0:
+            raise InvalidParameterError(f"a false match rate target is in (0, 1], not {max_fmr}")
+        by_rate = None if max_fmr is None else self._similarity_for_fmr(max_fmr)
+        requested = max(x for x in (asked, by_rate) if x is not None) if (asked, by_rate) != (None, None) else default
+        threshold = requested
+        if limits is not None and n:
+            threshold = max(threshold, self._similarity_for_fmr(limits.max_fpir / n))
+        fmr = None if self.calibration is None else fmr_of_similarity(threshold)
+        return Identification(n, requested, threshold, fmr, None if fmr is None else n * fmr,
+                              limits.max_fpir if limits else None)
+
+    @property
+    def model(self) -> str:
+        return str(self.engine.model)
+
+    def _model_of(self, collection_id: str) -> str:
+        """The collection's model, refusing to mix it with another engine's templates."""
+        model = self.store.get_collection(collection_id, counts=False).model
+        if model != self.model:
+            raise InvalidParameterError(
+                f"collection {collection_id!r} holds templates of {model}; this engine makes {self.model}. "
+                "Templates of different models are never compared: use an engine with that model, "
+                "or re-index the images into a new collection"
+            )
+        return model
+
+    # --- images without a collection --------------------------------------------------------------
+
+    def detect_faces(self, image: ImageSource, *, attributes: Sequence[str] | None = None) -> DetectFacesResult:
+        api_model.check("DetectFaces", Image={}, Attributes=list(attributes) if attributes is not None else None)
+        _refuse_attributes(attributes)
+        d = self.engine.detect(image)
+        return DetectFacesResult([FaceDetail.of(f) for f in d.faces[:MAX_FACES_PER_IMAGE]], d.orientation.name)
+
+    def compare_faces(
+        self, source_image: ImageSource, target_image: ImageSource, *,
+        similarity_threshold: float | None = None, quality_filter: str = "NONE",
+    ) -> CompareFacesResult:
+        api_model.check("CompareFaces", SourceImage={}, TargetImage={}, SimilarityThreshold=similarity_threshold,
+                        QualityFilter=quality_filter)
+        r = self.engine.compare(source_image, target_image, _threshold(similarity_threshold, DEFAULT_FACE_MATCH_THRESHOLD),
+                                quality_filter=quality_filter, similarity=self.similarity, score=self.scoring.score)
+        return CompareFacesResult(
+            ComparedSourceImageFace(r.source_face.bounding_box, r.source_face.confidence),
+            [CompareFacesMatch(m.similarity, FaceDetail.of(m.face), self.false_match_rate(m.score)) for m in r.matches],
+            [FaceDetail.of(m.face) for m in r.unmatched],
+            r.source_orientation.name,
+            r.target_orientation.name,
+        )
+
+    # --- collections -----------------------------------------------------------------------------
+
+    def create_collection(self, collection_id: str, *, store_images: bool = False) -> CreateCollectionResult:
+        """``store_images``: keep each indexed image's bytes (off by default: templates only)."""
+        api_model.check("CreateCollection", CollectionId=collection_id)
+        info = self.store.create_collection(collection_id, self.model, store_images=store_images)
+        return CreateCollectionResult(200, info.arn, info.model)
+
+    def describe_collection(self, collection_id: str) -> DescribeCollectionResult:
+        api_model.check("DescribeCollection", CollectionId=collection_id)
+        i = self.store.get_collection(collection_id)
+        return DescribeCollectionResult(i.face_count, i.model, i.arn, i.created, i.user_count)
+
+    def list_collections(self, max_results: int | None = None, next_token: str | None = None) -> ListCollectionsResult:
+        api_model.check("ListCollections", MaxResults=max_results, NextToken=next_token)
+        after = _read_token(next_token, "ListCollections", "")
+        items, cursor = self.store.list_collections(after, max_results or DEFAULT_PAGE["ListCollections"])
+        return ListCollectionsResult(
+            [i.name for i in items], [i.model for i in items], _make_token(cursor, "ListCollections", "")
+        )
+
+    def delete_collection(self, collection_id: str) -> DeleteCollectionResult:
+        api_model.check("DeleteCollection", CollectionId=collection_id)
+        self.store.delete_collection(collection_id)
+        return DeleteCollectionResult(200)
+
+    # --- faces -----------------------------------------------------------------------------------
+
+    def index_faces(
+        self,
+        collection_id: str,
+        image: ImageSource,
+        *,
+        external_image_id: str | None = None,
+        max_faces: int | None = None,
+        quality_filter: str = "AUTO",
+        detection_attributes: Sequence[str] | None = None,
+        prealigned: bool = False,
+    ) -> IndexFacesResult:
+        """Detect, filter and embed the image's faces, then store those that pass."""
+        self.check_index(collection_id, external_image_id, max_faces, quality_filter, detection_attributes)
+        self._model_of(collection_id)  # before the costly part: refuse a collection of another model
+        prepared = prepare_index(self.engine, image, max_faces=max_faces, quality_filter=quality_filter, prealigned=prealigned)
+        return self.commit_index(collection_id, prepared, external_image_id=external_image_id)
+
+    def check_index(self, collection_id, external_image_id, max_faces, quality_filter, detection_attributes) -> None:
+        """IndexFaces' parameter checks, for callers that prepare images elsewhere (bulk indexing)."""
+        api_model.check(
+            "IndexFaces", CollectionId=collection_id, Image={}, ExternalImageId=external_image_id,
+            MaxFaces=max_faces, QualityFilter=quality_filter,
+            DetectionAttributes=list(detection_attributes) if detection_attributes is not None else None,
+        )
+        _refuse_attributes(detection_attributes)
+
+    def commit_index(self, collection_id: str, prepared: "PreparedImage", *, external_image_id: str | None = None) -> IndexFacesResult:
+        """Store what ``prepare_index`` computed (possibly in another process): one transaction."""
+        api_model.check("IndexFaces", CollectionId=collection_id, Image={}, ExternalImageId=external_image_id)
+        model = self._model_of(collection_id)
+        if prepared.model != model:
+            raise InvalidParameterError(f"templates were made by {prepared.model}; collection {collection_id!r} holds {model}")
+        store_images = self.store.get_collection(collection_id, counts=False).store_images
+        stored = self.store.add_faces(
+            collection_id,
+            [NewFace(v, _box(d.bounding_box), d.confidence, external_image_id) for d, v in zip(prepared.indexed, prepared.vectors)],
+            image=prepared.raw if store_images and prepared.indexed else None,
+        )
+        records = [FaceRecord(FaceRef.of(s, model), d) for s, d in zip(stored, prepared.indexed)]
+        return IndexFacesResult(records, prepared.orientation, model, prepared.unindexed)
+
+    def list_faces(
+        self,
+        collection_id: str,
+        *,
+        max_results: int | None = None,
+        next_token: str | None = None,
+        user_id: str | None = None,
+        face_ids: Sequence[str] | None = None,
+    ) -> ListFacesResult:
+        api_model.check("ListFaces", CollectionId=collection_id, MaxResults=max_results, NextToken=next_token,
+                        UserId=user_id, FaceIds=list(face_ids) if face_ids is not None else None)
+        model = self.store.get_collection(collection_id, counts=False).model
+        scope = f"{collection_id}/{user_id or ''}/{','.join(face_ids or [])}"
+        after = _read_token(next_token, "ListFaces", scope)
+        faces, cursor = self.store.list_faces(
+            collection_id, after, max_results or DEFAULT_PAGE["ListFaces"], user_id=user_id,
+            face_ids=list(face_ids) if face_ids is not None else None,
+        )
+        return ListFacesResult([FaceRef.of(f, model) for f in faces], _make_token(cursor, "ListFaces", scope), model)
+
+    def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> DeleteFacesResult:
+        api_model.check("DeleteFaces", CollectionId=collection_id, FaceIds=list(face_ids))
+        found = self.store.get_faces(collection_id, face_ids)
+        failed, deletable = [], []
+        for face_id in dict.fromkeys(face_ids):
+            f = found.get(face_id)
+            if f is None:
+                failed.append(UnsuccessfulFaceDeletion(face_id, None, ["FACE_NOT_FOUND"]))
+            elif f.user_id is not None:
+                failed.append(UnsuccessfulFaceDeletion(face_id, f.user_id, ["ASSOCIATED_TO_AN_EXISTING_USER"]))
+            else:
+                deletable.append(face_id)
+        deleted = self.store.delete_faces(collection_id, deletable) if deletable else []
+        return DeleteFacesResult(deleted, failed)
+
+    def _matches(self, collection_id: str, model: str, vector: np.ndarray, max_faces: int, ident: Identification,
+                 exclude: str | None = None) -> list[FaceMatch]:
+        hits = self._search(collection_id, vector, max_faces + (1 if exclude else 0))
+        out = []
+        for f, score in hits:
+            sim = self.similarity(score)
+            if f.face_id != exclude and sim >= ident.effective_threshold:
+                fmr = self.false_match_rate(score)
+                out.append(FaceMatch(sim, FaceRef.of(f, model), fmr, None if fmr is None else fmr * ident.gallery_size))
+        return out[:max_faces]
+
+    def search_faces(
+        self, collection_id: str, face_id: str, *, max_faces: int | None = None, face_match_threshold: float | None = None,
+        max_false_match_rate: float | None = None, limits: Limits | None = None,
+    ) -> SearchFacesResult:
+        api_model.check("SearchFaces", CollectionId=collection_id, FaceId=face_id, MaxFaces=max_faces,
+                        FaceMatchThreshold=face_match_threshold)
+        model = self._model_of(collection_id)
+        probe = self.store.get_faces(collection_id, [face_id], vectors=True).get(face_id)
+        if probe is None:
+            raise ResourceNotFoundError(f"face {face_id} is not in collection {collection_id!r}")
+        ident = self._identification(collection_id, face_match_threshold, DEFAULT_FACE_MATCH_THRESHOLD,
+                                     limits, max_false_match_rate)
+        matches = self._matches(collection_id, model, probe.vector, max_faces or DEFAULT_MAX_FACES, ident, exclude=face_id)
+        return SearchFacesResult(face_id, matches, model, ident)
+
+    def _probe(self, image: ImageSource, quality_filter: str, limits: Limits | None = None) -> tuple[Face, np.ndarray, list[Face]]:
+        """The largest face passing the filter, its template, and the other faces. Under a
+        policy, a probe below its quality floor is refused, not searched."""
+        faces = self.engine.detect(image).faces
+        if not faces:
+            raise NoFaceError("no face was found in the image; use a clearer, frontal photo")
+        passing = [f for f in faces if not quality.reasons(f.quality, quality_filter)]
+        if not passing:
+            why = ", ".join(quality.reasons(faces[0].quality, quality_filter))
+            raise NoFaceError(f"no face in the image passes the {quality_filter} quality filter ({why})")
+        probe = passing[0]
+        if limits is not None:
+            why = limits.quality_floor.failures(probe.quality)
+            if why:
+                raise ProbeQualityError(f"the probe is below the policy's quality floor ({'; '.join(why)}): it was not "
+                                        "searched. Use a sharper, better lit, more frontal and larger face image")
+        (embedded,) = self.engine.embed_faces([probe])
+        return probe, embedded.template.vector, [f for f in faces if f is not probe]
+
+    def search_faces_by_image(
+        self, collection_id: str, image: ImageSource, *, max_faces: int | None = None,
+        face_match_threshold: float | None = None, quality_filter: str = "NONE", max_false_match_rate: float | None = None,
+        limits: Limits | None = None,
+    ) -> SearchFacesByImageResult:
+        api_model.check("SearchFacesByImage", CollectionId=collection_id, Image={}, MaxFaces=max_faces,
+                        FaceMatchThreshold=face_match_threshold, QualityFilter=quality_filter)
+        model = self._model_of(collection_id)
+        probe, vector, _ = self._probe(image, quality_filter, limits)
+        ident = self._identification(collection_id, face_match_threshold, DEFAULT_FACE_MATCH_THRESHOLD,
+                                     limits, max_false_match_rate)
+        matches = self._matches(collection_id, model, vector, max_faces or DEFAULT_MAX_FACES, ident)
+        return SearchFacesByImageResult(probe.bounding_box, probe.confidence, matches, model, ident)
+
+    # --- users -----------------------------------------------------------------------------------
+
+    def create_user(self, collection_id: str, user_id: str) -> None:
+        api_model.check("CreateUser", CollectionId=collection_id, UserId=user_id)
+        self.store.create_user(collection_id, user_id)
+
+    def delete_user(self, collection_id: str, user_id: str) -> None:
+        api_model.check("DeleteUser", CollectionId=collection_id, UserId=user_id)
+        self.store.delete_user(collection_id, user_id)
+
+    def list_users(self, collection_id: str, *, max_results: int | None = None, next_token: str | None = None) -> ListUsersResult:
+        api_model.check("ListUsers", CollectionId=collection_id, MaxResults=max_results, NextToken=next_token)
+        after = _read_token(next_token, "ListUsers", collection_id)
+        items, cursor = self.store.list_users(collection_id, after, max_results or DEFAULT_PAGE["ListUsers"])
+        return ListUsersResult([User(u.user_id, u.status) for u in items], _make_token(cursor, "ListUsers", collection_id))
+
+    def associate_faces(
+        self, collection_id: str, user_id: str, face_ids: Sequence[str], *, user_match_threshold: float | None = None
+    ) -> AssociateFacesResult:
+        """Attach faces to a user. A face must match the user's existing faces at the threshold."""
+        api_model.check("AssociateFaces", CollectionId=collection_id, UserId=user_id, FaceIds=list(face_ids),
+                        UserMatchThreshold=user_match_threshold)
+        threshold = _threshold(user_match_threshold, DEFAULT_ASSOCIATE_THRESHOLD)
+        user = self.store.get_user(collection_id, user_id)
+        found = self.store.get_faces(collection_id, face_ids, vectors=True)
+        existing = self.store.list_faces(collection_id, None, MAX_FACES_PER_USER, user_id=user_id)[0]
+        reference = self.store.get_faces(collection_id, [f.face_id for f in existing], vectors=True)
+        ref_vectors = [f.vector for f in reference.values()]
+        ok, failed = [], []
+        for face_id in dict.fromkeys(face_ids):
+            f = found.get(face_id)
+            if f is None:
+                failed.append(UnsuccessfulFaceAssociation(face_id, None, None, ["FACE_NOT_FOUND"]))
+                continue
+            if f.user_id == user_id:
+                ok.append(face_id)
+                continue
+            if f.user_id is not None:
+                failed.append(UnsuccessfulFaceAssociation(face_id, f.user_id, None, ["ASSOCIATED_TO_A_DIFFERENT_USER"]))
+                continue
+            if ref_vectors:
+                sim = self.similarity(float(self.scoring.scores(f.vector, np.stack(ref_vectors)).max()))
+                if sim < threshold:
+                    failed.append(UnsuccessfulFaceAssociation(face_id, user_id, sim, ["LOW_MATCH_CONFIDENCE"]))
+                    continue
+            ok.append(face_id)
+        new = [fid for fid in ok if found[fid].user_id != user_id]
+        if user.face_count + len(new) > MAX_FACES_PER_USER:
+            raise ServiceQuotaExceededError(
+                f"user {user_id!r} would have {user.face_count + len(new)} faces; the limit is {MAX_FACES_PER_USER}"
+            )
+        if new:
+            self.store.set_user(collection_id, new, user_id)
+        status = self.store.get_user(collection_id, user_id).status
+        return AssociateFacesResult([AssociatedFace(f) for f in ok], failed, status)
+
+    def disassociate_faces(self, collection_id: str, user_id: str, face_ids: Sequence[str]) -> DisassociateFacesResult:
+        api_model.check("DisassociateFaces", CollectionId=collection_id, UserId=user_id, FaceIds=list(face_ids))
+        self.store.get_user(collection_id, user_id)
+        found = self.store.get_faces(collection_id, face_ids)
+        ok, failed = [], []
+        for face_id in dict.fromkeys(face_ids):
+            f = found.get(face_id)
+            if f is None:
+                failed.append(UnsuccessfulFaceDisassociation(face_id, None, ["FACE_NOT_FOUND"]))
+            elif f.user_id != user_id:
+                failed.append(UnsuccessfulFaceDisassociation(face_id, f.user_id, ["ASSOCIATED_TO_A_DIFFERENT_USER"]))
+            else:
+                ok.append(face_id)
+        if ok:
+            self.store.set_user(collection_id, ok, None)
+        status = self.store.get_user(collection_id, user_id).status
+        return DisassociateFacesResult([DisassociatedFace(f) for f in ok], failed, status)
+
+    def _user_matches(self, collection_id: str, vector: np.ndarray, max_users: int, ident: Identification,
+                      exclude_user: str | None = None) -> list[UserMatch]:
+        """Users ranked by their best-matching face. Faces not associated with a user are skipped."""
+        threshold = ident.effective_threshold
+        best: dict[str, float] = {}  # user -> best score
+        k = 256
+        while True:
+            hits = self._search(collection_id, vector, k)
+            for f, score in hits:
+                if f.user_id and f.user_id != exclude_user:
+                    best[f.user_id] = max(best.get(f.user_id, -np.inf), score)
+            # stop once enough users are found or the scores fall under the threshold
+            if len(hits) < k or len(best) >= max_users or (hits and self.similarity(hits[-1][1]) < threshold):
+                break
+            k *= 4
+        ranked = sorted(((c, u) for u, c in best.items() if self.similarity(c) >= threshold), reverse=True)[:max_users]
+        statuses = {u: self.store.get_user(collection_id, u).status for _, u in ranked}
+        out = []
+        for c, u in ranked:
+            fmr = self.false_match_rate(c)
+            out.append(UserMatch(self.similarity(c), MatchedUser(u, statuses[u]), fmr,
+                                 None if fmr is None else fmr * ident.gallery_size))
+        return out
+
+    def search_users(
+        self, collection_id: str, *, user_id: str | None = None, face_id: str | None = None,
+        user_match_threshold: float | None = None, max_users: int | None = None, max_false_match_rate: float | None = None,
+        limits: Limits | None = None,
+    ) -> SearchUsersResult:
+        """By a stored face, or by a user (the normalised mean of the user's templates)."""
+        api_model.check("SearchUsers", CollectionId=collection_id, UserId=user_id, FaceId=face_id,
+                        UserMatchThreshold=user_match_threshold, MaxUsers=max_users)
+        if (user_id is None) == (face_id is None):
+            raise InvalidParameterError("SearchUsers needs exactly one of UserId and FaceId")
+        model = self._model_of(collection_id)
+        ident = self._identification(collection_id, user_match_threshold, DEFAULT_USER_MATCH_THRESHOLD,
+                                     limits, max_false_match_rate)
+        if face_id is not None:
+            probe = self.store.get_faces(collection_id, [face_id], vectors=True).get(face_id)
+            if probe is None:
+                raise ResourceNotFoundError(f"face {face_id} is not in collection {collection_id!r}")
+            matches = self._user_matches(collection_id, probe.vector, max_users or DEFAULT_MAX_USERS, ident)
+            return SearchUsersResult(matches, model, searched_face=SearchedFace(face_id), identification=ident)
+        self.store.get_user(collection_id, user_id)
+        faces = self.store.list_faces(collection_id, None, MAX_FACES_PER_USER, user_id=user_id)[0]
+        if not faces:
+            raise InvalidParameterError(f"user {user_id!r} has no faces to search with; associate faces first")
+        vectors = self.store.get_faces(collection_id, [f.face_id for f in faces], vectors=True)
+        mean = normalise(np.mean([f.vector for f in vectors.values()], axis=0))
+        matches = self._user_matches(collection_id, mean, max_users or DEFAULT_MAX_USERS, ident, exclude_user=user_id)
+        return SearchUsersResult(matches, model, searched_user=SearchedUser(user_id), identification=ident)
+
+    def search_users_by_image(
+        self, collection_id: str, image: ImageSource, *, user_match_threshold: float | None = None,
+        max_users: int | None = None, quality_filter: str = "NONE", max_false_match_rate: float | None = None,
+        limits: Limits | None = None,
+    ) -> SearchUsersByImageResult:
+        api_model.check("SearchUsersByImage", CollectionId=collection_id, Image={},
+                        UserMatchThreshold=user_match_threshold, MaxUsers=max_users, QualityFilter=quality_filter)
+        model = self._model_of(collection_id)
+        probe, vector, others = self._probe(image, quality_filter, limits)
+        ident = self._identification(collection_id, user_match_threshold, DEFAULT_USER_MATCH_THRESHOLD,
+                                     limits, max_false_match_rate)
+        matches = self._user_matches(collection_id, vector, max_users or DEFAULT_MAX_USERS, ident)
+        unsearched = [
+            UnsearchedFace(FaceDetail.of(f), ["FACE_NOT_LARGEST"] + quality.reasons(f.quality, quality_filter))
+            for f in others
+        ]
+        return SearchUsersByImageResult(matches, model, SearchedFaceDetails(FaceDetail.of(probe)), unsearched, ident)
+
+
+# --- indexing in two steps: compute (anywhere), then store (one writer) ----------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedImage:
+    """An image's faces, split into those to index (with templates) and those filtered out."""
+
+    model: str
+    orientation: str
+    indexed: list[FaceDetail]
+    vectors: np.ndarray
+    unindexed: list[UnindexedFace]
+    raw: bytes | None = field(default=None, repr=False)
+    sha256: str = ""  # of the image's bytes, for the ledger (the bytes themselves stay out of it)
+
+
+def prepare_index(
+    engine: FaceEngine, image: ImageSource, *, max_faces: int | None = None, quality_filter: str = "AUTO",
+    prealigned: bool = False, keep_bytes: bool = True,
+) -> PreparedImage:
+    """Decode, detect (largest first, at most 100), apply the filter and MaxFaces, embed."""
+    quality_filter = QualityFilter.parse(quality_filter).value
+    decoded = engine.load(image)
+    faces = engine.detect(decoded, prealigned=prealigned).faces[:MAX_FACES_PER_IMAGE]
+    keep, unindexed = [], []
+    for f in faces:
+        why = quality.reasons(f.quality, quality_filter)
+        if why:
+            unindexed.append(UnindexedFace(why, FaceDetail.of(f)))
+        elif max_faces is not None and len(keep) >= max_faces:
+            unindexed.append(UnindexedFace(["EXCEEDS_MAX_FACES"], FaceDetail.of(f)))
+        else:
+            keep.append(f)
+    embedded = engine.embed_faces(keep)
+    vectors = np.array([e.template.vector for e in embedded], dtype=np.float32).reshape(len(embedded), -1) if embedded \
+        else np.zeros((0, 0), np.float32)
+    raw = _raw_bytes(image)
+    digest = hashlib.sha256(raw).hexdigest() if raw is not None else ""
+    return PreparedImage(str(engine.model), decoded.orientation.name, [FaceDetail.of(f) for f in keep], vectors, unindexed,
+                         raw if keep_bytes and keep else None, digest)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _threshold(value: float | None, default: float) -> float:
+    return default if value is None else float(value)
+
+
+def _box(b: BoundingBox) -> tuple[float, float, float, float]:
+    return (b.left, b.top, b.width, b.height)
+
+
+def _refuse_attributes(attributes: Sequence[str] | None) -> None:
+    refused = sorted(set(attributes or ()) & REFUSED_ATTRIBUTES)
+    if refused:
+        raise InvalidParameterError(
+            f"faceledger does not infer {', '.join(refused)}: it never estimates sex, age, emotion or "
+            "appearance from a face. Ask for DEFAULT (or ALL, which returns the same attributes)"
+        )
+
+
+def _raw_bytes(image: ImageSource) -> bytes | None:
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image)
+    if isinstance(image, str) or hasattr(image, "__fspath__"):
+        return Path(image).read_bytes()
+    return None
+
+
+def _scope_digest(operation: str, scope: str) -> str:
+    return hashlib.sha256(f"{operation}\n{scope}".encode()).hexdigest()[:16]
+
+
+def _make_token(cursor: str | None, operation: str, scope: str) -> str | None:
+    """An opaque NextToken bound to the listing it came from (operation and its filters)."""
+    if cursor is None:
+        return None
+    raw = json.dumps({"s": _scope_digest(operation, scope), "c": cursor}, separators=(",", ":")).encode()
+    token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    if len(token) > 255:  # the model's limit; scopes are short, so this is a bug, not an input error
+        raise RuntimeError("pagination token too long")
+    return token
+
+
+def _read_token(token: str | None, operation: str, scope: str) -> str | None:
+    if token is None:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if data["s"] != _scope_digest(operation, scope):
+            raise ValueError
+        return str(data["c"])
+    except (ValueError, KeyError, TypeError, binascii.Error, json.JSONDecodeError):
+        raise InvalidPaginationTokenError(
+            f"NextToken was not issued by {operation} for this request; start again without it"
+        ) from None
+
+
+

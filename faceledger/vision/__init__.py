@@ -1,0 +1,1 @@
+"""Pixels -> faces -> aligned chips: imaging, detection, alignment, quality, and the engine facade."""

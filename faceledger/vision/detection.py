@@ -1,0 +1,172 @@
+"""Pixels -> faces: boxes, confidences and 5 landmarks, from interchangeable detectors.
+
+A detector only proposes boxes with a score. ``FaceFinder`` owns everything around it: the
+downscale of large images, mapping boxes back, the minimum face size, the fallback detector and
+the landmarks, so each detector stays a few lines.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import dlib
+import numpy as np
+
+from faceledger.models import files as models
+from faceledger.errors import InvalidParameterError
+
+#: dlib 5-point order, named as the cloud API names landmarks (left/right as seen in the image).
+LANDMARK_TYPES = ("rightEyeRight", "rightEyeLeft", "leftEyeLeft", "leftEyeRight", "nose")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A detector's proposal in the pixel frame of the image it was given."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+    score: float  # the detector's raw margin; 0 is its own decision threshold
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """A face in original-image pixels."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+    confidence: float  # 0-100, see score_to_confidence
+    landmarks: np.ndarray  # (5, 2) float pixel coordinates, LANDMARK_TYPES order
+    detector: str
+
+    @property
+    def size(self) -> float:
+        return min(self.width, self.height)
+
+
+def score_to_confidence(score: float) -> float:
+    """Map a detector margin to 0-100: a logistic, 50 at the decision threshold, 98.2 at margin 1.
+
+    Both dlib detectors are max-margin (SVM-style) scorers whose threshold is 0 and whose
+    clear faces score about 1; the logistic keeps the ordering and bounds it, it is not a
+    probability.
+    """
+    return 100.0 / (1.0 + math.exp(-4.0 * score))
+
+
+class Detector(Protocol):
+    name: str
+
+    def propose(self, pixels: np.ndarray) -> list[Candidate]: ...
+
+
+class HogDetector:
+    name = "hog"
+
+    def __init__(self, upsample: int = 1) -> None:
+        self._detector = dlib.get_frontal_face_detector()
+        self.upsample = upsample
+
+    def propose(self, pixels: np.ndarray) -> list[Candidate]:
+        rects, scores, _ = self._detector.run(pixels, self.upsample, 0.0)
+        return [
+            Candidate(r.left(), r.top(), r.right() + 1, r.bottom() + 1, float(s))
+            for r, s in zip(rects, scores)
+        ]
+
+
+class MmodDetector:
+    name = "mmod"
+
+    def __init__(self, upsample: int = 0) -> None:
+        self._detector = dlib.cnn_face_detection_model_v1(str(models.model_path(models.MMOD)))
+        self.upsample = upsample
+
+    def propose(self, pixels: np.ndarray) -> list[Candidate]:
+        found = self._detector(pixels, self.upsample)
+        return [
+            Candidate(d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1, float(d.confidence))
+            for d in found
+        ]
+
+
+def make_detector(name: str, *, hog_upsample: int = 1, mmod_upsample: int = 0, mmod_backend: str = "onnx",
+                  cache_dir=None, threads: int = 0) -> Detector:
+    """``mmod_backend``: ``onnx`` (the network on ONNX Runtime, same boxes and scores; upsampling
+    is dlib's own, so upsample > 0 uses dlib) or ``dlib``."""
+    if name == "hog":
+        return HogDetector(hog_upsample)
+    if name == "mmod":
+        if mmod_backend not in ("onnx", "dlib"):
+            raise InvalidParameterError(f"mmod_backend must be onnx or dlib, not {mmod_backend!r}")
+        if mmod_backend == "onnx" and mmod_upsample == 0:
+            from faceledger.vision.mmod import OnnxMmodDetector
+
+            return OnnxMmodDetector(cache_dir, threads)
+        return MmodDetector(mmod_upsample)
+    raise InvalidParameterError(f"unknown detector {name!r}; choose 'hog' or 'mmod'")
+
+
+class Landmarker:
+    """dlib's 5-point shape predictor, run on the full-resolution image."""
+
+    def __init__(self) -> None:
+        self._predictor = dlib.shape_predictor(str(models.model_path(models.SHAPE_5)))
+
+    def points(self, pixels: np.ndarray, left: float, top: float, right: float, bottom: float) -> np.ndarray:
+        rect = dlib.rectangle(int(round(left)), int(round(top)), int(round(right)) - 1, int(round(bottom)) - 1)
+        shape = self._predictor(pixels, rect)
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
+class FaceFinder:
+    """Runs the primary detector, then the fallback when the primary finds nothing."""
+
+    def __init__(
+        self,
+        detectors: Sequence[Detector],
+        landmarker: Landmarker,
+        *,
+        max_side: int = 1024,
+        min_face_size: int = 20,
+    ) -> None:
+        if not detectors:
+            raise InvalidParameterError("at least one detector is needed")
+        self.detectors = list(detectors)
+        self.landmarker = landmarker
+        self.max_side = max_side
+        self.min_face_size = min_face_size
+
+    def find(self, pixels: np.ndarray) -> list[DetectedFace]:
+        small, scale = downscale(pixels, self.max_side)
+        for detector in self.detectors:
+            faces = [self._finish(pixels, c, scale, detector.name) for c in detector.propose(small)]
+            faces = [f for f in faces if f.size >= self.min_face_size]
+            if faces:
+                return sorted(faces, key=lambda f: -f.width * f.height)
+        return []
+
+    def _finish(self, pixels: np.ndarray, c: Candidate, scale: float, detector: str) -> DetectedFace:
+        h, w = pixels.shape[:2]
+        left, top = max(0.0, c.left / scale), max(0.0, c.top / scale)
+        right, bottom = min(float(w), c.right / scale), min(float(h), c.bottom / scale)
+        # Landmarks come from the unclipped box: the predictor was trained on detector boxes.
+        points = self.landmarker.points(pixels, c.left / scale, c.top / scale, c.right / scale, c.bottom / scale)
+        return DetectedFace(
+            left, top, right - left, bottom - top, score_to_confidence(c.score), points, detector
+        )
+
+
+def downscale(pixels: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Shrink so the longest side is at most ``max_side``; return the image and the scale used."""
+    h, w = pixels.shape[:2]
+    longest = max(h, w)
+    if longest <= max_side:
+        return pixels, 1.0
+    scale = max_side / longest
+    return dlib.resize_image(pixels, max(1, round(h * scale)), max(1, round(w * scale))), scale

@@ -1,0 +1,257 @@
+"""The face engine: one object that turns images into faces, templates and comparisons.
+
+It composes the layers below (imaging, detection, alignment, embedding, quality) and holds no
+module-level state: every model lives on the instance, so two engines with different settings can
+coexist in one process.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from faceledger.vision import alignment, imaging, quality
+from faceledger.vision.detection import LANDMARK_TYPES, DetectedFace, FaceFinder, Landmarker, make_detector
+from faceledger.models.embedding import Embedder, Template, cosine, make_embedder
+from faceledger.errors import InvalidParameterError, NoFaceError
+from faceledger.vision.imaging import DecodedImage, ImageSource
+from faceledger.models.files import ModelId
+from faceledger.vision.quality import Quality, QualityFilter
+from faceledger.settings import Settings
+
+
+#: Per model name: (D50, K) of the logistic similarity map below, fitted on LFW View 2 so that
+#: the most accurate 1:1 threshold reads ~80 and the median different-person pair ~10.
+SIMILARITY_MAPS = {"dlib-resnet-v1": (0.489, 24.0), "dlib-resnet-v1-flip": (0.476, 24.0)}
+
+
+def to_similarity(cos: float, model: str = "dlib-resnet-v1-flip") -> float:
+    """Similarity on the cloud API's 0-100 scale, a decreasing logistic of template distance.
+
+    d = |a - b| = sqrt(2 - 2 cos) for unit templates; similarity = 100 / (1 + exp(K (d - D50))).
+    For the default model on LFW, same-person pairs have median d 0.29 (similarity 99), different
+    people 0.57 (10), and the most accurate 1:1 threshold, d 0.42, reads 80: the cloud API's
+    default threshold keeps a familiar meaning. This is the engine's own, uncalibrated map (the
+    engine sits above the calibration layer): the service, the CLI and the HTTP API report the
+    calibrated Similarity, a function of the false match rate (calibration.py), and pass it to
+    ``compare(similarity=...)``; models without a calibration fall back to this one.
+    """
+    d50, k = SIMILARITY_MAPS[model.partition("@")[0]]
+    d = math.sqrt(max(0.0, 2.0 - 2.0 * cos))
+    z = k * (d - d50)
+    return 0.0 if z > 700 else 100.0 / (1.0 + math.exp(z))
+
+
+@dataclass(frozen=True)
+class BoundingBox:
+    """As ratios of the (upright) image's width and height, like the cloud API's."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+
+
+@dataclass(frozen=True)
+class Landmark:
+    type: str
+    x: float  # ratio of image width
+    y: float  # ratio of image height
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    bounding_box: BoundingBox
+    confidence: float
+    landmarks: tuple[Landmark, ...]
+    quality: Quality
+    detector: str  # "hog", "mmod" or "prealigned"
+    chip: np.ndarray = field(repr=False)  # the aligned 150x150 chip the template is made from
+
+
+@dataclass(frozen=True)
+class Detection:
+    faces: list[Face]
+    width: int
+    height: int
+    orientation: imaging.OrientationCorrection
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddedFace:
+    face: Face
+    template: Template
+
+
+@dataclass(frozen=True)
+class CompareMatch:
+    face: Face
+    similarity: float  # 0-100
+    score: float  # the templates' cosine (or normalised cosine), which the calibration maps to a false match rate
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    source_face: Face
+    source_similarity_threshold: float
+    matches: list[CompareMatch]  # at or above the threshold, best first
+    unmatched: list[CompareMatch]  # below it, best first (the cloud API omits their similarity)
+    source_orientation: imaging.OrientationCorrection
+    target_orientation: imaging.OrientationCorrection
+
+
+class FaceEngine:
+    """``detect``, ``embed`` and ``compare`` on any image source (bytes, path, array)."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        detector: str | None = None,
+        fallback_detector: str | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        s = settings or Settings.load()
+        if detector is not None or fallback_detector is not None:
+            s = s.replace(
+                detector=detector or s.detector,
+                fallback_detector=fallback_detector or s.fallback_detector,
+            )
+        self.settings = s
+        names = [s.detector] + ([s.fallback_detector] if s.fallback_detector not in ("none", s.detector) else [])
+        detectors = [make_detector(n, hog_upsample=s.hog_upsample, mmod_upsample=s.mmod_upsample, mmod_backend=s.mmod_backend,
+                                   cache_dir=s.cache_dir, threads=s.onnx_threads) for n in names]
+        self._landmarker = Landmarker()
+        self._finder = FaceFinder(detectors, self._landmarker, max_side=s.detect_max_side, min_face_size=s.min_face_size)
+        self._embedder = embedder or make_embedder(s.embedder, s.embed_flip, s.cache_dir, s.onnx_threads)
+        # dlib's models are not documented as thread-safe: one call at a time per engine. A server
+        # gets parallel CPU use from worker processes, each with its own engine.
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> ModelId:
+        return self._embedder.model
+
+    def load(self, image: ImageSource) -> DecodedImage:
+        return imaging.load_image(image, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
+
+    # --- detection -------------------------------------------------------------------------------
+
+    def detect(self, image: ImageSource, *, prealigned: bool = False, max_faces: int | None = None) -> Detection:
+        """Every face in the image, largest first. ``prealigned``: the image is one face chip."""
+        decoded = self.load(image)
+        pixels = decoded.pixels
+        with self._lock:
+            if prealigned:
+                faces = [self._prealigned_face(pixels)]
+            else:
+                faces = [self._to_face(pixels, f) for f in self._finder.find(pixels)]
+        if max_faces is not None:
+            if max_faces < 1:
+                raise InvalidParameterError(f"max_faces must be at least 1, not {max_faces}")
+            faces = faces[:max_faces]
+        return Detection(faces, decoded.width, decoded.height, decoded.orientation)
+
+    def _to_face(self, pixels: np.ndarray, f: DetectedFace) -> Face:
+        chip = alignment.align(pixels, f.landmarks)
+        return self._face(pixels, chip, (f.left, f.top, f.width, f.height), f.landmarks, f.confidence, f.detector)
+
+    def _prealigned_face(self, pixels: np.ndarray) -> Face:
+        h, w = pixels.shape[:2]
+        left, top, right, bottom = alignment.prealigned_box(w, h)
+        points = self._landmarker.points(pixels, left, top, right, bottom)
+        chip = alignment.prealigned_chip(pixels)
+        return self._face(pixels, chip, (0.0, 0.0, float(w), float(h)), points, 100.0, "prealigned")
+
+    def _face(self, pixels, chip, box, points, confidence, detector) -> Face:
+        h, w = pixels.shape[:2]
+        left, top, width, height = box
+        highlight, shadow = quality.exposure(chip)
+        q = Quality(
+            brightness=quality.brightness(chip),
+            sharpness=quality.sharpness(chip),
+            highlight=highlight,
+            shadow=shadow,
+            pose=quality.pose(points),
+            face_size=min(width, height),
+            confidence=confidence,
+        )
+        marks = tuple(Landmark(t, float(x) / w, float(y) / h) for t, (x, y) in zip(LANDMARK_TYPES, points))
+        return Face(BoundingBox(left / w, top / h, width / w, height / h), confidence, marks, q, detector, chip)
+
+    # --- templates -------------------------------------------------------------------------------
+
+    def embed(
+        self,
+        image: ImageSource,
+        *,
+        prealigned: bool = False,
+        max_faces: int | None = None,
+        quality_filter: QualityFilter | str = QualityFilter.NONE,
+    ) -> list[EmbeddedFace]:
+        """A template for each face that passes ``quality_filter``, largest face first."""
+        faces = self.detect(image, prealigned=prealigned, max_faces=max_faces).faces
+        faces = [f for f in faces if not quality.reasons(f.quality, quality_filter)]
+        return self.embed_faces(faces)
+
+    def embed_faces(self, faces: Sequence[Face]) -> list[EmbeddedFace]:
+        with self._lock:
+            vectors = self._embedder.embed([f.chip for f in faces])
+        return [EmbeddedFace(f, Template(v, self.model)) for f, v in zip(faces, vectors)]
+
+    def similarity(self, a: Template, b: Template) -> float:
+        """0-100; raises ModelMismatchError for templates of different models."""
+        return self.to_similarity(cosine(a, b))
+
+    def to_similarity(self, cos: float) -> float:
+        """This engine's model's map from cosine to the 0-100 similarity scale."""
+        return to_similarity(cos, self.model.name)
+
+    # --- 1:1 comparison --------------------------------------------------------------------------
+
+    def compare(
+        self,
+        source: ImageSource,
+        target: ImageSource,
+        threshold: float = 80.0,
+        *,
+        quality_filter: QualityFilter | str = QualityFilter.NONE,
+        source_prealigned: bool = False,
+        target_prealigned: bool = False,
+        similarity: Callable[[float], float] | None = None,
+        score: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    ) -> CompareResult:
+        """The largest face of ``source`` against every face of ``target``, as CompareFaces does.
+        ``score``: two templates' vectors -> the score (default: their cosine); ``similarity``:
+        the map from that score to 0-100 (the service passes the calibrated ones)."""
+        to_sim = similarity or self.to_similarity
+        if not 0.0 <= float(threshold) <= 100.0:
+            raise InvalidParameterError(f"threshold must be between 0 and 100, not {threshold}")
+        quality_filter = QualityFilter.parse(quality_filter)
+        src = self.detect(source, prealigned=source_prealigned)
+        if not src.faces:
+            raise NoFaceError("no face was found in the source image; use a clearer, frontal photo")
+        source_face = src.faces[0]
+        if quality.reasons(source_face.quality, quality_filter):
+            raise NoFaceError(
+                f"the source face fails the {quality_filter.value} quality filter "
+                f"({', '.join(quality.reasons(source_face.quality, quality_filter))})"
+            )
+        tgt = self.detect(target, prealigned=target_prealigned)
+        targets = [f for f in tgt.faces if not quality.reasons(f.quality, quality_filter)]
+        embedded = self.embed_faces([source_face, *targets])
+        probe = embedded[0].template
+        matches: list[CompareMatch] = []
+        unmatched: list[CompareMatch] = []
+        for e in embedded[1:]:
+            sc = score(probe.vector, e.template.vector) if score else cosine(probe, e.template)
+            m = CompareMatch(e.face, to_sim(sc), sc)
+            (matches if m.similarity >= threshold else unmatched).append(m)
+        matches.sort(key=lambda m: -m.similarity)
+        unmatched.sort(key=lambda m: -m.similarity)
+        return CompareResult(source_face, float(threshold), matches, unmatched, src.orientation, tgt.orientation)

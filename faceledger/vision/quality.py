@@ -1,0 +1,203 @@
+"""Face quality: brightness, sharpness, pose and size, and the filter levels built on them.
+
+All measures are taken on the aligned 150x150 chip, so they do not depend on the image's
+resolution, except face size, which is the detector box's shorter side in original pixels.
+docs/quality.md gives the formulas and the cut-offs with what they reject on LFW.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from faceledger.errors import InvalidParameterError
+
+#: Laplacian variance at which sharpness reads 50 (LFW chips: median variance 40 -> sharpness 61,
+#: 5th percentile 16 -> 39; a 3-pixel Gaussian blur brings a chip under 10).
+SHARPNESS_HALF = 25.0
+#: Depth of the nose base in front of the eye corners, in half inter-ocular distances.
+_NOSE_DEPTH = 0.55
+#: Frontal ratio of (nose drop below the eye line) to (yaw-corrected inter-ocular distance):
+#: the median over 299 LFW people (IQR 0.64-0.78, so pitch from 5 points is good to ~15 degrees).
+_FRONTAL_DROP = 0.72
+
+
+@dataclass(frozen=True)
+class Pose:
+    roll: float  # degrees, positive = face turned clockwise in the image
+    yaw: float  # degrees, positive = nose toward the image's right
+    pitch: float  # degrees, positive = face tilted down
+
+
+@dataclass(frozen=True)
+class Quality:
+    brightness: float  # 0-100, mean luma: what the cloud API reports; depends on skin tone
+    sharpness: float  # 0-100
+    highlight: float  # 0-100, 99th-percentile luma: low only when the photo is underexposed
+    shadow: float  # 0-100, 1st-percentile luma: high only when the photo is washed out
+    pose: Pose
+    face_size: float  # pixels, shorter side of the detector box
+    confidence: float  # 0-100, the detector's
+
+
+def brightness(chip: np.ndarray) -> float:
+    """Mean Rec. 601 luma of the chip's inner face region, 0 (black) to 100 (white)."""
+    luma = _luma(_inner(chip))
+    return float(luma.mean() / 255.0 * 100.0)
+
+
+def exposure(chip: np.ndarray) -> tuple[float, float]:
+    """(highlight, shadow): the 99th and 1st percentile luma of the inner face, on 0-100.
+
+    The quality filter judges exposure by these rather than by mean brightness, because mean
+    brightness mostly measures skin tone: on FairFace, filtering on it rejected faces annotated
+    Black six times as often as faces annotated White. Eye whites and specular highlights stay
+    bright in a well-exposed photo of anyone, and pupils and nostrils stay dark.
+    """
+    luma = _luma(_inner(chip))
+    p1, p99 = np.percentile(luma, [1, 99])
+    return float(p99 / 255.0 * 100.0), float(p1 / 255.0 * 100.0)
+
+
+def sharpness(chip: np.ndarray) -> float:
+    """100 * v / (v + SHARPNESS_HALF), v = variance of the 4-neighbour Laplacian of the inner face."""
+    g = _luma(_inner(chip))
+    lap = g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1] - 4.0 * g[1:-1, 1:-1]
+    v = float(lap.var())
+    return 100.0 * v / (v + SHARPNESS_HALF)
+
+
+def pose(landmarks: np.ndarray) -> Pose:
+    """Rough head pose from dlib's 5 points (eye corners, nose base).
+
+    Good to a degree or two in roll, ~10 degrees in yaw and ~15 in pitch (faces differ in nose
+    length more than a small nod changes it).
+
+    Roll is the angle of the eye line. In the frame where that line is level, the nose base's
+    sideways offset from the eye midpoint, r (in half inter-ocular distances), gives
+    yaw = atan(r / d) for a nose depth d; its drop below the eye line, against the frontal ratio,
+    gives pitch.
+    """
+    pts = np.asarray(landmarks, dtype=np.float64)
+    eye_a, eye_b = pts[0:2].mean(axis=0), pts[2:4].mean(axis=0)
+    left_eye, right_eye = (eye_a, eye_b) if eye_a[0] < eye_b[0] else (eye_b, eye_a)
+    nose = pts[4]
+    d = right_eye - left_eye
+    iod = float(np.hypot(*d))
+    if iod < 1e-6:
+        return Pose(0.0, 0.0, 0.0)
+    roll = math.degrees(math.atan2(d[1], d[0]))
+    c, s = d[0] / iod, d[1] / iod
+    rel = nose - (left_eye + right_eye) / 2.0
+    along, across = rel[0] * c + rel[1] * s, -rel[0] * s + rel[1] * c
+    yaw = math.degrees(math.atan((along / (iod / 2.0)) / _NOSE_DEPTH))
+    # The apparent eye distance shrinks with cos(yaw); undo that before reading the drop.
+    frontal_iod = iod / max(math.cos(math.radians(yaw)), 0.2)
+    drop = across / frontal_iod
+    depth = _NOSE_DEPTH / 2.0
+    radius = math.hypot(_FRONTAL_DROP, depth)
+    alpha = math.atan2(depth, _FRONTAL_DROP)
+    pitch = math.degrees(alpha - math.acos(max(-1.0, min(1.0, drop / radius))))
+    return Pose(roll, yaw, pitch)
+
+
+def _inner(chip: np.ndarray) -> np.ndarray:
+    """The central face region of a padded chip (drops the 0.25 padding band)."""
+    h, w = chip.shape[:2]
+    return chip[h // 6 : h - h // 6, w // 6 : w - w // 6]
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.float64)
+    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+
+
+# --- the quality filter --------------------------------------------------------------------------
+
+
+class QualityFilter(str, Enum):
+    NONE = "NONE"
+    AUTO = "AUTO"
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+
+    @classmethod
+    def parse(cls, value: "str | QualityFilter") -> "QualityFilter":
+        try:
+            return cls(str(value.value if isinstance(value, QualityFilter) else value).upper())
+        except ValueError:
+            raise InvalidParameterError(
+                f"QualityFilter must be one of {', '.join(m.value for m in cls)}, not {value!r}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    min_highlight: float
+    max_shadow: float
+    min_sharpness: float
+    max_yaw: float
+    max_pitch: float
+    max_roll: float
+    min_face_size: float
+    min_confidence: float
+
+
+#: Documented in docs/quality.md with the share of LFW faces each level rejects.
+CUTOFFS: dict[QualityFilter, Cutoffs] = {
+    QualityFilter.LOW: Cutoffs(12, 85, 10, 70, 60, 60, 20, 50),
+    QualityFilter.MEDIUM: Cutoffs(25, 70, 25, 50, 40, 45, 40, 70),
+    QualityFilter.HIGH: Cutoffs(35, 60, 40, 30, 25, 30, 60, 90),
+}
+CUTOFFS[QualityFilter.AUTO] = CUTOFFS[QualityFilter.MEDIUM]
+
+
+def reasons(q: Quality, level: "QualityFilter | str") -> list[str]:
+    """Why a face fails ``level``, as the cloud API's UnindexedFaces reason codes ([] = passes)."""
+    level = QualityFilter.parse(level)
+    if level is QualityFilter.NONE:
+        return []
+    c = CUTOFFS[level]
+    out: list[str] = []
+    if abs(q.pose.yaw) > c.max_yaw or abs(q.pose.pitch) > c.max_pitch or abs(q.pose.roll) > c.max_roll:
+        out.append("EXTREME_POSE")
+    if q.highlight < c.min_highlight or q.shadow > c.max_shadow:
+        out.append("LOW_BRIGHTNESS")
+    if q.sharpness < c.min_sharpness:
+        out.append("LOW_SHARPNESS")
+    if q.confidence < c.min_confidence:
+        out.append("LOW_CONFIDENCE")
+    if q.face_size < c.min_face_size:
+        out.append("SMALL_BOUNDING_BOX")
+    return out
+
+
+@dataclass(frozen=True)
+class QualityFloor:
+    min_sharpness: float = 0.0
+    min_brightness: float = 0.0
+    max_abs_yaw: float = 90.0
+    max_abs_pitch: float = 90.0
+    max_abs_roll: float = 180.0
+    min_face_size: float = 0.0  # pixels, the shorter side of the box
+
+    def failures(self, q) -> list[str]:
+        """Why a probe's quality (Quality) is under the floor; empty if it is not."""
+        out = []
+        if q.sharpness < self.min_sharpness:
+            out.append(f"sharpness {q.sharpness:.0f} < {self.min_sharpness:g}")
+        if q.brightness < self.min_brightness:
+            out.append(f"brightness {q.brightness:.0f} < {self.min_brightness:g}")
+        if abs(q.pose.yaw) > self.max_abs_yaw:
+            out.append(f"yaw {q.pose.yaw:.0f} beyond +-{self.max_abs_yaw:g}")
+        if abs(q.pose.pitch) > self.max_abs_pitch:
+            out.append(f"pitch {q.pose.pitch:.0f} beyond +-{self.max_abs_pitch:g}")
+        if abs(q.pose.roll) > self.max_abs_roll:
+            out.append(f"roll {q.pose.roll:.0f} beyond +-{self.max_abs_roll:g}")
+        if q.face_size < self.min_face_size:
+            out.append(f"face {q.face_size:.0f} px < {self.min_face_size:g} px")
+        return out
