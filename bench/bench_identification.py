@@ -19,7 +19,7 @@ import numpy as np
 
 from faceledger import Settings
 from faceledger.evaluation.datasets import LFW
-from faceledger.models.embedding import DlibResnetEmbedder
+from faceledger.models.registry import model_id
 from faceledger.scoring.calibration import for_model
 from faceledger.scoring.calibration import similarity_of_fmr
 from faceledger.evaluation.protocols import acquire
@@ -37,7 +37,7 @@ def main() -> None:
     gallery = [(n, got[ps[0]].vector) for n, ps in people.items() if got[ps[0]].vector is not None]
     probes = [(n, got[p].vector) for n, ps in people.items() for p in ps[1:] if got[p].vector is not None]
     names = [n for n, _ in gallery]
-    model = DlibResnetEmbedder.model_id(settings.embed_flip)
+    model = model_id(settings)
     matrix = np.stack([v for _, v in gallery])
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,7 +20,7 @@ import numpy as np
 
 from faceledger import Settings
 from faceledger.evaluation.datasets import FairFace
-from faceledger.models.embedding import DlibResnetEmbedder
+from faceledger.models.registry import model_id
 from faceledger.evaluation.protocols import acquire
 from faceledger.store import vector_index
 
@@ -35,7 +35,7 @@ def rss_mb() -> float:
 
 def real_templates(settings: Settings, fairface_sample: int) -> np.ndarray:
     """This engine's templates: every LFW one in the cache, plus a FairFace sample (computed once)."""
-    model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
+    model = str(model_id(settings))
     db = sqlite3.connect(settings.cache_dir / "templates.sqlite")
     rows = db.execute("SELECT DISTINCT sha256, vector FROM templates WHERE model=? AND vector IS NOT NULL", (model,)).fetchall()
     lfw = {sha: np.frombuffer(v, np.float32) for sha, v in rows}

@@ -19,7 +19,7 @@ import numpy as np
 
 from faceledger import FaceEngine, Settings
 from faceledger.evaluation.datasets import LFW
-from faceledger.models.embedding import OnnxResnetEmbedder
+from faceledger.models.dlib.entry import onnx_embedder
 from faceledger.models.files import RESNET, model_path
 
 
@@ -56,7 +56,7 @@ def main() -> None:
     print(f"{len(chips)} LFW chips in {time.perf_counter() - t:.0f} s")
 
     net = dlib.face_recognition_model_v1(str(model_path(RESNET)))
-    onnx = OnnxResnetEmbedder(flip=False, cache_dir=settings.cache_dir)
+    onnx = onnx_embedder(flip=False, cache_dir=settings.cache_dir)
 
     def dlib_run(batch):
         return np.array([np.asarray(d) for d in net.compute_face_descriptor([np.ascontiguousarray(c) for c in batch])])

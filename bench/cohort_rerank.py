@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from faceledger import Settings
-from faceledger.models.embedding import DlibResnetEmbedder
+from faceledger.models.registry import model_id
 from faceledger.scoring.scoring import Scoring
 from fairness_checks import load_templates  # bench/ is the script directory
 
@@ -26,7 +26,7 @@ from fairness_checks import load_templates  # bench/ is the script directory
 def main() -> None:
     t0 = time.perf_counter()
     settings = Settings.load()
-    scoring = Scoring.of(str(DlibResnetEmbedder.model_id(settings.embed_flip)), "cohort")
+    scoring = Scoring.of(str(model_id(settings)), "cohort")
     ffv, _, _, _, imgs, lv, _ = load_templates(settings)
     gallery = np.concatenate([lv, ffv])
     names = np.array([n for n, _ in imgs] + [""] * len(ffv))

@@ -36,7 +36,7 @@ from faceledger.evaluation.audit_compare import side_by_side_markdown
 from faceledger.evaluation.audit_images import _lfw_gender, _lfw_race
 from faceledger.evaluation.calibration_fit import MATCH_FMR, in_fit_half
 from faceledger.evaluation.datasets import LFW, FairFace
-from faceledger.models.embedding import DlibResnetEmbedder
+from faceledger.models.registry import model_id
 from faceledger.evaluation.protocols import acquire, ten_fold
 from faceledger.scoring.normalisation import fit, pair_scores
 from faceledger.scoring.scoring import Scoring
@@ -70,7 +70,7 @@ def main() -> None:
     args = p.parse_args()
     t0 = time.perf_counter()
     settings = Settings.load()
-    model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
+    model = str(model_id(settings))
     scorings = {"cosine": Scoring.of(model, "none"), "cohort-normalised": Scoring.of(model, "cohort")}
     ffv, ff_fit, groups, lfw, imgs, lv, l_fit = load_templates(settings)
     print(f"templates: FairFace {len(ffv):,} (fit half {ff_fit.sum():,}), LFW {len(imgs):,} "

@@ -32,7 +32,7 @@ import numpy as np
 
 from faceledger import Settings
 from faceledger.evaluation.audit import Scores, audit, differential_text
-from faceledger.models.embedding import DlibResnetEmbedder
+from faceledger.models.registry import model_id
 from faceledger.scoring.normalisation import kmeans, pair_scores
 from faceledger.scoring.scoring import Scoring
 from fairness_checks import load_templates  # bench/ is the script directory
@@ -93,7 +93,7 @@ def main() -> None:
     args = p.parse_args()
     t0 = time.perf_counter()
     settings = Settings.load()
-    model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
+    model = str(model_id(settings))
     ffv, ff_fit, groups, *_ = load_templates(settings)
     held, g = ffv[~ff_fit], groups[~ff_fit]
     names = sorted(set(g))

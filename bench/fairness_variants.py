@@ -31,7 +31,8 @@ from faceledger.evaluation.audit import Scores
 from faceledger.scoring.calibration import for_model as calibration_for
 from faceledger.scoring.calibration import threshold_for_fmr
 from faceledger.evaluation.calibration_fit import LOOKALIKE_CLUSTERS, MATCH_FMR
-from faceledger.models.embedding import DlibResnetEmbedder, normalise
+from faceledger.models.embedding import normalise
+from faceledger.models.registry import model_id
 from faceledger.scoring.normalisation import Normaliser, _as_stored, fit, for_model, kmeans, pair_scores
 from fairness_checks import lfw_part, load_templates, permutation_floor  # bench/ is the script directory
 
@@ -54,7 +55,7 @@ class Aligned(Normaliser):
 def main() -> None:
     t0 = time.perf_counter()
     settings = Settings.load()
-    model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
+    model = str(model_id(settings))
     ffv, ff_fit, groups, lfw, imgs, lv, l_fit = load_templates(settings)
     fit_v = np.concatenate([ffv[ff_fit], lv[l_fit]])
     lfw_ids = np.unique(np.array([n for n, _ in imgs])[l_fit], return_inverse=True)[1]

@@ -182,3 +182,7 @@ class InvalidSignatureError(AuthError):
 
 class AccessDeniedError(AuthError):
     code = "AccessDeniedException"
+
+
+class UncalibratedModelError(AccessDeniedError):
+    """Identification with a model that has no calibration: its scores carry no false match rate."""

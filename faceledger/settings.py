@@ -77,6 +77,13 @@ class Settings:
     #: LFW 99.17% instead of 98.93%, for twice the embedding time (docs/evaluation.md). The
     #: model id says so ("dlib-resnet-v1-flip"): the two kinds are never compared.
     embed_flip: bool = True
+    #: The embedding model (``faceledger models list``): a built-in dlib entry or an added ONNX
+    #: model. Empty: the registry's default (``faceledger models default``; dlib-resnet-v1-flip,
+    #: or dlib-resnet-v1 with ``embed_flip = false``). A collection keeps the model it was made with.
+    model: str = ""
+    #: Where added models live, one folder each (``model.onnx``, ``manifest.json``, and the
+    #: calibrations fitted for the model).
+    models_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("faceledger")) / "models")
     #: What a score is: ``none`` (the templates' cosine, one global calibration) or ``cohort``
     #: (the cosine normalised against a cohort of centroids and calibrated on look-alike strangers:
     #: false match rates that hold within each demographic group, without reading any group;

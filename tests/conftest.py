@@ -18,6 +18,8 @@ os.environ["FACELEDGER_STORE"] = os.path.join(_CACHE, "store.sqlite")
 os.environ["FACELEDGER_KEYS_FILE"] = os.path.join(_CACHE, "keys.json")
 os.environ["FACELEDGER_LEDGER"] = os.path.join(_CACHE, "ledger.sqlite")
 os.environ["FACELEDGER_LEDGER_KEY"] = os.path.join(_CACHE, "ledger-key.pem")
+os.environ["FACELEDGER_MODELS_DIR"] = os.path.join(_CACHE, "models")
+os.environ.pop("FACELEDGER_MODEL", None)
 os.environ.pop("FACELEDGER_POLICY", None)  # the default policy: the moratorium preset
 os.environ.pop("FACELEDGER_LEDGER_DATABASE", None)  # the SQLite ledger unless a test starts PostgreSQL
 os.environ.pop("FACELEDGER_CONFIG", None)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from faceledger.models.dlib import dat_format as dlib_format, onnx_export
-from faceledger.models.embedding import DlibResnetEmbedder, OnnxResnetEmbedder
+from faceledger.models.dlib.entry import onnx_embedder
+from faceledger.models.embedding import DlibResnetEmbedder
 from faceledger.models.dlib.onnx_export import converted_model
 from faceledger.models.files import MMOD, RESNET, SHAPE_5, model_path
 
@@ -28,14 +29,14 @@ def chips(engine, lfw):
 def test_onnx_resnet_gives_dlibs_descriptors(chips, tmp_path):
     net = dlib.face_recognition_model_v1(str(model_path(RESNET)))
     ref = np.array([np.asarray(d) for d in net.compute_face_descriptor([np.ascontiguousarray(c) for c in chips])])
-    got = OnnxResnetEmbedder(flip=False, cache_dir=tmp_path).raw(chips)
+    got = onnx_embedder(flip=False, cache_dir=tmp_path).raw(chips)
     assert np.abs(ref - got).max() <= 1e-4
     cos = np.sum(ref * got, axis=1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
     assert cos.min() >= 0.99999
 
 
 def test_both_backends_make_interchangeable_templates(chips, tmp_path):
-    onnx, ref = OnnxResnetEmbedder(flip=True, cache_dir=tmp_path), DlibResnetEmbedder(flip=True)
+    onnx, ref = onnx_embedder(flip=True, cache_dir=tmp_path), DlibResnetEmbedder(flip=True)
     assert onnx.model == ref.model  # same network, same id: cached templates stay valid
     a, b = onnx.embed(list(chips[:8])), ref.embed(list(chips[:8]))
     assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-6) and np.min(np.sum(a * b, axis=1)) >= 0.99999

@@ -66,6 +66,40 @@ def dataset_sources(settings, fairface_images: int | None, lfw_images: int | Non
     return sources
 
 
+def manifest_sources(manifest, templates) -> list[Source]:
+    """A user's own labelled images as one fitting source: a CSV with ``path`` (relative to the
+    manifest's folder, or absolute), ``group`` and ``subject`` (the split and the mated pairs need
+    it); ``templates`` as for dataset_sources."""
+    import csv
+    from pathlib import Path
+
+    from faceledger.errors import DatasetError
+
+    manifest = Path(manifest)
+    try:
+        with open(manifest, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{manifest}: not a readable CSV manifest ({exc})") from None
+    if not rows or not {"path", "group", "subject"} <= set(rows[0]):
+        raise DatasetError(f"{manifest}: needs a header with columns path, group and subject")
+    items = []
+    for n, r in enumerate(rows, 2):
+        if not r["path"] or not r["group"] or not r["subject"]:
+            raise DatasetError(f"{manifest} line {n}: empty path, group or subject")
+        p = Path(r["path"]) if Path(r["path"]).is_absolute() else manifest.parent / r["path"]
+        if not p.is_file():
+            raise DatasetError(f"{manifest} line {n}: {p} is not a file")
+        items.append((p, r["subject"], r["group"]))
+    got = templates("manifest templates", [p for p, _, _ in items])
+    keep = [(p, s, g) for p, s, g in items if got[p].vector is not None]
+    if len(keep) < 2:
+        raise DatasetError(f"{manifest}: fewer than two images with a face")
+    return [Source("manifest", [p.as_posix() for p, _, _ in keep],
+                   np.stack([got[p].vector for p, _, _ in keep]).astype(np.float32),
+                   [s for _, s, _ in keep], [g for _, _, g in keep])]
+
+
 def in_fit_half(name: str) -> bool:
     return hashlib.sha256(f"faceledger-calibration-split/{name}".encode()).digest()[0] % 2 == 0
 
@@ -117,10 +151,11 @@ def pwm_gpd(excess: np.ndarray) -> tuple[float, float]:
     return -k, sigma
 
 
-def fit_normaliser(sources: list[Source], model: str, pair_weight: float = 0.0) -> Normaliser:
+def fit_normaliser(sources: list[Source], model: str, pair_weight: float = 0.0, directory=None) -> Normaliser:
     """The score normaliser, from the fit half's templates and identities (never groups);
     ``pair_weight`` > 0: partly pair-level locations, without offsets (as measured in
-    docs/fairness.md's second round)."""
+    docs/fairness.md's second round). ``directory``: the model's folder, where its plain
+    calibration (fitted first) lives when none ships."""
     from faceledger.scoring.normalisation import fit as fit_norm
 
     vectors, identities = [], []
@@ -130,7 +165,7 @@ def fit_normaliser(sources: list[Source], model: str, pair_weight: float = 0.0) 
         ids = src.identities if src.identities is not None else [f"{src.name}/{n}" for n in src.names]
         identities += [f"{src.name}/{x}" for x, h in zip(ids, half) if h]
     # the plain calibration's FMR 1e-4 score: where the engine calls two faces one person
-    match = for_model(model).threshold_for_fmr(MATCH_FMR)
+    match = for_model(model, directory=directory).threshold_for_fmr(MATCH_FMR)
     return fit_norm(model, np.concatenate(vectors), np.array(identities), match_cosine=match, pair_weight=pair_weight,
                     clusters=0 if pair_weight else CLUSTERS)  # the pair-level variant has no offsets
 

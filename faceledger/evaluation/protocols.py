@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from faceledger.evaluation.datasets import LFW, FairFace, Pair
-from faceledger.models.embedding import DlibResnetEmbedder
+from faceledger.models.registry import model_id
 from faceledger.errors import FaceledgerError
 from faceledger.settings import Settings
 from faceledger.evaluation.template_cache import TemplateCache, file_digest
@@ -92,7 +92,7 @@ def acquire(
 
     ``expected``: where the dataset puts its labelled face, to choose among several faces.
     """
-    model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
+    model = str(model_id(settings))
     rec = recipe(settings, prealigned, expected)
     cache = TemplateCache(settings.cache_dir / "templates.sqlite")
     out: dict[Path, Acquired] = {}

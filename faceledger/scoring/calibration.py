@@ -165,19 +165,40 @@ def shipped_name(model: str, normalisation: str = "none") -> str:
     return name if normalisation == "none" else f"{name}+{normalisation}"
 
 
-@lru_cache(maxsize=None)
-def for_model(model: str, normalisation: str = "none") -> Calibration:
-    """The shipped calibration for a model id (``name@digest``) and score normalisation; the
-    digest must match too."""
+def fitted_name(normalisation: str = "none") -> str:
+    """A calibration fitted for a model (``faceledger calibration fit --model``), in its folder."""
+    return "calibration.json" if normalisation == "none" else f"calibration-{normalisation}.json"
+
+
+def for_model(model: str, normalisation: str = "none", directory: Path | None = None) -> Calibration:
+    """The calibration for a model id (``name@digest``) and score normalisation: one fitted into
+    ``directory`` (the model's folder) when there is one, else the one the package ships. The
+    digest must match: a calibration never speaks for other weights."""
     name = shipped_name(model, normalisation)
-    ref = resources.files("faceledger").joinpath("data", SHIPPED.get(name, ""))
-    if name not in SHIPPED or not ref.is_file():
-        raise CalibrationMissingError(
-            f"no calibration ships for model {name}: false match rates cannot be reported for it. "
-            "Fit one with `faceledger calibration fit`"
-        )
-    text = ref.read_text()
-    cal = Calibration.from_dict(json.loads(text))
+    if directory is not None and (Path(directory) / fitted_name(normalisation)).is_file():
+        path = Path(directory) / fitted_name(normalisation)
+        cal = _load(str(path), path.stat().st_mtime_ns)
+        where = str(path)
+    else:
+        ref = resources.files("faceledger").joinpath("data", SHIPPED.get(name, ""))
+        if name not in SHIPPED or not ref.is_file():
+            raise CalibrationMissingError(
+                f"no calibration for model {name}: false match rates cannot be reported for it, and "
+                f"identification is refused. Fit one with `faceledger calibration fit --model {model.partition('@')[0]}`"
+                + ("" if normalisation == "none" else f" --normalisation {normalisation}")
+            )
+        cal = _shipped(name)
+        where = "the shipped calibration"
     if cal.model != model:
-        raise CalibrationMissingError(f"the shipped calibration is for {cal.model}, not {model}: refit it")
+        raise CalibrationMissingError(f"{where} is for {cal.model}, not {model}: refit it")
     return cal
+
+
+@lru_cache(maxsize=None)
+def _shipped(name: str) -> Calibration:
+    return Calibration.from_dict(json.loads(resources.files("faceledger").joinpath("data", SHIPPED[name]).read_text()))
+
+
+@lru_cache(maxsize=64)
+def _load(path: str, mtime_ns: int) -> Calibration:
+    return Calibration.from_dict(json.loads(Path(path).read_text()))

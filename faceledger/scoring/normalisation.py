@@ -31,6 +31,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -146,18 +147,37 @@ class NormaliserMissingError(CalibrationMissingError):
     """Score normalisation was asked for a model no normaliser was fitted for."""
 
 
-@lru_cache(maxsize=None)
-def for_model(model: str) -> Normaliser:
-    """The shipped normaliser for a model id (``name@digest``); the digest must match too."""
+FITTED = "normaliser.json"  # in a model's folder, beside its fitted calibrations
+
+
+def for_model(model: str, directory: Path | None = None) -> Normaliser:
+    """The normaliser for a model id (``name@digest``): one fitted into ``directory`` (the model's
+    folder) when there is one, else the shipped one; the digest must match too."""
     name = model.partition("@")[0]
-    ref = resources.files("faceledger").joinpath("data", SHIPPED.get(name, f"normaliser-{name}.json"))
-    if not ref.is_file():
-        raise NormaliserMissingError(f"no score normaliser ships for model {name}: use score_normalisation = none, "
-                                     "or fit one with `faceledger calibration fit --normalisation cohort`")
-    norm = Normaliser.from_dict(json.loads(ref.read_text()))
+    if directory is not None and (Path(directory) / FITTED).is_file():
+        path = Path(directory) / FITTED
+        norm, where = _load(str(path), path.stat().st_mtime_ns), str(path)
+    else:
+        ref = resources.files("faceledger").joinpath("data", SHIPPED.get(name, f"normaliser-{name}.json"))
+        if not ref.is_file():
+            raise NormaliserMissingError(f"no score normaliser for model {name}: use score_normalisation = none, "
+                                         f"or fit one with `faceledger calibration fit --model {name} "
+                                         "--normalisation cohort`")
+        norm, where = _shipped(name), "the shipped normaliser"
     if norm.model != model:
-        raise NormaliserMissingError(f"the shipped normaliser is for {norm.model}, not {model}: refit it")
+        raise NormaliserMissingError(f"{where} is for {norm.model}, not {model}: refit it")
     return norm
+
+
+@lru_cache(maxsize=None)
+def _shipped(name: str) -> Normaliser:
+    ref = resources.files("faceledger").joinpath("data", SHIPPED.get(name, f"normaliser-{name}.json"))
+    return Normaliser.from_dict(json.loads(ref.read_text()))
+
+
+@lru_cache(maxsize=16)
+def _load(path: str, mtime_ns: int) -> Normaliser:
+    return Normaliser.from_dict(json.loads(Path(path).read_text()))
 
 
 def kmeans(x: np.ndarray, k: int, *, iterations: int = 20, seed: int = 0) -> np.ndarray:

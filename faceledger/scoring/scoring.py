@@ -15,6 +15,7 @@ never read through the other mode's calibration.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -37,21 +38,24 @@ class Scoring:
     normaliser: norm_mod.Normaliser | None = None
 
     @classmethod
-    def of(cls, model: str, normalisation: str = "none") -> "Scoring":
+    def of(cls, model: str, normalisation: str = "none", directory: Path | None = None) -> "Scoring":
+        """``directory``: the model's folder (``settings.models_dir / name``), where calibrations
+        fitted for it live; the shipped ones apply where none was fitted."""
         if normalisation not in NORMALISATIONS:
             raise InvalidParameterError(f"score_normalisation must be one of {', '.join(NORMALISATIONS)}, "
                                         f"not {normalisation!r}")
         if normalisation == "none":
             try:
-                return cls("none", calibration_for(model))
+                return cls("none", calibration_for(model, directory=directory))
             except CalibrationMissingError:
                 return cls("none", None)
-        normaliser = norm_mod.for_model(model)
-        cal = calibration_for(model, normalisation)
+        normaliser = norm_mod.for_model(model, directory)
+        cal = calibration_for(model, normalisation, directory)
         if cal.meta.get("normaliser") != normaliser.digest:
             raise CalibrationMissingError(f"the {normalisation} calibration was fitted for normaliser "
                                           f"{cal.meta.get('normaliser')}, not the shipped {normaliser.digest}: refit both "
-                                          "with `faceledger calibration fit --normalisation cohort`")
+                                          f"with `faceledger calibration fit --model {model.partition('@')[0]} "
+                                          "--normalisation cohort`")
         return cls(normalisation, cal, normaliser)
 
     def scores(self, probe: np.ndarray, gallery: np.ndarray) -> np.ndarray:

@@ -23,11 +23,15 @@ from faceledger.vision import quality
 from faceledger.scoring.calibration import CalibrationMissingError, fmr_of_similarity, similarity_of_fmr
 from faceledger.models.embedding import normalise
 from faceledger.vision.engine import BoundingBox, Face, FaceEngine, Landmark
-from faceledger.errors import InvalidPaginationTokenError, InvalidParameterError, NoFaceError, ProbeQualityError, ResourceNotFoundError, ServiceQuotaExceededError
+from faceledger.errors import (
+    InvalidPaginationTokenError, InvalidParameterError, ModelMismatchError, NoFaceError, ProbeQualityError,
+    ResourceNotFoundError, ServiceQuotaExceededError, UncalibratedModelError,
+)
 from faceledger.vision.imaging import ImageSource
 from faceledger.service.limits import Limits
 from faceledger.vision.quality import QualityFilter
 from faceledger.scoring.scoring import Scoring
+from faceledger.models.registry import ModelNotFoundError
 from faceledger.store import FaceStore, NewFace, StoredFace
 
 #: Defaults the cloud API documents (thresholds, filters), and ours where it states none.
@@ -39,6 +43,8 @@ DEFAULT_MAX_USERS = 10  # user search results (ours)
 DEFAULT_PAGE = {"ListFaces": 1000, "ListCollections": 1000, "ListUsers": 500}  # ours
 MAX_FACES_PER_IMAGE = 100  # faces considered per image, largest first, as the cloud API does
 MAX_FACES_PER_USER = 100
+#: CreateCollection's tag that chooses the collection's model (other tags are accepted and not kept).
+MODEL_TAG = "faceledger:model"
 #: Attributes faceledger refuses: it never infers sex, age, emotion or appearance traits.
 REFUSED_ATTRIBUTES = {
     "AGE_RANGE", "BEARD", "EMOTIONS", "EYE_DIRECTION", "EYEGLASSES", "EYES_OPEN", "GENDER",
@@ -338,68 +344,117 @@ class SearchUsersByImageResult:
 # --- the service ---------------------------------------------------------------------------------
 
 
-class FaceService:
-    def __init__(self, engine: FaceEngine, store: FaceStore, *, normalisation: str = "none") -> None:
-        self.engine = engine
-        self.store = store
-        self.scoring = Scoring.of(str(engine.model), normalisation)
-        self.calibration = self.scoring.calibration  # None: similarity by the engine's interim map, no rates
+@dataclass(frozen=True, eq=False)
+class BoundModel:
+    """One model as the service runs it: its engine (sharing the default engine's detectors) and
+    its scoring (its own calibration, or none: then no rates, and no identification)."""
+
+    engine: FaceEngine
+    scoring: Scoring
+
+    @property
+    def id(self) -> str:
+        return str(self.engine.model)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.scoring.calibration is not None
 
     def similarity(self, score: float) -> float:
         """The 0-100 Similarity of a score: a function of its false match rate when calibrated."""
-        if self.calibration is None:
-            return self.engine.to_similarity(score)
-        return self.scoring.similarity(score)
+        return self.scoring.similarity(score) if self.calibrated else self.engine.to_similarity(score)
 
     def false_match_rate(self, score: float) -> float | None:
         return self.scoring.fmr(score)
 
-    def _search(self, collection_id: str, vector: np.ndarray, k: int) -> list[tuple[StoredFace, float]]:
+
+class FaceService:
+    def __init__(self, engine: FaceEngine, store: FaceStore, *, normalisation: str = "none") -> None:
+        self.engine = engine
+        self.store = store
+        self.normalisation = normalisation
+        self._bound: dict[str, BoundModel] = {}
+        default = self._bind(engine)
+        self.scoring = default.scoring
+        self.calibration = self.scoring.calibration  # None: similarity by the engine's interim map, no rates
+
+    def _bind(self, engine: FaceEngine) -> BoundModel:
+        key = str(engine.model)
+        if key not in self._bound:
+            folder = engine.settings.models_dir / engine.model.name
+            try:
+                scoring = Scoring.of(key, self.normalisation, folder)
+            except CalibrationMissingError:
+                if self.normalisation == "none":
+                    raise
+                scoring = Scoring.of(key, "none", folder)  # a model with no fitted normaliser scores plain cosines
+            self._bound[key] = BoundModel(engine, scoring)
+        return self._bound[key]
+
+    def model_for(self, model: str) -> BoundModel:
+        """The bound model for a model id (``name@digest``) or name; refuses weights that changed
+        since a collection was made with them."""
+        engine = self.engine.with_model(model.partition("@")[0])
+        if "@" in model and str(engine.model) != model:
+            raise ModelMismatchError(
+                f"{model} is not installed: the model named {engine.model.name} now has weights {engine.model.version}. "
+                "Templates of different weights are never compared: reinstall those weights, or re-index the "
+                "images into a new collection")
+        return self._bind(engine)
+
+    def similarity(self, score: float) -> float:
+        """The default model's Similarity of a score."""
+        return self._bind(self.engine).similarity(score)
+
+    def false_match_rate(self, score: float) -> float | None:
+        return self.scoring.fmr(score)
+
+    def _search(self, m: BoundModel, collection_id: str, vector: np.ndarray, k: int) -> list[tuple[StoredFace, float]]:
         """The nearest faces with their scores, best first. Normalised scores rank differently
         from cosines: the scoring's candidates(k) cosine neighbours are re-scored and re-ranked."""
-        hits = self.store.search(collection_id, vector, self.scoring.candidates(k))
-        if self.scoring.normaliser is None or not hits:
+        hits = self.store.search(collection_id, vector, m.scoring.candidates(k))
+        if m.scoring.normaliser is None or not hits:
             return hits
         full = self.store.get_faces(collection_id, [f.face_id for f, _ in hits], vectors=True)
-        scores = self.scoring.scores(vector, np.stack([full[f.face_id].vector for f, _ in hits]))
+        scores = m.scoring.scores(vector, np.stack([full[f.face_id].vector for f, _ in hits]))
         return [(hits[i][0], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
 
-    def _similarity_for_fmr(self, fmr: float) -> float:
-        if self.calibration is None:
-            raise CalibrationMissingError(f"model {self.model} has no calibration: thresholds cannot be set by rate")
-        return similarity_of_fmr(fmr)
-
-    def _identification(self, collection_id: str, asked: float | None, default: float, limits: Limits | None,
-                        max_fmr: float | None) -> Identification:
+    def _identification(self, m: BoundModel, collection_id: str, asked: float | None, default: float,
+                        limits: Limits | None, max_fmr: float | None) -> Identification:
         """The threshold for this gallery: the similarity asked for, or the FMR target's (both:
         the stricter; neither: the default), raised so that gallery size x FMR stays under the
-        policy's bound on false positive identification."""
+        policy's bound on false positive identification. An uncalibrated model is refused: its
+        scores carry no false match rate, so no threshold can bound false candidates."""
+        if not m.calibrated:
+            raise UncalibratedModelError(
+                f"model {m.id} has no calibration, so its scores carry no false match rate and a search cannot "
+                f"bound its false candidates: identification is refused. Fit one with `faceledger calibration fit "
+                f"--model {m.engine.model.name}` (detection and 1:1 comparison work without it)")
         n = self.store.face_count(collection_id)
         if max_fmr is not None and not 0.0 < max_fmr <= 1.0:
             raise InvalidParameterError(f"a false match rate target is in (0, 1], not {max_fmr}")
-        by_rate = None if max_fmr is None else self._similarity_for_fmr(max_fmr)
+        by_rate = None if max_fmr is None else similarity_of_fmr(max_fmr)
         requested = max(x for x in (asked, by_rate) if x is not None) if (asked, by_rate) != (None, None) else default
         threshold = requested
         if limits is not None and n:
-            threshold = max(threshold, self._similarity_for_fmr(limits.max_fpir / n))
-        fmr = None if self.calibration is None else fmr_of_similarity(threshold)
-        return Identification(n, requested, threshold, fmr, None if fmr is None else n * fmr,
-                              limits.max_fpir if limits else None)
+            threshold = max(threshold, similarity_of_fmr(limits.max_fpir / n))
+        fmr = fmr_of_similarity(threshold)
+        return Identification(n, requested, threshold, fmr, n * fmr, limits.max_fpir if limits else None)
 
     @property
     def model(self) -> str:
         return str(self.engine.model)
 
-    def _model_of(self, collection_id: str) -> str:
-        """The collection's model, refusing to mix it with another engine's templates."""
+    def _model_of(self, collection_id: str) -> BoundModel:
+        """The model the collection was made with: its templates are only ever compared with its own."""
         model = self.store.get_collection(collection_id, counts=False).model
-        if model != self.model:
-            raise InvalidParameterError(
-                f"collection {collection_id!r} holds templates of {model}; this engine makes {self.model}. "
-                "Templates of different models are never compared: use an engine with that model, "
-                "or re-index the images into a new collection"
-            )
-        return model
+        try:
+            return self.model_for(model)
+        except ModelNotFoundError:
+            raise ModelMismatchError(
+                f"collection {collection_id!r} holds templates of {model}, which is not installed here. Templates of "
+                "different models are never compared: add that model (`faceledger models add`, same weights) to use "
+                "the collection, or re-index its images into a new collection") from None
 
     # --- images without a collection --------------------------------------------------------------
 
@@ -427,10 +482,16 @@ class FaceService:
 
     # --- collections -----------------------------------------------------------------------------
 
-    def create_collection(self, collection_id: str, *, store_images: bool = False) -> CreateCollectionResult:
+    def create_collection(self, collection_id: str, *, store_images: bool = False, model: str | None = None,
+                          tags: dict | None = None) -> CreateCollectionResult:
+        """``model``: a registry name (on the wire, the tag ``faceledger:model``); default: the
+        engine's. The collection keeps it for life, as the cloud API binds a face model version."""
+        model = model or (tags or {}).get(MODEL_TAG)
         """``store_images``: keep each indexed image's bytes (off by default: templates only)."""
         api_model.check("CreateCollection", CollectionId=collection_id)
-        info = self.store.create_collection(collection_id, self.model, store_images=store_images)
+        engine = self.engine if model is None else self.model_for(model).engine
+        info = self.store.create_collection(collection_id, str(engine.model), store_images=store_images,
+                                            ndim=engine.manifest.dimension)
         return CreateCollectionResult(200, info.arn, info.model)
 
     def describe_collection(self, collection_id: str) -> DescribeCollectionResult:
@@ -466,8 +527,8 @@ class FaceService:
     ) -> IndexFacesResult:
         """Detect, filter and embed the image's faces, then store those that pass."""
         self.check_index(collection_id, external_image_id, max_faces, quality_filter, detection_attributes)
-        self._model_of(collection_id)  # before the costly part: refuse a collection of another model
-        prepared = prepare_index(self.engine, image, max_faces=max_faces, quality_filter=quality_filter, prealigned=prealigned)
+        m = self._model_of(collection_id)  # before the costly part
+        prepared = prepare_index(m.engine, image, max_faces=max_faces, quality_filter=quality_filter, prealigned=prealigned)
         return self.commit_index(collection_id, prepared, external_image_id=external_image_id)
 
     def check_index(self, collection_id, external_image_id, max_faces, quality_filter, detection_attributes) -> None:
@@ -482,7 +543,7 @@ class FaceService:
     def commit_index(self, collection_id: str, prepared: "PreparedImage", *, external_image_id: str | None = None) -> IndexFacesResult:
         """Store what ``prepare_index`` computed (possibly in another process): one transaction."""
         api_model.check("IndexFaces", CollectionId=collection_id, Image={}, ExternalImageId=external_image_id)
-        model = self._model_of(collection_id)
+        model = self._model_of(collection_id).id
         if prepared.model != model:
             raise InvalidParameterError(f"templates were made by {prepared.model}; collection {collection_id!r} holds {model}")
         store_images = self.store.get_collection(collection_id, counts=False).store_images
@@ -529,15 +590,15 @@ class FaceService:
         deleted = self.store.delete_faces(collection_id, deletable) if deletable else []
         return DeleteFacesResult(deleted, failed)
 
-    def _matches(self, collection_id: str, model: str, vector: np.ndarray, max_faces: int, ident: Identification,
+    def _matches(self, m: BoundModel, collection_id: str, vector: np.ndarray, max_faces: int, ident: Identification,
                  exclude: str | None = None) -> list[FaceMatch]:
-        hits = self._search(collection_id, vector, max_faces + (1 if exclude else 0))
+        hits = self._search(m, collection_id, vector, max_faces + (1 if exclude else 0))
         out = []
         for f, score in hits:
-            sim = self.similarity(score)
+            sim = m.similarity(score)
             if f.face_id != exclude and sim >= ident.effective_threshold:
-                fmr = self.false_match_rate(score)
-                out.append(FaceMatch(sim, FaceRef.of(f, model), fmr, None if fmr is None else fmr * ident.gallery_size))
+                fmr = m.false_match_rate(score)
+                out.append(FaceMatch(sim, FaceRef.of(f, m.id), fmr, None if fmr is None else fmr * ident.gallery_size))
         return out[:max_faces]
 
     def search_faces(
@@ -546,19 +607,20 @@ class FaceService:
     ) -> SearchFacesResult:
         api_model.check("SearchFaces", CollectionId=collection_id, FaceId=face_id, MaxFaces=max_faces,
                         FaceMatchThreshold=face_match_threshold)
-        model = self._model_of(collection_id)
+        m = self._model_of(collection_id)
         probe = self.store.get_faces(collection_id, [face_id], vectors=True).get(face_id)
         if probe is None:
             raise ResourceNotFoundError(f"face {face_id} is not in collection {collection_id!r}")
-        ident = self._identification(collection_id, face_match_threshold, DEFAULT_FACE_MATCH_THRESHOLD,
+        ident = self._identification(m, collection_id, face_match_threshold, DEFAULT_FACE_MATCH_THRESHOLD,
                                      limits, max_false_match_rate)
-        matches = self._matches(collection_id, model, probe.vector, max_faces or DEFAULT_MAX_FACES, ident, exclude=face_id)
-        return SearchFacesResult(face_id, matches, model, ident)
+        matches = self._matches(m, collection_id, probe.vector, max_faces or DEFAULT_MAX_FACES, ident, exclude=face_id)
+        return SearchFacesResult(face_id, matches, m.id, ident)
 
-    def _probe(self, image: ImageSource, quality_filter: str, limits: Limits | None = None) -> tuple[Face, np.ndarray, list[Face]]:
+    def _probe(self, m: BoundModel, image: ImageSource, quality_filter: str,
+               limits: Limits | None = None) -> tuple[Face, np.ndarray, list[Face]]:
         """The largest face passing the filter, its template, and the other faces. Under a
         policy, a probe below its quality floor is refused, not searched."""
-        faces = self.engine.detect(image).faces
+        faces = m.engine.detect(image).faces
         if not faces:
             raise NoFaceError("no face was found in the image; use a clearer, frontal photo")
         passing = [f for f in faces if not quality.reasons(f.quality, quality_filter)]
@@ -571,7 +633,7 @@ class FaceService:
             if why:
                 raise ProbeQualityError(f"the probe is below the policy's quality floor ({'; '.join(why)}): it was not "
                                         "searched. Use a sharper, better lit, more frontal and larger face image")
-        (embedded,) = self.engine.embed_faces([probe])
+        (embedded,) = m.engine.embed_faces([probe])
         return probe, embedded.template.vector, [f for f in faces if f is not probe]
 
     def search_faces_by_image(
@@ -581,12 +643,12 @@ class FaceService:
     ) -> SearchFacesByImageResult:
         api_model.check("SearchFacesByImage", CollectionId=collection_id, Image={}, MaxFaces=max_faces,
                         FaceMatchThreshold=face_match_threshold, QualityFilter=quality_filter)
-        model = self._model_of(collection_id)
-        probe, vector, _ = self._probe(image, quality_filter, limits)
-        ident = self._identification(collection_id, face_match_threshold, DEFAULT_FACE_MATCH_THRESHOLD,
+        m = self._model_of(collection_id)
+        ident = self._identification(m, collection_id, face_match_threshold, DEFAULT_FACE_MATCH_THRESHOLD,
                                      limits, max_false_match_rate)
-        matches = self._matches(collection_id, model, vector, max_faces or DEFAULT_MAX_FACES, ident)
-        return SearchFacesByImageResult(probe.bounding_box, probe.confidence, matches, model, ident)
+        probe, vector, _ = self._probe(m, image, quality_filter, limits)
+        matches = self._matches(m, collection_id, vector, max_faces or DEFAULT_MAX_FACES, ident)
+        return SearchFacesByImageResult(probe.bounding_box, probe.confidence, matches, m.id, ident)
 
     # --- users -----------------------------------------------------------------------------------
 
@@ -616,6 +678,7 @@ class FaceService:
         existing = self.store.list_faces(collection_id, None, MAX_FACES_PER_USER, user_id=user_id)[0]
         reference = self.store.get_faces(collection_id, [f.face_id for f in existing], vectors=True)
         ref_vectors = [f.vector for f in reference.values()]
+        m = self._model_of(collection_id)
         ok, failed = [], []
         for face_id in dict.fromkeys(face_ids):
             f = found.get(face_id)
@@ -629,7 +692,7 @@ class FaceService:
                 failed.append(UnsuccessfulFaceAssociation(face_id, f.user_id, None, ["ASSOCIATED_TO_A_DIFFERENT_USER"]))
                 continue
             if ref_vectors:
-                sim = self.similarity(float(self.scoring.scores(f.vector, np.stack(ref_vectors)).max()))
+                sim = m.similarity(float(m.scoring.scores(f.vector, np.stack(ref_vectors)).max()))
                 if sim < threshold:
                     failed.append(UnsuccessfulFaceAssociation(face_id, user_id, sim, ["LOW_MATCH_CONFIDENCE"]))
                     continue
@@ -662,27 +725,27 @@ class FaceService:
         status = self.store.get_user(collection_id, user_id).status
         return DisassociateFacesResult([DisassociatedFace(f) for f in ok], failed, status)
 
-    def _user_matches(self, collection_id: str, vector: np.ndarray, max_users: int, ident: Identification,
-                      exclude_user: str | None = None) -> list[UserMatch]:
+    def _user_matches(self, m: BoundModel, collection_id: str, vector: np.ndarray, max_users: int,
+                      ident: Identification, exclude_user: str | None = None) -> list[UserMatch]:
         """Users ranked by their best-matching face. Faces not associated with a user are skipped."""
         threshold = ident.effective_threshold
         best: dict[str, float] = {}  # user -> best score
         k = 256
         while True:
-            hits = self._search(collection_id, vector, k)
+            hits = self._search(m, collection_id, vector, k)
             for f, score in hits:
                 if f.user_id and f.user_id != exclude_user:
                     best[f.user_id] = max(best.get(f.user_id, -np.inf), score)
             # stop once enough users are found or the scores fall under the threshold
-            if len(hits) < k or len(best) >= max_users or (hits and self.similarity(hits[-1][1]) < threshold):
+            if len(hits) < k or len(best) >= max_users or (hits and m.similarity(hits[-1][1]) < threshold):
                 break
             k *= 4
-        ranked = sorted(((c, u) for u, c in best.items() if self.similarity(c) >= threshold), reverse=True)[:max_users]
+        ranked = sorted(((c, u) for u, c in best.items() if m.similarity(c) >= threshold), reverse=True)[:max_users]
         statuses = {u: self.store.get_user(collection_id, u).status for _, u in ranked}
         out = []
         for c, u in ranked:
-            fmr = self.false_match_rate(c)
-            out.append(UserMatch(self.similarity(c), MatchedUser(u, statuses[u]), fmr,
+            fmr = m.false_match_rate(c)
+            out.append(UserMatch(m.similarity(c), MatchedUser(u, statuses[u]), fmr,
                                  None if fmr is None else fmr * ident.gallery_size))
         return out
 
@@ -696,14 +759,15 @@ class FaceService:
                         UserMatchThreshold=user_match_threshold, MaxUsers=max_users)
         if (user_id is None) == (face_id is None):
             raise InvalidParameterError("SearchUsers needs exactly one of UserId and FaceId")
-        model = self._model_of(collection_id)
-        ident = self._identification(collection_id, user_match_threshold, DEFAULT_USER_MATCH_THRESHOLD,
+        m = self._model_of(collection_id)
+        model = m.id
+        ident = self._identification(m, collection_id, user_match_threshold, DEFAULT_USER_MATCH_THRESHOLD,
                                      limits, max_false_match_rate)
         if face_id is not None:
             probe = self.store.get_faces(collection_id, [face_id], vectors=True).get(face_id)
             if probe is None:
                 raise ResourceNotFoundError(f"face {face_id} is not in collection {collection_id!r}")
-            matches = self._user_matches(collection_id, probe.vector, max_users or DEFAULT_MAX_USERS, ident)
+            matches = self._user_matches(m, collection_id, probe.vector, max_users or DEFAULT_MAX_USERS, ident)
             return SearchUsersResult(matches, model, searched_face=SearchedFace(face_id), identification=ident)
         self.store.get_user(collection_id, user_id)
         faces = self.store.list_faces(collection_id, None, MAX_FACES_PER_USER, user_id=user_id)[0]
@@ -711,7 +775,7 @@ class FaceService:
             raise InvalidParameterError(f"user {user_id!r} has no faces to search with; associate faces first")
         vectors = self.store.get_faces(collection_id, [f.face_id for f in faces], vectors=True)
         mean = normalise(np.mean([f.vector for f in vectors.values()], axis=0))
-        matches = self._user_matches(collection_id, mean, max_users or DEFAULT_MAX_USERS, ident, exclude_user=user_id)
+        matches = self._user_matches(m, collection_id, mean, max_users or DEFAULT_MAX_USERS, ident, exclude_user=user_id)
         return SearchUsersResult(matches, model, searched_user=SearchedUser(user_id), identification=ident)
 
     def search_users_by_image(
@@ -721,11 +785,12 @@ class FaceService:
     ) -> SearchUsersByImageResult:
         api_model.check("SearchUsersByImage", CollectionId=collection_id, Image={},
                         UserMatchThreshold=user_match_threshold, MaxUsers=max_users, QualityFilter=quality_filter)
-        model = self._model_of(collection_id)
-        probe, vector, others = self._probe(image, quality_filter, limits)
-        ident = self._identification(collection_id, user_match_threshold, DEFAULT_USER_MATCH_THRESHOLD,
+        m = self._model_of(collection_id)
+        model = m.id
+        ident = self._identification(m, collection_id, user_match_threshold, DEFAULT_USER_MATCH_THRESHOLD,
                                      limits, max_false_match_rate)
-        matches = self._user_matches(collection_id, vector, max_users or DEFAULT_MAX_USERS, ident)
+        probe, vector, others = self._probe(m, image, quality_filter, limits)
+        matches = self._user_matches(m, collection_id, vector, max_users or DEFAULT_MAX_USERS, ident)
         unsearched = [
             UnsearchedFace(FaceDetail.of(f), ["FACE_NOT_LARGEST"] + quality.reasons(f.quality, quality_filter))
             for f in others

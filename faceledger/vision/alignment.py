@@ -1,4 +1,5 @@
-"""Faces -> 150x150 chips, exactly as dlib's recognizer was trained to see them."""
+"""Faces -> chips: dlib's 150x150 chip (what quality is measured on, and what dlib's recognizer was trained
+to see), or the template a model declares (dlib's chip at another size, or the ArcFace template)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,61 @@ def prealigned_box(width: int, height: int, padding: float = CHIP_PADDING) -> tu
     """Where a detector's box would lie in a padded chip: the unpadded square in its middle."""
     inner_x, inner_y = width * padding / (1 + 2 * padding), height * padding / (1 + 2 * padding)
     return inner_x, inner_y, width - inner_x, height - inner_y
+
+
+#: The 112x112 five-point template of ArcFace-family models (insightface's ``arcface_dst``): the
+#: image-left eye, image-right eye, nose tip, and the two mouth corners.
+ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                        [41.5493, 92.3655], [70.7299, 92.2041]], np.float64)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 least-squares similarity (rotation, uniform scale, shift) taking src points to dst
+    (Umeyama 1991, without reflection)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    cov = b.T @ a / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
+    rot = u @ d @ vt
+    scale = float(np.trace(np.diag(sig) @ d) / a.var(0).sum())
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = md - scale * rot @ ms
+    return m
+
+
+def arcface_points(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """dlib's 5 points (eye corners, base of the nose) as the template points they correspond to:
+    each eye's centre to the template's eye; the nose base is not the template's nose tip, so the
+    fit rests on the eyes and the nose base's line (its horizontal position only)."""
+    p = np.asarray(landmarks, np.float64)
+    right_eye, left_eye, nose = p[0:2].mean(0), p[2:4].mean(0), p[4]  # the subject's right eye is image-left
+    src = np.array([right_eye, left_eye, nose])
+    dst = ARCFACE_112[[0, 1, 2]]
+    return src, dst
+
+
+def align_arcface(pixels: np.ndarray, landmarks: np.ndarray, size: tuple[int, int], scale: float = 1.0) -> np.ndarray:
+    """The face warped onto the ArcFace template, scaled to ``size`` (height, width); ``scale`` < 1
+    shows more of the head (the template shrinks about the chip's centre)."""
+    from PIL import Image
+
+    h, w = size
+    src, dst = arcface_points(landmarks)
+    dst = (dst - 56.0) * scale + 56.0
+    dst = dst * np.array([w / 112.0, h / 112.0])
+    m = similarity_transform(src, dst)
+    inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]  # Pillow maps output pixels back to input
+    img = Image.fromarray(np.ascontiguousarray(pixels))
+    out = img.transform((w, h), Image.Transform.AFFINE, inv.ravel().tolist(), resample=Image.Resampling.BILINEAR)
+    return np.asarray(out)
+
+
+def chip_for(pixels: np.ndarray, landmarks: np.ndarray, template: str, size: tuple[int, int], padding: float,
+             scale: float = 1.0) -> np.ndarray:
+    """The chip a model declares (models.manifest.Alignment) for a face with dlib's 5 landmarks."""
+    if template == "dlib-chip":
+        return align(pixels, landmarks, size=size[0], padding=padding)
+    return align_arcface(pixels, landmarks, size, scale)

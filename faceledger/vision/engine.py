@@ -7,6 +7,7 @@ coexist in one process.
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 
@@ -17,7 +18,9 @@ import numpy as np
 
 from faceledger.vision import alignment, imaging, quality
 from faceledger.vision.detection import LANDMARK_TYPES, DetectedFace, FaceFinder, Landmarker, make_detector
-from faceledger.models.embedding import Embedder, Template, cosine, make_embedder
+from faceledger.models.embedding import Embedder, Template, cosine
+from faceledger.models.manifest import Manifest
+from faceledger.models.registry import Registry
 from faceledger.errors import InvalidParameterError, NoFaceError
 from faceledger.vision.imaging import DecodedImage, ImageSource
 from faceledger.models.files import ModelId
@@ -41,6 +44,8 @@ def to_similarity(cos: float, model: str = "dlib-resnet-v1-flip") -> float:
     calibrated Similarity, a function of the false match rate (calibration.py), and pass it to
     ``compare(similarity=...)``; models without a calibration fall back to this one.
     """
+    if model.partition("@")[0] not in SIMILARITY_MAPS:  # a model with no map of its own: 100 x cosine
+        return 100.0 * min(1.0, max(0.0, float(cos)))
     d50, k = SIMILARITY_MAPS[model.partition("@")[0]]
     d = math.sqrt(max(0.0, 2.0 - 2.0 * cos))
     z = k * (d - d50)
@@ -71,7 +76,7 @@ class Face:
     landmarks: tuple[Landmark, ...]
     quality: Quality
     detector: str  # "hog", "mmod" or "prealigned"
-    chip: np.ndarray = field(repr=False)  # the aligned 150x150 chip the template is made from
+    chip: np.ndarray = field(repr=False)  # the chip the engine's model makes its template from
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,9 @@ class FaceEngine:
         detector: str | None = None,
         fallback_detector: str | None = None,
         embedder: Embedder | None = None,
+        model: str | None = None,
     ) -> None:
+        """``model``: a registry name (``faceledger models list``); default: the settings' model."""
         s = settings or Settings.load()
         if detector is not None or fallback_detector is not None:
             s = s.replace(
@@ -128,7 +135,12 @@ class FaceEngine:
                                    cache_dir=s.cache_dir, threads=s.onnx_threads) for n in names]
         self._landmarker = Landmarker()
         self._finder = FaceFinder(detectors, self._landmarker, max_side=s.detect_max_side, min_face_size=s.min_face_size)
-        self._embedder = embedder or make_embedder(s.embedder, s.embed_flip, s.cache_dir, s.onnx_threads)
+        self._registry = Registry.of(s)
+        if embedder is None:
+            entry = self._registry.get(model) if model else self._registry.resolve(s)
+            embedder = self._registry.embedder(entry, backend=s.embedder, threads=s.onnx_threads)
+        self._embedder = embedder
+        self.manifest: Manifest = getattr(embedder, "manifest", None) or self._registry.get(embedder.model.name).manifest
         # dlib's models are not documented as thread-safe: one call at a time per engine. A server
         # gets parallel CPU use from worker processes, each with its own engine.
         self._lock = threading.Lock()
@@ -136,6 +148,16 @@ class FaceEngine:
     @property
     def model(self) -> ModelId:
         return self._embedder.model
+
+    def with_model(self, name: str) -> "FaceEngine":
+        """An engine for another model that shares this one's detectors (and its lock)."""
+        entry = self._registry.get(name)
+        if entry.id == self.model:
+            return self
+        twin = copy.copy(self)
+        twin._embedder = self._registry.embedder(entry, backend=self.settings.embedder, threads=self.settings.onnx_threads)
+        twin.manifest = entry.manifest
+        return twin
 
     def load(self, image: ImageSource) -> DecodedImage:
         return imaging.load_image(image, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
@@ -157,6 +179,14 @@ class FaceEngine:
             faces = faces[:max_faces]
         return Detection(faces, decoded.width, decoded.height, decoded.orientation)
 
+    def _model_chip(self, pixels: np.ndarray, points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """The chip the model declares; dlib's 150-pixel chip (``reference``) when that is it."""
+        m = self.manifest
+        a = m.alignment
+        if (a.template, a.padding, m.input_size) == ("dlib-chip", alignment.CHIP_PADDING, (alignment.CHIP_SIZE,) * 2):
+            return reference
+        return alignment.chip_for(pixels, points, a.template, m.input_size, a.padding, a.scale)
+
     def _to_face(self, pixels: np.ndarray, f: DetectedFace) -> Face:
         chip = alignment.align(pixels, f.landmarks)
         return self._face(pixels, chip, (f.left, f.top, f.width, f.height), f.landmarks, f.confidence, f.detector)
@@ -168,13 +198,15 @@ class FaceEngine:
         chip = alignment.prealigned_chip(pixels)
         return self._face(pixels, chip, (0.0, 0.0, float(w), float(h)), points, 100.0, "prealigned")
 
-    def _face(self, pixels, chip, box, points, confidence, detector) -> Face:
+    def _face(self, pixels, reference, box, points, confidence, detector) -> Face:
+        """Quality is measured on dlib's chip whatever the model, so a floor means the same for all."""
         h, w = pixels.shape[:2]
         left, top, width, height = box
-        highlight, shadow = quality.exposure(chip)
+        highlight, shadow = quality.exposure(reference)
+        chip = self._model_chip(pixels, points, reference)
         q = Quality(
-            brightness=quality.brightness(chip),
-            sharpness=quality.sharpness(chip),
+            brightness=quality.brightness(reference),
+            sharpness=quality.sharpness(reference),
             highlight=highlight,
             shadow=shadow,
             pose=quality.pose(points),

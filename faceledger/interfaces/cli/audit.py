@@ -66,6 +66,9 @@ def audit_images(
     ray: Optional[str] = RayOpt,
     plain_only: bool = typer.Option(False, "--plain-only", help="Audit the plain cosine scores only (by default "
                                     "the cohort-normalised scores too, side by side, when the model has them)."),
+    models: list[str] = typer.Option([], "--model", help="Audit this model (`faceledger models list`); repeat to "
+                                     "audit several side by side on the same images and pairs. Default: the "
+                                     "configured model."),
     markdown_out: Optional[Path] = MarkdownOpt,
     html_out: Optional[Path] = HtmlOpt,
     json_out: Optional[Path] = JsonOutOpt,
@@ -78,72 +81,100 @@ def audit_images(
     from faceledger.settings import Settings
 
     with errors(as_json):
-        settings = Settings.load()
-        scorings = _scorings(settings, plain_only)
-        normaliser = scorings["cohort-normalised"].normaliser if "cohort-normalised" in scorings else None
+        base = Settings.load()
         if nonmated is not None and nonmated < 0:
             raise InvalidParameterError("--nonmated must be 0 (every pair) or a positive count")
-        sample = None if nonmated == 0 else nonmated
-        workers = pool(workers, ray)
-        if dataset == "fairface":
-            made = with_progress("FairFace templates", fairface_scores, settings, per_group=per_group, workers=workers,
-                                 normaliser=normaliser)
-        elif dataset == "lfw":
-            if nonmated is None:
-                sample = 2_000_000 if by == "gender" else None
-            made = with_progress("LFW templates", lfw_scores, settings, by=by, people=people, nonmated=sample,
-                                 workers=workers, normaliser=normaliser)
-        elif dataset.lower().endswith(".csv"):
-            made = with_progress("templates", manifest_scores, settings, Path(dataset), prealigned=prealigned,
-                                 nonmated=sample, workers=workers, normaliser=normaliser)
-        else:
+        if dataset not in ("fairface", "lfw") and not dataset.lower().endswith(".csv"):
             raise InvalidParameterError("--dataset must be fairface, lfw or a manifest .csv file")
-        scores = {"cosine": made.scores, "cohort-normalised": made.normalised}
-        reports = {name: audit(scores[name], targets=target_fmr, reference_group=reference_group, resamples=resamples,
-                               interval=interval, calibration=sc.calibration) for name, sc in scorings.items()}
-        if dataset == "lfw":
-            dataset = f"lfw by {by}"
-        extra = {"dataset": dataset, "images": made.images, "failures_to_acquire": made.failures_to_acquire,
-                 "score": "cosine of this engine's templates", "default_scoring": _DEFAULT[settings.score_normalisation]}
-        title = f"Demographic audit of this engine on {dataset}"
+        if len(set(models)) != len(models):
+            raise InvalidParameterError("each --model once")
+        workers = pool(workers, ray)
+        reports, extra = {}, {}
+        for name in models or [None]:
+            settings = base if name is None else base.replace(model=name)
+            scorings = _scorings(settings, plain_only)
+            normaliser = scorings["cohort-normalised"].normaliser if "cohort-normalised" in scorings else None
+            sample = None if nonmated == 0 else nonmated
+            label = "" if name is None else f"{name} "
+            if dataset == "fairface":
+                made = with_progress(f"{label}FairFace templates", fairface_scores, settings, per_group=per_group,
+                                     workers=workers, normaliser=normaliser)
+            elif dataset == "lfw":
+                if nonmated is None:
+                    sample = 2_000_000 if by == "gender" else None
+                made = with_progress(f"{label}LFW templates", lfw_scores, settings, by=by, people=people,
+                                     nonmated=sample, workers=workers, normaliser=normaliser)
+            else:
+                made = with_progress(f"{label}templates", manifest_scores, settings, Path(dataset), prealigned=prealigned,
+                                     nonmated=sample, workers=workers, normaliser=normaliser)
+            scores = {"cosine": made.scores, "cohort-normalised": made.normalised}
+            for scoring, sc in scorings.items():
+                reports[label + scoring] = audit(scores[scoring], targets=target_fmr, reference_group=reference_group,
+                                                 resamples=resamples, interval=interval, calibration=sc.calibration)
+            about = {"images": made.images, "failures_to_acquire": made.failures_to_acquire,
+                     "score": "cosine of this engine's templates",
+                     "default_scoring": _DEFAULT[settings.score_normalisation]}
+            if name is None:
+                extra.update(about)
+            else:
+                extra.setdefault("models", {})[name] = {"model": str(_model_id(settings)), **about}
+        shown = f"lfw by {by}" if dataset == "lfw" else dataset
+        extra = {"dataset": shown, **extra}
+        title = f"Demographic audit of this engine on {shown}" + (f": {' vs '.join(models)}" if len(models) > 1 else "")
         if len(reports) == 1:
-            _emit(reports["cosine"], title, as_json, markdown_out, html_out, json_out, extra)
+            _emit(next(iter(reports.values())), title, as_json, markdown_out, html_out, json_out, extra)
         else:
-            _emit_side_by_side(reports, title, as_json, markdown_out, html_out, json_out, extra)
+            _emit_side_by_side(reports, title, as_json, markdown_out, html_out, json_out, extra,
+                               _SIDE_NOTE if len(models) < 2 else _MODELS_NOTE)
+
+
+def _model_id(settings):
+    from faceledger.models.registry import model_id
+
+    return model_id(settings)
 
 
 _DEFAULT = {"none": "cosine", "cohort": "cohort-normalised"}
 _SIDE_NOTE = ("The same comparisons scored two ways: the plain cosine of two templates, and the cosine normalised "
               "against a cohort of centroids (score_normalisation = cohort; docs/fairness.md). Each scoring's own "
               "calibration states a false match rate; the tables show whether it holds for every group.")
+_MODELS_NOTE = ("The same images and pairs, each model's templates, each scored as its own calibration says (plain "
+                "cosines, and cohort-normalised scores where the model has a normaliser): whether each model's stated "
+                "false match rate holds for every group, and which model errs less, and more evenly.")
 
 
 def _scorings(settings, plain_only: bool) -> dict:
     """The scorings to audit: the plain one, and the normalised one where its files ship."""
     from faceledger.scoring.calibration import CalibrationMissingError
-    from faceledger.models.embedding import DlibResnetEmbedder
+    from faceledger.models.registry import model_id
     from faceledger.scoring.scoring import Scoring
 
-    model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
-    out = {"cosine": Scoring.of(model, "none")}
+    model = model_id(settings)
+    folder = settings.models_dir / model.name
+    try:
+        out = {"cosine": Scoring.of(str(model), "none", folder)}
+    except CalibrationMissingError:  # an uncalibrated model: rates are measured, none is stated
+        out = {"cosine": Scoring("none", None)}
     if not plain_only:
         try:
-            out["cohort-normalised"] = Scoring.of(model, "cohort")
+            out["cohort-normalised"] = Scoring.of(str(model), "cohort", folder)
         except CalibrationMissingError:  # NormaliserMissingError is one too: audit the plain scores alone
             pass
     return out
 
 
-def _emit_side_by_side(reports: dict, title: str, as_json: bool, markdown_out, html_out, json_out, extra: dict) -> None:
+def _emit_side_by_side(reports: dict, title: str, as_json: bool, markdown_out, html_out, json_out, extra: dict,
+                       note: str = _SIDE_NOTE) -> None:
     from faceledger.evaluation.audit_compare import side_by_side_markdown
     from faceledger.evaluation.audit_report import render_html_side_by_side
 
-    summary = side_by_side_markdown(reports, _SIDE_NOTE) + "\n" + "\n".join(
+    summary = side_by_side_markdown(reports, note) + "\n" + "\n".join(
         f"# Scores: {name}\n\n{markdown(r)}" for name, r in reports.items())
-    # the cosine report at the top level, as without normalisation; the other scorings beside it
-    document = json.dumps(_finite({**extra, **reports["cosine"].to_dict(),
-                                   "scorings": {n: r.to_dict() for n, r in reports.items() if n != "cosine"}}), indent=2)
-    _write(summary, document, lambda: render_html_side_by_side(reports, title, _SIDE_NOTE), as_json, markdown_out,
+    # the first report at the top level (one model: its cosine, as without normalisation); the others beside it
+    first = next(iter(reports))
+    document = json.dumps(_finite({**extra, **reports[first].to_dict(),
+                                   "scorings": {n: r.to_dict() for n, r in reports.items() if n != first}}), indent=2)
+    _write(summary, document, lambda: render_html_side_by_side(reports, title, note), as_json, markdown_out,
            html_out, json_out, extra)
 
 

@@ -15,12 +15,15 @@ from faceledger.errors import InvalidParameterError
 
 calibration_app = typer.Typer(help="The calibrated map from score to false match rate.", no_args_is_help=True)
 
-SHIPPED_PATH = Path(__file__).resolve().parents[2] / "data"
-
-
 @calibration_app.command("fit")
 def fit_command(
-    out_path: Optional[Path] = typer.Option(None, "--out", help="Where to write (default: the file the package ships)."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Where to write the calibration (default: the model's "
+                                            "folder under models_dir, where the service reads it; never the "
+                                            "installed package). The normaliser goes beside it."),
+    model: Optional[str] = typer.Option(None, "--model", help="The model to calibrate (`faceledger models list`); "
+                                        "default: the configured one."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Fit on your own labelled images instead of "
+                                            "FairFace + LFW: a CSV with path, group and subject (split by subject)."),
     fairface_images: Optional[int] = typer.Option(None, "--fairface-images", help="Only the first N FairFace images."),
     lfw_images: Optional[int] = typer.Option(None, "--lfw-images", help="Only the first N LFW images."),
     workers: Optional[int] = typer.Option(None, "--workers"),
@@ -32,13 +35,16 @@ def fit_command(
                                       "other side lies to it, without cluster offsets (docs/fairness.md)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Fit the calibration from every non-mated FairFace and LFW pair of the fit half, validate it
-    on the held-out half, and write it (byte-identical for the same data)."""
+    """Fit the calibration from every non-mated FairFace and LFW pair (or your manifest's) of the
+    fit half of the people, validate it on the held-out half, and write it (byte-identical for the
+    same data) into the model's folder."""
     from faceledger.scoring import normalisation as norm_mod
-    from faceledger.scoring.calibration import SHIPPED, Calibration, shipped_name
-    from faceledger.evaluation.calibration_fit import LOOKALIKE_CLUSTERS, dataset_sources, dumps, fit, fit_normaliser, validate
+    from faceledger.evaluation.calibration_fit import (
+        LOOKALIKE_CLUSTERS, dataset_sources, dumps, fit, fit_normaliser, manifest_sources, validate,
+    )
+    from faceledger.models.registry import Registry
+    from faceledger.scoring.calibration import Calibration, fitted_name
     from faceledger.scoring.scoring import NORMALISATIONS
-    from faceledger.models.embedding import DlibResnetEmbedder
     from faceledger.settings import Settings
 
     with errors(as_json):
@@ -46,20 +52,23 @@ def fit_command(
             raise InvalidParameterError(f"--normalisation is one of {', '.join(NORMALISATIONS)}")
         if not 0 <= pair_weight <= 1 or (pair_weight and normalisation != "cohort"):
             raise InvalidParameterError("--pair-weight is between 0 and 1, and applies to --normalisation cohort")
-        settings = Settings.load()
-        model = str(DlibResnetEmbedder.model_id(settings.embed_flip))
-        sources = dataset_sources(settings, fairface_images, lfw_images, lambda title, paths, **kw: _templates(
-            title, paths, settings, workers=workers, **kw))
-        name = shipped_name(model, normalisation)
-        target = out_path or SHIPPED_PATH / SHIPPED.get(name, f"calibration-{name.replace('+', '-')}.json")
+        settings = Settings.load(model=model)
+        entry = Registry.of(settings).resolve(settings)
+        model = str(entry.id)
+        templates = lambda title, paths, **kw: _templates(title, paths, settings, workers=workers, **kw)  # noqa: E731
+        if manifest is not None:
+            sources = manifest_sources(manifest, templates)
+        else:
+            sources = dataset_sources(settings, fairface_images, lfw_images, templates)
+        target = out_path or entry.folder / fitted_name(normalisation)
         target.parent.mkdir(parents=True, exist_ok=True)
         normaliser = None
         if normalisation == "cohort":
             err.print("fitting the score normaliser (k-means cohort, "
                       + (f"pair weight {pair_weight:g})" if pair_weight else "per-cluster offsets)"))
-            normaliser = fit_normaliser(sources, model, pair_weight)
-            base = model.partition("@")[0]
-            norm_path = target.with_name(norm_mod.SHIPPED.get(base, f"normaliser-{base}.json"))
+            normaliser = fit_normaliser(sources, model, pair_weight, entry.folder)
+            norm_path = target.with_name(norm_mod.SHIPPED.get(entry.name, f"normaliser-{entry.name}.json")
+                                         if out_path else norm_mod.FITTED)
             norm_path.write_text(normaliser.dumps())
             err.print(f"wrote {norm_path}: {len(normaliser.centroids)} cohort centroids")
         content, held = fit(sources, model, progress=lambda msg: err.print(msg), normaliser=normaliser,
@@ -90,16 +99,20 @@ def _templates(title: str, paths, settings, **kwargs):
 
 
 @calibration_app.command("table")
-def table_command(as_json: bool = JsonOpt) -> None:
+def table_command(
+    model: Optional[str] = typer.Option(None, "--model", help="The model (default: the configured one)."),
+    as_json: bool = JsonOpt,
+) -> None:
     """Similarity <-> false match rate <-> score threshold for this engine's model and
     score_normalisation (the score is a cosine, or a normalised cosine)."""
+    from faceledger.models.registry import Registry
     from faceledger.scoring.calibration import fmr_of_similarity, for_model
-    from faceledger.models.embedding import DlibResnetEmbedder
     from faceledger.settings import Settings
 
     with errors(as_json):
-        settings = Settings.load()
-        cal = for_model(str(DlibResnetEmbedder.model_id(settings.embed_flip)), settings.score_normalisation)
+        settings = Settings.load(model=model)
+        entry = Registry.of(settings).resolve(settings)
+        cal = for_model(str(entry.id), settings.score_normalisation, entry.folder)
         score = "cosine" if settings.score_normalisation == "none" else f"{settings.score_normalisation} score"
         rows = []
         for sim in (0, 14.3, 28.6, 42.9, 50, 57.1, 60, 70, 71.4, 80, 85.7, 90, 95, 99, 100):

@@ -92,11 +92,13 @@ def _emit(operation: str, result, as_json: bool) -> bool:
 def collection_create(
     name: str,
     store_images: bool = typer.Option(False, "--store-images", help="Also keep each indexed image (off: templates only)."),
+    model: Optional[str] = typer.Option(None, "--model", help="The collection's embedding model, for its life "
+                                        "(`faceledger models list`); default: the configured one."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a collection. Only templates and face metadata are kept unless --store-images."""
     with errors(as_json):
-        r = _service().create_collection(name, store_images=store_images)
+        r = _service().create_collection(name, store_images=store_images, model=model)
         if not _emit("CreateCollection", r, as_json):
             out.print(f"created [bold]{name}[/] ({r.collection_arn}), model {r.face_model_version}")
 
@@ -195,7 +197,9 @@ def index(
         gated = _Gated()
         svc = gated.gate.service
         svc.check_index(collection, None, max_faces, quality_filter, None)
-        keep_bytes = svc.store.get_collection(collection, counts=False).store_images  # also: the collection exists
+        info = svc.store.get_collection(collection, counts=False)  # also: the collection exists
+        keep_bytes = info.store_images
+        settings = settings.replace(model=info.model.partition("@")[0])  # workers embed with the collection's model
         files = list(_image_files(paths, recursive))
         jobs = [(str(f), max_faces, quality_filter, keep_bytes) for f in files]
         indexed, unindexed, failed = 0, Counter(), []

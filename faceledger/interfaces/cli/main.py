@@ -18,10 +18,11 @@ from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_NEGATIVE, Detector
 from faceledger.interfaces.cli.audit import audit_app
 from faceledger.interfaces.cli.calibration import calibration_app
 from faceledger.interfaces.cli.ledger import ledger_app, policy_app, review_app
+from faceledger.interfaces.cli.models import models_app
 from faceledger.interfaces.cli.server import keys_app, serve
 from faceledger.interfaces.cli.collections import collection_app, faces_app, index, search, users_app
 from faceledger.evaluation.datasets import LFW, FairFace, fetch_lfw
-from faceledger.models.embedding import DlibResnetEmbedder
+from faceledger.models.registry import model_id
 from faceledger.vision.engine import CompareResult, Detection, Face, FaceEngine
 from faceledger.errors import DatasetError, FaceledgerError, InvalidParameterError
 from faceledger.evaluation.protocols import detection_rates, evaluate_lfw, fairface_groups
@@ -40,14 +41,18 @@ app.command()(search)
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(calibration_app, name="calibration")
+app.add_typer(models_app, name="models")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(review_app, name="review")
 app.add_typer(policy_app, name="policy")
 app.command()(serve)
 
 
-def _engine(detector: Optional[str], fallback: Optional[str]) -> FaceEngine:
-    return FaceEngine(Settings.load(), detector=detector, fallback_detector=fallback)
+ModelOpt = typer.Option(None, "--model", help="Embedding model (`faceledger models list`); default: the configured one.")
+
+
+def _engine(detector: Optional[str], fallback: Optional[str], model: Optional[str] = None) -> FaceEngine:
+    return FaceEngine(Settings.load(), detector=detector, fallback_detector=fallback, model=model)
 
 
 def detection_json(path: str, d: Detection) -> dict:
@@ -66,7 +71,15 @@ def _calibration(engine: FaceEngine):
     similarities use the interim map, no rates)."""
     from faceledger.scoring.scoring import Scoring
 
-    sc = Scoring.of(str(engine.model), engine.settings.score_normalisation)
+    from faceledger.scoring.calibration import CalibrationMissingError
+
+    folder = engine.settings.models_dir / engine.model.name
+    try:
+        sc = Scoring.of(str(engine.model), engine.settings.score_normalisation, folder)
+    except CalibrationMissingError:
+        if engine.settings.score_normalisation == "none":
+            return None
+        sc = Scoring.of(str(engine.model), "none", folder)
     return sc if sc.calibration is not None else None
 
 
@@ -160,12 +173,13 @@ def compare(
     as_json: bool = JsonOpt,
     detector: Optional[str] = DetectorOpt,
     fallback: Optional[str] = FallbackOpt,
+    model: Optional[str] = ModelOpt,
 ) -> None:
     """Compare the largest face of SOURCE with every face in TARGET. Exit 0 on a match, 1 on none."""
     from faceledger.scoring.calibration import similarity_of_fmr
 
     with errors(as_json):
-        engine = _engine(detector, fallback)
+        engine = _engine(detector, fallback, model)
         cal = _calibration(engine)
         if max_fmr is not None:
             if cal is None:
@@ -177,7 +191,7 @@ def compare(
         r = engine.compare(source, target, threshold, quality_filter=quality_filter,
                            similarity=cal.similarity if cal else None, score=cal.score if cal else None)
         if as_json:
-            print(json.dumps(compare_json(r, cal), indent=2))
+            print(json.dumps({**compare_json(r, cal), "Model": str(engine.model)}, indent=2))
         else:
             table = Table(title=f"{source.name} vs {target.name} (threshold {threshold:.1f})", title_justify="left")
             for col in ("target face", "box (ratios)", "similarity", "false match rate", "verdict"):
@@ -187,6 +201,9 @@ def compare(
                 table.add_row(str(i), _box(m.face), f"{m.similarity:.1f}", f"{float(cal.fmr(m.score)):.1e}" if cal else "-",
                               verdict)
             out.print(table)
+            if cal is None:
+                out.print(f"[yellow]model {engine.model} has no calibration: similarity is 100 x cosine, no false "
+                          "match rate[/]")
             if not rows:
                 out.print("no face found in the target image")
             out.print("[dim]A match is a candidate for a person to check, not an identification.[/]")
@@ -201,14 +218,15 @@ def eval_lfw(
     as_json: bool = JsonOpt,
     detector: Optional[str] = DetectorOpt,
     fallback: Optional[str] = FallbackOpt,
+    model: Optional[str] = ModelOpt,
 ) -> None:
     """LFW View 2: 10 folds, threshold fitted on nine, accuracy on the tenth."""
     with errors(as_json):
-        settings = Settings.load(detector=detector, fallback_detector=fallback)
+        settings = Settings.load(detector=detector, fallback_detector=fallback, model=model)
         lfw = LFW.locate(settings)
         r = with_progress("embedding LFW images", evaluate_lfw, lfw, settings, pairs_per_fold=pairs_per_fold, workers=workers)
         if as_json:
-            print(json.dumps({**asdict(r), "protocol": "LFW View 2, 10-fold", "model": str(DlibResnetEmbedder.model_id(settings.embed_flip))}, indent=2))
+            print(json.dumps({**asdict(r), "protocol": "LFW View 2, 10-fold", "model": str(model_id(settings))}, indent=2))
             return
         table = Table(title="LFW View 2, 10-fold", title_justify="left")
         for col in ("fold", "pairs", "threshold (cosine)", "accuracy"):

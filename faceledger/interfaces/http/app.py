@@ -167,6 +167,7 @@ class CompareBody(BaseModel):
 class CollectionBody(BaseModel):
     collection_id: str
     store_images: bool = False
+    model: str | None = None  # `faceledger models list`; default: the server's model
 
 
 class IndexBody(ImageBody):
@@ -301,7 +302,7 @@ def _native_router(gate: Gate, dispatcher: Dispatcher, body_of, authenticate, an
     add("GET", "/collections", "ListCollections", None, lambda b, p, q: service.list_collections(
         max_results=q_int(q, "max_results"), next_token=q.get("next_token")), query=("max_results", "next_token"))
     add("POST", "/collections", "CreateCollection", CollectionBody, lambda b, p, q: service.create_collection(
-        b["collection_id"], store_images=b.get("store_images", False)))
+        b["collection_id"], store_images=b.get("store_images", False), model=b.get("model")))
     add("GET", "/collections/{collection_id}", "DescribeCollection", None,
         lambda b, p, q: service.describe_collection(p["collection_id"]))
     add("DELETE", "/collections/{collection_id}", "DeleteCollection", None,

@@ -27,8 +27,8 @@ from faceledger.service.operations import FaceService
 
 TARGET_PREFIX = "RekognitionService."
 #: Members accepted and not acted on: boto3 fills ClientRequestToken by itself (idempotency
-#: tokens); collection Tags have no use here.
-IGNORED_MEMBERS = {"ClientRequestToken", "Tags"}
+#: tokens). CreateCollection's Tags reach the service (the tag faceledger:model chooses the model).
+IGNORED_MEMBERS = {"ClientRequestToken"}
 
 
 def snake(name: str) -> str:

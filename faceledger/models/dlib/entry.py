@@ -1,0 +1,46 @@
+"""dlib's ResNet as a registry entry: its manifests (with and without mirror averaging), its model
+id, and its ONNX file, converted from dlib's own ``.dat`` at first use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from faceledger.models import files
+from faceledger.models.manifest import Alignment, Manifest
+
+LICENCE = "CC0-1.0"  # the weights (dlib-models README); dlib itself is Boost-1.0
+SOURCE = ("dlib-models by Davis King (dlib_face_recognition_resnet_model_v1.dat), "
+          "from the PyPI package face_recognition_models 0.3.0")
+#: The converted graph takes raw 0-255 RGB and normalises inside, as dlib's input layer does.
+_COMMON = dict(dimension=128, input_size=(150, 150), alignment=Alignment("dlib-chip", padding=0.25),
+               layout="NHWC", colour="RGB", input="rgb", licence=LICENCE, source=SOURCE)
+MANIFESTS = {
+    "dlib-resnet-v1-flip": Manifest(name="dlib-resnet-v1-flip", flip=True, **_COMMON,
+                                    description="dlib's 29-layer ResNet, each template the sum of the face's "
+                                                "and its mirror image's descriptors (the default)",
+                                    measured={"lfw_10fold_accuracy": 0.9917,
+                                              "command": "faceledger eval lfw (docs/evaluation.md)"}),
+    "dlib-resnet-v1": Manifest(name="dlib-resnet-v1", flip=False, **_COMMON,
+                               description="dlib's 29-layer ResNet, one pass per face",
+                               measured={"lfw_10fold_accuracy": 0.9893,
+                                         "command": "faceledger eval lfw with embed_flip = false"}),
+}
+
+
+def model_id(name: str) -> files.ModelId:
+    return files.ModelId(name, files.file_sha256(files.model_path(files.RESNET))[:12])
+
+
+def onnx_file(cache_dir: Path | None) -> Path:
+    from faceledger.models.dlib.onnx_export import converted_model
+
+    return converted_model(files.model_path(files.RESNET), cache_dir)
+
+
+def onnx_embedder(flip: bool = True, cache_dir: Path | None = None, threads: int = 0):
+    """dlib's ResNet on ONNX Runtime (the default runtime): same outputs as dlib to ~1e-7, so its
+    templates carry dlib's model id and mix freely with dlib's own."""
+    from faceledger.models.onnx_embedder import OnnxEmbedder
+
+    name = "dlib-resnet-v1-flip" if flip else "dlib-resnet-v1"
+    return OnnxEmbedder(MANIFESTS[name], onnx_file(cache_dir), model_id(name), threads=threads)
