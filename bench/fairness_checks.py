@@ -57,7 +57,7 @@ def load_templates(settings: Settings):
     got = acquire([path for _, path in imgs], settings, expected=LFW.expected_face)
     imgs = [(n, path) for n, path in imgs if got[path].vector is not None]
     lv = np.stack([got[path].vector for _, path in imgs]).astype(np.float32)
-    l_fit = np.array([in_fit_half(path.relative_to(lfw.root).as_posix()) for _, path in imgs])
+    l_fit = np.array([in_fit_half(n) for n, _ in imgs])  # by person, as calibration_fit splits
     return ffv, ff_fit, groups, lfw, imgs, lv, l_fit
 
 

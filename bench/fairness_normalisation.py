@@ -42,7 +42,7 @@ def load(settings: Settings):
     got = acquire([p for _, p in imgs], settings, expected=LFW.expected_face)
     imgs = [(n, p) for n, p in imgs if got[p].vector is not None]
     lv = np.stack([got[p].vector for _, p in imgs]).astype(np.float32)
-    l_fit = np.array([in_fit_half(p.relative_to(lfw.root).as_posix()) for _, p in imgs])
+    l_fit = np.array([in_fit_half(n) for n, _ in imgs])  # by person, as calibration_fit splits
     fit = np.concatenate([ffv[ff_fit], lv[l_fit]])
     ident = np.concatenate([np.array([f"ff{i}" for i in range(int(ff_fit.sum()))]),
                             np.array([n for n, _ in imgs])[l_fit]])

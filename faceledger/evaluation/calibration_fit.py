@@ -100,8 +100,17 @@ def manifest_sources(manifest, templates) -> list[Source]:
                    [s for _, s, _ in keep], [g for _, _, g in keep])]
 
 
-def in_fit_half(name: str) -> bool:
-    return hashlib.sha256(f"faceledger-calibration-split/{name}".encode()).digest()[0] % 2 == 0
+def in_fit_half(key: str) -> bool:
+    """Whether a person (or, where a dataset has no identities, an image) is in the fit half."""
+    return hashlib.sha256(f"faceledger-calibration-split/{key}".encode()).digest()[0] % 2 == 0
+
+
+def fit_half(src: Source) -> np.ndarray:
+    """The split is by person: every image of one person falls on one side, so the held-out half
+    measures people the calibration and the cohort never saw. Without identities (FairFace) each
+    image is its own subject."""
+    keys = src.identities if src.identities is not None else src.names
+    return np.array([in_fit_half(k) for k in keys])
 
 
 def _pair_scores(v: np.ndarray, ident: np.ndarray | None, group: np.ndarray | None = None, block: int = 1024,
@@ -160,7 +169,7 @@ def fit_normaliser(sources: list[Source], model: str, pair_weight: float = 0.0, 
 
     vectors, identities = [], []
     for src in sources:
-        half = np.array([in_fit_half(n) for n in src.names])
+        half = fit_half(src)
         vectors.append(src.vectors[half])
         ids = src.identities if src.identities is not None else [f"{src.name}/{n}" for n in src.names]
         identities += [f"{src.name}/{x}" for x, h in zip(ids, half) if h]
@@ -178,7 +187,7 @@ def fit(sources: list[Source], model: str, progress: Callable[[str], None] = lam
     matched impostors of ISO/IEC 19795-10, found by appearance, without labels)."""
     fitted, held = [], {}
     counts = {}
-    halves = [np.array([in_fit_half(n) for n in src.names]) for src in sources]
+    halves = [fit_half(src) for src in sources]
     centres = None
     if lookalike:
         centres = kmeans(np.concatenate([src.vectors[h] for src, h in zip(sources, halves)]), lookalike,
@@ -224,7 +233,7 @@ def fit(sources: list[Source], model: str, progress: Callable[[str], None] = lam
         "score": "cosine of unit templates" if normaliser is None else
                  f"cohort-normalised cosine (faceledger-normaliser {normaliser.digest})",
         "similarity": "100 * min(1, -log10(FMR) / 7)",
-        "fit": {"sources": counts, "nonmated_pairs": n, "split": "images by sha256 of their dataset-relative name",
+        "fit": {"sources": counts, "nonmated_pairs": n, "split": "people by sha256 of their identity (images where a dataset has none)",
                 **({"impostors": f"look-alike: pairs within one of {lookalike} k-means clusters of the fit half"}
                    if lookalike else {})},
         **({"normaliser": normaliser.digest} if normaliser is not None else {}),
