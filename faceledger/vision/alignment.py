@@ -59,14 +59,21 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
+#: Where dlib's nose point (the base of the nose, not the tip) lies in the 112 template: its median
+#: over LFW faces aligned by the eyes (the template's nose tip is 56.03, 71.74).
+NOSE_BASE_112 = (56.10, 78.57)
+
+
 def arcface_points(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """dlib's 5 points (eye corners, base of the nose) as the template points they correspond to:
-    each eye's centre to the template's eye; the nose base is not the template's nose tip, so the
-    fit rests on the eyes and the nose base's line (its horizontal position only)."""
+    """dlib's 5 points (eye corners, base of the nose) and where they go on the ArcFace template:
+    each eye's centre to the template's eye, the nose base to its median place. dlib has no mouth
+    corners, so the fit rests on three points (LFW: mobileface 92.8% this way, 91.3% by the eyes
+    alone; docs/models.md)."""
     p = np.asarray(landmarks, np.float64)
-    right_eye, left_eye, nose = p[0:2].mean(0), p[2:4].mean(0), p[4]  # the subject's right eye is image-left
-    src = np.array([right_eye, left_eye, nose])
-    dst = ARCFACE_112[[0, 1, 2]]
+    e1, e2 = p[0:2].mean(0), p[2:4].mean(0)
+    image_left, image_right = (e1, e2) if e1[0] < e2[0] else (e2, e1)  # the template's first eye is image-left
+    src = np.array([image_left, image_right, p[4]])
+    dst = np.array([ARCFACE_112[0], ARCFACE_112[1], NOSE_BASE_112])
     return src, dst
 
 
@@ -80,7 +87,10 @@ def align_arcface(pixels: np.ndarray, landmarks: np.ndarray, size: tuple[int, in
     dst = (dst - 56.0) * scale + 56.0
     dst = dst * np.array([w / 112.0, h / 112.0])
     m = similarity_transform(src, dst)
-    inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]  # Pillow maps output pixels back to input
+    # Pillow maps each output pixel back to the input, in pixel-corner coordinates: shift the
+    # transform (pixel centres) by half a pixel on both sides
+    half = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    inv = (half @ np.linalg.inv(np.vstack([m, [0, 0, 1]])) @ np.linalg.inv(half))[:2]
     img = Image.fromarray(np.ascontiguousarray(pixels))
     out = img.transform((w, h), Image.Transform.AFFINE, inv.ravel().tolist(), resample=Image.Resampling.BILINEAR)
     return np.asarray(out)

