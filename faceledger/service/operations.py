@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from faceledger.service import api_model
+from faceledger.service import api_model, scope
+from faceledger.service.accounts import AccountStore
 from faceledger.vision import quality
 from faceledger.scoring.calibration import CalibrationMissingError, fmr_of_similarity, similarity_of_fmr
 from faceledger.models.embedding import normalise
@@ -371,12 +373,21 @@ class BoundModel:
 class FaceService:
     def __init__(self, engine: FaceEngine, store: FaceStore, *, normalisation: str = "none") -> None:
         self.engine = engine
-        self.store = store
+        self.backend = store  # every account's collections; operations see one account's (``store``)
+        self._views: dict[str, AccountStore] = {}
         self.normalisation = normalisation
         self._bound: dict[str, BoundModel] = {}
         default = self._bind(engine)
         self.scoring = default.scoring
         self.calibration = self.scoring.calibration  # None: similarity by the engine's interim map, no rates
+
+    @property
+    def store(self) -> AccountStore:
+        """The store as the calling account sees it (scope.current(): the gate's grant)."""
+        account = scope.current().account
+        if account not in self._views:
+            self._views[account] = AccountStore(self.backend, account)
+        return self._views[account]
 
     def _bind(self, engine: FaceEngine) -> BoundModel:
         key = str(engine.model)
@@ -470,12 +481,23 @@ class FaceService:
     ) -> CompareFacesResult:
         api_model.check("CompareFaces", SourceImage={}, TargetImage={}, SimilarityThreshold=similarity_threshold,
                         QualityFilter=quality_filter)
-        r = self.engine.compare(source_image, target_image, _threshold(similarity_threshold, DEFAULT_FACE_MATCH_THRESHOLD),
+        threshold = _threshold(similarity_threshold, DEFAULT_FACE_MATCH_THRESHOLD)
+        r = self.engine.compare(source_image, target_image, threshold,
                                 quality_filter=quality_filter, similarity=self.similarity, score=self.scoring.score)
+        matches, unmatched = r.matches, r.unmatched
+        admission = scope.current().comparisons.admit("CompareFaces", len(matches) + len(unmatched))
+        if admission.limits is not None:
+            # A target of many faces is a gallery: the source is an identification probe, and the
+            # threshold rises with the number of faces as a search's does with its gallery.
+            _refuse_below_floor(admission.limits, r.source_face.quality, "the source face")
+            n = len(matches) + len(unmatched)
+            bar = max(threshold, similarity_of_fmr(admission.limits.max_fpir / n))
+            unmatched = sorted([*unmatched, *(m for m in matches if m.similarity < bar)], key=lambda m: -m.similarity)
+            matches = [m for m in matches if m.similarity >= bar]
         return CompareFacesResult(
             ComparedSourceImageFace(r.source_face.bounding_box, r.source_face.confidence),
-            [CompareFacesMatch(m.similarity, FaceDetail.of(m.face), self.false_match_rate(m.score)) for m in r.matches],
-            [FaceDetail.of(m.face) for m in r.unmatched],
+            [CompareFacesMatch(m.similarity, FaceDetail.of(m.face), self.false_match_rate(m.score)) for m in matches],
+            [FaceDetail.of(m.face) for m in unmatched],
             r.source_orientation.name,
             r.target_orientation.name,
         )
@@ -549,7 +571,8 @@ class FaceService:
         store_images = self.store.get_collection(collection_id, counts=False).store_images
         stored = self.store.add_faces(
             collection_id,
-            [NewFace(v, _box(d.bounding_box), d.confidence, external_image_id) for d, v in zip(prepared.indexed, prepared.vectors)],
+            [NewFace(v, _box(d.bounding_box), d.confidence, external_image_id, q)
+             for d, v, q in zip(prepared.indexed, prepared.vectors, prepared.qualities or [None] * len(prepared.indexed))],
             image=prepared.raw if store_images and prepared.indexed else None,
         )
         records = [FaceRecord(FaceRef.of(s, model), d) for s, d in zip(stored, prepared.indexed)]
@@ -611,6 +634,7 @@ class FaceService:
         probe = self.store.get_faces(collection_id, [face_id], vectors=True).get(face_id)
         if probe is None:
             raise ResourceNotFoundError(f"face {face_id} is not in collection {collection_id!r}")
+        _stored_above_floor(limits, [probe])
         ident = self._identification(m, collection_id, face_match_threshold, DEFAULT_FACE_MATCH_THRESHOLD,
                                      limits, max_false_match_rate)
         matches = self._matches(m, collection_id, probe.vector, max_faces or DEFAULT_MAX_FACES, ident, exclude=face_id)
@@ -629,10 +653,7 @@ class FaceService:
             raise NoFaceError(f"no face in the image passes the {quality_filter} quality filter ({why})")
         probe = passing[0]
         if limits is not None:
-            why = limits.quality_floor.failures(probe.quality)
-            if why:
-                raise ProbeQualityError(f"the probe is below the policy's quality floor ({'; '.join(why)}): it was not "
-                                        "searched. Use a sharper, better lit, more frontal and larger face image")
+            _refuse_below_floor(limits, probe.quality, "the probe")
         (embedded,) = m.engine.embed_faces([probe])
         return probe, embedded.template.vector, [f for f in faces if f is not probe]
 
@@ -676,9 +697,16 @@ class FaceService:
         user = self.store.get_user(collection_id, user_id)
         found = self.store.get_faces(collection_id, face_ids, vectors=True)
         existing = self.store.list_faces(collection_id, None, MAX_FACES_PER_USER, user_id=user_id)[0]
-        reference = self.store.get_faces(collection_id, [f.face_id for f in existing], vectors=True)
-        ref_vectors = [f.vector for f in reference.values()]
+        reference = list(self.store.get_faces(collection_id, [f.face_id for f in existing], vectors=True).values())
         m = self._model_of(collection_id)
+        # Each candidate is compared with the user's faces: as many comparisons as candidates of
+        # possibly as many people. Past the policy's bound that is identification (the gate decides);
+        # under it, a caller who may not identify learns pass or fail, never the similarity.
+        compared = [f for f in found.values() if f.user_id is None] if reference else []
+        admission = scope.current().comparisons.admit("AssociateFaces", len(compared))
+        if admission.limits is not None:
+            reference = _stored_above_floor(admission.limits, reference)
+        ref_vectors = [f.vector for f in reference]
         ok, failed = [], []
         for face_id in dict.fromkeys(face_ids):
             f = found.get(face_id)
@@ -694,7 +722,8 @@ class FaceService:
             if ref_vectors:
                 sim = m.similarity(float(m.scoring.scores(f.vector, np.stack(ref_vectors)).max()))
                 if sim < threshold:
-                    failed.append(UnsuccessfulFaceAssociation(face_id, user_id, sim, ["LOW_MATCH_CONFIDENCE"]))
+                    shown = sim if admission.disclose_scores else None
+                    failed.append(UnsuccessfulFaceAssociation(face_id, user_id, shown, ["LOW_MATCH_CONFIDENCE"]))
                     continue
             ok.append(face_id)
         new = [fid for fid in ok if found[fid].user_id != user_id]
@@ -767,6 +796,7 @@ class FaceService:
             probe = self.store.get_faces(collection_id, [face_id], vectors=True).get(face_id)
             if probe is None:
                 raise ResourceNotFoundError(f"face {face_id} is not in collection {collection_id!r}")
+            _stored_above_floor(limits, [probe])
             matches = self._user_matches(m, collection_id, probe.vector, max_users or DEFAULT_MAX_USERS, ident)
             return SearchUsersResult(matches, model, searched_face=SearchedFace(face_id), identification=ident)
         self.store.get_user(collection_id, user_id)
@@ -774,7 +804,8 @@ class FaceService:
         if not faces:
             raise InvalidParameterError(f"user {user_id!r} has no faces to search with; associate faces first")
         vectors = self.store.get_faces(collection_id, [f.face_id for f in faces], vectors=True)
-        mean = normalise(np.mean([f.vector for f in vectors.values()], axis=0))
+        probes = _stored_above_floor(limits, list(vectors.values()))  # only the user's faces that clear the floor
+        mean = normalise(np.mean([f.vector for f in probes], axis=0))
         matches = self._user_matches(m, collection_id, mean, max_users or DEFAULT_MAX_USERS, ident, exclude_user=user_id)
         return SearchUsersResult(matches, model, searched_user=SearchedUser(user_id), identification=ident)
 
@@ -812,6 +843,7 @@ class PreparedImage:
     unindexed: list[UnindexedFace]
     raw: bytes | None = field(default=None, repr=False)
     sha256: str = ""  # of the image's bytes, for the ledger (the bytes themselves stay out of it)
+    qualities: tuple[dict, ...] = ()  # of each indexed face, kept in the store (a stored face's floor)
 
 
 def prepare_index(
@@ -837,10 +869,48 @@ def prepare_index(
     raw = _raw_bytes(image)
     digest = hashlib.sha256(raw).hexdigest() if raw is not None else ""
     return PreparedImage(str(engine.model), decoded.orientation.name, [FaceDetail.of(f) for f in keep], vectors, unindexed,
-                         raw if keep_bytes and keep else None, digest)
+                         raw if keep_bytes and keep else None, digest, tuple(quality_record(f.quality) for f in keep))
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+
+def quality_record(q: quality.Quality) -> dict:
+    """A face's quality as the store keeps it."""
+    return dataclasses.asdict(q)
+
+
+def quality_of(record: dict) -> quality.Quality:
+    return quality.Quality(**{**record, "pose": quality.Pose(**record["pose"])})
+
+
+def _refuse_below_floor(limits: Limits, q: quality.Quality, what: str) -> None:
+    why = limits.quality_floor.failures(q)
+    if why:
+        raise ProbeQualityError(f"{what} is below the policy's quality floor ({'; '.join(why)}): it was not compared. "
+                                "Use a sharper, better lit, more frontal and larger face image")
+
+
+def _stored_above_floor(limits: Limits | None, faces: list[StoredFace]) -> list[StoredFace]:
+    """The stored faces that clear the floor, by the quality measured when each was indexed (so
+    IndexFaces with QualityFilter NONE and a search by FaceId cannot launder a poor probe).
+    Refuses when none does; a face indexed before quality was kept clears no floor."""
+    if limits is None:
+        return faces
+    passing, why = [], []
+    for f in faces:
+        if f.quality is None:
+            why.append(f"face {f.face_id} was indexed before faceledger kept face quality, so its quality is unknown")
+            continue
+        failures = limits.quality_floor.failures(quality_of(f.quality))
+        if failures:
+            why.append(f"face {f.face_id}: {'; '.join(failures)}")
+        else:
+            passing.append(f)
+    if not passing:
+        raise ProbeQualityError(f"no stored face clears the policy's quality floor ({'; '.join(why)}): nothing was "
+                                "searched. Search by a better image (SearchFacesByImage), or index one and search by its face")
+    return passing
 
 
 def _threshold(value: float | None, default: float) -> float:
