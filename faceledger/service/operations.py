@@ -373,7 +373,7 @@ class BoundModel:
 class FaceService:
     def __init__(self, engine: FaceEngine, store: FaceStore, *, normalisation: str = "none") -> None:
         self.engine = engine
-        self.backend = store  # every account's collections; operations see one account's (``store``)
+        self.store = store  # every account's collections; operations see one account's (``collections``)
         self._views: dict[str, AccountStore] = {}
         self.normalisation = normalisation
         self._bound: dict[str, BoundModel] = {}
@@ -382,11 +382,12 @@ class FaceService:
         self.calibration = self.scoring.calibration  # None: similarity by the engine's interim map, no rates
 
     @property
-    def store(self) -> AccountStore:
-        """The store as the calling account sees it (scope.current(): the gate's grant)."""
+    def collections(self) -> AccountStore:
+        """The store as the calling account sees it (scope.current(): the gate's grant). Every
+        operation reaches the store through it, never through ``store``."""
         account = scope.current().account
         if account not in self._views:
-            self._views[account] = AccountStore(self.backend, account)
+            self._views[account] = AccountStore(self.store, account)
         return self._views[account]
 
     def _bind(self, engine: FaceEngine) -> BoundModel:
@@ -423,10 +424,10 @@ class FaceService:
     def _search(self, m: BoundModel, collection_id: str, vector: np.ndarray, k: int) -> list[tuple[StoredFace, float]]:
         """The nearest faces with their scores, best first. Normalised scores rank differently
         from cosines: the scoring's candidates(k) cosine neighbours are re-scored and re-ranked."""
-        hits = self.store.search(collection_id, vector, m.scoring.candidates(k))
+        hits = self.collections.search(collection_id, vector, m.scoring.candidates(k))
         if m.scoring.normaliser is None or not hits:
             return hits
-        full = self.store.get_faces(collection_id, [f.face_id for f, _ in hits], vectors=True)
+        full = self.collections.get_faces(collection_id, [f.face_id for f, _ in hits], vectors=True)
         scores = m.scoring.scores(vector, np.stack([full[f.face_id].vector for f, _ in hits]))
         return [(hits[i][0], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
 
@@ -441,7 +442,7 @@ class FaceService:
                 f"model {m.id} has no calibration, so its scores carry no false match rate and a search cannot "
                 f"bound its false candidates: identification is refused. Fit one with `faceledger calibration fit "
                 f"--model {m.engine.model.name}` (detection and 1:1 comparison work without it)")
-        n = self.store.face_count(collection_id)
+        n = self.collections.face_count(collection_id)
         if max_fmr is not None and not 0.0 < max_fmr <= 1.0:
             raise InvalidParameterError(f"a false match rate target is in (0, 1], not {max_fmr}")
         by_rate = None if max_fmr is None else similarity_of_fmr(max_fmr)
@@ -458,7 +459,7 @@ class FaceService:
 
     def _model_of(self, collection_id: str) -> BoundModel:
         """The model the collection was made with: its templates are only ever compared with its own."""
-        model = self.store.get_collection(collection_id, counts=False).model
+        model = self.collections.get_collection(collection_id, counts=False).model
         try:
             return self.model_for(model)
         except ModelNotFoundError:
@@ -512,26 +513,26 @@ class FaceService:
         """``store_images``: keep each indexed image's bytes (off by default: templates only)."""
         api_model.check("CreateCollection", CollectionId=collection_id)
         engine = self.engine if model is None else self.model_for(model).engine
-        info = self.store.create_collection(collection_id, str(engine.model), store_images=store_images,
+        info = self.collections.create_collection(collection_id, str(engine.model), store_images=store_images,
                                             ndim=engine.manifest.dimension)
         return CreateCollectionResult(200, info.arn, info.model)
 
     def describe_collection(self, collection_id: str) -> DescribeCollectionResult:
         api_model.check("DescribeCollection", CollectionId=collection_id)
-        i = self.store.get_collection(collection_id)
+        i = self.collections.get_collection(collection_id)
         return DescribeCollectionResult(i.face_count, i.model, i.arn, i.created, i.user_count)
 
     def list_collections(self, max_results: int | None = None, next_token: str | None = None) -> ListCollectionsResult:
         api_model.check("ListCollections", MaxResults=max_results, NextToken=next_token)
         after = _read_token(next_token, "ListCollections", "")
-        items, cursor = self.store.list_collections(after, max_results or DEFAULT_PAGE["ListCollections"])
+        items, cursor = self.collections.list_collections(after, max_results or DEFAULT_PAGE["ListCollections"])
         return ListCollectionsResult(
             [i.name for i in items], [i.model for i in items], _make_token(cursor, "ListCollections", "")
         )
 
     def delete_collection(self, collection_id: str) -> DeleteCollectionResult:
         api_model.check("DeleteCollection", CollectionId=collection_id)
-        self.store.delete_collection(collection_id)
+        self.collections.delete_collection(collection_id)
         return DeleteCollectionResult(200)
 
     # --- faces -----------------------------------------------------------------------------------
@@ -568,8 +569,8 @@ class FaceService:
         model = self._model_of(collection_id).id
         if prepared.model != model:
             raise InvalidParameterError(f"templates were made by {prepared.model}; collection {collection_id!r} holds {model}")
-        store_images = self.store.get_collection(collection_id, counts=False).store_images
-        stored = self.store.add_faces(
+        store_images = self.collections.get_collection(collection_id, counts=False).store_images
+        stored = self.collections.add_faces(
             collection_id,
             [NewFace(v, _box(d.bounding_box), d.confidence, external_image_id, q)
              for d, v, q in zip(prepared.indexed, prepared.vectors, prepared.qualities or [None] * len(prepared.indexed))],
@@ -589,10 +590,10 @@ class FaceService:
     ) -> ListFacesResult:
         api_model.check("ListFaces", CollectionId=collection_id, MaxResults=max_results, NextToken=next_token,
                         UserId=user_id, FaceIds=list(face_ids) if face_ids is not None else None)
-        model = self.store.get_collection(collection_id, counts=False).model
+        model = self.collections.get_collection(collection_id, counts=False).model
         scope = f"{collection_id}/{user_id or ''}/{','.join(face_ids or [])}"
         after = _read_token(next_token, "ListFaces", scope)
-        faces, cursor = self.store.list_faces(
+        faces, cursor = self.collections.list_faces(
             collection_id, after, max_results or DEFAULT_PAGE["ListFaces"], user_id=user_id,
             face_ids=list(face_ids) if face_ids is not None else None,
         )
@@ -600,7 +601,7 @@ class FaceService:
 
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> DeleteFacesResult:
         api_model.check("DeleteFaces", CollectionId=collection_id, FaceIds=list(face_ids))
-        found = self.store.get_faces(collection_id, face_ids)
+        found = self.collections.get_faces(collection_id, face_ids)
         failed, deletable = [], []
         for face_id in dict.fromkeys(face_ids):
             f = found.get(face_id)
@@ -610,7 +611,7 @@ class FaceService:
                 failed.append(UnsuccessfulFaceDeletion(face_id, f.user_id, ["ASSOCIATED_TO_AN_EXISTING_USER"]))
             else:
                 deletable.append(face_id)
-        deleted = self.store.delete_faces(collection_id, deletable) if deletable else []
+        deleted = self.collections.delete_faces(collection_id, deletable) if deletable else []
         return DeleteFacesResult(deleted, failed)
 
     def _matches(self, m: BoundModel, collection_id: str, vector: np.ndarray, max_faces: int, ident: Identification,
@@ -631,7 +632,7 @@ class FaceService:
         api_model.check("SearchFaces", CollectionId=collection_id, FaceId=face_id, MaxFaces=max_faces,
                         FaceMatchThreshold=face_match_threshold)
         m = self._model_of(collection_id)
-        probe = self.store.get_faces(collection_id, [face_id], vectors=True).get(face_id)
+        probe = self.collections.get_faces(collection_id, [face_id], vectors=True).get(face_id)
         if probe is None:
             raise ResourceNotFoundError(f"face {face_id} is not in collection {collection_id!r}")
         _stored_above_floor(limits, [probe])
@@ -675,16 +676,16 @@ class FaceService:
 
     def create_user(self, collection_id: str, user_id: str) -> None:
         api_model.check("CreateUser", CollectionId=collection_id, UserId=user_id)
-        self.store.create_user(collection_id, user_id)
+        self.collections.create_user(collection_id, user_id)
 
     def delete_user(self, collection_id: str, user_id: str) -> None:
         api_model.check("DeleteUser", CollectionId=collection_id, UserId=user_id)
-        self.store.delete_user(collection_id, user_id)
+        self.collections.delete_user(collection_id, user_id)
 
     def list_users(self, collection_id: str, *, max_results: int | None = None, next_token: str | None = None) -> ListUsersResult:
         api_model.check("ListUsers", CollectionId=collection_id, MaxResults=max_results, NextToken=next_token)
         after = _read_token(next_token, "ListUsers", collection_id)
-        items, cursor = self.store.list_users(collection_id, after, max_results or DEFAULT_PAGE["ListUsers"])
+        items, cursor = self.collections.list_users(collection_id, after, max_results or DEFAULT_PAGE["ListUsers"])
         return ListUsersResult([User(u.user_id, u.status) for u in items], _make_token(cursor, "ListUsers", collection_id))
 
     def associate_faces(
@@ -694,10 +695,10 @@ class FaceService:
         api_model.check("AssociateFaces", CollectionId=collection_id, UserId=user_id, FaceIds=list(face_ids),
                         UserMatchThreshold=user_match_threshold)
         threshold = _threshold(user_match_threshold, DEFAULT_ASSOCIATE_THRESHOLD)
-        user = self.store.get_user(collection_id, user_id)
-        found = self.store.get_faces(collection_id, face_ids, vectors=True)
-        existing = self.store.list_faces(collection_id, None, MAX_FACES_PER_USER, user_id=user_id)[0]
-        reference = list(self.store.get_faces(collection_id, [f.face_id for f in existing], vectors=True).values())
+        user = self.collections.get_user(collection_id, user_id)
+        found = self.collections.get_faces(collection_id, face_ids, vectors=True)
+        existing = self.collections.list_faces(collection_id, None, MAX_FACES_PER_USER, user_id=user_id)[0]
+        reference = list(self.collections.get_faces(collection_id, [f.face_id for f in existing], vectors=True).values())
         m = self._model_of(collection_id)
         # Each candidate is compared with the user's faces: as many comparisons as candidates of
         # possibly as many people. Past the policy's bound that is identification (the gate decides);
@@ -732,14 +733,14 @@ class FaceService:
                 f"user {user_id!r} would have {user.face_count + len(new)} faces; the limit is {MAX_FACES_PER_USER}"
             )
         if new:
-            self.store.set_user(collection_id, new, user_id)
-        status = self.store.get_user(collection_id, user_id).status
+            self.collections.set_user(collection_id, new, user_id)
+        status = self.collections.get_user(collection_id, user_id).status
         return AssociateFacesResult([AssociatedFace(f) for f in ok], failed, status)
 
     def disassociate_faces(self, collection_id: str, user_id: str, face_ids: Sequence[str]) -> DisassociateFacesResult:
         api_model.check("DisassociateFaces", CollectionId=collection_id, UserId=user_id, FaceIds=list(face_ids))
-        self.store.get_user(collection_id, user_id)
-        found = self.store.get_faces(collection_id, face_ids)
+        self.collections.get_user(collection_id, user_id)
+        found = self.collections.get_faces(collection_id, face_ids)
         ok, failed = [], []
         for face_id in dict.fromkeys(face_ids):
             f = found.get(face_id)
@@ -750,8 +751,8 @@ class FaceService:
             else:
                 ok.append(face_id)
         if ok:
-            self.store.set_user(collection_id, ok, None)
-        status = self.store.get_user(collection_id, user_id).status
+            self.collections.set_user(collection_id, ok, None)
+        status = self.collections.get_user(collection_id, user_id).status
         return DisassociateFacesResult([DisassociatedFace(f) for f in ok], failed, status)
 
     def _user_matches(self, m: BoundModel, collection_id: str, vector: np.ndarray, max_users: int,
@@ -770,7 +771,7 @@ class FaceService:
                 break
             k *= 4
         ranked = sorted(((c, u) for u, c in best.items() if m.similarity(c) >= threshold), reverse=True)[:max_users]
-        statuses = {u: self.store.get_user(collection_id, u).status for _, u in ranked}
+        statuses = {u: self.collections.get_user(collection_id, u).status for _, u in ranked}
         out = []
         for c, u in ranked:
             fmr = m.false_match_rate(c)
@@ -793,17 +794,17 @@ class FaceService:
         ident = self._identification(m, collection_id, user_match_threshold, DEFAULT_USER_MATCH_THRESHOLD,
                                      limits, max_false_match_rate)
         if face_id is not None:
-            probe = self.store.get_faces(collection_id, [face_id], vectors=True).get(face_id)
+            probe = self.collections.get_faces(collection_id, [face_id], vectors=True).get(face_id)
             if probe is None:
                 raise ResourceNotFoundError(f"face {face_id} is not in collection {collection_id!r}")
             _stored_above_floor(limits, [probe])
             matches = self._user_matches(m, collection_id, probe.vector, max_users or DEFAULT_MAX_USERS, ident)
             return SearchUsersResult(matches, model, searched_face=SearchedFace(face_id), identification=ident)
-        self.store.get_user(collection_id, user_id)
-        faces = self.store.list_faces(collection_id, None, MAX_FACES_PER_USER, user_id=user_id)[0]
+        self.collections.get_user(collection_id, user_id)
+        faces = self.collections.list_faces(collection_id, None, MAX_FACES_PER_USER, user_id=user_id)[0]
         if not faces:
             raise InvalidParameterError(f"user {user_id!r} has no faces to search with; associate faces first")
-        vectors = self.store.get_faces(collection_id, [f.face_id for f in faces], vectors=True)
+        vectors = self.collections.get_faces(collection_id, [f.face_id for f in faces], vectors=True)
         probes = _stored_above_floor(limits, list(vectors.values()))  # only the user's faces that clear the floor
         mean = normalise(np.mean([f.vector for f in probes], axis=0))
         matches = self._user_matches(m, collection_id, mean, max_users or DEFAULT_MAX_USERS, ident, exclude_user=user_id)
