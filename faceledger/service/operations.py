@@ -21,6 +21,7 @@ import numpy as np
 
 from faceledger.service import api_model, scope
 from faceledger.service.accounts import AccountStore
+from faceledger.service.scope import Admission
 from faceledger.vision import quality
 from faceledger.scoring.calibration import CalibrationMissingError, fmr_of_similarity, similarity_of_fmr
 from faceledger.models.embedding import normalise
@@ -483,16 +484,21 @@ class FaceService:
         api_model.check("CompareFaces", SourceImage={}, TargetImage={}, SimilarityThreshold=similarity_threshold,
                         QualityFilter=quality_filter)
         threshold = _threshold(similarity_threshold, DEFAULT_FACE_MATCH_THRESHOLD)
-        r = self.engine.compare(source_image, target_image, threshold,
-                                quality_filter=quality_filter, similarity=self.similarity, score=self.scoring.score)
+        granted: list[Admission] = []
+
+        def admit(source: Face, targets: list[Face]) -> None:
+            """Before any template is made: a target of many faces is a gallery, so the source is an
+            identification probe (the gate decides; under a policy, the probe's floor applies)."""
+            granted.append(scope.current().comparisons.admit("CompareFaces", len(targets)))
+            if granted[0].limits is not None:
+                _refuse_below_floor(granted[0].limits, source.quality, "the source face")
+
+        r = self.engine.compare(source_image, target_image, threshold, quality_filter=quality_filter,
+                                similarity=self.similarity, score=self.scoring.score, before_comparing=admit)
         matches, unmatched = r.matches, r.unmatched
-        admission = scope.current().comparisons.admit("CompareFaces", len(matches) + len(unmatched))
-        if admission.limits is not None:
-            # A target of many faces is a gallery: the source is an identification probe, and the
-            # threshold rises with the number of faces as a search's does with its gallery.
-            _refuse_below_floor(admission.limits, r.source_face.quality, "the source face")
+        if granted[0].limits is not None:  # the threshold rises with the number of faces, as with a gallery
             n = len(matches) + len(unmatched)
-            bar = max(threshold, similarity_of_fmr(admission.limits.max_fpir / n))
+            bar = max(threshold, similarity_of_fmr(granted[0].limits.max_fpir / n))
             unmatched = sorted([*unmatched, *(m for m in matches if m.similarity < bar)], key=lambda m: -m.similarity)
             matches = [m for m in matches if m.similarity >= bar]
         return CompareFacesResult(
