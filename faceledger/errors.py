@@ -126,6 +126,14 @@ class ServiceQuotaExceededError(FaceledgerError):
     http_status = 400
 
 
+class ComparisonBudgetError(FaceledgerError):
+    """A principal's comparisons for the day without the identification purpose are spent
+    (the policy's daily_comparisons_without_identification)."""
+
+    code = "LimitExceededException"
+    http_status = 400
+
+
 # --- the HTTP service ------------------------------------------------------------------------------
 
 

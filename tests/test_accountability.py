@@ -82,8 +82,8 @@ def test_shipped_calibration_says_where_data_stops():
 # --- policy --------------------------------------------------------------------------------------------
 
 
-def _ctx(roles=("investigator",), purposes=("missing-person",), purpose="missing-person", case="C-1"):
-    return Context(Principal("alice", roles, purposes), purpose, case)
+def _ctx(roles=("investigator",), purposes=("missing-person",), purpose="missing-person", case="C-1", name="alice"):
+    return Context(Principal(name, roles, purposes), purpose, case)
 
 
 def test_moratorium_refuses_law_enforcement_and_allows_a_permitted_purpose():
@@ -249,7 +249,7 @@ def test_review_gates_the_export_of_candidates(gated, lfw):
     r = gated.call(_ctx(), "SearchFacesByImage",
                    lambda **x: gated.service.search_faces_by_image("people", probe, face_match_threshold=0, **x),
                    collection="people", images=[probe])
-    reviewer = _ctx(roles=("reviewer",))
+    reviewer = _ctx(roles=("reviewer",), name="bob")  # not the searcher: separation of duties
     with pytest.raises(errors.AccessDeniedError, match="confirm"):
         gated.export_candidates(reviewer, r.ledger_entry)
     done = gated.review(reviewer, r.ledger_entry, "confirmed", "same ear shape and scar, checked against the file")

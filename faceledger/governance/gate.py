@@ -6,6 +6,12 @@ never the image), the policy in force (name and digest) and its decision, and wh
 (face and user ids with similarity and false match rate, the identification's threshold and
 gallery size). Identification runs under the policy's limits; its ledger entry number is returned
 so that a reviewer's decision can be linked to it.
+
+Each call runs in a scope the gate grants (service.scope): the account it acts in, so a key sees
+only its account's collections, and a ComparisonGuard that the service asks before comparing a
+face with many (governance.comparisons: the one rule for identification outside search, and the
+daily budget of comparisons). Reviews and exports keep separation of duties: whoever ran a search
+may neither review nor export its candidates.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from faceledger.errors import AccessDeniedError, FaceledgerError, InvalidParameterError
-from faceledger.governance.ledger import Ledger
+from faceledger.governance.comparisons import ComparisonBudget, ComparisonGuard
+from faceledger.governance.ledger import Entry, Ledger
 from faceledger.governance.policy import IDENTIFICATION, Context, Policy
+from faceledger.service.scope import DEFAULT_ACCOUNT, CallScope, acting
 
 REVIEW_DECISIONS = ("confirmed", "rejected", "inconclusive")
 
@@ -46,6 +54,7 @@ class Gate:
         self.policy = policy
         self.ledger = ledger
         self.policy_source = policy_source
+        self.budget = ComparisonBudget(ledger)
         self._record_policy()
 
     def _refresh_policy(self) -> None:
@@ -70,6 +79,7 @@ class Gate:
         return {
             "operation": operation,
             "principal": ctx.principal.name,
+            "account": ctx.acting_account,
             "roles": list(ctx.principal.roles),
             "purpose": ctx.purpose,
             "case_reference": ctx.case_reference,
@@ -92,22 +102,37 @@ class Gate:
             self.ledger.append({**entry, "outcome": "AccessDeniedException"})
             raise AccessDeniedError(decision.reason)
         extra = {"limits": self.policy.limits} if operation in IDENTIFICATION else {}
+        guard = ComparisonGuard(self.policy, ctx, self.budget)
         try:
-            result = run(**extra)
+            with acting(CallScope(ctx.acting_account, guard)):
+                result = run(**extra)
         except FaceledgerError as exc:
-            self.ledger.append({**entry, "outcome": exc.code, "message": exc.message})
+            self._record(guard, {**entry, "outcome": exc.code, "message": exc.message})
             raise
-        recorded = self.ledger.append({**entry, "outcome": "ok", "result": summarize(result)})
+        recorded = self._record(guard, {**entry, "outcome": "ok", "result": summarize(result)})
         if dataclasses.is_dataclass(result) and any(f.name == "ledger_entry" for f in dataclasses.fields(result)):
             result = dataclasses.replace(result, ledger_entry=recorded.seq)
         return result
 
+    def _record(self, guard: ComparisonGuard, body: dict) -> Entry:
+        """The call's entry with what it compared; its budget charge is then counted from the ledger."""
+        try:
+            return self.ledger.append({**body, **guard.record()})
+        finally:
+            guard.settle()
+
     # --- human review ------------------------------------------------------------------------------
 
-    def _search_entry(self, seq: int):
+    def _search_entry(self, seq: int, ctx: Context, duty: str):
+        """A served identification of the caller's account that the caller did not run itself."""
         entry = self.ledger.get(seq)
-        if entry.body.get("operation") not in IDENTIFICATION or entry.body.get("outcome") != "ok":
+        b = entry.body
+        if (b.get("operation") not in IDENTIFICATION or b.get("outcome") != "ok"
+                or (b.get("account") or DEFAULT_ACCOUNT) != ctx.acting_account):
             raise InvalidParameterError(f"ledger entry {seq} is not a served identification: nothing to review")
+        if self.policy.separate_duties and b.get("principal") == ctx.principal.name:
+            raise AccessDeniedError(f"separation of duties (policy {self.policy.name}): {ctx.principal.name} ran the "
+                                    f"search of entry {seq}, so another principal must {duty} its candidates")
         return entry
 
     def review(self, ctx: Context, search_entry: int, decision: str, reason: str,
@@ -121,7 +146,7 @@ class Gate:
         target = self.ledger.get(search_entry)
 
         def run() -> ReviewResult:
-            self._search_entry(search_entry)
+            self._search_entry(search_entry, ctx, "review")
             listed = {c.get("id") for c in target.body.get("result", {}).get("candidates", [])}
             unknown = [f for f in face_ids if f not in listed]
             if unknown:
@@ -140,7 +165,7 @@ class Gate:
         """A search's candidate list for a case file: only after a confirmed review, if the policy says so."""
 
         def run() -> CandidateExport:
-            target = self._search_entry(search_entry)
+            target = self._search_entry(search_entry, ctx, "export")
             reviews = self.reviews_of(search_entry)
             if self.policy.review_required_before_export and not any(r["verdict"] == "confirmed" for r in reviews):
                 raise AccessDeniedError(f"policy {self.policy.name} requires a reviewer to confirm entry {search_entry}'s "
@@ -162,6 +187,8 @@ def summarize(result: Any) -> dict:
         candidates.append({"id": getattr(m.face, "face_id", None), "similarity": round(m.similarity, 4),
                            "false_match_rate": m.false_match_rate,
                            "expected_false_candidates": getattr(m, "expected_false_candidates", None)})
+        if candidates[-1]["id"] is None:  # CompareFaces: a face of the target image, named by its box
+            candidates[-1]["box"] = dataclasses.asdict(m.face.bounding_box)
     for m in get("user_matches") or []:
         candidates.append({"id": m.user.user_id, "similarity": round(m.similarity, 4), "false_match_rate": m.false_match_rate,
                            "expected_false_candidates": m.expected_false_candidates})
@@ -173,6 +200,12 @@ def summarize(result: Any) -> dict:
     for name in ("face_records",):
         if get(name):
             out["indexed_face_ids"] = [r.face.face_id for r in get(name)]
+    if get("unsuccessful_face_associations") is not None:  # AssociateFaces: each face's outcome and score
+        out["associated_face_ids"] = [a.face_id for a in get("associated_faces") or []]
+        out["unsuccessful_associations"] = [
+            {"id": u.face_id, "reasons": list(u.reasons),
+             "confidence": None if u.confidence is None else round(u.confidence, 4)}
+            for u in get("unsuccessful_face_associations")]
     if get("unindexed_faces"):
         out["unindexed"] = len(get("unindexed_faces"))
     if get("deleted_faces"):

@@ -5,6 +5,10 @@ in one JSON file readable only by its owner (mode 0600, checked on every load), 
 atomically; or, for several replicas, in the shared PostgreSQL database (``database`` setting),
 whose access control then guards them. Revoked keys stay listed (with their revocation time)
 but can no longer sign.
+
+Each key belongs to an account (a tenant, 12 digits as in an AWS ARN): it sees and changes only
+that account's collections. Keys made without one belong to the default local account, which is
+also the CLI's, so single-user use needs no configuration.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faceledger.errors import FaceledgerError, InvalidParameterError, ResourceNotFoundError
+from faceledger.service.scope import DEFAULT_ACCOUNT, check_account
 
 _ID_ALPHABET = string.ascii_uppercase + "234567"
 
@@ -36,6 +41,14 @@ class AccessKey:
     principal: str = ""
     roles: tuple[str, ...] = ("user",)
     purposes: tuple[str, ...] = ()
+    account: str = DEFAULT_ACCOUNT
+
+
+def new_account() -> str:
+    """A fresh account id: 12 random digits, never the default local account's."""
+    while (account := "".join(secrets.choice(string.digits) for _ in range(12))) == DEFAULT_ACCOUNT:
+        pass
+    return account
 
 
 def _new_key() -> tuple[str, str]:
@@ -71,21 +84,23 @@ class KeyStore:
         os.replace(tmp, self.path)
 
     def create(self, description: str = "", *, principal: str | None = None, roles=("user",),
-               purposes=()) -> tuple[AccessKey, str]:
+               purposes=(), account: str = DEFAULT_ACCOUNT) -> tuple[AccessKey, str]:
         """A new key id (AKIA + 16 characters) and its 40-character secret, shown once. The key
         acts as ``principal`` (default: its id) with ``roles``, for ``purposes`` (identification
-        is refused for any purpose a key does not carry)."""
+        is refused for any purpose a key does not carry), in ``account``."""
+        check_account(account)
         data = self._load()
         key_id, secret = _new_key()
         data["keys"][key_id] = {"secret": secret, "created": time.time(), "description": description, "revoked": None,
-                                "principal": principal or key_id, "roles": list(roles), "purposes": list(purposes)}
+                                "principal": principal or key_id, "roles": list(roles), "purposes": list(purposes),
+                                "account": account}
         self._save(data)
         return self._key(key_id, data["keys"][key_id]), secret
 
     @staticmethod
     def _key(key_id: str, v: dict) -> AccessKey:
         return AccessKey(key_id, v["created"], v.get("description", ""), v.get("revoked"), v.get("principal") or key_id,
-                         tuple(v.get("roles", ("user",))), tuple(v.get("purposes", ())))
+                         tuple(v.get("roles", ("user",))), tuple(v.get("purposes", ())), v.get("account") or DEFAULT_ACCOUNT)
 
     def get(self, key_id: str) -> AccessKey:
         entry = self._load()["keys"].get(key_id)
@@ -116,7 +131,8 @@ class KeyStore:
 _PG_SCHEMA = ("CREATE TABLE IF NOT EXISTS access_keys (key_id TEXT PRIMARY KEY, secret TEXT NOT NULL, "
               "created DOUBLE PRECISION NOT NULL, description TEXT NOT NULL, revoked DOUBLE PRECISION, "
               "principal TEXT NOT NULL, roles TEXT NOT NULL, purposes TEXT NOT NULL)")
-_PG_COLUMNS = "key_id, created, description, revoked, principal, roles, purposes"
+_PG_ACCOUNT = f"ALTER TABLE access_keys ADD COLUMN IF NOT EXISTS account TEXT NOT NULL DEFAULT '{DEFAULT_ACCOUNT}'"
+_PG_COLUMNS = "key_id, created, description, revoked, principal, roles, purposes, account"
 
 
 class PostgresKeyStore:
@@ -128,20 +144,22 @@ class PostgresKeyStore:
         self.db = db
         with db.transaction(SCHEMA_LOCK) as c:
             c.execute(_PG_SCHEMA)
+            c.execute(_PG_ACCOUNT)
 
     @staticmethod
     def _key(row) -> AccessKey:
-        key_id, created, description, revoked, principal, roles, purposes = row
+        key_id, created, description, revoked, principal, roles, purposes, account = row
         return AccessKey(key_id, created, description, revoked, principal, tuple(json.loads(roles)),
-                         tuple(json.loads(purposes)))
+                         tuple(json.loads(purposes)), account)
 
     def create(self, description: str = "", *, principal: str | None = None, roles=("user",),
-               purposes=()) -> tuple[AccessKey, str]:
+               purposes=(), account: str = DEFAULT_ACCOUNT) -> tuple[AccessKey, str]:
+        check_account(account)
         key_id, secret = _new_key()
         row = (key_id, time.time(), description, None, principal or key_id, json.dumps(list(roles)),
-               json.dumps(list(purposes)))
+               json.dumps(list(purposes)), account)
         with self.db.transaction() as c:
-            c.execute(f"INSERT INTO access_keys ({_PG_COLUMNS}, secret) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            c.execute(f"INSERT INTO access_keys ({_PG_COLUMNS}, secret) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                       (*row, secret))
         return self._key(row), secret
 

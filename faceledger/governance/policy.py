@@ -6,6 +6,14 @@ not deny it, and a case reference may be required. The probe must clear a qualit
 search threshold rises with the gallery so that the false positive identification rate stays
 under the policy's bound. Presets ship in faceledger/data/policies/; ``moratorium`` (the default)
 denies identification for law-enforcement purposes.
+
+Identification is not only a search: any call that compares one face with the faces of many
+people is one. One rule covers them (``comparison``): a call comparing a face with more faces than
+``max_faces_without_identification`` (a CompareFaces target holding a mosaic, an AssociateFaces
+sweep) is decided as identification; under that bound, a caller who may not identify gets no
+similarity for faces that do not match and spends a daily budget of comparisons. Separation of
+duties keeps whoever ran a search from reviewing or exporting its candidates; accounts keep each
+tenant to its own collections.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from pathlib import Path
 
 from faceledger.errors import InvalidParameterError
 from faceledger.service.limits import Limits
+from faceledger.service.scope import ACCOUNT_ID, DEFAULT_ACCOUNT
 from faceledger.vision.quality import QualityFloor
 
 #: 1:N operations: purpose-bound, quality-floored, gallery-aware.
@@ -32,6 +41,7 @@ class Principal:
     name: str
     roles: tuple[str, ...]
     purposes: tuple[str, ...]  # the purposes this principal may act for ("*": any)
+    account: str = DEFAULT_ACCOUNT  # the account (tenant) the key belongs to
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,11 @@ class Context:
     purpose: str | None = None
     case_reference: str | None = None
     interface: str = "python"
+    account: str | None = None  # the account acted in (X-Faceledger-Account); None: the principal's own
+
+    @property
+    def acting_account(self) -> str:
+        return self.account or self.principal.account
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,10 @@ class Policy:
     quality_floor: QualityFloor
     review_required_before_export: bool
     local_roles: tuple[str, ...]
+    max_faces_without_identification: int = 1  # more faces compared in one call: identification
+    daily_comparisons: int = 0  # per principal per UTC day without the identification purpose; 0: no bound
+    separate_duties: bool = True  # who ran a search may not review or export its candidates
+    cross_account_roles: tuple[str, ...] = ()  # roles that may act in another account
     digest: str = field(default="", compare=False)  # SHA-256 of the file's bytes
 
     @classmethod
@@ -70,6 +89,7 @@ class Policy:
         try:
             ident = d.get("identification", {})
             floor = QualityFloor(**{k: float(v) for k, v in ident.get("quality_floor", {}).items()})
+            comparison, review = d.get("comparison", {}), d.get("review", {})
             policy = cls(
                 name=str(d["name"]),
                 roles={str(r): tuple(v.get("operations", ())) for r, v in d.get("roles", {}).items()},
@@ -78,8 +98,12 @@ class Policy:
                 require_case_reference=bool(ident.get("require_case_reference", True)),
                 max_fpir=float(ident.get("max_false_positive_identification_rate", 0.01)),
                 quality_floor=floor,
-                review_required_before_export=bool(d.get("review", {}).get("required_before_export", True)),
+                review_required_before_export=bool(review.get("required_before_export", True)),
                 local_roles=tuple(d.get("local", {}).get("roles", ())),
+                max_faces_without_identification=_count(comparison, "max_faces_without_identification", 1),
+                daily_comparisons=_count(comparison, "daily_comparisons_without_identification", 0),
+                separate_duties=bool(review.get("separate_duties", True)),
+                cross_account_roles=tuple(d.get("accounts", {}).get("cross_account_roles", ())),
                 digest=hashlib.sha256(text.encode()).hexdigest(),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -107,12 +131,34 @@ class Policy:
         return cls.parse(*cls.source(spec))
 
     def decide(self, ctx: Context, operation: str) -> Decision:
-        roles = [r for r in ctx.principal.roles if r in self.roles]
+        p = ctx.principal
+        if ctx.acting_account != p.account:
+            if not ACCOUNT_ID.fullmatch(ctx.acting_account):
+                return Decision(False, f"an account id is 12 digits (as in an ARN), not {ctx.acting_account!r}")
+            if not set(p.roles) & set(self.cross_account_roles):
+                return Decision(False, f"{p.name} (account {p.account}) may not act in account {ctx.acting_account} "
+                                       f"under policy {self.name} (its cross_account_roles: "
+                                       f"{', '.join(self.cross_account_roles) or 'none'})")
+        roles = [r for r in p.roles if r in self.roles]
         if not any("*" in self.roles[r] or operation in self.roles[r] for r in roles):
-            held = ", ".join(ctx.principal.roles) or "no role"
-            return Decision(False, f"{ctx.principal.name} ({held}) may not call {operation} under policy {self.name}")
+            held = ", ".join(p.roles) or "no role"
+            return Decision(False, f"{p.name} ({held}) may not call {operation} under policy {self.name}")
         if operation not in IDENTIFICATION:
             return Decision(True, "role permits the operation")
+        return self._identification(ctx, operation)
+
+    def may_identify(self, ctx: Context, operation: str) -> Decision:
+        """Whether this call may count as identification (a CompareFaces target of many faces, an
+        AssociateFaces sweep): the caller holds a role that may search, and the purpose rules hold."""
+        roles = [r for r in ctx.principal.roles if r in self.roles]
+        if not any("*" in self.roles[r] or IDENTIFICATION & set(self.roles[r]) for r in roles):
+            held = ", ".join(ctx.principal.roles) or "no role"
+            return Decision(False, f"{operation} comparing more than {self.max_faces_without_identification} faces is "
+                                   f"identification, and {ctx.principal.name} ({held}) holds no role that may identify "
+                                   f"under policy {self.name}")
+        return self._identification(ctx, operation)
+
+    def _identification(self, ctx: Context, operation: str) -> Decision:
         purpose = ctx.purpose
         if not purpose:
             return Decision(False, f"{operation} is identification: state a purpose (X-Faceledger-Purpose, --purpose)")
@@ -131,3 +177,10 @@ class Policy:
     @property
     def limits(self) -> Limits:
         return Limits(self.max_fpir, self.quality_floor)
+
+
+def _count(table: dict, name: str, default: int) -> int:
+    value = table.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, not {value!r}")
+    return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -18,7 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from faceledger.service import api_model
+from faceledger.service import api_model, scope
+from faceledger.service.accounts import AccountStore
+from faceledger.service.scope import Admission
 from faceledger.vision import quality
 from faceledger.scoring.calibration import CalibrationMissingError, fmr_of_similarity, similarity_of_fmr
 from faceledger.models.embedding import normalise
@@ -371,12 +374,22 @@ class BoundModel:
 class FaceService:
     def __init__(self, engine: FaceEngine, store: FaceStore, *, normalisation: str = "none") -> None:
         self.engine = engine
-        self.store = store
+        self.store = store  # every account's collections; operations see one account's (``collections``)
+        self._views: dict[str, AccountStore] = {}
         self.normalisation = normalisation
         self._bound: dict[str, BoundModel] = {}
         default = self._bind(engine)
         self.scoring = default.scoring
         self.calibration = self.scoring.calibration  # None: similarity by the engine's interim map, no rates
+
+    @property
+    def collections(self) -> AccountStore:
+        """The store as the calling account sees it (scope.current(): the gate's grant). Every
+        operation reaches the store through it, never through ``store``."""
+        account = scope.current().account
+        if account not in self._views:
+            self._views[account] = AccountStore(self.store, account)
+        return self._views[account]
 
     def _bind(self, engine: FaceEngine) -> BoundModel:
         key = str(engine.model)
@@ -412,10 +425,10 @@ class FaceService:
     def _search(self, m: BoundModel, collection_id: str, vector: np.ndarray, k: int) -> list[tuple[StoredFace, float]]:
         """The nearest faces with their scores, best first. Normalised scores rank differently
         from cosines: the scoring's candidates(k) cosine neighbours are re-scored and re-ranked."""
-        hits = self.store.search(collection_id, vector, m.scoring.candidates(k))
+        hits = self.collections.search(collection_id, vector, m.scoring.candidates(k))
         if m.scoring.normaliser is None or not hits:
             return hits
-        full = self.store.get_faces(collection_id, [f.face_id for f, _ in hits], vectors=True)
+        full = self.collections.get_faces(collection_id, [f.face_id for f, _ in hits], vectors=True)
         scores = m.scoring.scores(vector, np.stack([full[f.face_id].vector for f, _ in hits]))
         return [(hits[i][0], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
 
@@ -430,7 +443,7 @@ class FaceService:
                 f"model {m.id} has no calibration, so its scores carry no false match rate and a search cannot "
                 f"bound its false candidates: identification is refused. Fit one with `faceledger calibration fit "
                 f"--model {m.engine.model.name}` (detection and 1:1 comparison work without it)")
-        n = self.store.face_count(collection_id)
+        n = self.collections.face_count(collection_id)
         if max_fmr is not None and not 0.0 < max_fmr <= 1.0:
             raise InvalidParameterError(f"a false match rate target is in (0, 1], not {max_fmr}")
         by_rate = None if max_fmr is None else similarity_of_fmr(max_fmr)
@@ -447,7 +460,7 @@ class FaceService:
 
     def _model_of(self, collection_id: str) -> BoundModel:
         """The model the collection was made with: its templates are only ever compared with its own."""
-        model = self.store.get_collection(collection_id, counts=False).model
+        model = self.collections.get_collection(collection_id, counts=False).model
         try:
             return self.model_for(model)
         except ModelNotFoundError:
@@ -470,12 +483,28 @@ class FaceService:
     ) -> CompareFacesResult:
         api_model.check("CompareFaces", SourceImage={}, TargetImage={}, SimilarityThreshold=similarity_threshold,
                         QualityFilter=quality_filter)
-        r = self.engine.compare(source_image, target_image, _threshold(similarity_threshold, DEFAULT_FACE_MATCH_THRESHOLD),
-                                quality_filter=quality_filter, similarity=self.similarity, score=self.scoring.score)
+        threshold = _threshold(similarity_threshold, DEFAULT_FACE_MATCH_THRESHOLD)
+        granted: list[Admission] = []
+
+        def admit(source: Face, targets: list[Face]) -> None:
+            """Before any template is made: a target of many faces is a gallery, so the source is an
+            identification probe (the gate decides; under a policy, the probe's floor applies)."""
+            granted.append(scope.current().comparisons.admit("CompareFaces", len(targets)))
+            if granted[0].limits is not None:
+                _refuse_below_floor(granted[0].limits, source.quality, "the source face")
+
+        r = self.engine.compare(source_image, target_image, threshold, quality_filter=quality_filter,
+                                similarity=self.similarity, score=self.scoring.score, before_comparing=admit)
+        matches, unmatched = r.matches, r.unmatched
+        if granted[0].limits is not None:  # the threshold rises with the number of faces, as with a gallery
+            n = len(matches) + len(unmatched)
+            bar = max(threshold, similarity_of_fmr(granted[0].limits.max_fpir / n))
+            unmatched = sorted([*unmatched, *(m for m in matches if m.similarity < bar)], key=lambda m: -m.similarity)
+            matches = [m for m in matches if m.similarity >= bar]
         return CompareFacesResult(
             ComparedSourceImageFace(r.source_face.bounding_box, r.source_face.confidence),
-            [CompareFacesMatch(m.similarity, FaceDetail.of(m.face), self.false_match_rate(m.score)) for m in r.matches],
-            [FaceDetail.of(m.face) for m in r.unmatched],
+            [CompareFacesMatch(m.similarity, FaceDetail.of(m.face), self.false_match_rate(m.score)) for m in matches],
+            [FaceDetail.of(m.face) for m in unmatched],
             r.source_orientation.name,
             r.target_orientation.name,
         )
@@ -490,26 +519,26 @@ class FaceService:
         """``store_images``: keep each indexed image's bytes (off by default: templates only)."""
         api_model.check("CreateCollection", CollectionId=collection_id)
         engine = self.engine if model is None else self.model_for(model).engine
-        info = self.store.create_collection(collection_id, str(engine.model), store_images=store_images,
+        info = self.collections.create_collection(collection_id, str(engine.model), store_images=store_images,
                                             ndim=engine.manifest.dimension)
         return CreateCollectionResult(200, info.arn, info.model)
 
     def describe_collection(self, collection_id: str) -> DescribeCollectionResult:
         api_model.check("DescribeCollection", CollectionId=collection_id)
-        i = self.store.get_collection(collection_id)
+        i = self.collections.get_collection(collection_id)
         return DescribeCollectionResult(i.face_count, i.model, i.arn, i.created, i.user_count)
 
     def list_collections(self, max_results: int | None = None, next_token: str | None = None) -> ListCollectionsResult:
         api_model.check("ListCollections", MaxResults=max_results, NextToken=next_token)
         after = _read_token(next_token, "ListCollections", "")
-        items, cursor = self.store.list_collections(after, max_results or DEFAULT_PAGE["ListCollections"])
+        items, cursor = self.collections.list_collections(after, max_results or DEFAULT_PAGE["ListCollections"])
         return ListCollectionsResult(
             [i.name for i in items], [i.model for i in items], _make_token(cursor, "ListCollections", "")
         )
 
     def delete_collection(self, collection_id: str) -> DeleteCollectionResult:
         api_model.check("DeleteCollection", CollectionId=collection_id)
-        self.store.delete_collection(collection_id)
+        self.collections.delete_collection(collection_id)
         return DeleteCollectionResult(200)
 
     # --- faces -----------------------------------------------------------------------------------
@@ -546,10 +575,11 @@ class FaceService:
         model = self._model_of(collection_id).id
         if prepared.model != model:
             raise InvalidParameterError(f"templates were made by {prepared.model}; collection {collection_id!r} holds {model}")
-        store_images = self.store.get_collection(collection_id, counts=False).store_images
-        stored = self.store.add_faces(
+        store_images = self.collections.get_collection(collection_id, counts=False).store_images
+        stored = self.collections.add_faces(
             collection_id,
-            [NewFace(v, _box(d.bounding_box), d.confidence, external_image_id) for d, v in zip(prepared.indexed, prepared.vectors)],
+            [NewFace(v, _box(d.bounding_box), d.confidence, external_image_id, q)
+             for d, v, q in zip(prepared.indexed, prepared.vectors, prepared.qualities or [None] * len(prepared.indexed))],
             image=prepared.raw if store_images and prepared.indexed else None,
         )
         records = [FaceRecord(FaceRef.of(s, model), d) for s, d in zip(stored, prepared.indexed)]
@@ -566,10 +596,10 @@ class FaceService:
     ) -> ListFacesResult:
         api_model.check("ListFaces", CollectionId=collection_id, MaxResults=max_results, NextToken=next_token,
                         UserId=user_id, FaceIds=list(face_ids) if face_ids is not None else None)
-        model = self.store.get_collection(collection_id, counts=False).model
+        model = self.collections.get_collection(collection_id, counts=False).model
         scope = f"{collection_id}/{user_id or ''}/{','.join(face_ids or [])}"
         after = _read_token(next_token, "ListFaces", scope)
-        faces, cursor = self.store.list_faces(
+        faces, cursor = self.collections.list_faces(
             collection_id, after, max_results or DEFAULT_PAGE["ListFaces"], user_id=user_id,
             face_ids=list(face_ids) if face_ids is not None else None,
         )
@@ -577,7 +607,7 @@ class FaceService:
 
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> DeleteFacesResult:
         api_model.check("DeleteFaces", CollectionId=collection_id, FaceIds=list(face_ids))
-        found = self.store.get_faces(collection_id, face_ids)
+        found = self.collections.get_faces(collection_id, face_ids)
         failed, deletable = [], []
         for face_id in dict.fromkeys(face_ids):
             f = found.get(face_id)
@@ -587,7 +617,7 @@ class FaceService:
                 failed.append(UnsuccessfulFaceDeletion(face_id, f.user_id, ["ASSOCIATED_TO_AN_EXISTING_USER"]))
             else:
                 deletable.append(face_id)
-        deleted = self.store.delete_faces(collection_id, deletable) if deletable else []
+        deleted = self.collections.delete_faces(collection_id, deletable) if deletable else []
         return DeleteFacesResult(deleted, failed)
 
     def _matches(self, m: BoundModel, collection_id: str, vector: np.ndarray, max_faces: int, ident: Identification,
@@ -608,9 +638,10 @@ class FaceService:
         api_model.check("SearchFaces", CollectionId=collection_id, FaceId=face_id, MaxFaces=max_faces,
                         FaceMatchThreshold=face_match_threshold)
         m = self._model_of(collection_id)
-        probe = self.store.get_faces(collection_id, [face_id], vectors=True).get(face_id)
+        probe = self.collections.get_faces(collection_id, [face_id], vectors=True).get(face_id)
         if probe is None:
             raise ResourceNotFoundError(f"face {face_id} is not in collection {collection_id!r}")
+        _stored_above_floor(limits, [probe])
         ident = self._identification(m, collection_id, face_match_threshold, DEFAULT_FACE_MATCH_THRESHOLD,
                                      limits, max_false_match_rate)
         matches = self._matches(m, collection_id, probe.vector, max_faces or DEFAULT_MAX_FACES, ident, exclude=face_id)
@@ -629,10 +660,7 @@ class FaceService:
             raise NoFaceError(f"no face in the image passes the {quality_filter} quality filter ({why})")
         probe = passing[0]
         if limits is not None:
-            why = limits.quality_floor.failures(probe.quality)
-            if why:
-                raise ProbeQualityError(f"the probe is below the policy's quality floor ({'; '.join(why)}): it was not "
-                                        "searched. Use a sharper, better lit, more frontal and larger face image")
+            _refuse_below_floor(limits, probe.quality, "the probe")
         (embedded,) = m.engine.embed_faces([probe])
         return probe, embedded.template.vector, [f for f in faces if f is not probe]
 
@@ -654,16 +682,16 @@ class FaceService:
 
     def create_user(self, collection_id: str, user_id: str) -> None:
         api_model.check("CreateUser", CollectionId=collection_id, UserId=user_id)
-        self.store.create_user(collection_id, user_id)
+        self.collections.create_user(collection_id, user_id)
 
     def delete_user(self, collection_id: str, user_id: str) -> None:
         api_model.check("DeleteUser", CollectionId=collection_id, UserId=user_id)
-        self.store.delete_user(collection_id, user_id)
+        self.collections.delete_user(collection_id, user_id)
 
     def list_users(self, collection_id: str, *, max_results: int | None = None, next_token: str | None = None) -> ListUsersResult:
         api_model.check("ListUsers", CollectionId=collection_id, MaxResults=max_results, NextToken=next_token)
         after = _read_token(next_token, "ListUsers", collection_id)
-        items, cursor = self.store.list_users(collection_id, after, max_results or DEFAULT_PAGE["ListUsers"])
+        items, cursor = self.collections.list_users(collection_id, after, max_results or DEFAULT_PAGE["ListUsers"])
         return ListUsersResult([User(u.user_id, u.status) for u in items], _make_token(cursor, "ListUsers", collection_id))
 
     def associate_faces(
@@ -673,12 +701,19 @@ class FaceService:
         api_model.check("AssociateFaces", CollectionId=collection_id, UserId=user_id, FaceIds=list(face_ids),
                         UserMatchThreshold=user_match_threshold)
         threshold = _threshold(user_match_threshold, DEFAULT_ASSOCIATE_THRESHOLD)
-        user = self.store.get_user(collection_id, user_id)
-        found = self.store.get_faces(collection_id, face_ids, vectors=True)
-        existing = self.store.list_faces(collection_id, None, MAX_FACES_PER_USER, user_id=user_id)[0]
-        reference = self.store.get_faces(collection_id, [f.face_id for f in existing], vectors=True)
-        ref_vectors = [f.vector for f in reference.values()]
+        user = self.collections.get_user(collection_id, user_id)
+        found = self.collections.get_faces(collection_id, face_ids, vectors=True)
+        existing = self.collections.list_faces(collection_id, None, MAX_FACES_PER_USER, user_id=user_id)[0]
+        reference = list(self.collections.get_faces(collection_id, [f.face_id for f in existing], vectors=True).values())
         m = self._model_of(collection_id)
+        # Each candidate is compared with the user's faces: as many comparisons as candidates of
+        # possibly as many people. Past the policy's bound that is identification (the gate decides);
+        # under it, a caller who may not identify learns pass or fail, never the similarity.
+        compared = [f for f in found.values() if f.user_id is None] if reference else []
+        admission = scope.current().comparisons.admit("AssociateFaces", len(compared))
+        if admission.limits is not None:
+            reference = _stored_above_floor(admission.limits, reference)
+        ref_vectors = [f.vector for f in reference]
         ok, failed = [], []
         for face_id in dict.fromkeys(face_ids):
             f = found.get(face_id)
@@ -694,7 +729,8 @@ class FaceService:
             if ref_vectors:
                 sim = m.similarity(float(m.scoring.scores(f.vector, np.stack(ref_vectors)).max()))
                 if sim < threshold:
-                    failed.append(UnsuccessfulFaceAssociation(face_id, user_id, sim, ["LOW_MATCH_CONFIDENCE"]))
+                    shown = sim if admission.disclose_scores else None
+                    failed.append(UnsuccessfulFaceAssociation(face_id, user_id, shown, ["LOW_MATCH_CONFIDENCE"]))
                     continue
             ok.append(face_id)
         new = [fid for fid in ok if found[fid].user_id != user_id]
@@ -703,14 +739,14 @@ class FaceService:
                 f"user {user_id!r} would have {user.face_count + len(new)} faces; the limit is {MAX_FACES_PER_USER}"
             )
         if new:
-            self.store.set_user(collection_id, new, user_id)
-        status = self.store.get_user(collection_id, user_id).status
+            self.collections.set_user(collection_id, new, user_id)
+        status = self.collections.get_user(collection_id, user_id).status
         return AssociateFacesResult([AssociatedFace(f) for f in ok], failed, status)
 
     def disassociate_faces(self, collection_id: str, user_id: str, face_ids: Sequence[str]) -> DisassociateFacesResult:
         api_model.check("DisassociateFaces", CollectionId=collection_id, UserId=user_id, FaceIds=list(face_ids))
-        self.store.get_user(collection_id, user_id)
-        found = self.store.get_faces(collection_id, face_ids)
+        self.collections.get_user(collection_id, user_id)
+        found = self.collections.get_faces(collection_id, face_ids)
         ok, failed = [], []
         for face_id in dict.fromkeys(face_ids):
             f = found.get(face_id)
@@ -721,8 +757,8 @@ class FaceService:
             else:
                 ok.append(face_id)
         if ok:
-            self.store.set_user(collection_id, ok, None)
-        status = self.store.get_user(collection_id, user_id).status
+            self.collections.set_user(collection_id, ok, None)
+        status = self.collections.get_user(collection_id, user_id).status
         return DisassociateFacesResult([DisassociatedFace(f) for f in ok], failed, status)
 
     def _user_matches(self, m: BoundModel, collection_id: str, vector: np.ndarray, max_users: int,
@@ -741,7 +777,7 @@ class FaceService:
                 break
             k *= 4
         ranked = sorted(((c, u) for u, c in best.items() if m.similarity(c) >= threshold), reverse=True)[:max_users]
-        statuses = {u: self.store.get_user(collection_id, u).status for _, u in ranked}
+        statuses = {u: self.collections.get_user(collection_id, u).status for _, u in ranked}
         out = []
         for c, u in ranked:
             fmr = m.false_match_rate(c)
@@ -764,17 +800,19 @@ class FaceService:
         ident = self._identification(m, collection_id, user_match_threshold, DEFAULT_USER_MATCH_THRESHOLD,
                                      limits, max_false_match_rate)
         if face_id is not None:
-            probe = self.store.get_faces(collection_id, [face_id], vectors=True).get(face_id)
+            probe = self.collections.get_faces(collection_id, [face_id], vectors=True).get(face_id)
             if probe is None:
                 raise ResourceNotFoundError(f"face {face_id} is not in collection {collection_id!r}")
+            _stored_above_floor(limits, [probe])
             matches = self._user_matches(m, collection_id, probe.vector, max_users or DEFAULT_MAX_USERS, ident)
             return SearchUsersResult(matches, model, searched_face=SearchedFace(face_id), identification=ident)
-        self.store.get_user(collection_id, user_id)
-        faces = self.store.list_faces(collection_id, None, MAX_FACES_PER_USER, user_id=user_id)[0]
+        self.collections.get_user(collection_id, user_id)
+        faces = self.collections.list_faces(collection_id, None, MAX_FACES_PER_USER, user_id=user_id)[0]
         if not faces:
             raise InvalidParameterError(f"user {user_id!r} has no faces to search with; associate faces first")
-        vectors = self.store.get_faces(collection_id, [f.face_id for f in faces], vectors=True)
-        mean = normalise(np.mean([f.vector for f in vectors.values()], axis=0))
+        vectors = self.collections.get_faces(collection_id, [f.face_id for f in faces], vectors=True)
+        probes = _stored_above_floor(limits, list(vectors.values()))  # only the user's faces that clear the floor
+        mean = normalise(np.mean([f.vector for f in probes], axis=0))
         matches = self._user_matches(m, collection_id, mean, max_users or DEFAULT_MAX_USERS, ident, exclude_user=user_id)
         return SearchUsersResult(matches, model, searched_user=SearchedUser(user_id), identification=ident)
 
@@ -812,6 +850,7 @@ class PreparedImage:
     unindexed: list[UnindexedFace]
     raw: bytes | None = field(default=None, repr=False)
     sha256: str = ""  # of the image's bytes, for the ledger (the bytes themselves stay out of it)
+    qualities: tuple[dict, ...] = ()  # of each indexed face, kept in the store (a stored face's floor)
 
 
 def prepare_index(
@@ -837,10 +876,48 @@ def prepare_index(
     raw = _raw_bytes(image)
     digest = hashlib.sha256(raw).hexdigest() if raw is not None else ""
     return PreparedImage(str(engine.model), decoded.orientation.name, [FaceDetail.of(f) for f in keep], vectors, unindexed,
-                         raw if keep_bytes and keep else None, digest)
+                         raw if keep_bytes and keep else None, digest, tuple(quality_record(f.quality) for f in keep))
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+
+def quality_record(q: quality.Quality) -> dict:
+    """A face's quality as the store keeps it."""
+    return dataclasses.asdict(q)
+
+
+def quality_of(record: dict) -> quality.Quality:
+    return quality.Quality(**{**record, "pose": quality.Pose(**record["pose"])})
+
+
+def _refuse_below_floor(limits: Limits, q: quality.Quality, what: str) -> None:
+    why = limits.quality_floor.failures(q)
+    if why:
+        raise ProbeQualityError(f"{what} is below the policy's quality floor ({'; '.join(why)}): it was not compared. "
+                                "Use a sharper, better lit, more frontal and larger face image")
+
+
+def _stored_above_floor(limits: Limits | None, faces: list[StoredFace]) -> list[StoredFace]:
+    """The stored faces that clear the floor, by the quality measured when each was indexed (so
+    IndexFaces with QualityFilter NONE and a search by FaceId cannot launder a poor probe).
+    Refuses when none does; a face indexed before quality was kept clears no floor."""
+    if limits is None:
+        return faces
+    passing, why = [], []
+    for f in faces:
+        if f.quality is None:
+            why.append(f"face {f.face_id} was indexed before faceledger kept face quality, so its quality is unknown")
+            continue
+        failures = limits.quality_floor.failures(quality_of(f.quality))
+        if failures:
+            why.append(f"face {f.face_id}: {'; '.join(failures)}")
+        else:
+            passing.append(f)
+    if not passing:
+        raise ProbeQualityError(f"no stored face clears the policy's quality floor ({'; '.join(why)}): nothing was "
+                                "searched. Search by a better image (SearchFacesByImage), or index one and search by its face")
+    return passing
 
 
 def _threshold(value: float | None, default: float) -> float:

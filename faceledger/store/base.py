@@ -33,6 +33,7 @@ class NewFace:
     box: tuple[float, float, float, float]  # left, top, width, height as ratios
     confidence: float
     external_image_id: str | None = None
+    quality: dict | None = None  # the face's measured quality (vision.quality), kept so a stored face can be floored
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +46,7 @@ class StoredFace:
     user_id: str | None
     created: float
     vector: np.ndarray | None = field(default=None, repr=False)
+    quality: dict | None = None  # None: indexed before faceledger kept face quality
 
 
 @dataclass(frozen=True)

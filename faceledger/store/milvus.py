@@ -34,6 +34,10 @@ _FACE_FIELDS = ["key", "face_id", "image_id", "external_image_id", "left", "top"
                 "user_id", "created"]
 
 
+#: Room for a face's quality as compact JSON (vision.quality.Quality: ten numbers).
+QUALITY_LENGTH = 512
+
+
 def _milvus_name(name: str) -> str:
     return "fl_" + hashlib.sha1(name.encode()).hexdigest()[:24]
 
@@ -91,6 +95,7 @@ class MilvusStore:
         self._milvus_errors = (MilvusException, grpc.RpcError)
         self.uri, self.where = uri, uri.split("@")[-1]
         self.catalog = None
+        self._has_quality: dict[str, bool] = {}
         self._connect()
         self.index_type, self.index_params = index_type, index_params or {}
         self.search_params = dict(SEARCH_DEFAULTS.get(index_type.upper(), {}), **(search_params or {}))
@@ -141,6 +146,7 @@ class MilvusStore:
             for field in ("left", "top", "width", "height", "confidence"):
                 schema.add_field(field, t.FLOAT)
             schema.add_field("created", t.DOUBLE)
+            schema.add_field("quality", t.VARCHAR, max_length=QUALITY_LENGTH)
             schema.add_field("vector", t.FLOAT_VECTOR, dim=ndim)
             index = self.client.prepare_index_params()
             index.add_index(field_name="vector", index_type=self.index_type, metric_type="IP", params=self.index_params)
@@ -166,6 +172,7 @@ class MilvusStore:
         self._meta(name)
         self.client.drop_collection(_milvus_name(name))
         self.catalog.delete(name)
+        self._has_quality.pop(name, None)
 
     # --- faces -----------------------------------------------------------------------------------
 
@@ -174,7 +181,16 @@ class MilvusStore:
         return StoredFace(row["face_id"], row["image_id"], row["external_image_id"] or None,
                           (row["left"], row["top"], row["width"], row["height"]), row["confidence"],
                           row["user_id"] or None, row["created"],
-                          np.asarray(row["vector"], np.float32) if vectors else None)
+                          np.asarray(row["vector"], np.float32) if vectors else None,
+                          json.loads(row["quality"]) if row.get("quality") else None)
+
+    def _fields(self, name: str) -> list[str]:
+        """The scalar fields of the collection's faces: collections made before face quality was
+        kept have no quality field."""
+        if name not in self._has_quality:
+            described = self.client.describe_collection(_milvus_name(name))
+            self._has_quality[name] = any(f["name"] == "quality" for f in described["fields"])
+        return _FACE_FIELDS + (["quality"] if self._has_quality[name] else [])
 
     @_unavailable
     def add_faces(self, name: str, faces: Sequence[NewFace], image: bytes | None = None) -> list[StoredFace]:
@@ -189,14 +205,17 @@ class MilvusStore:
                          "external_image_id": f.external_image_id or "", "left": f.box[0], "top": f.box[1],
                          "width": f.box[2], "height": f.box[3], "confidence": f.confidence, "user_id": "",
                          "created": now, "vector": vector.tolist()})
-            stored.append(StoredFace(face_id, image_id, f.external_image_id, tuple(f.box), f.confidence, None, now))
+            if "quality" in self._fields(name):
+                rows[-1]["quality"] = json.dumps(f.quality, separators=(",", ":")) if f.quality else ""
+            stored.append(StoredFace(face_id, image_id, f.external_image_id, tuple(f.box), f.confidence, None, now,
+                                     quality=f.quality))
         if rows:
             self.client.insert(_milvus_name(name), rows)
         return stored
 
     def _rows(self, name: str, filter: str, vectors: bool = False) -> list[dict]:
         self._meta(name)
-        fields = _FACE_FIELDS + (["vector"] if vectors else [])
+        fields = self._fields(name) + (["vector"] if vectors else [])
         return self.client.query(_milvus_name(name), filter=filter, output_fields=fields, limit=MAX_ROWS)
 
     @_unavailable
@@ -232,7 +251,7 @@ class MilvusStore:
     def search(self, name: str, vector: np.ndarray, k: int) -> list[tuple[StoredFace, float]]:
         self._meta(name)
         hits = self.client.search(_milvus_name(name), data=[np.asarray(vector, np.float32).tolist()], limit=k,
-                                  output_fields=_FACE_FIELDS,
+                                  output_fields=self._fields(name),
                                   search_params={"metric_type": "IP", "params": self.search_params})[0]
         return [(self._face(h["entity"]), float(h["distance"])) for h in hits]
 

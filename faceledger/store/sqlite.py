@@ -14,6 +14,7 @@ deleted templates), and deleted keys leave every process's in-memory index befor
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -47,7 +48,8 @@ CREATE TABLE IF NOT EXISTS faces (
     confidence REAL NOT NULL,
     user_id TEXT,
     created REAL NOT NULL,
-    vector BLOB NOT NULL
+    vector BLOB NOT NULL,
+    quality TEXT
 );
 CREATE INDEX IF NOT EXISTS faces_by_collection ON faces(collection, key);
 CREATE INDEX IF NOT EXISTS faces_by_user ON faces(collection, user_id);
@@ -71,10 +73,23 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE INDEX IF NOT EXISTS changes_by_collection ON changes(collection, seq);
 """
 
-_FACE_COLUMNS = "face_id, image_id, external_image_id, box_left, box_top, box_width, box_height, confidence, user_id, created"
+_FACE_COLUMNS = ("face_id, image_id, external_image_id, box_left, box_top, box_width, box_height, confidence, user_id, "
+                 "created, quality")
 
 #: Save an index file after this many unsaved changes (and always on close).
 SAVE_EVERY = 5_000
+
+
+def _json(quality: dict | None) -> str | None:
+    return None if quality is None else json.dumps(quality, separators=(",", ":"))
+
+
+def _face(row, vectors: bool) -> StoredFace:
+    """A face from a row of _FACE_COLUMNS (then the vector when asked)."""
+    face_id, image_id, ext, l, t, w, h, conf, user, created, quality = row[:11]
+    vec = np.frombuffer(row[11], dtype=np.float32).copy() if vectors else None
+    return StoredFace(face_id, image_id, ext, (l, t, w, h), conf, user, created, vec,
+                      json.loads(quality) if quality else None)
 
 
 class _Loaded:
@@ -101,6 +116,8 @@ class SQLiteStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(SCHEMA)
+            if "quality" not in {r[1] for r in self._db.execute("PRAGMA table_info(faces)")}:
+                self._db.execute("ALTER TABLE faces ADD COLUMN quality TEXT")  # stores made before quality was kept
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise StoreCorruptionError(
@@ -189,20 +206,20 @@ class SQLiteStore:
                         raise ValueError(f"template has shape {vector.shape}, the collection holds ({ndim},)")
                     face_id = str(uuid.uuid4())
                     cur = self._db.execute(
-                        f"INSERT INTO faces (collection, {_FACE_COLUMNS}, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-                        (cid, face_id, image_id, f.external_image_id, *f.box, f.confidence, now, vector.tobytes()),
+                        f"INSERT INTO faces (collection, {_FACE_COLUMNS}, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+                        (cid, face_id, image_id, f.external_image_id, *f.box, f.confidence, now, _json(f.quality),
+                         vector.tobytes()),
                     )
                     self._db.execute("INSERT INTO changes (collection, key, op) VALUES (?, ?, 'add')", (cid, cur.lastrowid))
-                    stored.append(StoredFace(face_id, image_id, f.external_image_id, tuple(f.box), f.confidence, None, now))
+                    stored.append(StoredFace(face_id, image_id, f.external_image_id, tuple(f.box), f.confidence, None, now,
+                                             quality=f.quality))
             return stored
 
     def _faces(self, where: str, args: tuple, vectors: bool = False) -> list[StoredFace]:
         cols = _FACE_COLUMNS + (", vector" if vectors else "") + ", key"
         out = []
         for row in self._db.execute(f"SELECT {cols} FROM faces WHERE {where}", args):
-            face_id, image_id, ext, l, t, w, h, conf, user, created = row[:10]
-            vec = np.frombuffer(row[10], dtype=np.float32).copy() if vectors else None
-            out.append(StoredFace(face_id, image_id, ext, (l, t, w, h), conf, user, created, vec))
+            out.append(_face(row, vectors))
         return out
 
     def get_faces(self, name: str, face_ids: Sequence[str], *, vectors: bool = False) -> dict[str, StoredFace]:
@@ -246,9 +263,7 @@ class SQLiteStore:
         for i in range(0, len(keys), 500):
             chunk = [int(k) for k in keys[i : i + 500]]
             for row in self._db.execute(f"SELECT {cols} FROM faces WHERE key IN ({','.join('?' * len(chunk))})", chunk):
-                face_id, image_id, ext, l, t, w, h, conf, user, created = row[:10]
-                vec = np.frombuffer(row[10], dtype=np.float32).copy() if vectors else None
-                found[row[-1]] = StoredFace(face_id, image_id, ext, (l, t, w, h), conf, user, created, vec)
+                found[row[-1]] = _face(row, vectors)
         return [(int(k), found[int(k)]) for k in keys if int(k) in found]
 
     def delete_faces(self, name: str, face_ids: Sequence[str]) -> list[str]:

@@ -257,10 +257,13 @@ class FaceEngine:
         target_prealigned: bool = False,
         similarity: Callable[[float], float] | None = None,
         score: Callable[[np.ndarray, np.ndarray], float] | None = None,
+        before_comparing: Callable[[Face, list[Face]], None] | None = None,
     ) -> CompareResult:
         """The largest face of ``source`` against every face of ``target``, as CompareFaces does.
         ``score``: two templates' vectors -> the score (default: their cosine); ``similarity``:
-        the map from that score to 0-100 (the service passes the calibrated ones)."""
+        the map from that score to 0-100 (the service passes the calibrated ones);
+        ``before_comparing(source face, target faces)``: called once the faces are found and before
+        any template is made, to refuse the comparison (the service's policy check)."""
         to_sim = similarity or self.to_similarity
         if not 0.0 <= float(threshold) <= 100.0:
             raise InvalidParameterError(f"threshold must be between 0 and 100, not {threshold}")
@@ -276,6 +279,8 @@ class FaceEngine:
             )
         tgt = self.detect(target, prealigned=target_prealigned)
         targets = [f for f in tgt.faces if not quality.reasons(f.quality, quality_filter)]
+        if before_comparing is not None:
+            before_comparing(source_face, targets)
         embedded = self.embed_faces([source_face, *targets])
         probe = embedded[0].template
         matches: list[CompareMatch] = []

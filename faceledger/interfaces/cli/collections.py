@@ -197,7 +197,7 @@ def index(
         gated = _Gated()
         svc = gated.gate.service
         svc.check_index(collection, None, max_faces, quality_filter, None)
-        info = svc.store.get_collection(collection, counts=False)  # also: the collection exists
+        info = svc.collections.get_collection(collection, counts=False)  # also: the collection exists
         keep_bytes = info.store_images
         settings = settings.replace(model=info.model.partition("@")[0])  # workers embed with the collection's model
         files = list(_image_files(paths, recursive))

@@ -11,7 +11,8 @@ import typer
 from rich.table import Table
 
 from faceledger.interfaces.cli.common import JsonOpt, errors, out
-from faceledger.governance.keys import open_keys
+from faceledger.governance.keys import new_account, open_keys
+from faceledger.service.scope import DEFAULT_ACCOUNT
 from faceledger.settings import Settings
 
 keys_app = typer.Typer(no_args_is_help=True, help="Access keys for the HTTP service (AWS Signature Version 4).")
@@ -28,18 +29,24 @@ def keys_create(
     role: list[str] = typer.Option(["user"], "--role", help="Role(s) the policy grants operations to."),
     purpose: list[str] = typer.Option([], "--purpose", help="Purpose(s) this key may identify for; with exactly one, "
                                       "requests state it by default."),
+    account: str = typer.Option(DEFAULT_ACCOUNT, "--account", help="The account (tenant, 12 digits) the key belongs "
+                                "to: it sees only that account's collections. `new`: a new account."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Make a key. The secret is shown once; the key file is readable only by you."""
     with errors(as_json):
         store = _keys()
-        key, secret = store.create(description, principal=principal, roles=tuple(role), purposes=tuple(purpose))
+        if account == "new":
+            account = new_account()
+        key, secret = store.create(description, principal=principal, roles=tuple(role), purposes=tuple(purpose),
+                                   account=account)
         if as_json:
             print(json.dumps({"AccessKeyId": key.access_key_id, "SecretAccessKey": secret, "Principal": key.principal,
-                              "Roles": list(key.roles), "Purposes": list(key.purposes)}))
+                              "Roles": list(key.roles), "Purposes": list(key.purposes), "Account": key.account}))
         else:
             out.print(f"AccessKeyId     {key.access_key_id}\nSecretAccessKey {secret}")
-            out.print(f"principal {key.principal}, roles {', '.join(key.roles)}, purposes {', '.join(key.purposes) or 'none'}")
+            out.print(f"principal {key.principal}, account {key.account}, roles {', '.join(key.roles)}, "
+                      f"purposes {', '.join(key.purposes) or 'none'}")
             out.print(f"[dim]stored in {store.path} (mode 600); the secret is not shown again[/]")
 
 
@@ -49,7 +56,7 @@ def keys_list(as_json: bool = JsonOpt) -> None:
         keys = _keys().list()
         if as_json:
             print(json.dumps([{"AccessKeyId": k.access_key_id, "Created": k.created, "Revoked": k.revoked,
-                               "Description": k.description} for k in keys], indent=2))
+                               "Description": k.description, "Account": k.account} for k in keys], indent=2))
             return
         table = Table("access key", "created", "status", "description", title="access keys", title_justify="left")
         for k in keys:

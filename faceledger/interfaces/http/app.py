@@ -71,17 +71,19 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
         return body
 
     def authenticate(request: Request, body: bytes) -> Context:
-        """Who is asking (from the signing key) and why (X-Faceledger-Purpose, X-Faceledger-Case;
-        a key that carries exactly one purpose states it by default)."""
+        """Who is asking (from the signing key), why (X-Faceledger-Purpose, X-Faceledger-Case;
+        a key that carries exactly one purpose states it by default) and in which account (the
+        key's, or X-Faceledger-Account where the policy lets its role act across accounts)."""
         key_id = _key_id(request, body)
         if key_id is None:  # auth none: local testing, with the operator's roles
             principal = Principal("unauthenticated", gate.policy.local_roles, ("*",))
         else:
             key = keys.get(key_id)
-            principal = Principal(key.principal, key.roles, key.purposes)
+            principal = Principal(key.principal, key.roles, key.purposes, key.account)
         purpose = request.headers.get("x-faceledger-purpose") or (
             principal.purposes[0] if len(principal.purposes) == 1 and principal.purposes[0] != "*" else None)
-        return Context(principal, purpose, request.headers.get("x-faceledger-case") or None, "http")
+        return Context(principal, purpose, request.headers.get("x-faceledger-case") or None, "http",
+                       request.headers.get("x-faceledger-account") or None)
 
     def _key_id(request: Request, body: bytes) -> str | None:
         if settings.auth == "none":
