@@ -584,12 +584,16 @@ class HeadSigner:
     it stops (TamperedError) if the chain it already saw was changed or cut."""
 
     def __init__(self, ledger: Ledger, log_: HeadLog, signer: Signer, every_entries: int = HEAD_EVERY_ENTRIES,
-                 every_seconds: float = HEAD_EVERY_SECONDS) -> None:
+                 every_seconds: float = HEAD_EVERY_SECONDS, memory: Path | None = None) -> None:
+        """``memory``: the signer's own copy of every head it signed (in its own domain, beside its
+        key), checked as a witness: deleting heads along with a rewrite does not fool it."""
         if every_entries < 1 or every_seconds <= 0:
             raise InvalidParameterError("heads are signed at least every N >= 1 entries and every T > 0 seconds")
         self.ledger, self.log, self.signer = ledger, log_, signer
         self.every_entries, self.every_seconds = every_entries, every_seconds
-        report = verify_ledger(ledger, log_, signer.public_hex, require_heads=False)
+        self.memory = HeadLog(memory) if memory else None
+        remembered = self.memory.read_heads()[0] if self.memory else None
+        report = verify_ledger(ledger, log_, signer.public_hex, witness=remembered, require_heads=False)
         if report.problems:
             raise TamperedError(report.problems)
         heads = [h for h in log_.read_heads()[0]]
@@ -619,6 +623,8 @@ class HeadSigner:
 
     def _sign(self, seq: int, hash_: str) -> Head:
         head = self.signer.head(seq, hash_)
+        if self.memory:
+            self.memory.append_head(head)
         self.log.append_head(head)
         self.signed.append(head)
         self.last_head, self.last_head_at = head, time.monotonic()

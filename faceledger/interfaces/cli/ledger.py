@@ -67,7 +67,8 @@ def sign_heads(
     as_json: bool = JsonOpt,
 ) -> None:
     """Verify the ledger, then sign its heads into the heads file (a separate process holding the
-    private key; the service cannot sign). Refuses, exit 1, when the ledger does not verify."""
+    private key; the service cannot sign). It keeps its own copy of what it signed beside the key
+    (KEY.signed/) and checks it as a witness. Refuses, exit 1, when the ledger does not verify."""
     from faceledger.governance.ledger import HeadLog, HeadSigner, Signer, TamperedError
 
     settings = Settings.load()
@@ -79,8 +80,10 @@ def sign_heads(
             raise InvalidParameterError(f"this key's public half ({signer.key_id}) is not the ledger_public_key "
                                         "setting: heads signed with it would not verify")
         try:
+            key_path = Path(key or settings.ledger_key)
             hs = HeadSigner(_ledger(settings, create=False), HeadLog(settings.heads_dir), signer,
-                            every_entries or settings.ledger_head_entries, every_seconds or settings.ledger_head_seconds)
+                            every_entries or settings.ledger_head_entries, every_seconds or settings.ledger_head_seconds,
+                            memory=key_path.with_name(key_path.name + ".signed"))
             if watch:
                 out.print(f"signing heads of {hs.ledger.where} into {hs.log.heads_path} (Ctrl-C stops)")
                 while True:
