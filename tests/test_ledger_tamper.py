@@ -6,6 +6,7 @@ for the kinds that apply there) filled through the real gate, with heads signed 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -289,3 +290,33 @@ def test_the_service_cannot_sign_heads(tmp_path, monkeypatch):
     s = Setup(tmp_path, monkeypatch)
     s.ledger.append({"operation": "ListCollections"})
     assert verify()["unsigned"] == 12
+
+
+def test_the_watching_signer_signs_every_n_entries_and_every_t_seconds_and_stops_on_tampering(tmp_path, monkeypatch):
+    """`sign-heads --watch` as the separate signer process: heads at each multiple of N, the
+    waiting tail within T seconds, and no more heads once the chain it saw was cut."""
+    import subprocess
+    import sys
+    import time
+
+    s = Setup(tmp_path, monkeypatch)
+    signer = subprocess.Popen([sys.executable, "-m", "faceledger.interfaces.cli.main", "ledger", "sign-heads", "--watch",
+                               "--every-entries", "5", "--every-seconds", "1", "--poll", "0.2"],
+                              env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(8):
+            s.ledger.append({"operation": "ListCollections"})
+        deadline = time.time() + 30
+        while time.time() < deadline and json.loads(s.heads_lines()[-1])["seq"] != 50:
+            time.sleep(0.2)
+        seqs = [json.loads(line)["seq"] for line in s.heads_lines()]
+        assert seqs[:4] == [10, 20, 30, 31] and {35, 40, 45, 50} <= set(seqs) and seqs[-1] == 50, seqs
+        assert verify()["unsigned"] == 0
+        s.sql("DELETE FROM entries WHERE seq > 48")
+        s.ledger.append({"operation": "ListCollections"})  # 49: a different entry where the signer saw another
+        out, _ = signer.communicate(timeout=30)
+        assert signer.returncode == 1 and "no head signed" in out
+        assert json.loads(s.heads_lines()[-1])["seq"] == 50
+    finally:
+        if signer.poll() is None:
+            signer.kill()
