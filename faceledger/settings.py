@@ -100,7 +100,7 @@ class Settings:
     #: The policy every request is decided by: a preset (``moratorium``, the default, or
     #: ``open``) or a TOML file's path (docs/policy.md).
     policy: str = "moratorium"
-    #: The hash-chained ledger of every request (SQLite).
+    #: The hash-chained ledger of every request (SQLite); see ledger_heads for its signed heads.
     ledger: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("faceledger")) / "ledger.sqlite")
     #: PostgreSQL for the state several service replicas share (``postgresql://user@host/db``):
     #: the ledger, access keys, the policy in force and, with ``store_backend = "milvus"``,
@@ -108,9 +108,21 @@ class Settings:
     database: str = ""
     #: The ledger's PostgreSQL database when it is not ``database``; empty: ``database``.
     ledger_database: str = ""
-    #: The operator's Ed25519 key that signs ledger checkpoints (`faceledger ledger keygen`);
-    #: checkpoints are signed when the file exists.
+    #: Where the ledger's signed heads and published tips live, outside the ledger database
+    #: (docs/ledger.md). Empty: a folder beside the SQLite ledger, ``<ledger stem>-heads``.
+    ledger_heads: Path | None = None
+    #: The signer's Ed25519 public key (64 hex digits, or a file holding them): what `ledger verify`
+    #: checks heads against. The service needs nothing more; keep a copy apart from the host.
+    ledger_public_key: str = ""
+    #: The signer's Ed25519 private key (`faceledger ledger keygen`), read only by `faceledger
+    #: ledger sign-heads`: keep it on another account or machine than the service.
     ledger_key: Path = field(default_factory=lambda: Path(platformdirs.user_config_dir("faceledger")) / "ledger-key.pem")
+    #: The signer signs a head at least every this many entries...
+    ledger_head_entries: int = 1000
+    #: ...and every this many seconds when entries are waiting for one.
+    ledger_head_seconds: int = 60
+    #: How long a request waits for the ledger's write lock before it is refused (503), in ms.
+    ledger_busy_ms: int = 10_000
 
     @classmethod
     def load(cls, **overrides: object) -> "Settings":
@@ -140,6 +152,11 @@ class Settings:
 
     def replace(self, **changes: object) -> "Settings":
         return dataclasses.replace(self, **changes)
+
+    @property
+    def heads_dir(self) -> Path:
+        """The ledger's heads directory: the setting, else beside the SQLite ledger."""
+        return self.ledger_heads or self.ledger.with_name(self.ledger.stem + "-heads")
 
 
 def _convert(name: str, type_name: object, value: object) -> object:

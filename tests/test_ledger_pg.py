@@ -54,16 +54,24 @@ def test_the_gate_records_allowed_and_denied_requests_in_postgres(fresh_db, sett
     gate.call(user, "ListCollections", lambda: service.list_collections())
     with pytest.raises(errors.AccessDeniedError):
         gate.call(user, "SearchFacesByImage", lambda **x: None)
-    ops = [(e.body["operation"], e.body.get("outcome")) for e in gate.ledger.entries()]
-    assert ops == [("PolicyChange", None), ("ListCollections", "ok"), ("SearchFacesByImage", "AccessDeniedException")]
+    ops = [(e.body["operation"], e.body.get("phase"), e.body.get("outcome")) for e in gate.ledger.entries()]
+    assert ops == [("PolicyChange", None, None), ("ListCollections", "intent", None), ("ListCollections", "outcome", "ok"),
+                   ("SearchFacesByImage", None, "AccessDeniedException")]
 
 
-def test_cli_verifies_a_postgres_ledger(fresh_db, monkeypatch):
+def test_cli_verifies_a_postgres_ledger(fresh_db, monkeypatch, tmp_path):
+    from faceledger.governance.ledger import HeadLog
     from faceledger.interfaces.cli.main import app
 
-    ledger = PostgresLedger(fresh_db)
+    ledger = PostgresLedger(fresh_db, HeadLog(tmp_path / "heads"))
     for i in range(3):
         ledger.append({"operation": "DetectFaces", "i": i})
     monkeypatch.setenv("FACELEDGER_LEDGER_DATABASE", fresh_db)
-    r = CliRunner().invoke(app, ["ledger", "verify", "--json"])
-    assert r.exit_code == 0 and json.loads(r.stdout) == {"entries": 3, "intact": True, "problems": []}
+    monkeypatch.setenv("FACELEDGER_LEDGER_HEADS", str(tmp_path / "heads"))
+    monkeypatch.setenv("FACELEDGER_LEDGER_KEY", str(tmp_path / "k.pem"))
+    monkeypatch.setenv("FACELEDGER_LEDGER_PUBLIC_KEY", str(tmp_path / "k.pem.pub"))
+    runner = CliRunner()
+    assert runner.invoke(app, ["ledger", "keygen"]).exit_code == 0
+    assert runner.invoke(app, ["ledger", "sign-heads"]).exit_code == 0
+    r = runner.invoke(app, ["ledger", "verify", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["entries"] == 3 and json.loads(r.stdout)["intact"]

@@ -83,12 +83,17 @@ def test_two_replicas_share_postgres_and_milvus(fresh_db, milvus, lfw, tmp_path)
     ledger = PostgresLedger(fresh_db)
     count, problems = ledger.verify()
     assert problems == []
-    index_entries = list(ledger.entries_of("IndexFaces"))
+    index_entries = [e for e in ledger.entries_of("IndexFaces") if e.body.get("phase") == "outcome"]
     assert len(index_entries) == 16 and all(e.body["outcome"] == "ok" for e in index_entries)
+    assert len([e for e in ledger.entries_of("IndexFaces") if e.body.get("phase") == "intent"]) == 16  # written ahead
     recorded = {f for e in index_entries for f in e.body["result"]["indexed_face_ids"]}
     stored = {f.face_id for f in service.list_faces("shared", max_results=100).faces}
     assert recorded == stored  # every stored face is in the ledger, and nothing else
-    assert len(list(ledger.entries_of("SearchFacesByImage"))) == 2
+    assert len([e for e in ledger.entries_of("SearchFacesByImage") if e.body.get("phase") == "outcome"]) == 2
+    key = tmp_path / "signer" / "key.pem"  # the signer, apart from the service: heads over the shared chain
+    assert subprocess.run([FACELEDGER, "ledger", "keygen", "--out", str(key)], **run).returncode == 0
+    run["env"] = {**env, "FACELEDGER_LEDGER_PUBLIC_KEY": str(key) + ".pub"}
+    assert subprocess.run([FACELEDGER, "ledger", "sign-heads", "--key", str(key)], **run).returncode == 0
     r = subprocess.run([FACELEDGER, "ledger", "verify", "--json"], **run)
     assert r.returncode == 0 and json.loads(r.stdout)["intact"] is True
 

@@ -7,7 +7,7 @@ import functools
 from faceledger.governance.gate import Gate
 from faceledger.vision.engine import FaceEngine
 from faceledger.errors import InvalidParameterError
-from faceledger.governance.ledger import Ledger, Signer
+from faceledger.governance.ledger import HeadLog, Ledger
 from faceledger.governance.ledger_pg import open_ledger
 from faceledger.governance.policy import Policy
 from faceledger.service.operations import FaceService
@@ -27,10 +27,13 @@ def open_gate(settings: Settings | None = None, service: FaceService | None = No
     return Gate(service or open_service(s), Policy.load(s.policy), ledger)
 
 
-def ledger_of(s: Settings) -> Ledger:
-    """The ledger the settings name: ledger_database, else the shared database, else SQLite."""
-    signer = Signer.load(s.ledger_key) if s.ledger_key.is_file() else None
-    return open_ledger(s.ledger, s.ledger_database or shared_database(s) or "", signer)
+def ledger_of(s: Settings, *, create: bool = True) -> Ledger:
+    """The ledger the settings name (ledger_database, else the shared database, else SQLite),
+    publishing its tips into the heads directory. The service holds no signing key: heads are
+    signed by `faceledger ledger sign-heads` with a key the service never reads.
+    ``create``: False for readers that must never create a missing ledger (verify, the signer)."""
+    return open_ledger(s.ledger, s.ledger_database or shared_database(s) or "", HeadLog(s.heads_dir), create=create,
+                       busy_ms=s.ledger_busy_ms)
 
 
 def shared_database(s: Settings):

@@ -1,6 +1,7 @@
 """The gate every interface passes through: policy decision, then the service, then the ledger.
 
-Every request, allowed or denied, failed or served, becomes one ledger entry: who (principal,
+Every request, allowed or denied, failed or served, is in the ledger: an intent entry before it
+runs and an outcome entry after (one entry when denied or refused before the policy): who (principal,
 roles), why (purpose, case reference), what (operation, collection, SHA-256 of each input image,
 never the image), the policy in force (name and digest) and its decision, and what came back
 (face and user ids with similarity and false match rate, the identification's threshold and
@@ -21,7 +22,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from faceledger.errors import AccessDeniedError, FaceledgerError, InvalidParameterError
+from faceledger.errors import AccessDeniedError, BackendUnavailableError, FaceledgerError, InvalidParameterError
 from faceledger.governance.comparisons import ComparisonBudget, ComparisonGuard
 from faceledger.governance.ledger import Entry, Ledger
 from faceledger.governance.policy import IDENTIFICATION, Context, Policy
@@ -91,7 +92,10 @@ class Gate:
 
     def call(self, ctx: Context, operation: str, run: Callable[..., Any], *, collection: str | None = None,
              images: Sequence[bytes] = (), record: dict | None = None, digests: Sequence[str] = ()) -> Any:
-        """Decide, run (``run(**extra)``; identification gets ``limits=``), record, return.
+        """Decide, record the intent, run (``run(**extra)``; identification gets ``limits=``),
+        record the outcome, return. Written ahead: nothing runs unless its intent entry is in the
+        ledger (a ledger that cannot be written refuses the request with 503), so a crash can leave
+        an intent without its change, never a change without its intent.
         ``record``: more fields for the entry (a review's decision and what it reviews);
         ``digests``: SHA-256 of images hashed elsewhere (bulk indexing's worker processes)."""
         self._refresh_policy()
@@ -100,26 +104,50 @@ class Gate:
         entry["decision"] = {"allowed": decision.allowed, "reason": decision.reason}
         if not decision.allowed:
             self.ledger.append({**entry, "outcome": "AccessDeniedException"})
-            raise AccessDeniedError(decision.reason)
+            raise _recorded(AccessDeniedError(decision.reason))
         extra = {"limits": self.policy.limits} if operation in IDENTIFICATION else {}
         guard = ComparisonGuard(self.policy, ctx, self.budget)
+        intent = self.ledger.append({**entry, "phase": "intent"})
+        outcome = {**entry, "phase": "outcome", "intent": intent.seq}
         try:
             with acting(CallScope(ctx.acting_account, guard)):
                 result = run(**extra)
         except FaceledgerError as exc:
-            self._record(guard, {**entry, "outcome": exc.code, "message": exc.message})
-            raise
-        recorded = self._record(guard, {**entry, "outcome": "ok", "result": summarize(result)})
+            self._record(guard, {**outcome, "outcome": exc.code, "message": exc.message})
+            raise _recorded(exc)
+        except Exception as exc:  # an unexpected failure is still an outcome; the interface reports it as a 500
+            self._record(guard, {**outcome, "outcome": "InternalServerError", "message": type(exc).__name__})
+            raise _recorded(exc)
+        recorded = self._record(guard, {**outcome, "outcome": "ok", "result": summarize(result)})
         if dataclasses.is_dataclass(result) and any(f.name == "ledger_entry" for f in dataclasses.fields(result)):
             result = dataclasses.replace(result, ledger_entry=recorded.seq)
         return result
 
     def _record(self, guard: ComparisonGuard, body: dict) -> Entry:
-        """The call's entry with what it compared; its budget charge is then counted from the ledger."""
+        """The call's outcome entry with what it compared; its budget charge is then counted from the ledger."""
         try:
             return self.ledger.append({**body, **guard.record()})
         finally:
             guard.settle()
+
+    def refused(self, ctx: Context | None, operation: str, exc: Exception, *, interface: str = "http",
+                body_sha256: str | None = None) -> Exception:
+        """Record a request that failed before or outside ``call`` (unknown operation, failed
+        authentication, invalid input): every request that reaches the server leaves an entry.
+        Returns what to answer: ``exc``, or a 503 when the ledger could not record it."""
+        if getattr(exc, "ledger_recorded", False):
+            return exc
+        code = getattr(exc, "code", "InternalServerError")
+        entry = {"operation": str(operation)[:128], "phase": "refused", "interface": ctx.interface if ctx else interface,
+                 "principal": ctx.principal.name if ctx else None, "roles": list(ctx.principal.roles) if ctx else [],
+                 "purpose": ctx.purpose if ctx else None, "case_reference": ctx.case_reference if ctx else None,
+                 "body_sha256": body_sha256, "policy": self._policy_ref(), "outcome": code,
+                 "message": getattr(exc, "message", type(exc).__name__)[:1000]}
+        try:
+            self.ledger.append(entry)
+        except BackendUnavailableError as lost:
+            return lost
+        return _recorded(exc)
 
     # --- human review ------------------------------------------------------------------------------
 
@@ -173,6 +201,12 @@ class Gate:
             return CandidateExport(search_entry, target.body["result"].get("candidates", []), reviews, 0)
 
         return self.call(ctx, "ExportCandidates", run, record={"exports": search_entry})
+
+
+def _recorded(exc: Exception) -> Exception:
+    """Mark an error as in the ledger already, so that the interface does not record it twice."""
+    exc.ledger_recorded = True
+    return exc
 
 
 def summarize(result: Any) -> dict:

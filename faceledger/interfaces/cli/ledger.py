@@ -1,10 +1,11 @@
-"""`faceledger ledger keygen|verify|export|checkpoint` and `faceledger review`."""
+"""`faceledger ledger keygen|sign-heads|heads|verify|export` and `faceledger review`."""
 
 from __future__ import annotations
 
 import getpass
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -19,58 +20,162 @@ review_app = typer.Typer(no_args_is_help=True, help="Human review of identificat
 policy_app = typer.Typer(no_args_is_help=True, help="The policy in force (shared by every replica through the database).")
 
 
-def _ledger(settings: Settings):
+def _ledger(settings: Settings, create: bool = True):
     from faceledger.governance.app import ledger_of
 
-    return ledger_of(settings)
+    return ledger_of(settings, create=create)
+
+
+def _public_key(settings: Settings, option: str | None) -> str | None:
+    from faceledger.governance.ledger import public_key_hex
+
+    spec = option or settings.ledger_public_key
+    return public_key_hex(spec) if spec else None
 
 
 @ledger_app.command("keygen")
-def keygen(as_json: bool = JsonOpt) -> None:
-    """Make the operator's Ed25519 key that signs checkpoints (kept at the ledger_key setting, mode 600)."""
+def keygen(
+    key_out: Optional[Path] = typer.Option(None, "--out", help="Where to write the private key (default: the "
+                                           "ledger_key setting). Run this as the signer, not as the service."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Make the signer's Ed25519 key pair: the private key (mode 600) for `ledger sign-heads`, the
+    public key for the service's ledger_public_key setting and for whoever verifies."""
     from faceledger.governance.ledger import Signer
 
     with errors(as_json):
-        path = Settings.load().ledger_key
+        path = key_out or Settings.load().ledger_key
         signer = Signer.generate(path)
+        path.with_name(path.name + ".pub").write_text(signer.public_hex + "\n")
         if as_json:
             print(json.dumps({"path": str(path), "public_key": signer.public_hex, "key_id": signer.key_id}))
         else:
-            out.print(f"wrote {path} (mode 600)\npublic key {signer.public_hex}\n"
-                      "[dim]Keep a copy of the public key apart from the ledger: verify checks checkpoints against it.[/]")
+            out.print(f"wrote {path} (mode 600) and {path.name}.pub\npublic key {signer.public_hex}\n"
+                      "[dim]Set ledger_public_key to it where the service and verifiers run, keep a copy apart from "
+                      "the host, and keep the private key away from the service (docs/ledger.md).[/]", soft_wrap=True)
 
 
-@ledger_app.command("checkpoint")
-def checkpoint(as_json: bool = JsonOpt) -> None:
-    """Sign the current end of the chain now (the service also signs every 1,000 entries)."""
+@ledger_app.command("sign-heads")
+def sign_heads(
+    key: Optional[Path] = typer.Option(None, "--key", help="The signer's private key (default: the ledger_key setting)."),
+    watch: bool = typer.Option(False, "--watch", help="Keep running: sign heads as entries arrive, until interrupted."),
+    every_entries: Optional[int] = typer.Option(None, "--every-entries", help="A head at least every N entries "
+                                                "(default: the ledger_head_entries setting)."),
+    every_seconds: Optional[int] = typer.Option(None, "--every-seconds", help="And every T seconds when entries "
+                                                "are waiting (default: the ledger_head_seconds setting)."),
+    poll: float = typer.Option(1.0, "--poll", help="With --watch: seconds between looks at the ledger."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Verify the ledger, then sign its heads into the heads file (a separate process holding the
+    private key; the service cannot sign). It keeps its own copy of what it signed beside the key
+    (KEY.signed/) and checks it as a witness. Refuses, exit 1, when the ledger does not verify."""
+    from faceledger.governance.ledger import HeadLog, HeadSigner, Signer, TamperedError
+
+    settings = Settings.load()
+    problems = []
     with errors(as_json):
-        seq = _ledger(Settings.load()).checkpoint()
-        print(json.dumps({"checkpoint": seq})) if as_json else out.print(f"signed checkpoint at entry {seq}")
+        signer = Signer.load(key or settings.ledger_key)
+        configured = _public_key(settings, None)
+        if configured and configured != signer.public_hex:
+            raise InvalidParameterError(f"this key's public half ({signer.key_id}) is not the ledger_public_key "
+                                        "setting: heads signed with it would not verify")
+        try:
+            key_path = Path(key or settings.ledger_key)
+            hs = HeadSigner(_ledger(settings, create=False), HeadLog(settings.heads_dir), signer,
+                            every_entries or settings.ledger_head_entries, every_seconds or settings.ledger_head_seconds,
+                            memory=key_path.with_name(key_path.name + ".signed"))
+            if watch:
+                out.print(f"signing heads of {hs.ledger.where} into {hs.log.heads_path} (Ctrl-C stops)")
+                while True:
+                    for h in hs.round():
+                        print(json.dumps({"seq": h.seq, "hash": h.hash})) if as_json else out.print(f"signed head {h.seq}")
+                    time.sleep(max(0.05, min(poll, hs.every_seconds)))
+            hs.round(force=True)
+        except TamperedError as exc:
+            problems = exc.problems
+        if not problems:
+            last = hs.last_head.seq if hs.last_head else 0
+            if as_json:
+                print(json.dumps({"signed": [h.seq for h in hs.signed], "last_head": last}))
+            else:
+                out.print(f"signed {len(hs.signed)} head(s); the last head covers entry {last}")
+    if problems:
+        _print_problems(problems, as_json, "no head signed: ")
+        raise typer.Exit(EXIT_NEGATIVE)
+
+
+@ledger_app.command("heads")
+def heads(
+    export: bool = typer.Option(False, "--export", help="Print every signed head as JSON Lines, for a remote "
+                                "witness to pin (verify --witness FILE compares with such a copy)."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="With --export: the file to write."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """The signed heads: how many, the last, and (--export) all of them."""
+    from faceledger.governance.ledger import HeadLog
+
+    with errors(as_json):
+        log_ = HeadLog(Settings.load().heads_dir)
+        found, bad = log_.read_heads()
+        if export:
+            text = "".join(h.line() + "\n" for h in found)
+            if out_path:
+                out_path.write_text(text)
+            else:
+                sys.stdout.write(text)
+            return
+        last = found[-1] if found else None
+        info = {"heads_file": str(log_.heads_path), "heads": len(found), "unreadable_lines": len(bad),
+                "last": {"seq": last.seq, "hash": last.hash, "time": last.time, "key_id": last.key_id} if last else None}
+        if as_json:
+            print(json.dumps(info, indent=2))
+        else:
+            out.print(f"{len(found)} signed head(s) in {log_.heads_path}" +
+                      (f"; the last covers entry {last.seq} ({last.time}, key {last.key_id})" if last else ""))
+
+
+def _print_problems(problems, as_json: bool, prefix: str = "") -> None:
+    if as_json:
+        print(json.dumps({"intact": False, "problems": [p.__dict__ for p in problems]}, indent=2))
+        return
+    first = problems[0]
+    out.print(f"[red]{prefix}ledger broken[/]: first bad entry {first.seq} ({first.kind}): {first.detail}", soft_wrap=True)
+    for p in problems[1:10]:
+        out.print(f"  entry {p.seq} ({p.kind}): {p.detail}", soft_wrap=True)
 
 
 @ledger_app.command("verify")
 def verify(
-    public_key: Optional[str] = typer.Option(None, "--public-key", help="Hex Ed25519 public key checkpoints must be "
-                                             "signed with (default: that of the ledger_key file)."),
+    public_key: Optional[str] = typer.Option(None, "--public-key", help="The signer's Ed25519 public key (64 hex "
+                                             "digits or a file) heads must be signed with (default: the "
+                                             "ledger_public_key setting). Pass one kept apart from the host."),
+    witness: Optional[Path] = typer.Option(None, "--witness", help="A copy of the heads pinned elsewhere "
+                                           "(`ledger heads --export`): every head in it must still be there and hold."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Recompute the chain and the signed checkpoints. Exit 0 when intact, 1 naming the first bad entry."""
+    """Recompute the chain and check it against every signed head, the published tips and (--witness)
+    a pinned copy of the heads. Exit 0 when intact, 1 naming the first problem. Never creates a ledger."""
+    from faceledger.governance.ledger import HeadLog, parse_heads, verify_ledger
+
     with errors(as_json):
         settings = Settings.load()
-        ledger = _ledger(settings)
-        key = public_key or (ledger.signer.public_hex if ledger.signer else None)
-        count, problems = ledger.verify(key)
-        if as_json:
-            print(json.dumps({"entries": count, "intact": not problems,
-                              "problems": [p.__dict__ for p in problems]}, indent=2))
-        elif problems:
-            first = problems[0]
-            out.print(f"[red]ledger broken[/]: first bad entry {first.seq} ({first.kind}): {first.detail}")
-            for p in problems[1:10]:
-                out.print(f"  entry {p.seq} ({p.kind}): {p.detail}")
+        pinned = None
+        if witness is not None:
+            pinned, unreadable = parse_heads(witness.read_text(), str(witness))
+            if unreadable:
+                raise InvalidParameterError(f"{witness}: {unreadable[0].detail}")
+        report = verify_ledger(_ledger(settings, create=False), HeadLog(settings.heads_dir),
+                               _public_key(settings, public_key), pinned)
+        if report.problems:
+            _print_problems(report.problems, as_json)
+        elif as_json:
+            print(json.dumps({"entries": report.entries, "intact": True, "heads": report.heads,
+                              "last_head": report.last_head, "unsigned": report.unsigned, "problems": []}, indent=2))
         else:
-            out.print(f"ledger intact: {count:,} entries chain and every checkpoint verifies")
-    if problems:
+            out.print(f"ledger intact: {report.entries:,} entries chain, {report.heads} signed head(s) hold "
+                      f"(the last covers entry {report.last_head}; {report.unsigned} entries after it await a head)",
+                      soft_wrap=True)
+    if report.problems:
         raise typer.Exit(EXIT_NEGATIVE)
 
 
@@ -83,7 +188,7 @@ def export(
     from faceledger.governance.ledger import since_time
 
     with errors(False):
-        ledger = _ledger(Settings.load())
+        ledger = _ledger(Settings.load(), create=False)
         start = since_time(since) if since else None
         fh = open(out_path, "w") if out_path else sys.stdout
         try:

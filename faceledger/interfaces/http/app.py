@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import re
@@ -82,8 +83,10 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
             principal = Principal(key.principal, key.roles, key.purposes, key.account)
         purpose = request.headers.get("x-faceledger-purpose") or (
             principal.purposes[0] if len(principal.purposes) == 1 and principal.purposes[0] != "*" else None)
-        return Context(principal, purpose, request.headers.get("x-faceledger-case") or None, "http",
-                       request.headers.get("x-faceledger-account") or None)
+        ctx = Context(principal, purpose, request.headers.get("x-faceledger-case") or None, "http",
+                      request.headers.get("x-faceledger-account") or None)
+        request.state.ctx = ctx  # for the ledger entry of a request refused after authentication
+        return ctx
 
     def _key_id(request: Request, body: bytes) -> str | None:
         if settings.auth == "none":
@@ -105,19 +108,28 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
             secret_for=keys.secret, region=settings.region,
         ).access_key_id
 
-    async def answer(operation: str, work: Callable[[], Awaitable[Any]], media_type: str) -> Response:
+    async def answer(request: Request, operation: str, work: Callable[[], Awaitable[Any]], media_type: str) -> Response:
         request_id = str(uuid.uuid4())
         start = time.perf_counter()
         try:
             status, payload, outcome = 200, await work(), "ok"
         except FaceledgerError as exc:
+            exc = await run_in_threadpool(refused, request, operation, exc)
             status, payload, outcome = exc.http_status, error_body(exc), exc.code
-        except Exception:  # noqa: BLE001 - reported as 500 with the request id, logged with its traceback
+        except Exception as unexpected:  # noqa: BLE001 - reported as 500 with the request id, logged with its traceback
             log.exception("request %s (%s) failed", request_id, operation)
             exc = InternalError(f"internal error; quote request id {request_id} when reporting it")
-            status, payload, outcome = 500, error_body(exc), exc.code
+            if not getattr(unexpected, "ledger_recorded", False):
+                exc = await run_in_threadpool(refused, request, operation, exc)
+            status, payload, outcome = exc.http_status, error_body(exc), exc.code
         metrics.observe(operation, outcome, time.perf_counter() - start)
         return Response(json.dumps(payload), status_code=status, media_type=media_type, headers={"x-amzn-RequestId": request_id})
+
+    def refused(request: Request, operation: str, exc: Exception) -> Exception:
+        """Errors raised before the gate (authentication, validation) reach the ledger through it."""
+        body = getattr(request, "_body", None)
+        return gate.refused(getattr(request.state, "ctx", None), operation, exc,
+                            body_sha256=hashlib.sha256(body).hexdigest() if body is not None else None)
 
     # --- the Rekognition JSON 1.1 protocol ----------------------------------------------------------
 
@@ -132,7 +144,7 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
             op = dispatcher.operation_of(target)
             return await run_in_threadpool(dispatcher.call, op, body, ctx)
 
-        return await answer(operation, work, AMZ_JSON)
+        return await answer(request, operation, work, AMZ_JSON)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
@@ -258,7 +270,7 @@ def _native_router(gate: Gate, dispatcher: Dispatcher, body_of, authenticate, an
                     images=[kwargs[n] for n in images if n in kwargs])
                 return api_model.output(operation, result)
 
-            return await answer(operation, work, "application/json")
+            return await answer(request, operation, work, "application/json")
 
         return endpoint
 

@@ -77,8 +77,9 @@ class Dispatcher:
             kwargs[name] = self._convert(value, shape.members[member])
             if shape.members[member].name == "Image":
                 images.append(kwargs[name])
+        parameters = {m: v for m, v in request.items() if m not in IGNORED_MEMBERS and shape.members[m].name != "Image"}
         result = self.gate.call(ctx, operation, lambda **extra: method(**kwargs, **extra),
-                                collection=request.get("CollectionId"), images=images)
+                                collection=request.get("CollectionId"), images=images, record={"parameters": parameters})
         return api_model.output(operation, result)
 
     def _convert(self, value: Any, shape: Shape) -> Any:
