@@ -31,7 +31,7 @@ from faceledger.governance.app import open_gate
 from faceledger.governance.policy import Context, Principal
 from faceledger.errors import (
     FaceledgerError, InternalError, InvalidParameterError, InvalidSignatureError, RequestTimeoutError, RequestTooLargeError,
-    UnrecognizedClientError,
+    UnknownOperationError, UnrecognizedClientError,
 )
 from faceledger.service.operations import FaceService
 from faceledger.settings import Settings
@@ -170,6 +170,14 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
             return await run_in_threadpool(dispatcher.call, op, body, ctx)
 
         return await answer(operation, work, AMZ_JSON)
+
+    @app.exception_handler(HTTPException)
+    async def unrouted(request: Request, exc: HTTPException) -> Response:
+        """Starlette's own 404/405 (no such route or method), in the protocol's typed error body."""
+        error = UnknownOperationError(f"no operation at {request.method} {request.url.path[:200]}: {exc.detail}")
+        metrics.observe(None, error.code, 0.0)
+        return Response(json.dumps(error_body(error)), status_code=exc.status_code if exc.status_code < 500 else 400,
+                        media_type="application/json")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

@@ -132,6 +132,8 @@ class Dispatcher:
             )
         if "Version" in obj:
             raise InvalidS3ObjectError("S3 object versions are not supported: leave Version out")
+        if not isinstance(obj.get("Bucket"), str) or not isinstance(obj.get("Name"), str):
+            raise InvalidS3ObjectError("Image.S3Object needs a Bucket and a Name")
         return self._s3_object(obj["Bucket"], obj["Name"])
 
     def _s3_object(self, bucket: str, name: str) -> bytes:
