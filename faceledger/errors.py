@@ -159,6 +159,13 @@ class RequestTooLargeError(FaceledgerError):
     http_status = 413
 
 
+class RequestTimeoutError(FaceledgerError):
+    """The client did not send its request body within the read timeout (body_read_timeout)."""
+
+    code = "RequestTimeoutException"
+    http_status = 408
+
+
 class BackendUnavailableError(FaceledgerError):
     """A database or vector engine cannot be reached or dropped the connection mid-request. The
     interrupted transaction was rolled back: retry. HTTP 503, which AWS SDKs retry on their own."""

@@ -61,6 +61,13 @@ class Settings:
     max_image_bytes: int = 5 * 1024 * 1024
     #: Largest decoded image accepted, in pixels; checked from the header before decoding.
     max_image_pixels: int = 40_000_000
+    #: Bytes of decoded pixels one process may hold at once (estimated from each header before
+    #: decoding: Pillow's frame plus the working copies, about 11 bytes a pixel for RGB). Requests
+    #: over the free share wait; one image over the whole budget is refused. Bounds the memory that
+    #: concurrent large images cost: about this much above the idle server, whatever the concurrency.
+    decode_budget_bytes: int = 1024 * 1024 * 1024
+    #: HTTP service: seconds a client may take to send its request body (slow senders hold a worker).
+    body_read_timeout: int = 30
     #: Primary face detector: ``hog`` (fast, frontal) or ``mmod`` (CNN, slower, more robust).
     detector: str = "hog"
     #: Detector tried when the primary finds no face: ``mmod``, ``hog`` or ``none``.

@@ -133,12 +133,16 @@ def test_images_are_not_stored_unless_asked(service, lfw, tmp_path):
     service.create_collection("private")
     rec = service.index_faces("private", data).face_records[0]
     assert service.store.stored_image("private", rec.face.image_id) is None
-    assert data[1000:1400] not in (tmp_path / "store.sqlite").read_bytes()
+    for path in (p for p in tmp_path.rglob("*") if p.is_file()):  # the database, its WAL, the index files
+        assert data[1000:1400] not in path.read_bytes(), path
     service.create_collection("keeps", store_images=True)
     rec = service.index_faces("keeps", data).face_records[0]
     assert service.store.stored_image("keeps", rec.face.image_id) == data
     service.delete_faces("keeps", [rec.face.face_id])
     assert service.store.stored_image("keeps", rec.face.image_id) is None
+    service.store.close()
+    for path in (p for p in tmp_path.rglob("*") if p.is_file()):  # a deleted image's bytes are gone from disk too
+        assert data[1000:1400] not in path.read_bytes(), path
 
 
 def test_users(service, gallery, lfw):

@@ -36,15 +36,27 @@ def service(request, engine, settings, tmp_path_factory):
     expected = {"sqlite": (SQLiteStore, type(None)), "milvus": (MilvusStore, MilvusCatalog),
                 "postgres+milvus": (MilvusStore, PostgresCatalog)}[request.param]
     assert isinstance(svc.store, expected[0]) and isinstance(getattr(svc.store, "catalog", None), expected[1])
+    svc.test_store_folder = s.store.parent  # where Milvus Lite's file lives (tests search it for image bytes)
     yield svc
     svc.store.close()
 
 
-def test_milvus_keeps_templates_only(service):
+def test_milvus_keeps_templates_only(service, lfw, request):
+    """Asked to keep images, the Milvus store refuses (without claiming the name); an indexed
+    image leaves no bytes in it: not through the API, not in Milvus Lite's files."""
     if not isinstance(service.store, MilvusStore):
         pytest.skip("the embedded store keeps images when asked")
+    with pytest.raises(errors.InvalidParameterError, match="templates only"):
+        service.create_collection("with-images", store_images=True)
     with pytest.raises(errors.ResourceNotFoundError):
         service.describe_collection("with-images")  # the refused name was not claimed
+    data = lfw.image("Colin_Powell", 4).read_bytes()
+    name = "templates-" + request.node.callspec.id.replace("+", "-")
+    service.create_collection(name)
+    rec = service.index_faces(name, data).face_records[0]
+    assert service.store.stored_image(name, rec.face.image_id) is None
+    for path in (p for p in service.test_store_folder.rglob("*") if p.is_file()):
+        assert data[1000:1400] not in path.read_bytes(), path
 
 
 def test_collections_faces_search_and_deletion(service, lfw):

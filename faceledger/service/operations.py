@@ -22,7 +22,7 @@ import numpy as np
 from faceledger.service import api_model, scope
 from faceledger.service.accounts import AccountStore
 from faceledger.service.scope import Admission
-from faceledger.vision import quality
+from faceledger.vision import imaging, quality
 from faceledger.scoring.calibration import CalibrationMissingError, fmr_of_similarity, similarity_of_fmr
 from faceledger.models.embedding import normalise
 from faceledger.vision.engine import BoundingBox, Face, FaceEngine, Landmark
@@ -859,8 +859,9 @@ def prepare_index(
 ) -> PreparedImage:
     """Decode, detect (largest first, at most 100), apply the filter and MaxFaces, embed."""
     quality_filter = QualityFilter.parse(quality_filter).value
-    decoded = engine.load(image)
-    faces = engine.detect(decoded, prealigned=prealigned).faces[:MAX_FACES_PER_IMAGE]
+    image = imaging.read_source(image, max_bytes=engine.settings.max_image_bytes)  # a path: size-checked, read once
+    detection = engine.detect(image, prealigned=prealigned)  # decodes under the engine's decode budget
+    faces = detection.faces[:MAX_FACES_PER_IMAGE]
     keep, unindexed = [], []
     for f in faces:
         why = quality.reasons(f.quality, quality_filter)
@@ -875,7 +876,7 @@ def prepare_index(
         else np.zeros((0, 0), np.float32)
     raw = _raw_bytes(image)
     digest = hashlib.sha256(raw).hexdigest() if raw is not None else ""
-    return PreparedImage(str(engine.model), decoded.orientation.name, [FaceDetail.of(f) for f in keep], vectors, unindexed,
+    return PreparedImage(str(engine.model), detection.orientation.name, [FaceDetail.of(f) for f in keep], vectors, unindexed,
                          raw if keep_bytes and keep else None, digest, tuple(quality_record(f.quality) for f in keep))
 
 

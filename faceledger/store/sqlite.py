@@ -7,8 +7,10 @@ files are saved beside the database with the log position they include; on open 
 loaded, the log replayed from that position, and the result checked against SQLite's count,
 rebuilding from SQLite when they disagree (a crash between writing the two, a lost file).
 
-Deletion is real: ``secure_delete`` overwrites freed pages, the WAL is checkpointed after
-deletions, the collection's index files are dropped (the next save writes them without the
+Deletion is real: ``secure_delete`` overwrites freed pages, the WAL is checkpointed and truncated
+after deletions (retried in the background while another process's read snapshot blocks it), the
+collection's index files are dropped with any temporary a killed save left (and on open, every
+temporary whose writer is dead and every file of a collection that no longer exists) (the next save writes them without the
 deleted templates), and deleted keys leave every process's in-memory index before its next search.
 """
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from faceledger.errors import ConflictError, ResourceAlreadyExistsError, ResourceNotFoundError, StoreCorruptionError
 from faceledger.store.base import CollectionInfo, NewFace, StoredFace, UserInfo
-from faceledger.store.vector_index import VectorIndex
+from faceledger.store.vector_index import VectorIndex, stale_temporaries
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -76,6 +78,11 @@ CREATE INDEX IF NOT EXISTS changes_by_collection ON changes(collection, seq);
 _FACE_COLUMNS = ("face_id, image_id, external_image_id, box_left, box_top, box_width, box_height, confidence, user_id, "
                  "created, quality")
 
+#: How long a deletion waits for readers before its WAL truncation is left to a background retry.
+CHECKPOINT_WAIT_MS = 2_000
+#: How long the background retry keeps trying (a reader holding a snapshot longer is a bug).
+CHECKPOINT_RETRY_SECONDS = 600
+BUSY_TIMEOUT_MS = 60_000
 #: Save an index file after this many unsaved changes (and always on close).
 SAVE_EVERY = 5_000
 
@@ -109,7 +116,7 @@ class SQLiteStore:
         self.index_dir.mkdir(exist_ok=True)
         self._arn_prefix = f"arn:aws:rekognition:{region}:{account}:collection/"
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a returned write survives power loss too
@@ -126,6 +133,8 @@ class SQLiteStore:
             ) from exc
         self._loaded: dict[int, _Loaded] = {}
         self._closed = False
+        self._checkpoint_pending = threading.Event()
+        self._remove_leftovers()
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -385,10 +394,21 @@ class SQLiteStore:
         return self.index_dir / f"{cid}.npz"
 
     def _drop_index_files(self, cid: int) -> None:
-        """Deleted templates must not outlive their deletion in an index file on disk: the file
-        goes at once, and the next save writes one without them."""
-        for suffix in (".npz", ".ivf", ".json"):
-            self._index_path(cid).with_suffix(suffix).unlink(missing_ok=True)
+        """Deleted templates must not outlive their deletion in an index file on disk: the files go
+        at once (temporaries too: a save killed midway leaves one holding every template), and
+        the next save writes them without the deleted templates."""
+        for f in self.index_dir.glob(f"{cid}.*"):
+            f.unlink(missing_ok=True)
+
+    def _remove_leftovers(self) -> None:
+        """On open: temporaries of saves whose process died, and the files of collections that no
+        longer exist (deleted while another process was saving, or by a version that left them)."""
+        live = {str(r[0]) for r in self._db.execute("SELECT id FROM collections")}
+        for f in stale_temporaries(self.index_dir):
+            f.unlink(missing_ok=True)
+        for f in self.index_dir.iterdir():
+            if f.name.split(".")[0] not in live and f.name.endswith((".npz", ".ivf", ".json")):
+                f.unlink(missing_ok=True)
 
     def verify(self, name: str, *, repair: bool = True) -> dict:
         """Compare the index with SQLite key by key; rebuild it when they differ."""
@@ -456,11 +476,40 @@ class SQLiteStore:
     # --- lifecycle -------------------------------------------------------------------------------
 
     def _checkpoint(self) -> None:
-        """Fold the WAL into the database so deleted templates do not linger in the log file."""
+        """Fold the WAL into the database and truncate it, so deleted templates do not linger in
+        the log file. A reader's snapshot (another process mid-search) blocks the truncation: then
+        a background thread retries until the readers are gone, rather than leaving the deleted
+        template in the WAL until some later delete happens to checkpoint."""
+        if not self._try_checkpoint(self._db, CHECKPOINT_WAIT_MS):
+            self._checkpoint_later()
+
+    @staticmethod
+    def _try_checkpoint(db: sqlite3.Connection, wait_ms: int) -> bool:
+        db.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
         try:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return busy == 0
         except sqlite3.OperationalError:
-            pass  # another process is reading; its next checkpoint will do it
+            return False
+        finally:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+    def _checkpoint_later(self) -> None:
+        if self._checkpoint_pending.is_set():
+            return
+        self._checkpoint_pending.set()
+
+        def retry() -> None:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            try:
+                deadline = time.monotonic() + CHECKPOINT_RETRY_SECONDS
+                while time.monotonic() < deadline and not self._try_checkpoint(db, 200):
+                    time.sleep(0.1)
+            finally:
+                db.close()
+                self._checkpoint_pending.clear()
+
+        threading.Thread(target=retry, name="faceledger-checkpoint", daemon=True).start()
 
     def close(self) -> None:
         """Save what the index files lack, then close. Closing twice is harmless."""

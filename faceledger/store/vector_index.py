@@ -29,6 +29,39 @@ RERANK = 100
 TRAIN_SAMPLE = 100_000
 
 
+TEMPORARY_KINDS = ("tmp.npz", "ivf.tmp", "jtmp")
+
+
+def temporary(path: Path, kind: str) -> Path:
+    """Where ``save`` writes before its atomic rename: ``<stem>.<pid>.<kind>``."""
+    return path.with_name(f"{path.stem}.{os.getpid()}.{kind}")
+
+
+def stale_temporaries(folder: Path) -> list[Path]:
+    """Temporary files whose writer is gone (killed mid-save), and unnamed ones from older versions."""
+    stale = []
+    for f in folder.iterdir() if folder.is_dir() else ():
+        if not f.name.endswith(TEMPORARY_KINDS):
+            continue
+        parts = f.name.split(".")
+        pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+        if pid is None or not _alive(pid):
+            stale.append(f)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 class VectorIndex:
     def __init__(self, ndim: int, *, exact_below: int = EXACT_BELOW) -> None:
         self.ndim = ndim
@@ -128,8 +161,11 @@ class VectorIndex:
     # --- persistence -------------------------------------------------------------------------------
 
     def save(self, path: Path, meta: dict) -> None:
-        """Write the templates (and the trained IVF), then the metadata, each atomically."""
-        tmp = path.with_suffix(".tmp.npz")
+        """Write the templates (and the trained IVF), then the metadata, each atomically.
+
+        Temporary files are named ``<stem>.<pid>.<kind>``: a crash mid-save leaves one that names
+        its dead writer, which :func:`stale_temporaries` finds (it holds every template)."""
+        tmp = temporary(path, "tmp.npz")
         with open(tmp, "wb") as fh:
             np.savez(fh, keys=self._keys[: self._n], vectors=self._vecs[: self._n])
             fh.flush()
@@ -137,12 +173,13 @@ class VectorIndex:
         os.replace(tmp, path)
         ivf_path = path.with_suffix(".ivf")
         if self._ivf is not None:
-            faiss.write_index(self._ivf, str(ivf_path.with_suffix(".ivf.tmp")))
-            os.replace(ivf_path.with_suffix(".ivf.tmp"), ivf_path)
+            tmp_ivf = temporary(path, "ivf.tmp")
+            faiss.write_index(self._ivf, str(tmp_ivf))
+            os.replace(tmp_ivf, ivf_path)
         else:
             ivf_path.unlink(missing_ok=True)
         meta_path = path.with_suffix(".json")
-        tmp_meta = meta_path.with_suffix(".jtmp")
+        tmp_meta = temporary(path, "jtmp")
         tmp_meta.write_text(json.dumps({**meta, "count": self._n, "ivf": self._ivf is not None}))
         os.replace(tmp_meta, meta_path)
 

@@ -143,7 +143,13 @@ class FaceFinder:
         self.min_face_size = min_face_size
 
     def find(self, pixels: np.ndarray) -> list[DetectedFace]:
+        """Faces of at least min_face_size; none in an image too small to hold one (a side under
+        min_face_size, or under MIN_DETECT_SIDE once downscaled: the MMOD network rejects such inputs)."""
+        if min(pixels.shape[:2]) < self.min_face_size:
+            return []
         small, scale = downscale(pixels, self.max_side)
+        if min(small.shape[:2]) < MIN_DETECT_SIDE:
+            return []
         for detector in self.detectors:
             faces = [self._finish(pixels, c, scale, detector.name) for c in detector.propose(small)]
             faces = [f for f in faces if f.size >= self.min_face_size]
@@ -160,6 +166,10 @@ class FaceFinder:
         return DetectedFace(
             left, top, right - left, bottom - top, score_to_confidence(c.score), points, detector
         )
+
+
+#: The smallest side the detectors accept (the MMOD network's convolutions fail under ~10 pixels).
+MIN_DETECT_SIDE = 16
 
 
 def downscale(pixels: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:

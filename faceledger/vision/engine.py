@@ -144,6 +144,9 @@ class FaceEngine:
         # dlib's models are not documented as thread-safe: one call at a time per engine. A server
         # gets parallel CPU use from worker processes, each with its own engine.
         self._lock = threading.Lock()
+        # Decoding runs outside the lock (it is thread-safe and often the slower half), so its
+        # memory is bounded by a budget instead: the pixels of a request count until detection is done.
+        self._budget = imaging.DecodeBudget(s.decode_budget_bytes)
 
     @property
     def model(self) -> ModelId:
@@ -166,18 +169,25 @@ class FaceEngine:
 
     def detect(self, image: ImageSource, *, prealigned: bool = False, max_faces: int | None = None) -> Detection:
         """Every face in the image, largest first. ``prealigned``: the image is one face chip."""
-        decoded = self.load(image)
-        pixels = decoded.pixels
-        with self._lock:
-            if prealigned:
-                faces = [self._prealigned_face(pixels)]
-            else:
-                faces = [self._to_face(pixels, f) for f in self._finder.find(pixels)]
+        s = self.settings
+        image = imaging.read_source(image, max_bytes=s.max_image_bytes)
+        cost = imaging.decode_cost(image, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels) \
+            if isinstance(image, bytes) else 0
+        with self._budget.hold(cost):  # the full-size pixels live only inside this block
+            decoded = self.load(image)
+            pixels = decoded.pixels
+            width, height, orientation = decoded.width, decoded.height, decoded.orientation
+            with self._lock:
+                if prealigned:
+                    faces = [self._prealigned_face(pixels)]
+                else:
+                    faces = [self._to_face(pixels, f) for f in self._finder.find(pixels)]
+            del decoded, pixels
         if max_faces is not None:
             if max_faces < 1:
                 raise InvalidParameterError(f"max_faces must be at least 1, not {max_faces}")
             faces = faces[:max_faces]
-        return Detection(faces, decoded.width, decoded.height, decoded.orientation)
+        return Detection(faces, width, height, orientation)
 
     def _model_chip(self, pixels: np.ndarray, points: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """The chip the model declares; dlib's 150-pixel chip (``reference``) when that is it."""

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -68,6 +70,76 @@ class DecodedImage:
         return int(self.pixels.shape[1])
 
 
+#: Bytes Pillow keeps per pixel for a decoded frame, by mode (multi-band modes are stored 4 per pixel).
+#: 32-bit integer and float frames count their int/float working copies here too.
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 12, "F": 12}
+#: Working copies per pixel on the way to (h, w, 3) uint8: a converted frame (4) and the array (3).
+_WORK_BYTES = 7
+#: An EXIF rotation makes one more 4-byte-per-pixel frame.
+_TRANSPOSE_BYTES = 4
+
+
+class DecodeBudget:
+    """Bytes of decoded pixels a process may hold at once: requests wait for their share.
+
+    Decoding is where an image's cost appears (a 77 KB 16-bit PNG declares 40 M pixels), and it
+    runs outside the engine's lock, so without a budget N concurrent requests cost N decodes. The
+    cost is estimated from the header before any pixel is decoded; one image whose estimate is
+    over the whole budget is refused outright (waiting could never help it).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = int(capacity)
+        self._free = self.capacity
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, nbytes: int, *, origin: str = "image") -> Iterator[None]:
+        if nbytes > self.capacity:
+            raise TooManyPixelsError(
+                f"{origin}: decoding would need about {nbytes / 2**20:,.0f} MiB, over the "
+                f"{self.capacity / 2**20:,.0f} MiB decode budget (refused before decoding); downscale the image, "
+                "or raise decode_budget_bytes"
+            )
+        with self._cond:
+            self._cond.wait_for(lambda: self._free >= nbytes)
+            self._free -= nbytes
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._free += nbytes
+                self._cond.notify_all()
+
+    @property
+    def in_use(self) -> int:
+        with self._cond:
+            return self.capacity - self._free
+
+
+def decode_cost(data: bytes, *, max_bytes: int = 5 * 1024 * 1024, max_pixels: int = 40_000_000,
+                origin: str = "image bytes") -> int:
+    """Bytes decoding ``data`` will hold at its peak, from the header alone (no pixel decoded).
+
+    Raises the same typed errors as :func:`decode_image` for what the header already shows
+    (not an image, unsupported format, too many pixels)."""
+    with _opened(data, max_bytes=max_bytes, max_pixels=max_pixels, origin=origin) as img:
+        width, height = img.size
+        per_pixel = _MODE_BYTES.get(img.mode, 4) + _WORK_BYTES
+        if _orientation(img).exif_orientation not in (None, 1):
+            per_pixel += _TRANSPOSE_BYTES
+        return width * height * per_pixel
+
+
+def read_source(source: ImageSource, *, max_bytes: int = 5 * 1024 * 1024) -> ImageSource:
+    """A path becomes its bytes (size-checked before it is read); anything else is returned as is."""
+    if isinstance(source, (str, os.PathLike)):
+        return _read_file(Path(source), max_bytes)
+    if isinstance(source, (bytearray, memoryview)):
+        return bytes(source)
+    return source
+
+
 def load_image(
     source: ImageSource,
     *,
@@ -104,7 +176,11 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
             f"{path}: {size:,} bytes is over the {max_bytes:,}-byte limit; "
             "downscale or recompress it, or raise max_image_bytes"
         )
-    return path.read_bytes()
+    with path.open("rb") as fh:  # never more than the limit, even if the file grew after stat
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageBytesTooLargeError(f"{path}: over the {max_bytes:,}-byte limit; downscale or recompress it")
+    return data
 
 
 def decode_image(
@@ -114,6 +190,29 @@ def decode_image(
     max_pixels: int = 40_000_000,
     origin: str = "image bytes",
 ) -> DecodedImage:
+    with _opened(data, max_bytes=max_bytes, max_pixels=max_pixels, origin=origin) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            fmt = img.format
+            try:
+                img.seek(0)  # first frame of an animation
+                img.load()
+                correction = _orientation(img)
+                upright = ImageOps.exif_transpose(img) if correction.exif_orientation else img
+                pixels = _to_rgb(upright)
+            except Image.DecompressionBombError:
+                raise _too_many(origin, f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}", max_pixels) from None
+            except (OSError, SyntaxError, ValueError, EOFError) as exc:
+                raise CorruptImageError(
+                    f"{origin}: the {fmt} data is truncated or corrupt ({exc}); "
+                    "re-export or re-download the image"
+                ) from None
+    return DecodedImage(pixels, fmt, correction)
+
+
+@contextmanager
+def _opened(data: bytes, *, max_bytes: int, max_pixels: int, origin: str) -> Iterator[Image.Image]:
+    """The image opened lazily (header parsed, no pixel decoded) once every header-level limit holds."""
     if not data:
         raise EmptyImageError(f"{origin}: empty (0 bytes); send the image's contents")
     if len(data) > max_bytes:
@@ -132,34 +231,20 @@ def decode_image(
             ) from None
         except Image.DecompressionBombError:
             raise _too_many(origin, f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}", max_pixels) from None
-        except (OSError, SyntaxError, ValueError) as exc:
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise CorruptImageError(f"{origin}: unreadable image header ({exc})") from None
-        with img:
-            if img.format not in SUPPORTED_FORMATS:
-                raise UnsupportedImageFormatError(
-                    f"{origin}: {img.format} images are not accepted; "
-                    "convert to JPEG, PNG, WebP, BMP, TIFF or GIF"
-                )
-            width, height = img.size
-            if width <= 0 or height <= 0:
-                raise CorruptImageError(f"{origin}: header declares a {width}x{height} image")
-            if width * height > max_pixels:
-                raise _too_many(origin, f"{width}x{height} = {width * height:,}", max_pixels)
-            fmt = img.format
-            try:
-                img.seek(0)  # first frame of an animation
-                img.load()
-                correction = _orientation(img)
-                upright = ImageOps.exif_transpose(img) if correction.exif_orientation else img
-                pixels = _to_rgb(upright)
-            except Image.DecompressionBombError:
-                raise _too_many(origin, f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}", max_pixels) from None
-            except (OSError, SyntaxError, ValueError, EOFError) as exc:
-                raise CorruptImageError(
-                    f"{origin}: the {fmt} data is truncated or corrupt ({exc}); "
-                    "re-export or re-download the image"
-                ) from None
-    return DecodedImage(pixels, fmt, correction)
+    with img:
+        if img.format not in SUPPORTED_FORMATS:
+            raise UnsupportedImageFormatError(
+                f"{origin}: {img.format} images are not accepted; "
+                "convert to JPEG, PNG, WebP, BMP, TIFF or GIF"
+            )
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise CorruptImageError(f"{origin}: header declares a {width}x{height} image")
+        if width * height > max_pixels:
+            raise _too_many(origin, f"{width}x{height} = {width * height:,}", max_pixels)
+        yield img
 
 
 def _too_many(origin: str, declared: str, max_pixels: int) -> TooManyPixelsError:
@@ -185,7 +270,10 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img)
-        if arr.dtype.kind == "f":
+        if arr.dtype == np.uint16 or arr.dtype.str in ("<u2", ">u2"):
+            # 16-bit data: the high byte, without int64 copies (those made a 40 M pixel PNG cost ~780 MB).
+            arr8 = (arr >> 8).astype(np.uint8)
+        elif arr.dtype.kind == "f":
             scaled = np.clip(arr, 0.0, 1.0 if arr.max() <= 1.0 else 255.0)
             arr8 = (scaled * (255.0 if arr.max() <= 1.0 else 1.0)).round().astype(np.uint8)
         else:
@@ -196,6 +284,8 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
+    if img.mode == "RGB":  # no converted copy of the frame
+        return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 

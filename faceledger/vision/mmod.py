@@ -154,7 +154,7 @@ class OnnxMmodDetector:
 
     def detections(self, pixels: np.ndarray, threshold: float = 0.0) -> list[tuple[tuple[int, int, int, int], float]]:
         """(left, top, right, bottom) inclusive integer boxes with their scores, best first."""
-        if pixels.shape[0] < 1 or pixels.shape[1] < 1:
+        if min(pixels.shape[:2]) < 12:  # under ~10 pixels a side its convolutions reject the input
             return []
         canvas, rects = tiled_pyramid(pixels, self.mean, self.padding, self.outer)
         scores = self._session.run(None, {"x": canvas[None]})[0][0, 0]

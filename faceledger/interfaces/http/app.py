@@ -8,6 +8,7 @@ for parallel CPU use run several worker processes (`faceledger serve --workers N
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -19,6 +20,8 @@ import uuid
 from typing import Any, Awaitable, Callable
 
 from fastapi import APIRouter, FastAPI, Request
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -27,13 +30,16 @@ from faceledger.service import api_model
 from faceledger.governance.gate import Gate
 from faceledger.governance.app import open_gate
 from faceledger.governance.policy import Context, Principal
-from faceledger.errors import FaceledgerError, InternalError, InvalidParameterError, RequestTooLargeError, UnrecognizedClientError, InvalidSignatureError
+from faceledger.errors import (
+    FaceledgerError, InternalError, InvalidParameterError, InvalidSignatureError, RequestTimeoutError, RequestTooLargeError,
+    UnknownOperationError, UnrecognizedClientError,
+)
 from faceledger.service.operations import FaceService
 from faceledger.settings import Settings
 from faceledger.interfaces.http import sigv4
 from faceledger.governance.keys import open_keys
 from faceledger.interfaces.http.metrics import Metrics
-from faceledger.interfaces.http.wire import Dispatcher, error_body
+from faceledger.interfaces.http.wire import TARGET_PREFIX, Dispatcher, error_body, parse_json
 
 log = logging.getLogger("faceledger.interfaces.http")
 #: ASCII digits only: str.isdigit() also accepts characters such as "²" that int() refuses.
@@ -45,9 +51,9 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
     settings = settings or Settings.load()
     gate = open_gate(settings, service)
     service = gate.service
-    dispatcher = Dispatcher(gate, s3_root=settings.s3_root)
+    dispatcher = Dispatcher(gate, s3_root=settings.s3_root, max_image_bytes=settings.max_image_bytes)
     keys = open_keys(settings)
-    metrics = Metrics()
+    metrics = Metrics(dispatcher.operations | {"Review", "ExportCandidates"})
     app = FastAPI(
         title="faceledger native API", version="1",
         description="Face detection, comparison, collections, search and users. The same service and the same "
@@ -57,25 +63,62 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
     app.state.service = service
     app.state.metrics = metrics
 
-    async def body_of(request: Request) -> bytes:
+    def too_large() -> RequestTooLargeError:
+        return RequestTooLargeError(f"the request body is over the {settings.max_request_bytes:,}-byte limit")
+
+    def declared_size(request: Request) -> None:
+        """A Content-Length over the limit is refused before anything else: it costs no read."""
         declared = request.headers.get("content-length")
         if declared and _DIGITS.fullmatch(declared) and int(declared) > settings.max_request_bytes:
-            raise RequestTooLargeError(f"the request body is over the {settings.max_request_bytes:,}-byte limit")
+            raise too_large()
+
+    async def body_of(request: Request) -> bytes:
+        """The body, at most max_request_bytes, within body_read_timeout seconds. Called only once
+        the request's credentials passed :func:`precheck`: no anonymous client makes us read one."""
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > settings.max_request_bytes:
-                raise RequestTooLargeError(f"the request body is over the {settings.max_request_bytes:,}-byte limit")
-            chunks.append(chunk)
+
+        async def read() -> None:
+            nonlocal size
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > settings.max_request_bytes:
+                    raise too_large()
+                chunks.append(chunk)
+
+        try:
+            await asyncio.wait_for(read(), timeout=settings.body_read_timeout)
+        except asyncio.TimeoutError:
+            raise RequestTimeoutError(
+                f"the request body did not arrive within {settings.body_read_timeout} s ({size:,} bytes read); "
+                "send it faster or in a smaller request") from None
         body = b"".join(chunks)
         request._body = body  # Starlette replays a cached body to request.form() (multipart uploads)
         return body
 
-    def authenticate(request: Request, body: bytes) -> Context:
+    def raw_headers(request: Request) -> dict[str, list[str]]:
+        headers: dict[str, list[str]] = {}
+        for name, value in request.headers.raw:
+            headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        return headers
+
+    def precheck(request: Request) -> Any:
+        """The credentials, checked before the body is read: the key, the scope, the date and that
+        the signature covers every header that shapes the request (sigv4.precheck)."""
+        if settings.auth == "none" or request.headers.get("authorization", "").startswith("Bearer "):
+            return None
+        return sigv4.precheck(headers=raw_headers(request), secret_for=keys.secret, region=settings.region)
+
+    async def received(request: Request) -> tuple[bytes, Context]:
+        declared_size(request)
+        checked = precheck(request)
+        body = await body_of(request)
+        return body, authenticate(request, body, checked)
+
+    def authenticate(request: Request, body: bytes, checked: Any = None) -> Context:
         """Who is asking (from the signing key), why (X-Faceledger-Purpose, X-Faceledger-Case;
         a key that carries exactly one purpose states it by default) and in which account (the
         key's, or X-Faceledger-Account where the policy lets its role act across accounts)."""
-        key_id = _key_id(request, body)
+        key_id = _key_id(request, body, checked)
         if key_id is None:  # auth none: local testing, with the operator's roles
             principal = Principal("unauthenticated", gate.policy.local_roles, ("*",))
         else:
@@ -88,7 +131,7 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
         request.state.ctx = ctx  # for the ledger entry of a request refused after authentication
         return ctx
 
-    def _key_id(request: Request, body: bytes) -> str | None:
+    def _key_id(request: Request, body: bytes, checked: Any = None) -> str | None:
         if settings.auth == "none":
             return None
         header = request.headers.get("authorization", "")
@@ -100,12 +143,9 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
             if not _same(expected, secret):
                 raise InvalidSignatureError("the secret does not match the access key")
             return key_id
-        headers: dict[str, list[str]] = {}
-        for name, value in request.headers.raw:
-            headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
         return sigv4.verify(
-            method=request.method, path=request.url.path, query=request.url.query, headers=headers, body=body,
-            secret_for=keys.secret, region=settings.region,
+            method=request.method, path=request.url.path, query=request.url.query, headers=raw_headers(request),
+            body=body, secret_for=keys.secret, region=settings.region, checked=checked,
         ).access_key_id
 
     async def answer(request: Request, operation: str, work: Callable[[], Awaitable[Any]], media_type: str) -> Response:
@@ -136,15 +176,22 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
     @app.post("/", include_in_schema=False)
     async def rekognition(request: Request) -> Response:
         target = request.headers.get("x-amz-target", "")
-        operation = target.rpartition(".")[2] or "unknown"
+        operation = target[len(TARGET_PREFIX):] if target.startswith(TARGET_PREFIX) else None  # metrics bound it
 
         async def work() -> Any:
-            body = await body_of(request)
-            ctx = authenticate(request, body)
+            body, ctx = await received(request)
             op = dispatcher.operation_of(target)
             return await run_in_threadpool(dispatcher.call, op, body, ctx)
 
         return await answer(request, operation, work, AMZ_JSON)
+
+    @app.exception_handler(HTTPException)
+    async def unrouted(request: Request, exc: HTTPException) -> Response:
+        """Starlette's own 404/405 (no such route or method), in the protocol's typed error body."""
+        error = UnknownOperationError(f"no operation at {request.method} {request.url.path[:200]}: {exc.detail}")
+        metrics.observe(None, error.code, 0.0)
+        return Response(json.dumps(error_body(error)), status_code=exc.status_code if exc.status_code < 500 else 400,
+                        media_type="application/json")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
@@ -154,7 +201,7 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    app.include_router(_native_router(gate, dispatcher, body_of, authenticate, answer))
+    app.include_router(_native_router(gate, dispatcher, received, answer))
     return app
 
 
@@ -221,29 +268,19 @@ class ReviewBody(BaseModel):
     face_ids: list[str] = Field(default_factory=list, description="The candidates the decision is about (all if empty).")
 
 
-def _native_router(gate: Gate, dispatcher: Dispatcher, body_of, authenticate, answer) -> APIRouter:
+def _native_router(gate: Gate, dispatcher: Dispatcher, received, answer) -> APIRouter:
     router = APIRouter(prefix="/v1")
     service = gate.service
 
     async def parsed(request: Request, model: type[BaseModel] | None, images: tuple[str, ...] = ()) -> tuple[dict, Context]:
         """The body as keyword arguments: JSON (images in base64) or multipart (images as files)."""
-        body = await body_of(request)
-        ctx = authenticate(request, body)
+        body, ctx = await received(request)
         if model is None:
             return {}, ctx
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            form = await request.form()
-            fields: dict[str, Any] = {}
-            for key, value in form.multi_items():
-                if hasattr(value, "read"):
-                    fields[key] = base64.b64encode(await value.read()).decode()
-                else:
-                    fields[key] = value
+            fields = await _multipart_fields(request)
         else:
-            try:
-                fields = json.loads(body or b"{}")
-            except ValueError:
-                raise InvalidParameterError("the body is neither JSON nor multipart/form-data") from None
+            fields = parse_json(body)
         try:
             data = model.model_validate(fields).model_dump(exclude_none=True)
         except Exception as exc:  # pydantic's ValidationError, made a typed client error
@@ -359,6 +396,25 @@ def _native_router(gate: Gate, dispatcher: Dispatcher, body_of, authenticate, an
         lambda b, p, ctx: gate.export_candidates(ctx, _entry(p)),
         summary="A search's candidates for a case file (after a confirmed review, if the policy says so)")
     return router
+
+
+async def _multipart_fields(request: Request) -> dict[str, Any]:
+    """A multipart/form-data body as fields, files base64-encoded; any malformation is a 400."""
+    try:
+        form = await request.form()
+        fields: dict[str, Any] = {}
+        for key, value in form.multi_items():
+            if hasattr(value, "read"):
+                fields[key] = base64.b64encode(await value.read()).decode()
+            else:
+                fields[key] = value
+        return fields
+    except MultiPartException as exc:
+        raise InvalidParameterError(f"malformed multipart/form-data body: {exc.message}") from None
+    except HTTPException as exc:  # Starlette's own 400 for a malformed form, made a typed error
+        if exc.status_code >= 500:
+            raise
+        raise InvalidParameterError(f"malformed multipart/form-data body: {exc.detail}") from None
 
 
 def _entry(path: dict) -> int:

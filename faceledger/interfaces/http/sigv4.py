@@ -24,24 +24,54 @@ _AUTH = re.compile(
 )
 
 
+#: Headers the signature must cover whenever the request carries them: they choose what the
+#: request does (the operation, how the body is read, the purpose and case it is made for).
+#: Covering only ``host`` let a captured DescribeCollection be replayed as DeleteCollection.
+#: botocore (and so boto3 and the AWS CLI) signs every header but user-agent, expect,
+#: transfer-encoding and x-amzn-trace-id, so unchanged SDK clients pass; the rule is by prefix,
+#: so a header added after signing (X-Faceledger-Purpose) is refused rather than ignored.
+ALWAYS_SIGNED = ("host", "x-amz-date")
+SIGNED_IF_PRESENT = ("content-type",)
+SIGNED_PREFIXES = ("x-amz-", "x-faceledger-")
+
+
 @dataclass(frozen=True)
 class Caller:
     access_key_id: str
 
 
-def verify(
+@dataclass(frozen=True)
+class Signed:
+    """A request's signature parts, checked in everything but the body (see :func:`precheck`)."""
+
+    key_id: str
+    secret: str
+    date: str
+    amz_date: str
+    region: str
+    service: str
+    signed: tuple[str, ...]
+    signature: str
+
+
+def unsigned_headers(headers: Mapping[str, Sequence[str]], signed: Sequence[str]) -> list[str]:
+    """Headers the request carries (or must carry) that its signature does not cover."""
+    covered = set(signed)
+    must = set(ALWAYS_SIGNED) | {h for h in headers if h in SIGNED_IF_PRESENT or h.startswith(SIGNED_PREFIXES)}
+    return sorted(must - covered)
+
+
+def precheck(
     *,
-    method: str,
-    path: str,
-    query: str,
     headers: Mapping[str, Sequence[str]],
-    body: bytes,
     secret_for: Callable[[str], str | None],
     region: str,
     service: str = "rekognition",
     now: datetime | None = None,
-) -> Caller:
-    """Check the request's signature; return who signed it. ``headers``: lower-case name -> values."""
+) -> Signed:
+    """Everything that can be checked before the body is read: the Authorization header's form,
+    a known key, the scope, a fresh date and the signed-header set. Unsigned or badly signed
+    requests are refused here, so an anonymous client never makes the server read its body."""
     auth = _one(headers, "authorization")
     if not auth:
         raise MissingAuthenticationTokenError("the request is not signed: sign it with AWS Signature Version 4")
@@ -77,8 +107,33 @@ def verify(
             f"{now.strftime('%Y%m%dT%H%M%SZ')}; check the client's clock"
         )
     signed = m["signed"].split(";")
-    if "host" not in signed:
-        raise InvalidSignatureError("the Host header must be signed")
+    missing = unsigned_headers(headers, signed)
+    if missing:
+        raise InvalidSignatureError(
+            f"the signature does not cover {', '.join(missing)}: sign host, x-amz-date, content-type and every "
+            "x-amz-* and x-faceledger-* header the request carries (SigV4 signers such as botocore do so when the "
+            "headers are added before signing, e.g. in a before-sign event handler)"
+        )
+    return Signed(key_id, secret, date, amz_date, scope_region, scope_service, tuple(signed), m["signature"])
+
+
+def verify(
+    *,
+    method: str,
+    path: str,
+    query: str,
+    headers: Mapping[str, Sequence[str]],
+    body: bytes,
+    secret_for: Callable[[str], str | None],
+    region: str,
+    service: str = "rekognition",
+    now: datetime | None = None,
+    checked: Signed | None = None,
+) -> Caller:
+    """Check the request's signature; return who signed it. ``headers``: lower-case name -> values;
+    ``checked``: the request's :func:`precheck`, when it was run before the body was read."""
+    p = checked or precheck(headers=headers, secret_for=secret_for, region=region, service=service, now=now)
+    signed = list(p.signed)
     payload_hash = hashlib.sha256(body).hexdigest()
     declared = _one(headers, "x-amz-content-sha256")
     if declared and declared != payload_hash:
@@ -91,18 +146,18 @@ def verify(
         ";".join(signed),
         payload_hash,
     ])
-    scope = f"{date}/{scope_region}/{scope_service}/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key = f"AWS4{secret}".encode()
-    for part in (date, scope_region, scope_service, "aws4_request"):
+    scope = f"{p.date}/{p.region}/{p.service}/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", p.amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = f"AWS4{p.secret}".encode()
+    for part in (p.date, p.region, p.service, "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, m["signature"]):
+    if not hmac.compare_digest(expected, p.signature):
         raise InvalidSignatureError(
             "The request signature we calculated does not match the signature you provided. "
             "Check your AWS Secret Access Key and signing method."
         )
-    return Caller(key_id)
+    return Caller(p.key_id)
 
 
 def _one(headers: Mapping[str, Sequence[str]], name: str) -> str | None:

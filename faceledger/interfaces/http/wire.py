@@ -14,13 +14,14 @@ import binascii
 import inspect
 import json
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 from botocore.model import Shape
 
 from faceledger.service import api_model
-from faceledger.errors import FaceledgerError, InvalidParameterError, InvalidS3ObjectError, SerializationError, UnknownOperationError
+from faceledger.errors import FaceledgerError, ImageBytesTooLargeError, InvalidParameterError, InvalidS3ObjectError, SerializationError, UnknownOperationError
 from faceledger.governance.gate import Gate
 from faceledger.governance.policy import Context
 from faceledger.service.operations import FaceService
@@ -29,6 +30,36 @@ TARGET_PREFIX = "RekognitionService."
 #: Members accepted and not acted on: boto3 fills ClientRequestToken by itself (idempotency
 #: tokens). CreateCollection's Tags reach the service (the tag faceledger:model chooses the model).
 IGNORED_MEMBERS = {"ClientRequestToken"}
+#: Deepest JSON nesting accepted: Rekognition's input shapes nest 4 levels; past Python's
+#: recursion limit json.loads raises RecursionError, which must be a client error, not a 500.
+MAX_JSON_DEPTH = 32
+
+
+def parse_json(body: bytes, *, what: str = "the request body") -> Any:
+    """JSON of bounded nesting, or SerializationError (never RecursionError or a decode error)."""
+    depth = 0
+    in_string = escaped = False
+    brackets = body.count(b"[") + body.count(b"{")  # at C speed; base64 images have none
+    for byte in body if brackets > MAX_JSON_DEPTH else b"":  # brackets outside strings; cheap next to the parse itself
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise SerializationError(f"{what} nests JSON more than {MAX_JSON_DEPTH} levels deep")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    try:
+        return json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise SerializationError(f"{what} is not valid JSON") from None
 
 
 def snake(name: str) -> str:
@@ -41,8 +72,9 @@ def supported_operations(service: FaceService) -> list[str]:
 
 
 class Dispatcher:
-    def __init__(self, gate: Gate, *, s3_root: Path | None = None) -> None:
+    def __init__(self, gate: Gate, *, s3_root: Path | None = None, max_image_bytes: int = 5 * 1024 * 1024) -> None:
         self.gate = gate
+        self.max_image_bytes = max_image_bytes
         service = self.service = gate.service
         self.s3_root = Path(s3_root) if s3_root else None
         self.operations = set(supported_operations(service))
@@ -56,10 +88,7 @@ class Dispatcher:
         return op
 
     def call(self, operation: str, body: bytes, ctx: Context) -> dict:
-        try:
-            request = json.loads(body or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise SerializationError("the request body is not valid JSON") from None
+        request = parse_json(body)
         if not isinstance(request, dict):
             raise SerializationError("the request body must be a JSON object")
         shape = api_model.operation(operation).input_shape
@@ -104,13 +133,43 @@ class Dispatcher:
             )
         if "Version" in obj:
             raise InvalidS3ObjectError("S3 object versions are not supported: leave Version out")
-        root = self.s3_root.resolve()
-        path = (root / obj["Bucket"] / obj["Name"]).resolve()
+        if not isinstance(obj.get("Bucket"), str) or not isinstance(obj.get("Name"), str):
+            raise InvalidS3ObjectError("Image.S3Object needs a Bucket and a Name")
+        return self._s3_object(obj["Bucket"], obj["Name"])
+
+    def _s3_object(self, bucket: str, name: str) -> bytes:
+        """The file <s3_root>/<bucket>/<name>: inside the root, a regular file, size-checked before
+        it is read (and read no further than the limit). Every way a name can fail is a 4xx."""
+        shown = f"object {name[:80]!r} in bucket {bucket[:80]!r}"
+        if "\x00" in bucket or "\x00" in name:
+            raise InvalidS3ObjectError("bucket and object names cannot contain a NUL character")
+        if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in (bucket, *name.split("/"))):
+            raise InvalidS3ObjectError(f"{shown}: a path component is over 255 bytes")
+        try:
+            root = self.s3_root.resolve()
+            path = (root / bucket / name).resolve(strict=True)
+        except FileNotFoundError:
+            raise InvalidS3ObjectError(f"no {shown}") from None
+        except RuntimeError:  # a symlink loop (Python < 3.13)
+            raise InvalidS3ObjectError(f"{shown}: the name resolves through a symlink loop") from None
+        except (OSError, ValueError) as exc:  # ELOOP, ENAMETOOLONG, ENOTDIR, EACCES, ...
+            raise InvalidS3ObjectError(f"{shown}: cannot be resolved ({getattr(exc, 'strerror', None) or exc})") from None
         if root not in path.parents:
             raise InvalidS3ObjectError("the object name leaves its bucket")
-        if not path.is_file():
-            raise InvalidS3ObjectError(f"no object {obj['Name']!r} in bucket {obj['Bucket']!r}")
-        return path.read_bytes()
+        try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise InvalidS3ObjectError(f"no {shown} (not a regular file)")
+            if info.st_size > self.max_image_bytes:
+                raise ImageBytesTooLargeError(
+                    f"{shown}: {info.st_size:,} bytes is over the {self.max_image_bytes:,}-byte image limit")
+            with path.open("rb") as fh:
+                data = fh.read(self.max_image_bytes + 1)
+        except OSError as exc:
+            raise InvalidS3ObjectError(f"{shown}: cannot be read ({exc.strerror or exc})") from None
+        if len(data) > self.max_image_bytes:
+            raise ImageBytesTooLargeError(f"{shown}: over the {self.max_image_bytes:,}-byte image limit")
+        return data
 
 
 def error_body(exc: FaceledgerError) -> dict:
