@@ -9,7 +9,6 @@ Templates come from the template cache; failures to acquire are counted per grou
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from faceledger.evaluation.audit import Scores
-from faceledger.evaluation.datasets import LFW, FairFace
+from faceledger.evaluation.datasets import read_manifest, LFW, FairFace
 from faceledger.errors import DatasetError, InvalidParameterError
 from faceledger.evaluation.protocols import Advance, acquire
 from faceledger.scoring.normalisation import Normaliser
@@ -188,21 +187,6 @@ def manifest_scores(settings: Settings, manifest: Path, *, prealigned: bool = Fa
     """Any labelled image set: a CSV with columns ``path`` (relative to the manifest's folder, or
     absolute), ``group``, and optionally ``subject`` (without it every image is its own subject
     and every pair non-mated, as for FairFace)."""
-    manifest = Path(manifest)
-    try:
-        with open(manifest, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{manifest}: not a readable CSV manifest ({exc})") from None
-    if not rows or not {"path", "group"} <= set(rows[0]):
-        raise DatasetError(f"{manifest}: needs a header with columns path and group (and optionally subject)")
-    items = []
-    for n, r in enumerate(rows, 2):
-        if not r["path"] or not r["group"]:
-            raise DatasetError(f"{manifest} line {n}: empty path or group")
-        p = Path(r["path"]) if Path(r["path"]).is_absolute() else manifest.parent / r["path"]
-        if not p.is_file():
-            raise DatasetError(f"{manifest} line {n}: {p} is not a file")
-        items.append((p, r.get("subject") or f"image {n}", r["group"]))
+    items = read_manifest(manifest)
     return _image_audit(items, settings, prealigned=prealigned, expected=None, nonmated=nonmated, seed=seed,
                         workers=workers, advance=advance, on_total=on_total, normaliser=normaliser)

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from faceledger.evaluation.audit import wilson
-from faceledger.evaluation.datasets import LFW, FairFace
+from faceledger.evaluation.datasets import LFW, FairFace, read_manifest
 from faceledger.scoring.calibration import FORMAT, Calibration, for_model
 from faceledger.scoring.normalisation import CLUSTERS, Normaliser, kmeans
 
@@ -70,27 +70,9 @@ def manifest_sources(manifest, templates) -> list[Source]:
     """A user's own labelled images as one fitting source: a CSV with ``path`` (relative to the
     manifest's folder, or absolute), ``group`` and ``subject`` (the split and the mated pairs need
     it); ``templates`` as for dataset_sources."""
-    import csv
-    from pathlib import Path
-
     from faceledger.errors import DatasetError
 
-    manifest = Path(manifest)
-    try:
-        with open(manifest, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{manifest}: not a readable CSV manifest ({exc})") from None
-    if not rows or not {"path", "group", "subject"} <= set(rows[0]):
-        raise DatasetError(f"{manifest}: needs a header with columns path, group and subject")
-    items = []
-    for n, r in enumerate(rows, 2):
-        if not r["path"] or not r["group"] or not r["subject"]:
-            raise DatasetError(f"{manifest} line {n}: empty path, group or subject")
-        p = Path(r["path"]) if Path(r["path"]).is_absolute() else manifest.parent / r["path"]
-        if not p.is_file():
-            raise DatasetError(f"{manifest} line {n}: {p} is not a file")
-        items.append((p, r["subject"], r["group"]))
+    items = read_manifest(manifest, subject_required=True)
     got = templates("manifest templates", [p for p, _, _ in items])
     keep = [(p, s, g) for p, s, g in items if got[p].vector is not None]
     if len(keep) < 2:

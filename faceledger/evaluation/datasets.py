@@ -207,3 +207,31 @@ class FairFace:
         with (self.root / "labels.csv").open(newline="") as fh:
             for row in csv.DictReader(fh):
                 yield FairFaceRecord(self.root / row["file"], row["age"], row["gender"], row["race"])
+
+
+# --- a user's own labelled images ------------------------------------------------------------------
+
+
+def read_manifest(manifest: Path, *, subject_required: bool = False) -> list[tuple[Path, str, str]]:
+    """(path, subject, group) of each row of a CSV with columns ``path`` (relative to the
+    manifest's folder, or absolute), ``group``, and ``subject`` (optional unless required: without
+    it every image is its own subject, so every pair is non-mated, as for FairFace)."""
+    manifest = Path(manifest)
+    try:
+        with open(manifest, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{manifest}: not a readable CSV manifest ({exc})") from None
+    needed = {"path", "group"} | ({"subject"} if subject_required else set())
+    if not rows or not needed <= set(rows[0]):
+        raise DatasetError(f"{manifest}: needs a header with columns {', '.join(sorted(needed))}"
+                           + ("" if subject_required else " (and optionally subject)"))
+    items = []
+    for n, r in enumerate(rows, 2):
+        if not r["path"] or not r["group"] or (subject_required and not r["subject"]):
+            raise DatasetError(f"{manifest} line {n}: empty {'path, group or subject' if subject_required else 'path or group'}")
+        p = Path(r["path"]) if Path(r["path"]).is_absolute() else manifest.parent / r["path"]
+        if not p.is_file():
+            raise DatasetError(f"{manifest} line {n}: {p} is not a file")
+        items.append((p, r.get("subject") or f"image {n}", r["group"]))
+    return items
