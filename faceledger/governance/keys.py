@@ -42,6 +42,16 @@ class AccessKey:
     roles: tuple[str, ...] = ("user",)
     purposes: tuple[str, ...] = ()
     account: str = DEFAULT_ACCOUNT
+    #: A standing case reference: requests signed with the key state it unless they send their own
+    #: (X-Faceledger-Case), so unchanged clients can identify for a purpose that needs a case.
+    case: str = ""
+
+
+def default_roles(purposes) -> tuple[str, ...]:
+    """A key made for a purpose is made to identify for it: ``user`` (collections, indexing) and
+    ``investigator`` (search); without a purpose, ``user`` alone. The policy still decides each
+    request: purpose allowed, not denied, case reference where one is needed."""
+    return ("user", "investigator") if purposes else ("user",)
 
 
 def new_account() -> str:
@@ -84,23 +94,27 @@ class KeyStore:
         os.replace(tmp, self.path)
 
     def create(self, description: str = "", *, principal: str | None = None, roles=("user",),
-               purposes=(), account: str = DEFAULT_ACCOUNT) -> tuple[AccessKey, str]:
+               purposes=(), account: str = DEFAULT_ACCOUNT, case: str = "") -> tuple[AccessKey, str]:
         """A new key id (AKIA + 16 characters) and its 40-character secret, shown once. The key
         acts as ``principal`` (default: its id) with ``roles``, for ``purposes`` (identification
-        is refused for any purpose a key does not carry), in ``account``."""
+        is refused for any purpose a key does not carry), in ``account``, under a standing
+        ``case`` if given."""
         check_account(account)
         data = self._load()
         key_id, secret = _new_key()
         data["keys"][key_id] = {"secret": secret, "created": time.time(), "description": description, "revoked": None,
                                 "principal": principal or key_id, "roles": list(roles), "purposes": list(purposes),
                                 "account": account}
+        if case:
+            data["keys"][key_id]["case"] = case
         self._save(data)
         return self._key(key_id, data["keys"][key_id]), secret
 
     @staticmethod
     def _key(key_id: str, v: dict) -> AccessKey:
         return AccessKey(key_id, v["created"], v.get("description", ""), v.get("revoked"), v.get("principal") or key_id,
-                         tuple(v.get("roles", ("user",))), tuple(v.get("purposes", ())), v.get("account") or DEFAULT_ACCOUNT)
+                         tuple(v.get("roles", ("user",))), tuple(v.get("purposes", ())), v.get("account") or DEFAULT_ACCOUNT,
+                         v.get("case", ""))
 
     def get(self, key_id: str) -> AccessKey:
         entry = self._load()["keys"].get(key_id)
@@ -132,7 +146,8 @@ _PG_SCHEMA = ("CREATE TABLE IF NOT EXISTS access_keys (key_id TEXT PRIMARY KEY, 
               "created DOUBLE PRECISION NOT NULL, description TEXT NOT NULL, revoked DOUBLE PRECISION, "
               "principal TEXT NOT NULL, roles TEXT NOT NULL, purposes TEXT NOT NULL)")
 _PG_ACCOUNT = f"ALTER TABLE access_keys ADD COLUMN IF NOT EXISTS account TEXT NOT NULL DEFAULT '{DEFAULT_ACCOUNT}'"
-_PG_COLUMNS = "key_id, created, description, revoked, principal, roles, purposes, account"
+_PG_CASE = "ALTER TABLE access_keys ADD COLUMN IF NOT EXISTS case_reference TEXT NOT NULL DEFAULT ''"
+_PG_COLUMNS = "key_id, created, description, revoked, principal, roles, purposes, account, case_reference"
 
 
 class PostgresKeyStore:
@@ -145,21 +160,22 @@ class PostgresKeyStore:
         with db.transaction(SCHEMA_LOCK) as c:
             c.execute(_PG_SCHEMA)
             c.execute(_PG_ACCOUNT)
+            c.execute(_PG_CASE)
 
     @staticmethod
     def _key(row) -> AccessKey:
-        key_id, created, description, revoked, principal, roles, purposes, account = row
+        key_id, created, description, revoked, principal, roles, purposes, account, case = row
         return AccessKey(key_id, created, description, revoked, principal, tuple(json.loads(roles)),
-                         tuple(json.loads(purposes)), account)
+                         tuple(json.loads(purposes)), account, case or "")
 
     def create(self, description: str = "", *, principal: str | None = None, roles=("user",),
-               purposes=(), account: str = DEFAULT_ACCOUNT) -> tuple[AccessKey, str]:
+               purposes=(), account: str = DEFAULT_ACCOUNT, case: str = "") -> tuple[AccessKey, str]:
         check_account(account)
         key_id, secret = _new_key()
         row = (key_id, time.time(), description, None, principal or key_id, json.dumps(list(roles)),
-               json.dumps(list(purposes)), account)
+               json.dumps(list(purposes)), account, case)
         with self.db.transaction() as c:
-            c.execute(f"INSERT INTO access_keys ({_PG_COLUMNS}, secret) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            c.execute(f"INSERT INTO access_keys ({_PG_COLUMNS}, secret) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                       (*row, secret))
         return self._key(row), secret
 

@@ -79,6 +79,9 @@ class Policy:
     separate_duties: bool = True  # who ran a search may not review or export its candidates
     cross_account_roles: tuple[str, ...] = ()  # roles that may act in another account
     digest: str = field(default="", compare=False)  # SHA-256 of the file's bytes
+    #: Purposes whose identifications need no case reference even when the policy requires one:
+    #: a door's access control has no case, every entry at it is the "case".
+    case_free_purposes: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, text: str, origin: str = "policy") -> "Policy":
@@ -105,6 +108,7 @@ class Policy:
                 separate_duties=bool(review.get("separate_duties", True)),
                 cross_account_roles=tuple(d.get("accounts", {}).get("cross_account_roles", ())),
                 digest=hashlib.sha256(text.encode()).hexdigest(),
+                case_free_purposes=tuple(ident.get("case_free_purposes", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidParameterError(f"{origin}: {exc!s} (docs/policy.md lists the fields)") from None
@@ -170,8 +174,10 @@ class Policy:
         if "*" not in ctx.principal.purposes and purpose not in ctx.principal.purposes:
             return Decision(False, f"{ctx.principal.name} may not act for the purpose {purpose!r} "
                                    f"(its purposes: {', '.join(ctx.principal.purposes) or 'none'})")
-        if self.require_case_reference and not ctx.case_reference:
-            return Decision(False, "identification needs a case reference (X-Faceledger-Case, --case)")
+        if self.require_case_reference and not ctx.case_reference and purpose not in self.case_free_purposes:
+            return Decision(False, f"identification for {purpose!r} needs a case reference under policy {self.name}: "
+                                   "send X-Faceledger-Case (CLI --case), or make the key with a standing case "
+                                   "(faceledger keys create --case REF)")
         return Decision(True, f"identification for {purpose!r} permitted")
 
     @property

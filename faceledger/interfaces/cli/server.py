@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from faceledger.interfaces.cli.common import JsonOpt, errors, out
-from faceledger.governance.keys import new_account, open_keys
+from faceledger.governance.keys import default_roles, new_account, open_keys
 from faceledger.service.scope import DEFAULT_ACCOUNT
 from faceledger.settings import Settings
 
@@ -26,9 +26,12 @@ def _keys():
 def keys_create(
     description: str = typer.Option("", "--description"),
     principal: Optional[str] = typer.Option(None, "--principal", help="Who acts with this key (default: its id)."),
-    role: list[str] = typer.Option(["user"], "--role", help="Role(s) the policy grants operations to."),
+    role: list[str] = typer.Option([], "--role", help="Role(s) the policy grants operations to (default: user; "
+                                   "with --purpose: user and investigator, so the key can enrol and search)."),
     purpose: list[str] = typer.Option([], "--purpose", help="Purpose(s) this key may identify for; with exactly one, "
-                                      "requests state it by default."),
+                                      "requests state it by default (access-control needs no case reference)."),
+    case: str = typer.Option("", "--case", help="A standing case reference requests state unless they send "
+                             "X-Faceledger-Case (for purposes whose identifications need a case)."),
     account: str = typer.Option(DEFAULT_ACCOUNT, "--account", help="The account (tenant, 12 digits) the key belongs "
                                 "to: it sees only that account's collections. `new`: a new account."),
     as_json: bool = JsonOpt,
@@ -38,15 +41,17 @@ def keys_create(
         store = _keys()
         if account == "new":
             account = new_account()
-        key, secret = store.create(description, principal=principal, roles=tuple(role), purposes=tuple(purpose),
-                                   account=account)
+        roles = tuple(role) or default_roles(purpose)
+        key, secret = store.create(description, principal=principal, roles=roles, purposes=tuple(purpose),
+                                   account=account, case=case)
         if as_json:
             print(json.dumps({"AccessKeyId": key.access_key_id, "SecretAccessKey": secret, "Principal": key.principal,
-                              "Roles": list(key.roles), "Purposes": list(key.purposes), "Account": key.account}))
+                              "Roles": list(key.roles), "Purposes": list(key.purposes), "Account": key.account,
+                              "Case": key.case or None}))
         else:
             out.print(f"AccessKeyId     {key.access_key_id}\nSecretAccessKey {secret}")
             out.print(f"principal {key.principal}, account {key.account}, roles {', '.join(key.roles)}, "
-                      f"purposes {', '.join(key.purposes) or 'none'}")
+                      f"purposes {', '.join(key.purposes) or 'none'}" + (f", standing case {key.case}" if key.case else ""))
             out.print(f"[dim]stored in {store.path} (mode 600); the secret is not shown again[/]")
 
 

@@ -116,17 +116,21 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
 
     def authenticate(request: Request, body: bytes, checked: Any = None) -> Context:
         """Who is asking (from the signing key), why (X-Faceledger-Purpose, X-Faceledger-Case;
-        a key that carries exactly one purpose states it by default) and in which account (the
-        key's, or X-Faceledger-Account where the policy lets its role act across accounts)."""
+        a key that carries exactly one purpose states it by default, and its standing case, if any,
+        unless the request names another: unchanged clients send neither header) and in which
+        account (the key's, or X-Faceledger-Account where the policy lets its role act across
+        accounts)."""
         key_id = _key_id(request, body, checked)
+        standing_case = ""
         if key_id is None:  # auth none: local testing, with the operator's roles
             principal = Principal("unauthenticated", gate.policy.local_roles, ("*",))
         else:
             key = keys.get(key_id)
             principal = Principal(key.principal, key.roles, key.purposes, key.account)
+            standing_case = key.case
         purpose = request.headers.get("x-faceledger-purpose") or (
             principal.purposes[0] if len(principal.purposes) == 1 and principal.purposes[0] != "*" else None)
-        ctx = Context(principal, purpose, request.headers.get("x-faceledger-case") or None, "http",
+        ctx = Context(principal, purpose, request.headers.get("x-faceledger-case") or standing_case or None, "http",
                       request.headers.get("x-faceledger-account") or None)
         request.state.ctx = ctx  # for the ledger entry of a request refused after authentication
         return ctx
