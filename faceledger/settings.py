@@ -91,11 +91,12 @@ class Settings:
     #: Where added models live, one folder each (``model.onnx``, ``manifest.json``, and the
     #: calibrations fitted for the model).
     models_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("faceledger")) / "models")
-    #: What a score is: ``none`` (the templates' cosine, one global calibration) or ``cohort``
-    #: (the cosine normalised against a cohort of centroids and calibrated on look-alike strangers:
-    #: false match rates that hold within each demographic group, without reading any group;
-    #: docs/fairness.md). Searches, comparisons, rates and thresholds all follow it.
-    score_normalisation: str = "none"
+    #: What a score is: ``cohort`` (the default: the cosine normalised against a cohort of
+    #: centroids and calibrated on look-alike strangers: false match rates that hold within each
+    #: demographic group, without reading any group; docs/fairness.md) or ``none`` (the templates'
+    #: cosine, one global calibration). Searches, comparisons, rates and thresholds all follow it;
+    #: a model with no cohort calibration falls back to ``none``.
+    score_normalisation: str = "cohort"
     #: Which runs the face network: ``onnx`` (dlib's network converted to ONNX and run on ONNX
     #: Runtime, ~25x faster, same outputs to ~1e-7; docs/onnx.md) or ``dlib`` (the reference).
     embedder: str = "onnx"

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from faceledger import DEFAULT_COMPARE_THRESHOLD
 from faceledger.interfaces.cli.main import app
 from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_NEGATIVE
 
@@ -71,8 +72,11 @@ def test_compare_rejects_an_out_of_range_threshold(fold1):
 def test_demo_runs_on_lfw():
     r = runner.invoke(app, ["demo"])
     assert r.exit_code == 0, r.output
-    assert "Same person" in r.stdout and "Different people" in r.stdout
-    assert "-> match" in r.stdout.replace("\n", " ")
+    text = " ".join(r.stdout.split())
+    assert "Same person" in text and "Different people" in text
+    # the demo decides at `faceledger compare`'s default threshold, and says which rate that is
+    assert f"at threshold {DEFAULT_COMPARE_THRESHOLD:.1f} (false match rate 1e-03, as faceledger compare)" in text
+    assert text.split("Different people")[1].split("->")[2].strip().startswith("no match")
 
 
 def test_datasets_info_says_what_is_missing(tmp_path, monkeypatch):

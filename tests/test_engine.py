@@ -7,7 +7,9 @@ import pytest
 from PIL import Image
 
 from faceledger import FaceEngine, errors
-from faceledger.models.embedding import Template
+from faceledger.models.embedding import Template, cosine
+from faceledger.scoring.calibration import similarity_of_fmr
+from faceledger.vision.engine import to_similarity
 from faceledger.models.files import ModelId
 
 from .conftest import encode
@@ -38,15 +40,23 @@ def test_templates_are_unit_vectors_tagged_with_their_model(engine, face_path):
     assert e.template.model.name == "dlib-resnet-v1-flip" and len(e.template.model.version) == 12
 
 
+def _near_identical(a, b) -> bool:
+    """Two templates of one image, processed two ways: above 95 on the vision layer's interim
+    cosine scale (what these tests asserted before the calibrated Similarity became the engine's)."""
+    return to_similarity(cosine(a, b), a.model.name) > 95
+
+
 def test_matched_pairs_match_and_mismatched_do_not(engine, fold1):
     mated = [p for p in fold1 if p.mated][:6]
     nonmated = [p for p in fold1 if not p.mated][:6]
+    # at a false match rate of 1e-2 (the calibrated Similarity's 28.6): every one of these pairs
+    # is decided right; the default 1e-3 keeps 89% of held-out same-person pairs (test_similarity)
+    loose = similarity_of_fmr(1e-2)
     for p in mated:
-        r = engine.compare(p.a, p.b)
+        r = engine.compare(p.a, p.b, loose)
         assert r.matches and not r.unmatched, f"{p.a.name} vs {p.b.name}: {r.unmatched[0].similarity if r.unmatched else ''}"
-        assert r.matches[0].similarity >= 80
     for p in nonmated:
-        r = engine.compare(p.a, p.b)
+        r = engine.compare(p.a, p.b, loose)
         assert not r.matches, f"{p.a.name} vs {p.b.name}: {r.matches[0].similarity}"
 
 
@@ -60,7 +70,7 @@ def test_all_faces_of_a_group_photo_are_found_and_compared(engine, lfw):
     assert len(faces) == 3
     centres = sorted(f.bounding_box.left + f.bounding_box.width / 2 for f in faces)
     assert [int(c * 3) for c in centres] == [0, 1, 2]  # one face in each third
-    r = engine.compare(lfw.image("Abel_Pacheco", 4), group)
+    r = engine.compare(lfw.image("Abel_Pacheco", 4), group, similarity_of_fmr(1e-2))
     assert len(r.matches) == 1 and len(r.unmatched) == 2
     m = r.matches[0].face.bounding_box
     assert 1 / 3 < m.left + m.width / 2 < 2 / 3  # the match is the middle face
@@ -78,7 +88,7 @@ def test_exif_rotated_copy_is_corrected_and_still_detected(engine, face_path):
     a, b = d.faces[0].bounding_box, original.face.bounding_box
     assert abs(a.left - b.left) < 0.03 and abs(a.top - b.top) < 0.03
     (again,) = engine.embed(rotated)
-    assert engine.similarity(original.template, again.template) > 95
+    assert _near_identical(original.template, again.template)
 
 
 def test_large_images_are_downscaled_for_detection_and_boxes_map_back(engine, face_path):
@@ -104,7 +114,7 @@ def test_prealigned_mode_gives_the_chip_alignment_would(engine, fairface):
         det = engine.embed_faces(detected.faces[:1])[0]
         assert pre.face.detector == "prealigned"
         assert pre.face.bounding_box.width == 1.0 and pre.face.bounding_box.height == 1.0
-        assert engine.similarity(pre.template, det.template) > 95, rec.path
+        assert _near_identical(pre.template, det.template), rec.path
         found += 1
         if found == 5:
             break

@@ -104,30 +104,51 @@ def table_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Similarity <-> false match rate <-> score threshold for this engine's model and
-    score_normalisation (the score is a cosine, or a normalised cosine)."""
+    score_normalisation (the score is a cosine, or a normalised cosine), and what each row keeps:
+    the share of LFW View 2's same-person pairs, of people's images held out of the fit, that
+    reach it (templates from the cache; computed once when missing)."""
+    from faceledger.errors import DatasetError
+    from faceledger.evaluation.operating_points import lfw_genuine_held_out
     from faceledger.models.registry import Registry
-    from faceledger.scoring.calibration import fmr_of_similarity, for_model
+    from faceledger.scoring.calibration import fmr_of_similarity
+    from faceledger.scoring.scoring import Scoring
     from faceledger.settings import Settings
 
     with errors(as_json):
         settings = Settings.load(model=model)
         entry = Registry.of(settings).resolve(settings)
-        cal = for_model(str(entry.id), settings.score_normalisation, entry.folder)
+        scoring = Scoring.of(str(entry.id), settings.score_normalisation, entry.folder)
+        cal = scoring.calibration
         score = "cosine" if settings.score_normalisation == "none" else f"{settings.score_normalisation} score"
+        try:
+            with progress() as bar:
+                task = bar.add_task("LFW templates", total=None)
+                genuine = lfw_genuine_held_out(settings, scoring, advance=lambda n: bar.advance(task, n),
+                                               on_total=lambda n: bar.update(task, total=n))
+            kept_note = (f"LFW View 2 same-person pairs held out of the fit: {len(genuine.scores):,} pairs of "
+                         f"{genuine.people:,} people" + (f" ({genuine.not_acquired} left out: no face found)"
+                                                         if genuine.not_acquired else ""))
+        except DatasetError as exc:
+            genuine, kept_note = None, f"share of same-person pairs kept: not measured ({exc.message})"
         rows = []
         for sim in (0, 14.3, 28.6, 42.9, 50, 57.1, 60, 70, 71.4, 80, 85.7, 90, 95, 99, 100):
             fmr = fmr_of_similarity(sim)
             thr = cal.threshold_for_fmr(fmr)
             rows.append({"Similarity": sim, "FalseMatchRate": fmr, "ScoreThreshold": round(thr, 4),
-                         "From": "data" if cal.in_data(thr) else "tail model"})
+                         "From": "data" if cal.in_data(thr) else "tail model",
+                         "LfwSamePersonKept": None if genuine is None else round(genuine.share_at(thr), 4)})
         if as_json:
             print(json.dumps({"Model": cal.model, "Score": cal.meta["score"], "DataResolvesTo": cal.data_resolves_to,
+                              "ScoreNormalisation": settings.score_normalisation,
+                              "LfwSamePersonPairs": None if genuine is None else len(genuine.scores),
                               "Rows": rows}, indent=2))
             return
-        table = Table(title=f"{cal.model}: data resolve FMR down to {cal.data_resolves_to:.1e}", title_justify="left")
-        for col in ("Similarity", "FMR", f"{score} >=", "from"):
+        table = Table(title=f"{cal.model} ({settings.score_normalisation} scores): data resolve FMR down to "
+                      f"{cal.data_resolves_to:.1e}", title_justify="left")
+        for col in ("Similarity", "FMR", f"{score} >=", "from", "LFW same-person kept"):
             table.add_column(col)
         for r in rows:
-            table.add_row(f"{r['Similarity']:g}", f"{r['FalseMatchRate']:.1e}", f"{r['ScoreThreshold']:.4f}", r["From"])
+            kept = "-" if r["LfwSamePersonKept"] is None else f"{100 * r['LfwSamePersonKept']:.1f}%"
+            table.add_row(f"{r['Similarity']:g}", f"{r['FalseMatchRate']:.1e}", f"{r['ScoreThreshold']:.4f}", r["From"], kept)
         out.print(table)
-
+        out.print(kept_note, soft_wrap=True)

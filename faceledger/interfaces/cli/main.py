@@ -23,7 +23,8 @@ from faceledger.interfaces.cli.server import keys_app, serve
 from faceledger.interfaces.cli.collections import collection_app, faces_app, index, search, users_app
 from faceledger.evaluation.datasets import LFW, FairFace, fetch_lfw
 from faceledger.models.registry import model_id
-from faceledger.vision.engine import CompareResult, Detection, Face, FaceEngine
+from faceledger.vision.engine import CompareResult, Detection, Face
+from faceledger.scoring.calibrated import DEFAULT_COMPARE_FMR, DEFAULT_COMPARE_THRESHOLD, FaceEngine
 from faceledger.errors import DatasetError, FaceledgerError, InvalidParameterError
 from faceledger.evaluation.protocols import detection_rates, evaluate_lfw, fairface_groups
 from faceledger.settings import Settings
@@ -64,23 +65,6 @@ def detection_json(path: str, d: Detection) -> dict:
         "Mirrored": d.orientation.mirrored,
         "FaceDetails": [face_json(f) for f in d.faces],
     }
-
-
-def _calibration(engine: FaceEngine):
-    """The engine's model's scoring (score_normalisation), or None when uncalibrated (then
-    similarities use the interim map, no rates)."""
-    from faceledger.scoring.scoring import Scoring
-
-    from faceledger.scoring.calibration import CalibrationMissingError
-
-    folder = engine.settings.models_dir / engine.model.name
-    try:
-        sc = Scoring.of(str(engine.model), engine.settings.score_normalisation, folder)
-    except CalibrationMissingError:
-        if engine.settings.score_normalisation == "none":
-            return None
-        sc = Scoring.of(str(engine.model), "none", folder)
-    return sc if sc.calibration is not None else None
 
 
 def compare_json(r: CompareResult, cal=None) -> dict:
@@ -165,7 +149,10 @@ def compare(
     source: Path = typer.Argument(..., help="Image whose largest face is compared."),
     target: Path = typer.Argument(..., help="Image whose faces are searched."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Similarity (0-100) at or above which a face "
-                                              "matches (default 80: a false match rate of 2.5e-6)."),
+                                              f"matches. Default {DEFAULT_COMPARE_THRESHOLD:g}: a false match rate of "
+                                              f"{DEFAULT_COMPARE_FMR:.0e} (1 stranger in {round(1 / DEFAULT_COMPARE_FMR):,}), "
+                                              "as `faceledger demo` uses; the cloud API's 80 is 2.5e-6 "
+                                              "(`faceledger calibration table`: what each keeps)."),
     max_fmr: Optional[float] = typer.Option(None, "--max-fmr", help="Or a false match rate target, e.g. 1e-5: the "
                                             "threshold becomes the similarity of that rate (with --threshold too, the "
                                             "stricter wins)."),
@@ -180,16 +167,15 @@ def compare(
 
     with errors(as_json):
         engine = _engine(detector, fallback, model)
-        cal = _calibration(engine)
+        cal = engine.scoring
         if max_fmr is not None:
             if cal is None:
                 raise InvalidParameterError(f"model {engine.model} has no calibration: use --threshold")
             if not 0 < max_fmr <= 1:
                 raise InvalidParameterError("--max-fmr must be in (0, 1]")
             threshold = max(threshold or 0.0, similarity_of_fmr(max_fmr))
-        threshold = 80.0 if threshold is None else threshold
-        r = engine.compare(source, target, threshold, quality_filter=quality_filter,
-                           similarity=cal.similarity if cal else None, score=cal.score if cal else None)
+        threshold = DEFAULT_COMPARE_THRESHOLD if threshold is None else threshold
+        r = engine.compare(source, target, threshold, quality_filter=quality_filter)
         if as_json:
             print(json.dumps({**compare_json(r, cal), "Model": str(engine.model)}, indent=2))
         else:
@@ -316,11 +302,11 @@ def demo() -> None:
         settings = Settings.load()
         lfw = LFW.locate(settings)
         engine = FaceEngine(settings)
-        cal = _calibration(engine)
-        from faceledger.scoring.calibration import similarity_of_fmr
+        cal = engine.scoring
 
-        # a 1:1 check at a false match rate of 1 in 100 (docs/calibration.md: what stricter rates cost)
-        threshold, where = (similarity_of_fmr(1e-2), "false match rate 1e-2") if cal else (80.0, "interim scale")
+        # the 1:1 default of `faceledger compare` (docs/calibration.md: what stricter rates cost)
+        threshold = DEFAULT_COMPARE_THRESHOLD
+        where = f"false match rate {DEFAULT_COMPARE_FMR:.0e}, as faceledger compare" if cal else "interim scale"
         fold = lfw.pairs()[0]
         mated = next(p for p in fold if p.mated)
         nonmated = next(p for p in fold if not p.mated)
@@ -329,14 +315,16 @@ def demo() -> None:
         out.print("[bold]1. Detect[/]: every face, with a box, a confidence, 5 landmarks, pose and quality.")
         _print_detection(_short(mated.a, lfw), engine.detect(mated.a))
         for title, pair in (("2. Same person", mated), ("3. Different people", nonmated)):
-            r = engine.compare(pair.a, pair.b, threshold, similarity=cal.similarity if cal else None,
-                               score=cal.score if cal else None)
+            r = engine.compare(pair.a, pair.b, threshold)
             best = max(r.matches + r.unmatched, key=lambda m: m.similarity, default=None)
             sim = best.similarity if best else 0.0
             rate = f" (strangers score this high {float(cal.fmr(best.score)):.1e} of the time)" if cal and best else ""
             verdict = "[green]match[/]" if r.matches else "no match"
             out.print(f"[bold]{title}[/]: {_short(pair.a, lfw)} vs {_short(pair.b, lfw)} -> similarity {sim:.1f}{rate} "
                       f"-> {verdict} at threshold {threshold:.1f} ({where})")
+            if pair.mated and not r.matches:
+                out.print("   [dim]a same-person pair under the threshold: about 1 in 9 of LFW's are (`faceledger "
+                          "calibration table` shows what each threshold keeps; --max-fmr 1e-2 is looser)[/]")
         out.print(
             "\nA match is a candidate for a person to review, never an identification. "
             "Try: [bold]faceledger compare A.jpg B.jpg[/], [bold]faceledger detect --json IMG[/], "
