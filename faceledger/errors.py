@@ -154,8 +154,11 @@ class InvalidS3ObjectError(FaceledgerError):
     http_status = 400
 
 
-class RequestTooLargeError(FaceledgerError):
-    code = "RequestTooLargeException"
+class RequestTooLargeError(ImageTooLargeError):
+    """The request body is over max_request_bytes: refused before it is read in full. Its code is
+    the model's ImageTooLargeException (the body is an image, base64-encoded), so SDKs raise their
+    typed exception; the HTTP status stays 413 (Payload Too Large)."""
+
     http_status = 413
 
 

@@ -214,7 +214,9 @@ def test_unsigned_requests_and_oversized_bodies(server):
     assert r.status_code == 403 and r.json()["__type"] == "MissingAuthenticationTokenException"
     assert r.headers["x-amzn-requestid"]
     r = httpx.post(server["url"] + "/", content=b"x" * (9 * 1024 * 1024))
-    assert r.status_code == 413
+    assert r.status_code == 413 and r.json()["__type"] == "ImageTooLargeException"  # a code the model knows
+    with pytest.raises(client(server).exceptions.ImageTooLargeException):  # boto3's typed exception
+        client(server, validate=False).detect_faces(Image={"Bytes": b"\xff\xd8\xff" + b"\x00" * (9 * 1024 * 1024)})
 
 
 def test_native_api_health_metrics_and_openapi(server, lfw):

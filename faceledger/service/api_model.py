@@ -136,6 +136,34 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Members whose model pattern is [0-9\.]+ but which faceledger fills with a model id
+#: (name@weights digest): on the wire they carry wire_model_version(id), and the id itself goes in
+#: faceledger's own member named here.
+MODEL_VERSION_MEMBERS = {"FaceModelVersion": "FaceledgerModel", "IndexFacesModelVersion": "FaceledgerModel",
+                         "FaceModelVersions": "FaceledgerModels"}
+
+
+#: The cloud API returns OrientationCorrection as null: boxes are in the EXIF-corrected image's
+#: coordinates, as faceledger's are. The correction faceledger applied (ROTATE_90, ...) moves to
+#: its own member so that a client reading the modelled one sees what the service sends.
+ORIENTATION_MEMBERS = {"OrientationCorrection": "FaceledgerOrientation",
+                       "SourceImageOrientationCorrection": "FaceledgerSourceOrientation",
+                       "TargetImageOrientationCorrection": "FaceledgerTargetOrientation"}
+
+
+def wire_model_version(model: str) -> str:
+    """A model id as the number the cloud API's pattern allows: ``1.<decimal of the weights
+    digest's first 8 hex digits>``, stable for the same weights and different for others; a
+    version already numeric passes through."""
+    if _compiled(r"[0-9\.]+").fullmatch(model):
+        return model
+    _, _, digest = model.partition("@")
+    try:
+        return f"1.{int(digest[:8], 16)}"
+    except ValueError:
+        return "1.0"
+
+
 def plain(value: Any) -> Any:
     """A dataclass tree as JSON with CamelCase members (for extension members), Nones left out."""
     if dataclasses.is_dataclass(value):
@@ -170,8 +198,14 @@ def to_shape(value: Any, shape: Shape) -> Any:
         out = {}
         for member, member_shape in shape.members.items():
             v = fields.get(_norm(member))
-            if v is not None:
+            if v is not None and member in ORIENTATION_MEMBERS:
+                out[ORIENTATION_MEMBERS[member]] = str(v)
+            elif v is not None:
                 out[member] = to_shape(v, member_shape)
+                if member in MODEL_VERSION_MEMBERS:
+                    out[MODEL_VERSION_MEMBERS[member]] = v if isinstance(v, str) else list(v)
+                    out[member] = (wire_model_version(v) if isinstance(v, str)
+                                   else [wire_model_version(x) for x in v])
         for member in EXTENSIONS.get(shape.name, ()):
             v = fields.get(_norm(member))
             if v is not None:
