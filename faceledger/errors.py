@@ -40,6 +40,13 @@ class InvalidImageFormatError(FaceledgerError):
     http_status = 400
 
 
+class ImageIsAFolderError(FaceledgerError):
+    """A folder was given where an image file is expected."""
+
+    code = "InvalidParameterException"
+    http_status = 400
+
+
 class ImageTooLargeError(FaceledgerError):
     """The image is over a size limit (bytes or pixels)."""
 
@@ -96,11 +103,24 @@ class ModelMismatchError(InvalidParameterError):
 
 
 class ModelFileError(FaceledgerError):
-    """A model file is missing or unreadable: the installation is incomplete."""
+    """A model file is missing or unreadable: the installation is incomplete (not an internal
+    error: the message says what to install or fetch)."""
+
+    code = "ModelUnavailableException"
+    http_status = 503
 
 
 class DatasetError(FaceledgerError):
     """A dataset is missing, incomplete or fails its checksum."""
+
+    code = "DatasetUnavailableException"
+    http_status = 503
+
+
+class DownloadFailedError(DatasetError):
+    """A download (a dataset, a model package) failed or did not match its published checksum."""
+
+    code = "DownloadFailedException"
 
 
 class InvalidPaginationTokenError(FaceledgerError):

@@ -2,7 +2,8 @@
 
 Values come, in increasing priority, from the defaults below, an optional TOML file
 (``FACELEDGER_CONFIG`` or ``<user config dir>/faceledger/config.toml``) and environment variables
-named ``FACELEDGER_<FIELD>`` in upper case. docs/configuration.md lists every field.
+named ``FACELEDGER_<FIELD>`` in upper case. ``FACELEDGER_HOME`` moves every default path (config
+file included) into one folder. docs/configuration.md lists every field.
 """
 
 from __future__ import annotations
@@ -20,6 +21,23 @@ from faceledger.errors import InvalidParameterError
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def home() -> Path | None:
+    """FACELEDGER_HOME: one folder for all of faceledger's state (store, keys, ledger, ledger key,
+    config, caches, added models) when set; otherwise the platform's user folders."""
+    value = os.environ.get("FACELEDGER_HOME")
+    return Path(value).expanduser() if value else None
+
+
+def state_dir(kind: str) -> Path:
+    """Where state of a kind lives: FACELEDGER_HOME (caches in its cache/), else the platform's
+    user data, config or cache folder for faceledger."""
+    h = home()
+    if h is not None:
+        return h / "cache" if kind == "cache" else h
+    return Path({"data": platformdirs.user_data_dir, "config": platformdirs.user_config_dir,
+                 "cache": platformdirs.user_cache_dir}[kind]("faceledger"))
+
+
 def _default_data_dir() -> Path | None:
     candidate = _PROJECT_ROOT.parent / "shared" / "data"
     return candidate if candidate.is_dir() else None
@@ -31,10 +49,10 @@ class Settings:
     #: ``../shared/data`` beside a checkout when it exists.
     data: Path | None = field(default_factory=_default_data_dir)
     #: Where templates, downloaded datasets and converted models are cached.
-    cache_dir: Path = field(default_factory=lambda: Path(platformdirs.user_cache_dir("faceledger")))
+    cache_dir: Path = field(default_factory=lambda: state_dir("cache"))
     #: The embedded store's database (collections, faces, users, templates); its ANN index files
     #: live in a folder beside it.
-    store: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("faceledger")) / "store.sqlite")
+    store: Path = field(default_factory=lambda: state_dir("data") / "store.sqlite")
     #: Where collections live: ``sqlite`` (the embedded store above, the default) or ``milvus``
     #: (pymilvus: a Milvus server or cluster at ``milvus_uri``, or Milvus Lite in a local file).
     store_backend: str = "sqlite"
@@ -50,7 +68,7 @@ class Settings:
     #: HTTP service: the region clients sign for (the credential scope must name it).
     region: str = "us-east-1"
     #: HTTP service: access keys made by `faceledger keys create` (mode 0600).
-    keys_file: Path = field(default_factory=lambda: Path(platformdirs.user_config_dir("faceledger")) / "keys.json")
+    keys_file: Path = field(default_factory=lambda: state_dir("config") / "keys.json")
     #: HTTP service: `sigv4` (requests must be signed with a key from keys_file) or `none`.
     auth: str = "sigv4"
     #: HTTP service: Image.S3Object {Bucket, Name} maps to the file <s3_root>/<Bucket>/<Name>.
@@ -90,7 +108,7 @@ class Settings:
     model: str = ""
     #: Where added models live, one folder each (``model.onnx``, ``manifest.json``, and the
     #: calibrations fitted for the model).
-    models_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("faceledger")) / "models")
+    models_dir: Path = field(default_factory=lambda: state_dir("data") / "models")
     #: What a score is: ``cohort`` (the default: the cosine normalised against a cohort of
     #: centroids and calibrated on look-alike strangers: false match rates that hold within each
     #: demographic group, without reading any group; docs/fairness.md) or ``none`` (the templates'
@@ -109,7 +127,7 @@ class Settings:
     #: ``open``) or a TOML file's path (docs/policy.md).
     policy: str = "moratorium"
     #: The hash-chained ledger of every request (SQLite); see ledger_heads for its signed heads.
-    ledger: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("faceledger")) / "ledger.sqlite")
+    ledger: Path = field(default_factory=lambda: state_dir("data") / "ledger.sqlite")
     #: PostgreSQL for the state several service replicas share (``postgresql://user@host/db``):
     #: the ledger, access keys, the policy in force and, with ``store_backend = "milvus"``,
     #: collection metadata and users (docs/deploy.md). Empty: files on this machine.
@@ -124,7 +142,7 @@ class Settings:
     ledger_public_key: str = ""
     #: The signer's Ed25519 private key (`faceledger ledger keygen`), read only by `faceledger
     #: ledger sign-heads`: keep it on another account or machine than the service.
-    ledger_key: Path = field(default_factory=lambda: Path(platformdirs.user_config_dir("faceledger")) / "ledger-key.pem")
+    ledger_key: Path = field(default_factory=lambda: state_dir("config") / "ledger-key.pem")
     #: The signer signs a head at least every this many entries...
     ledger_head_entries: int = 1000
     #: ...and every this many seconds when entries are waiting for one.
@@ -136,7 +154,7 @@ class Settings:
     def load(cls, **overrides: object) -> "Settings":
         values: dict[str, object] = {}
         config = os.environ.get("FACELEDGER_CONFIG")
-        path = Path(config) if config else Path(platformdirs.user_config_dir("faceledger")) / "config.toml"
+        path = Path(config) if config else state_dir("config") / "config.toml"
         if path.is_file():
             with path.open("rb") as fh:
                 values.update(tomllib.load(fh))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from faceledger.errors import DatasetError
+from faceledger.errors import DatasetError, DownloadFailedError
 from faceledger.settings import Settings
 
 Progress = Callable[[int, int | None], None]  # (bytes so far, total or None)
@@ -157,10 +157,11 @@ def download(source: Source, dest: Path, progress: Progress | None = None) -> No
                     progress(done, total)
     except OSError as exc:
         dest.unlink(missing_ok=True)
-        raise DatasetError(f"could not download {source.url}: {exc}") from exc
+        raise DownloadFailedError(f"could not download {source.url}: {exc}; check the connection and retry, or "
+                                  "place the dataset under FACELEDGER_DATA yourself") from exc
     if digest.hexdigest() != source.md5:
         dest.unlink(missing_ok=True)
-        raise DatasetError(
+        raise DownloadFailedError(
             f"{source.url}: checksum mismatch (MD5 {digest.hexdigest()}, expected {source.md5}); "
             "the download is corrupt or the file changed upstream"
         )

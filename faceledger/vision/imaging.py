@@ -18,7 +18,7 @@ from typing import Iterator, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from faceledger.errors import CorruptImageError, EmptyImageError, ImageBytesTooLargeError, NotAnImageError, TooManyPixelsError, UnsupportedImageFormatError
+from faceledger.errors import CorruptImageError, EmptyImageError, ImageBytesTooLargeError, ImageIsAFolderError, NotAnImageError, TooManyPixelsError, UnsupportedImageFormatError
 
 #: Formats accepted, as Pillow names them (MPO is the multi-picture JPEG some cameras write).
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
@@ -171,6 +171,9 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
         size = path.stat().st_size
     except FileNotFoundError:
         raise FileNotFoundError(f"no such image file: {path}") from None
+    if path.is_dir():
+        raise ImageIsAFolderError(f"{path} is a folder, not an image file: pass an image (to index every image "
+                                  "in a folder: faceledger index COLLECTION FOLDER)")
     if size > max_bytes:
         raise ImageBytesTooLargeError(
             f"{path}: {size:,} bytes is over the {max_bytes:,}-byte limit; "

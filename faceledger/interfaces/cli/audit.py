@@ -35,8 +35,22 @@ def _write(summary: str, document: str, page, as_json: bool, markdown_out, html_
         print(document)
     else:  # plain print: Markdown tables must not be wrapped to the terminal's width
         if extra:
-            print(json.dumps(extra))
+            print(markdown_facts(extra))
         print(summary)
+
+
+def markdown_facts(facts: dict, depth: int = 0) -> str:
+    """What the run was (dataset, images, failures to acquire, scoring, models) as a Markdown list,
+    so that the printed report is Markdown from its first line (the JSON is under --json)."""
+    lines = []
+    for key, value in facts.items():
+        label = str(key).replace("_", " ")
+        if isinstance(value, dict):
+            lines.append(f"{'  ' * depth}- {label}:")
+            lines.append(markdown_facts(value, depth + 1))
+        else:
+            lines.append(f"{'  ' * depth}- {label}: {value}")
+    return "\n".join(lines) + ("\n" if depth == 0 else "")
 
 
 MarkdownOpt = typer.Option(None, "--markdown", help="Also write the Markdown summary here.")

@@ -12,8 +12,8 @@ import typer
 from rich.table import Table
 
 from faceledger.service import api_model
-from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_NEGATIVE, JsonOpt, RayOpt, box_text, err, errors, out, pool, progress
-from faceledger.errors import FaceledgerError
+from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NEGATIVE, JsonOpt, id_column, RayOpt, box_text, err, errors, out, pool, progress
+from faceledger.errors import FaceledgerError, InvalidParameterError
 from faceledger.service.operations import FaceService, PreparedImage, prepare_index
 from faceledger.settings import Settings
 from faceledger.vision.workers import parallel_map, worker_engine
@@ -153,9 +153,23 @@ def _image_files(paths: list[Path], recursive: bool) -> Iterator[Path]:
     for p in paths:
         if p.is_dir():
             children = sorted(p.rglob("*") if recursive else p.iterdir())
-            yield from (c for c in children if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES)
+            images = [c for c in children if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES]
+            if not images:
+                subfolders = [c for c in children if c.is_dir()]
+                if subfolders and not recursive:
+                    raise InvalidParameterError(f"{p} holds no image files, only {len(subfolders)} sub-folder(s): "
+                                                "add -r to index the images inside them")
+                raise InvalidParameterError(f"{p} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            yield from images
         else:
             yield p
+
+
+def _not_indexed(r) -> list[str] | None:
+    """Why an image's faces were not (all) indexed: NO_FACE, or each unindexed face's reasons."""
+    if not r.face_records and not r.unindexed_faces:
+        return ["NO_FACE"]
+    return [", ".join(u.reasons) for u in r.unindexed_faces] or None
 
 
 def external_id(path: Path, source: str) -> str | None:
@@ -202,7 +216,7 @@ def index(
         settings = settings.replace(model=info.model.partition("@")[0])  # workers embed with the collection's model
         files = list(_image_files(paths, recursive))
         jobs = [(str(f), max_faces, quality_filter, keep_bytes) for f in files]
-        indexed, unindexed, failed = 0, Counter(), []
+        indexed, unindexed, failed, skipped, done, interrupted = 0, Counter(), [], [], 0, False
         with progress() as bar:
             task = bar.add_task(f"indexing into {collection}", total=len(jobs))
             try:
@@ -213,24 +227,38 @@ def index(
                             collection=collection, digests=[prepared.sha256])
                         indexed += len(r.face_records)
                         unindexed.update(reason for u in r.unindexed_faces for reason in u.reasons)
+                        why = _not_indexed(r)
+                        if why:
+                            skipped.append((path, len(r.face_records), why))
+                            unindexed.update(["NO_FACE"] if why == ["NO_FACE"] else [])
                         if as_json:
                             print(json.dumps({"Image": path, **api_model.output("IndexFaces", r)}), flush=True)
                     else:
                         failed.append((path, error))
                         if as_json:
                             print(json.dumps({"Image": path, "error": error}), flush=True)
+                    done += 1
                     bar.advance(task)
             except KeyboardInterrupt:
-                err.print("[yellow]interrupted: every image reported above is stored[/]")
-        summary = {"Images": len(files), "FacesIndexed": indexed, "UnindexedReasons": dict(unindexed), "Errors": len(failed)}
+                interrupted = True
+                err.print(f"[yellow]interrupted after {done} of {len(files)} images: every image reported is stored[/]")
+        summary = {"Images": done, "ImagesFound": len(files), "FacesIndexed": indexed, "UnindexedReasons": dict(unindexed),
+                   "NotIndexed": [{"Image": p, "FacesIndexed": n, "Reasons": why} for p, n, why in skipped],
+                   "Errors": len(failed), "Interrupted": interrupted}
         if as_json:
             print(json.dumps({"Summary": summary}), flush=True)
         else:
-            out.print(f"{len(files)} images: [bold]{indexed}[/] faces indexed into {collection}")
+            of = f" of {len(files)}" if interrupted else ""
+            out.print(f"{done}{of} images: [bold]{indexed}[/] faces indexed into {collection}")
             for reason, n in unindexed.most_common():
                 out.print(f"  not indexed: {n} x {reason}")
+            for p, n, why in skipped:
+                out.print(f"  {p}: " + ("no face found" if why == ["NO_FACE"] else
+                                        f"{n} indexed, not indexed: " + "; ".join(why)), soft_wrap=True, highlight=False)
             for path, e in failed:
                 err.print(f"  [red]error[/] {path}: {e['message']}", soft_wrap=True, highlight=False)
+    if interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
     if failed:
         raise typer.Exit(EXIT_INPUT)
 
@@ -257,8 +285,11 @@ def search(
             max_false_match_rate=max_fmr,
         )
         if not _emit("SearchFacesByImage", r, as_json):
-            table = Table("#", "similarity", "false match rate", "expected strangers this high", "face id", "external id",
-                          "user", title=f"candidates in {collection}", title_justify="left")
+            table = Table("#", "similarity", "FMR", "strangers expected this high", title=f"candidates in {collection}",
+                          title_justify="left")
+            id_column(table, "face id")
+            table.add_column("external id", overflow="fold")
+            table.add_column("user", overflow="fold")
             for i, m in enumerate(r.face_matches, 1):
                 table.add_row(str(i), f"{m.similarity:.1f}", _rate(m.false_match_rate), _rate(m.expected_false_candidates),
                               m.face.face_id, m.face.external_image_id or "-", m.face.user_id or "-")
@@ -285,9 +316,17 @@ def faces_list(
     with errors(as_json):
         r = _service().list_faces(collection, max_results=max_results, next_token=next_token, user_id=user_id)
         if not _emit("ListFaces", r, as_json):
-            table = Table("face id", "external id", "image id", "user", "box", title=f"faces in {collection}", title_justify="left")
+            table = Table(title=f"faces in {collection}", title_justify="left")
+            id_column(table, "face id")
+            wide = out.width >= 120  # image ids too, where two whole UUIDs fit (always in --json)
+            if wide:
+                id_column(table, "image id")
+            table.add_column("external id", overflow="fold")
+            table.add_column("user", overflow="fold")
+            table.add_column("box", overflow="fold")
             for f in r.faces:
-                table.add_row(f.face_id, f.external_image_id or "-", f.image_id, f.user_id or "-", box_text(f.bounding_box))
+                table.add_row(f.face_id, *([f.image_id] if wide else []), f.external_image_id or "-", f.user_id or "-",
+                              box_text(f.bounding_box))
             out.print(table)
             if r.next_token:
                 out.print(f"more: --next-token {r.next_token}")

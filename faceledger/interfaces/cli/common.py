@@ -96,5 +96,11 @@ def face_json(face: Face) -> dict:
     }
 
 
+def id_column(table, header: str) -> None:
+    """A column of ids a user copies into the next command (36-character UUIDs): never wrapped,
+    folded or cut; the table's other columns give way."""
+    table.add_column(header, no_wrap=True, min_width=36, overflow="ignore")
+
+
 def box_text(b) -> str:
     return f"left {b.left:.2f} top {b.top:.2f} w {b.width:.2f} h {b.height:.2f}"

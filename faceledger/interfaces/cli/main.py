@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box as rich_box
 from rich.table import Table
 
 from faceledger.vision import quality as quality_mod
@@ -130,14 +131,21 @@ def _print_detection(path: str, d: Detection) -> None:
     # The header goes on its own unwrapped line: a long path must stay one
     # string a user can copy, whatever the terminal's width.
     out.print(title, soft_wrap=True, markup=False, highlight=False)
-    table = Table()
-    for col in ("#", "box (ratios)", "conf", "detector", "roll/yaw/pitch", "bright", "sharp", "size px", "fails"):
-        table.add_column(col)
+    if not d.faces:
+        return
+    # readable at 80 columns: compact cells, no vertical rules, one line per face
+    table = Table(box=rich_box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, caption="box: left top width "
+                  "height as ratios of the image; pose: roll/yaw/pitch in degrees; fails: the MEDIUM quality filter's "
+                  "reasons", caption_justify="left")
+    for col in ("#", "box", "conf", "det", "pose", "bright", "sharp", "px"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("fails", overflow="fold")
     for i, f in enumerate(d.faces, 1):
         q = f.quality
         fails = quality_mod.reasons(q, "MEDIUM")
+        b = f.bounding_box
         table.add_row(
-            str(i), _box(f), f"{f.confidence:.1f}", f.detector,
+            str(i), f"{b.left:.2f} {b.top:.2f} {b.width:.2f} {b.height:.2f}", f"{f.confidence:.1f}", f.detector,
             f"{q.pose.roll:.0f}/{q.pose.yaw:.0f}/{q.pose.pitch:.0f}", f"{q.brightness:.0f}", f"{q.sharpness:.0f}",
             f"{q.face_size:.0f}", ", ".join(fails) if fails else "-",
         )

@@ -214,13 +214,12 @@ def converted_model(dat: Path, cache_dir: Path | None = None) -> Path:
     import os
     import tempfile
 
-    import platformdirs
-
+    from faceledger.settings import state_dir
     from faceledger.models.dlib import dat_format as dlib_format
     from faceledger.models import files as models
 
     digest = models.file_sha256(dat)
-    folder = Path(cache_dir or platformdirs.user_cache_dir("faceledger")) / "onnx"
+    folder = Path(cache_dir or state_dir("cache")) / "onnx"
     target = folder / f"{dat.stem}-{digest[:16]}.onnx"
     if target.is_file():
         return target
