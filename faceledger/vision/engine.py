@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from faceledger.vision import alignment, imaging, quality
+from faceledger.vision import landmarks as landmarks_mod
 from faceledger.vision.detection import LANDMARK_TYPES, DetectedFace, FaceFinder, Landmarker, make_detector
 from faceledger.models.embedding import Embedder, Template, cosine
 from faceledger.models.manifest import Manifest
@@ -77,6 +78,9 @@ class Face:
     quality: Quality
     detector: str  # "hog", "mmod" or "prealigned"
     chip: np.ndarray = field(repr=False)  # the chip the engine's model makes its template from
+    #: The cloud API's landmark types (all 30, vision/landmarks.py) from the face mesh; empty with
+    #: ``landmark_model = "none"``. ``landmarks`` above are dlib's 5 points, which alignment uses.
+    face_landmarks: tuple[Landmark, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,7 @@ class FaceEngine:
         detectors = [make_detector(n, hog_upsample=s.hog_upsample, mmod_upsample=s.mmod_upsample, mmod_backend=s.mmod_backend,
                                    cache_dir=s.cache_dir, threads=s.onnx_threads) for n in names]
         self._landmarker = Landmarker()
+        self._mesh = None  # the face mesh, made on first use (face_mesh)
         self._finder = FaceFinder(detectors, self._landmarker, max_side=s.detect_max_side, min_face_size=s.min_face_size)
         self._registry = Registry.of(s)
         if embedder is None:
@@ -201,6 +206,33 @@ class FaceEngine:
         chip = alignment.align(pixels, f.landmarks)
         return self._face(pixels, chip, (f.left, f.top, f.width, f.height), f.landmarks, f.confidence, f.detector)
 
+    @property
+    def face_mesh(self):
+        """MediaPipe's face mesh (models/facemesh.py), made on first use; None when the settings
+        say ``landmark_model = "none"``."""
+        if self.settings.landmark_model == "none":
+            return None
+        if self.settings.landmark_model != "facemesh":
+            raise InvalidParameterError(f"landmark_model is facemesh or none, not {self.settings.landmark_model!r}")
+        if self._mesh is None:
+            from faceledger.models.facemesh import FaceMesh
+
+            self._mesh = FaceMesh(self.settings.package_cache or self.settings.cache_dir, self.settings.cache_dir,
+                                  allow_download=self.settings.allow_downloads, threads=self.settings.onnx_threads)
+        return self._mesh
+
+    def _mesh_landmarks(self, pixels: np.ndarray, box, points: np.ndarray) -> tuple[Landmark, ...]:
+        from faceledger.models.facemesh import INPUT_SIZE
+
+        mesh = self.face_mesh
+        if mesh is None:
+            return ()
+        geometry = landmarks_mod.crop_geometry(box, points)
+        found = landmarks_mod.to_image(mesh.run(landmarks_mod.crop(pixels, geometry, INPUT_SIZE)[None])[0], geometry,
+                                       INPUT_SIZE)
+        h, w = pixels.shape[:2]
+        return tuple(Landmark(t, float(x) / w, float(y) / h) for t, (x, y) in landmarks_mod.landmark_points(found).items())
+
     def _prealigned_face(self, pixels: np.ndarray) -> Face:
         h, w = pixels.shape[:2]
         left, top, right, bottom = alignment.prealigned_box(w, h)
@@ -224,7 +256,8 @@ class FaceEngine:
             confidence=confidence,
         )
         marks = tuple(Landmark(t, float(x) / w, float(y) / h) for t, (x, y) in zip(LANDMARK_TYPES, points))
-        return Face(BoundingBox(left / w, top / h, width / w, height / h), confidence, marks, q, detector, chip)
+        return Face(BoundingBox(left / w, top / h, width / w, height / h), confidence, marks, q, detector, chip,
+                    self._mesh_landmarks(pixels, box, points))
 
     # --- templates -------------------------------------------------------------------------------
 

