@@ -50,7 +50,7 @@ def test_cli_default_demo_and_help_agree_on_a_stated_rate(fold1):
 
 
 def test_calibration_table_says_what_each_threshold_keeps():
-    r = runner.invoke(app, ["calibration", "table", "--json", "--lfw-pairs", "200"])  # all 783: 1,372 images
+    r = runner.invoke(app, ["calibration", "table", "--json", "--lfw-pairs", "200"])  # all: 1,461 pairs
     assert r.exit_code == 0, r.output
     t = json.loads(r.stdout)
     assert t["ScoreNormalisation"] == "cohort" and t["LfwSamePersonPairs"] == 200
@@ -58,4 +58,4 @@ def test_calibration_table_says_what_each_threshold_keeps():
     shares = [row["LfwSamePersonKept"] for row in t["Rows"]]
     assert shares == sorted(shares, reverse=True) and kept[0] == 1.0
     assert kept[42.9] > 0.8  # the CLI's default keeps most genuine pairs
-    assert kept[80] < 0.15  # the cloud API's 80 keeps few with this model: the reason for the default
+    assert kept[80] < 0.25  # the cloud API's 80 keeps a minority with this model: the reason for the default

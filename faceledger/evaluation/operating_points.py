@@ -1,7 +1,7 @@
 """What a threshold keeps: the share of genuine (same-person) comparisons that reach it.
 
-Measured on LFW View 2's same-person pairs whose images were both held out of the calibration
-fit (calibration_fit.in_fit_half), scored the way the service scores (plain or cohort). The rates a
+Measured on LFW View 2's same-person pairs of people held out of the calibration fit (the fit
+splits LFW by person: calibration_fit.in_fit_half of the name), scored the way the service scores (plain or cohort). The rates a
 threshold stands for come from strangers; what it costs in missed matches comes from here.
 """
 
@@ -33,16 +33,13 @@ class GenuineScores:
 def lfw_genuine_held_out(settings: Settings, scoring, *, workers: int | None = None,
                          advance: Callable[[int], None] | None = None,
                          on_total: Callable[[int], None] | None = None, limit: int | None = None) -> GenuineScores:
-    """LFW View 2's same-person pairs whose two images are both held out of the calibration fit,
-    scored by ``scoring`` (a Scoring). View 2's pairs spread over many people (a person with 500
+    """LFW View 2's same-person pairs of people held out of the calibration fit (and of the
+    cohort), scored by ``scoring`` (a Scoring). View 2's pairs spread over many people (a person with 500
     images does not outweigh the rest, as all-pairs would let George W. Bush do). Templates come
     from the template cache (computed once, then reused). ``limit``: the first N pairs only."""
     lfw = LFW.locate(settings)
 
-    def held(p) -> bool:
-        return not in_fit_half(p.relative_to(lfw.root).as_posix())
-
-    pairs = [p for fold in lfw.pairs() for p in fold if p.mated and held(p.a) and held(p.b)][:limit]
+    pairs = [p for fold in lfw.pairs() for p in fold if p.mated and not in_fit_half(p.a.parent.name)][:limit]
     paths = sorted({x for p in pairs for x in (p.a, p.b)})
     if on_total:
         on_total(len(paths))

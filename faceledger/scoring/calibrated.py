@@ -18,8 +18,8 @@ from faceledger.vision.engine import CompareResult
 from faceledger.vision.imaging import ImageSource
 
 #: The 1:1 default of `faceledger compare`, `faceledger demo` and FaceEngine.compare: a false match
-#: rate of 1 in 1,000 (Similarity 42.9). On LFW View 2's same-person pairs held out of the fit,
-#: 89.0% reach it under the default cohort scoring (`faceledger calibration table`). The cloud
+#: rate of 1 in 1,000 (Similarity 42.9). On LFW View 2's same-person pairs of people held out of
+#: the fit, 87.5% reach it under the default cohort scoring (`faceledger calibration table`). The cloud
 #: API's own default, 80 (FMR 2.5e-6), stays the default of CompareFaces on the wire.
 DEFAULT_COMPARE_FMR = 1e-3
 DEFAULT_COMPARE_THRESHOLD = round(similarity_of_fmr(DEFAULT_COMPARE_FMR), 1)

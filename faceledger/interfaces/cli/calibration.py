@@ -102,13 +102,12 @@ def _templates(title: str, paths, settings, **kwargs):
 def table_command(
     model: Optional[str] = typer.Option(None, "--model", help="The model (default: the configured one)."),
     lfw_pairs: Optional[int] = typer.Option(None, "--lfw-pairs", help="Measure the share kept on the first N "
-                                            "held-out same-person pairs only (a quick run; default: all, 783)."),
+                                            "held-out same-person pairs only (a quick run; default: all, 1,461)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Similarity <-> false match rate <-> score threshold for this engine's model and
     score_normalisation (the score is a cosine, or a normalised cosine), and what each row keeps:
-    the share of LFW View 2's same-person pairs, of people's images held out of the fit, that
-    reach it (templates from the cache; computed once when missing)."""
+    the share of LFW View 2's same-person pairs of people held out of the fit that reach it (templates from the cache; computed once when missing)."""
     from faceledger.errors import DatasetError
     from faceledger.evaluation.operating_points import lfw_genuine_held_out
     from faceledger.models.registry import Registry

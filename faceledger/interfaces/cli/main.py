@@ -331,7 +331,7 @@ def demo() -> None:
             out.print(f"[bold]{title}[/]: {_short(pair.a, lfw)} vs {_short(pair.b, lfw)} -> similarity {sim:.1f}{rate} "
                       f"-> {verdict} at threshold {threshold:.1f} ({where})")
             if pair.mated and not r.matches:
-                out.print("   [dim]a same-person pair under the threshold: about 1 in 9 of LFW's are (`faceledger "
+                out.print("   [dim]a same-person pair under the threshold: about 1 in 8 of LFW's are (`faceledger "
                           "calibration table` shows what each threshold keeps; --max-fmr 1e-2 is looser)[/]")
         out.print(
             "\nA match is a candidate for a person to review, never an identification. "
