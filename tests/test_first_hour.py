@@ -155,3 +155,41 @@ def test_readme_stays_inside_the_repository_and_under_the_default_policy():
     makefile = (REPO / "Makefile").read_text()
     demo_stamp = re.search(r"^demo: (\S+)", makefile, re.M).group(1)
     assert "[test]" not in re.search(rf"^{re.escape(demo_stamp)}:.*?(?=^\S)", makefile, re.M | re.S).group(0)
+
+
+def test_readme_shell_examples_run_verbatim(tmp_path, monkeypatch, lfw):
+    """The README's shell lines, as written, under the default policy (files named there made from
+    LFW images; the long evaluations, the audits and `serve` are run by their own tests)."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACELEDGER_STORE", str(tmp_path / "store.sqlite"))
+    monkeypatch.setenv("FACELEDGER_LEDGER", str(tmp_path / "ledger.sqlite"))
+    monkeypatch.setenv("FACELEDGER_KEYS_FILE", str(tmp_path / "keys.json"))
+    for name, (person, k) in {"photo.jpg": ("Colin_Powell", 1), "a.jpg": ("Colin_Powell", 1),
+                              "b.jpg": ("Colin_Powell", 2), "id_photo.jpg": ("Tony_Blair", 1),
+                              "group.jpg": ("Tony_Blair", 2), "probe.jpg": ("Colin_Powell", 3)}.items():
+        (tmp_path / name).write_bytes(lfw.image(person, k).read_bytes())
+    Image.open(lfw.image("Colin_Powell", 2)).save(tmp_path / "b.png")
+    (tmp_path / "photos" / "colin").mkdir(parents=True)
+    for k in (1, 2, 4):
+        (tmp_path / "photos" / "colin" / f"colin{k}.jpg").write_bytes(lfw.image("Colin_Powell", k).read_bytes())
+    block = re.search(r"```sh\nfaceledger detect photo.jpg.*?```", (REPO / "README.md").read_text(), re.S).group(0)
+    skip = ("faceledger eval", "faceledger audit", "faceledger serve", "faceledger calibration table")
+    ran, entry = [], None
+    for line in block.splitlines()[1:-1]:
+        for command in line.split("#")[0].split(" ; "):
+            command = command.strip()
+            if not command or command.startswith(skip):
+                continue
+            if "FACE_ID" in command:
+                ids = [f["FaceId"] for f in json.loads(runner.invoke(app, ["faces", "list", "staff", "--json"]).stdout)["Faces"]]
+                command = command.replace("FACE_ID...", " ".join(ids[:-1])).replace("FACE_ID", ids[-1])
+            if "ENTRY" in command:
+                command = command.replace("ENTRY", str(entry))
+            r = runner.invoke(app, shlex.split(command)[1:])
+            assert r.exit_code in (0, 1), f"{command}: exit {r.exit_code}\n{r.output}"  # 1: a negative answer
+            found = re.search(r"Ledger entry (\d+)", " ".join(r.stdout.split()))
+            entry = int(found.group(1)) if found else entry
+            ran.append(command.split()[1])
+    assert {"detect", "compare", "collection", "index", "search", "review", "ledger", "faces", "users", "keys"} <= set(ran)

@@ -273,6 +273,9 @@ def test_an_unreachable_ray_cluster_is_a_typed_error(tmp_path, monkeypatch):
     runner = CliRunner()
     assert runner.invoke(app, ["collection", "create", "c"]).exit_code == 0
     (tmp_path / "img").mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "img" / "one.png")  # an empty folder is refused before Ray is asked
     r = runner.invoke(app, ["index", "c", str(tmp_path / "img"), "--ray", "127.0.0.1:1", "--json"])
     assert r.exit_code != 0 and "ServiceUnavailableException" in r.output and "Ray cluster" in r.output
 
