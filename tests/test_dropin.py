@@ -89,7 +89,7 @@ def test_the_aws_cli_runs_every_collection_operation_unchanged(live, lfw):
     assert aws(live, "delete-faces", "--collection-id", "door", "--face-ids", face_id)["DeletedFaces"] == [face_id]
     # every search was recorded with the key's purpose and no case
     searches = [e.body for e in Ledger(live["settings"].ledger).entries_of("SearchFacesByImage")]
-    assert searches[-1]["purpose"] == "access-control" and searches[-1]["outcome"] == "ok"
+    assert searches[-1]["purpose"] == "access-control" and searches[-1].get("outcome") == "ok"
 
 
 def _boto3(live, key: dict | None = None):
@@ -106,9 +106,9 @@ def test_readme_boto3_snippet_and_aws_example_calls_run_unchanged(live, lfw):
     rek = boto3.client("rekognition", endpoint_url=live["url"], region_name="us-east-1",
                        aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)
     rek.create_collection(CollectionId="staff")
-    rek.index_faces(CollectionId="staff", Image={"Bytes": lfw.image("Tony_Blair", 1).read_bytes()},
-                    ExternalImageId="tony", MaxFaces=1, QualityFilter="AUTO", DetectionAttributes=["DEFAULT"])
-    probe = str(lfw.image("Tony_Blair", 2))
+    rek.index_faces(CollectionId="staff", Image={"Bytes": lfw.image("Colin_Powell", 1).read_bytes()},
+                    ExternalImageId="colin", MaxFaces=1, QualityFilter="AUTO", DetectionAttributes=["DEFAULT"])
+    probe = str(lfw.image("Colin_Powell", 4))
     found = rek.search_faces_by_image(CollectionId="staff", Image={"Bytes": open(probe, "rb").read()})
     assert "FaceMatches" in found and "SearchedFaceBoundingBox" in found
     face_id = rek.list_faces(CollectionId="staff", MaxResults=10)["Faces"][0]["FaceId"]
@@ -133,7 +133,7 @@ def test_a_standing_case_on_the_key_and_its_override(live, lfw):
                                   lambda request, **_: request.headers.__setitem__("X-Faceledger-Case", "MP-2026-8"))
     override.search_faces_by_image(CollectionId="mp", Image=probe, FaceMatchThreshold=40)
     cases = [e.body["case_reference"] for e in Ledger(live["settings"].ledger).entries_of("SearchFacesByImage")
-             if e.body["principal"] == made.access_key_id]
+             if e.body["principal"] == made.access_key_id and e.body.get("outcome")]  # outcomes, not intents
     assert cases[-2:] == ["MP-2026-7", "MP-2026-8"]
 
 
@@ -158,7 +158,7 @@ def test_denials_stay_403_with_what_to_do(live, lfw):
             rek.search_faces_by_image(CollectionId="deny", Image=probe)
         assert exc.value.response["Error"]["Code"] == "AccessDeniedException" and says in str(exc.value)
     denied = [e.body for e in Ledger(live["settings"].ledger).entries_of("SearchFacesByImage")
-              if e.body["outcome"] == "AccessDeniedException"]
+              if e.body.get("outcome") == "AccessDeniedException"]
     assert len(denied) >= 3
 
 
