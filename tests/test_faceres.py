@@ -124,7 +124,7 @@ def test_faceres_over_http_on_a_collection_bound_to_it(faceres, lfw, tmp_path):
         assert [h["Face"]["ExternalImageId"] for h in hits] == ["Colin_Powell"]  # strangers stay under the bar
         rek.create_collection(CollectionId="dlib")
         d = rek.describe_collection(CollectionId="dlib")
-        assert d["FaceModelVersion"].startswith("dlib-resnet-v1-flip@")
+        assert d["FaceModelVersion"] == wire_model_version(str(model_id(Settings.load())))  # dlib's, as a number
     finally:
         uv.should_exit = True
         thread.join(timeout=10)
