@@ -47,15 +47,14 @@ def templates(settings: Settings, workers: int):
 
 
 def lfw_pairs_of_held_out_people(lfw: LFW, got) -> np.ndarray:
-    """Every same-person pair among held-out LFW people (both images acquired): their cosines."""
+    """LFW View 2's same-person pairs whose person is in the held-out half: their cosines (each
+    pair as the protocol lists it, so no one person's many photos dominate)."""
+    v = lambda path: getattr(got.get(path), "vector", None)  # noqa: E731
     out = []
-    for name, paths in lfw.people().items():
-        if in_fit_half(name):
-            continue
-        vecs = [got[p].vector for p in paths if got[p].vector is not None]
-        for i in range(len(vecs)):
-            for j in range(i + 1, len(vecs)):
-                out.append(float(np.dot(vecs[i], vecs[j])))
+    for fold in lfw.pairs():
+        for p in fold:
+            if p.mated and not in_fit_half(p.a.parent.name) and v(p.a) is not None and v(p.b) is not None:
+                out.append(float(np.dot(v(p.a), v(p.b))))
     return np.array(out)
 
 
