@@ -85,3 +85,25 @@ def test_datasets_info_says_what_is_missing(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     info = json.loads(r.stdout)
     assert info["lfw"].startswith("missing") and info["fairface"].startswith("missing")
+
+
+def test_detect_and_compare_reach_the_engine_only_through_the_gate(fold1, settings):
+    """Every interface passes the gate: the CLI's detect and compare are decided by the policy and
+    leave ledger entries (who, which images by digest, what came back), as HTTP calls do."""
+    import getpass
+    import hashlib
+
+    from faceledger.governance.ledger import Ledger
+
+    mated = next(p for p in fold1 if p.mated)
+    before = {op: len(list(Ledger(settings.ledger).entries_of(op))) for op in ("DetectFaces", "CompareFaces")}
+    assert runner.invoke(app, ["detect", "--json", str(mated.a)]).exit_code == 0
+    assert runner.invoke(app, ["compare", "--json", "--threshold", "0", str(mated.a), str(mated.b)]).exit_code == 0
+    ledger = Ledger(settings.ledger)
+    for op in ("DetectFaces", "CompareFaces"):
+        entries = [e.body for e in ledger.entries_of(op)]
+        assert len(entries) > before[op]
+        last = entries[-1]
+        assert last["principal"] == f"local:{getpass.getuser()}" and last["interface"] == "cli"
+        assert hashlib.sha256(mated.a.read_bytes()).hexdigest() in last["image_sha256"]
+        assert last["outcome"] == "ok"

@@ -25,7 +25,7 @@ from faceledger.service.scope import Admission
 from faceledger.vision import imaging, quality
 from faceledger.scoring.calibration import CalibrationMissingError, fmr_of_similarity, similarity_of_fmr
 from faceledger.models.embedding import normalise
-from faceledger.vision.engine import BoundingBox, Face, FaceEngine, Landmark
+from faceledger.vision.engine import BoundingBox, CompareResult, Face, FaceEngine, Landmark
 from faceledger.vision.landmarks import ALL_TYPES, DEFAULT_TYPES
 from faceledger.errors import (
     InvalidPaginationTokenError, InvalidParameterError, ModelMismatchError, NoFaceError, ProbeQualityError,
@@ -410,6 +410,10 @@ class FaceService:
             self._bound[key] = BoundModel(engine, scoring)
         return self._bound[key]
 
+    def bound(self, model: str | None = None) -> BoundModel:
+        """The default model as the service runs it, or a registry model by name."""
+        return self._bind(self.engine) if model is None else self.model_for(model)
+
     def model_for(self, model: str) -> BoundModel:
         """The bound model for a model id (``name@digest``) or name; refuses weights that changed
         since a collection was made with them."""
@@ -483,13 +487,13 @@ class FaceService:
         d = self.engine.detect(image)
         return DetectFacesResult([FaceDetail.of(f, attributes) for f in d.faces[:MAX_FACES_PER_IMAGE]], d.orientation.name)
 
-    def compare_faces(
-        self, source_image: ImageSource, target_image: ImageSource, *,
-        similarity_threshold: float | None = None, quality_filter: str = "NONE",
-    ) -> CompareFacesResult:
-        api_model.check("CompareFaces", SourceImage={}, TargetImage={}, SimilarityThreshold=similarity_threshold,
-                        QualityFilter=quality_filter)
-        threshold = _threshold(similarity_threshold, DEFAULT_FACE_MATCH_THRESHOLD)
+    def compare(self, source_image: ImageSource, target_image: ImageSource, threshold: float, *,
+                quality_filter: str = "NONE", model: str | None = None) -> CompareResult:
+        """The source's largest face against every target face, with the faces themselves (what the
+        CLI shows), under the same rules as CompareFaces: a target of many faces is a gallery, so
+        the gate decides it as identification, the probe's floor applies and the bar rises with the
+        number of faces. ``model``: a registry name (default: the engine's)."""
+        m = self.bound(model)
         granted: list[Admission] = []
 
         def admit(source: Face, targets: list[Face]) -> None:
@@ -499,18 +503,27 @@ class FaceService:
             if granted[0].limits is not None:
                 _refuse_below_floor(granted[0].limits, source.quality, "the source face")
 
-        r = self.engine.compare(source_image, target_image, threshold, quality_filter=quality_filter,
-                                similarity=self.similarity, score=self.scoring.score, before_comparing=admit)
-        matches, unmatched = r.matches, r.unmatched
-        if granted[0].limits is not None:  # the threshold rises with the number of faces, as with a gallery
-            n = len(matches) + len(unmatched)
+        r = m.engine.compare(source_image, target_image, threshold, quality_filter=quality_filter,
+                             similarity=m.similarity, score=m.scoring.score, before_comparing=admit)
+        if granted and granted[0].limits is not None:  # the threshold rises with the number of faces, as with a gallery
+            n = len(r.matches) + len(r.unmatched)
             bar = max(threshold, similarity_of_fmr(granted[0].limits.max_fpir / n))
-            unmatched = sorted([*unmatched, *(m for m in matches if m.similarity < bar)], key=lambda m: -m.similarity)
-            matches = [m for m in matches if m.similarity >= bar]
+            unmatched = sorted([*r.unmatched, *(x for x in r.matches if x.similarity < bar)], key=lambda x: -x.similarity)
+            r = dataclasses.replace(r, matches=[x for x in r.matches if x.similarity >= bar], unmatched=unmatched)
+        return r
+
+    def compare_faces(
+        self, source_image: ImageSource, target_image: ImageSource, *,
+        similarity_threshold: float | None = None, quality_filter: str = "NONE",
+    ) -> CompareFacesResult:
+        api_model.check("CompareFaces", SourceImage={}, TargetImage={}, SimilarityThreshold=similarity_threshold,
+                        QualityFilter=quality_filter)
+        r = self.compare(source_image, target_image, _threshold(similarity_threshold, DEFAULT_FACE_MATCH_THRESHOLD),
+                         quality_filter=quality_filter)
         return CompareFacesResult(
             ComparedSourceImageFace(r.source_face.bounding_box, r.source_face.confidence),
-            [CompareFacesMatch(m.similarity, FaceDetail.of(m.face), self.false_match_rate(m.score)) for m in matches],
-            [FaceDetail.of(m.face) for m in unmatched],
+            [CompareFacesMatch(m.similarity, FaceDetail.of(m.face), self.false_match_rate(m.score)) for m in r.matches],
+            [FaceDetail.of(m.face) for m in r.unmatched],
             r.source_orientation.name,
             r.target_orientation.name,
         )

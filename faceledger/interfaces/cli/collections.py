@@ -35,13 +35,13 @@ class _Gated:
     """The service as the CLI sees it: every call decided by the policy and written to the
     ledger, as the operating-system user with the policy's local roles."""
 
-    def __init__(self, purpose: str | None = None, case: str | None = None) -> None:
+    def __init__(self, purpose: str | None = None, case: str | None = None, settings: Settings | None = None) -> None:
         import getpass
 
         from faceledger.governance.app import open_gate
         from faceledger.governance.policy import Context, Principal
 
-        self.gate = open_gate(Settings.load())
+        self.gate = open_gate(settings or Settings.load())
         self.store = self.gate.service.store
         principal = Principal(f"local:{getpass.getuser()}", self.gate.policy.local_roles, ("*",))
         self.ctx = Context(principal, purpose, case, "cli")

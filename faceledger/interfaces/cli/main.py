@@ -57,6 +57,18 @@ def _engine(detector: Optional[str], fallback: Optional[str], model: Optional[st
     return FaceEngine(Settings.load(), detector=detector, fallback_detector=fallback, model=model)
 
 
+def _gated(detector: Optional[str], fallback: Optional[str]):
+    """The service behind the gate, as the local user (the CLI's principal, the policy's local roles)."""
+    from faceledger.interfaces.cli.collections import _Gated
+
+    return _Gated(settings=Settings.load(detector=detector, fallback_detector=fallback))
+
+
+def _file_bytes(*paths: Path) -> list[bytes]:
+    """The images' bytes for their digests in the ledger (what is not a file the engine refuses)."""
+    return [p.read_bytes() for p in paths if Path(p).is_file()]
+
+
 def detection_json(path: str, d: Detection) -> dict:
     return {
         "Image": path,
@@ -100,11 +112,13 @@ def detect(
 ) -> None:
     """Find the faces in each image: box, confidence, landmarks, pose and quality."""
     with errors(as_json):
-        engine = _engine(detector, fallback)
+        gated = _gated(detector, fallback)
+        engine = gated.gate.service.engine
         results, failed = [], []
         for path in images:
             try:
-                d = engine.detect(path, prealigned=prealigned)
+                d = gated.gate.call(gated.ctx, "DetectFaces", lambda **_: engine.detect(path, prealigned=prealigned),
+                                    images=_file_bytes(path))
             except (FaceledgerError, FileNotFoundError) as exc:
                 if len(images) == 1:
                     raise
@@ -174,8 +188,11 @@ def compare(
     from faceledger.scoring.calibration import similarity_of_fmr
 
     with errors(as_json):
-        engine = _engine(detector, fallback, model)
-        cal = engine.scoring
+        gated = _gated(detector, fallback)
+        service = gated.gate.service
+        bound = service.bound(model)
+        cal = bound.scoring if bound.calibrated else None
+        engine = bound.engine
         if max_fmr is not None:
             if cal is None:
                 raise InvalidParameterError(f"model {engine.model} has no calibration: use --threshold")
@@ -183,7 +200,10 @@ def compare(
                 raise InvalidParameterError("--max-fmr must be in (0, 1]")
             threshold = max(threshold or 0.0, similarity_of_fmr(max_fmr))
         threshold = DEFAULT_COMPARE_THRESHOLD if threshold is None else threshold
-        r = engine.compare(source, target, threshold, quality_filter=quality_filter)
+        # through the gate, as every interface: decided by the policy, written to the ledger, and
+        # a target of many faces treated as the gallery it is
+        r = gated.gate.call(gated.ctx, "CompareFaces", lambda **_: service.compare(
+            source, target, threshold, quality_filter=quality_filter, model=model), images=_file_bytes(source, target))
         if as_json:
             print(json.dumps({**compare_json(r, cal), "Model": str(engine.model)}, indent=2))
         else:
