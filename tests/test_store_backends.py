@@ -97,3 +97,19 @@ def test_users(service, lfw):
     service.delete_collection("u")
     with pytest.raises(errors.ResourceNotFoundError):
         service.describe_collection("u")
+
+
+def test_every_backend_knows_an_image_it_indexed(service, lfw):
+    """What a resumed `faceledger index` relies on: the store answers whether this image (by the
+    SHA-256 of its bytes) was indexed under this ExternalImageId, on every backend."""
+    import hashlib
+
+    service.create_collection("resume")
+    path = lfw.image("Colin_Powell", 1)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert not service.store.indexed_image("resume", digest, "Colin_Powell_0001")
+    service.index_faces("resume", path, external_image_id="Colin_Powell_0001")
+    assert service.store.indexed_image("resume", digest, "Colin_Powell_0001")
+    assert not service.store.indexed_image("resume", digest, "another_id")
+    assert not service.store.indexed_image("resume", hashlib.sha256(b"other").hexdigest(), "Colin_Powell_0001")
+    service.delete_collection("resume")

@@ -600,6 +600,7 @@ class FaceService:
             [NewFace(v, _box(d.bounding_box), d.confidence, external_image_id, q)
              for d, v, q in zip(prepared.indexed, prepared.vectors, prepared.qualities or [None] * len(prepared.indexed))],
             image=prepared.raw if store_images and prepared.indexed else None,
+            image_sha256=prepared.sha256 or None,
         )
         records = [FaceRecord(FaceRef.of(s, model), d) for s, d in zip(stored, prepared.indexed)]
         return IndexFacesResult(records, prepared.orientation, model, prepared.unindexed)

@@ -95,7 +95,7 @@ class MilvusStore:
         self._milvus_errors = (MilvusException, grpc.RpcError)
         self.uri, self.where = uri, uri.split("@")[-1]
         self.catalog = None
-        self._has_quality: dict[str, bool] = {}
+        self._optional_fields: dict[str, set[str]] = {}  # fields newer than some collections
         self._connect()
         self.index_type, self.index_params = index_type, index_params or {}
         self.search_params = dict(SEARCH_DEFAULTS.get(index_type.upper(), {}), **(search_params or {}))
@@ -147,6 +147,7 @@ class MilvusStore:
                 schema.add_field(field, t.FLOAT)
             schema.add_field("created", t.DOUBLE)
             schema.add_field("quality", t.VARCHAR, max_length=QUALITY_LENGTH)
+            schema.add_field("image_sha256", t.VARCHAR, max_length=64)
             schema.add_field("vector", t.FLOAT_VECTOR, dim=ndim)
             index = self.client.prepare_index_params()
             index.add_index(field_name="vector", index_type=self.index_type, metric_type="IP", params=self.index_params)
@@ -172,7 +173,7 @@ class MilvusStore:
         self._meta(name)
         self.client.drop_collection(_milvus_name(name))
         self.catalog.delete(name)
-        self._has_quality.pop(name, None)
+        self._optional_fields.pop(name, None)
 
     # --- faces -----------------------------------------------------------------------------------
 
@@ -185,15 +186,28 @@ class MilvusStore:
                           json.loads(row["quality"]) if row.get("quality") else None)
 
     def _fields(self, name: str) -> list[str]:
-        """The scalar fields of the collection's faces: collections made before face quality was
-        kept have no quality field."""
-        if name not in self._has_quality:
+        """The scalar fields of the collection's faces: collections made before face quality or
+        images' digests were kept have no such field."""
+        if name not in self._optional_fields:
             described = self.client.describe_collection(_milvus_name(name))
-            self._has_quality[name] = any(f["name"] == "quality" for f in described["fields"])
-        return _FACE_FIELDS + (["quality"] if self._has_quality[name] else [])
+            self._optional_fields[name] = {f["name"] for f in described["fields"]} & {"quality", "image_sha256"}
+        return _FACE_FIELDS + sorted(self._optional_fields[name])  # read back whole: set_user rewrites rows
 
     @_unavailable
-    def add_faces(self, name: str, faces: Sequence[NewFace], image: bytes | None = None) -> list[StoredFace]:
+    def indexed_image(self, name: str, image_sha256: str, external_image_id: str | None) -> bool:
+        """Collections made before images' digests were kept answer False: a resumed index repeats."""
+        self._meta(name)
+        self._fields(name)
+        if "image_sha256" not in self._optional_fields[name] or not re.fullmatch(r"[0-9a-f]{64}", image_sha256):
+            return False
+        ext = (external_image_id or "").replace("\\", "\\\\").replace('"', '\\"')
+        rows = self.client.query(_milvus_name(name), filter=f'image_sha256 == "{image_sha256}" and '
+                                 f'external_image_id == "{ext}"', output_fields=["key"], limit=1)
+        return bool(rows)
+
+    @_unavailable
+    def add_faces(self, name: str, faces: Sequence[NewFace], image: bytes | None = None,
+                  image_sha256: str | None = None) -> list[StoredFace]:
         meta = self._meta(name)
         image_id, now, rows, stored = str(uuid.uuid4()), time.time(), [], []
         for f in faces:
@@ -207,6 +221,8 @@ class MilvusStore:
                          "created": now, "vector": vector.tolist()})
             if "quality" in self._fields(name):
                 rows[-1]["quality"] = json.dumps(f.quality, separators=(",", ":")) if f.quality else ""
+            if "image_sha256" in self._optional_fields[name]:
+                rows[-1]["image_sha256"] = image_sha256 or ""
             stored.append(StoredFace(face_id, image_id, f.external_image_id, tuple(f.box), f.confidence, None, now,
                                      quality=f.quality))
         if rows:

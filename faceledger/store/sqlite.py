@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS faces (
     user_id TEXT,
     created REAL NOT NULL,
     vector BLOB NOT NULL,
-    quality TEXT
+    quality TEXT,
+    image_sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS faces_by_collection ON faces(collection, key);
 CREATE INDEX IF NOT EXISTS faces_by_user ON faces(collection, user_id);
@@ -123,8 +124,12 @@ class SQLiteStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(SCHEMA)
-            if "quality" not in {r[1] for r in self._db.execute("PRAGMA table_info(faces)")}:
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(faces)")}
+            if "quality" not in columns:
                 self._db.execute("ALTER TABLE faces ADD COLUMN quality TEXT")  # stores made before quality was kept
+            if "image_sha256" not in columns:
+                self._db.execute("ALTER TABLE faces ADD COLUMN image_sha256 TEXT")  # before images' digests were kept
+            self._db.execute("CREATE INDEX IF NOT EXISTS faces_by_image ON faces(collection, image_sha256)")
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise StoreCorruptionError(
@@ -199,7 +204,8 @@ class SQLiteStore:
 
     # --- faces -----------------------------------------------------------------------------------
 
-    def add_faces(self, name: str, faces: Sequence[NewFace], image: bytes | None = None) -> list[StoredFace]:
+    def add_faces(self, name: str, faces: Sequence[NewFace], image: bytes | None = None,
+                  image_sha256: str | None = None) -> list[StoredFace]:
         with self._lock:
             cid, _, ndim = self._collection(name)
             image_id = str(uuid.uuid4())
@@ -215,14 +221,22 @@ class SQLiteStore:
                         raise ValueError(f"template has shape {vector.shape}, the collection holds ({ndim},)")
                     face_id = str(uuid.uuid4())
                     cur = self._db.execute(
-                        f"INSERT INTO faces (collection, {_FACE_COLUMNS}, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+                        f"INSERT INTO faces (collection, {_FACE_COLUMNS}, vector, image_sha256) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
                         (cid, face_id, image_id, f.external_image_id, *f.box, f.confidence, now, _json(f.quality),
-                         vector.tobytes()),
+                         vector.tobytes(), image_sha256),
                     )
                     self._db.execute("INSERT INTO changes (collection, key, op) VALUES (?, ?, 'add')", (cid, cur.lastrowid))
                     stored.append(StoredFace(face_id, image_id, f.external_image_id, tuple(f.box), f.confidence, None, now,
                                              quality=f.quality))
             return stored
+
+    def indexed_image(self, name: str, image_sha256: str, external_image_id: str | None) -> bool:
+        with self._lock:
+            cid, _, _ = self._collection(name)
+            row = self._db.execute("SELECT 1 FROM faces WHERE collection=? AND image_sha256=? AND external_image_id IS ? "
+                                   "LIMIT 1", (cid, image_sha256, external_image_id)).fetchone()
+            return row is not None
 
     def _faces(self, where: str, args: tuple, vectors: bool = False) -> list[StoredFace]:
         cols = _FACE_COLUMNS + (", vector" if vectors else "") + ", key"

@@ -197,12 +197,17 @@ def index(
     quality_filter: str = typer.Option("AUTO", "--quality-filter", help="NONE, AUTO, LOW, MEDIUM or HIGH."),
     workers: int = typer.Option(1, "--workers", help="Processes computing templates (one writer stores them)."),
     ray: Optional[str] = RayOpt,
+    reindex: bool = typer.Option(False, "--reindex", help="Index images whose faces the collection already holds "
+                                 "under the same ExternalImageId (by default they are skipped: a rerun after an "
+                                 "interruption indexes each image once)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Index every face in the images. --json prints one line per image as it is stored (JSON Lines).
 
     Each image is stored in its own transaction and ledger entry (IndexFaces, decided by the
-    policy): an interrupted run keeps every image it reported.
+    policy): an interrupted run keeps every image it reported, and running the same command again
+    resumes it: an image (by the SHA-256 of its bytes) already indexed under the same
+    ExternalImageId is skipped, unless --reindex.
     """
     if external_ids not in ("file", "folder", "none"):
         raise typer.BadParameter("--external-id must be file, folder or none")
@@ -215,10 +220,19 @@ def index(
         keep_bytes = info.store_images
         settings = settings.replace(model=info.model.partition("@")[0])  # workers embed with the collection's model
         files = list(_image_files(paths, recursive))
-        jobs = [(str(f), max_faces, quality_filter, keep_bytes) for f in files]
+        already = [] if reindex else [f for f in files if _indexed_before(svc, collection, f, external_ids)]
+        todo = [f for f in files if f not in set(already)]
+        jobs = [(str(f), max_faces, quality_filter, keep_bytes) for f in todo]
+        if already:
+            err.print(f"{len(already)} of {len(files)} images were indexed into {collection} before: skipped "
+                      "(--reindex to index them again)")
+            if as_json:
+                for f in already:
+                    print(json.dumps({"Image": str(f), "AlreadyIndexed": True}), flush=True)
         indexed, unindexed, failed, skipped, done, interrupted = 0, Counter(), [], [], 0, False
         with progress() as bar:
             task = bar.add_task(f"indexing into {collection}", total=len(jobs))
+            done = len(already)
             try:
                 for path, prepared, error in parallel_map(_prepare_job, jobs, settings, pool(workers, ray)):
                     if prepared is not None:
@@ -242,7 +256,8 @@ def index(
             except KeyboardInterrupt:
                 interrupted = True
                 err.print(f"[yellow]interrupted after {done} of {len(files)} images: every image reported is stored[/]")
-        summary = {"Images": done, "ImagesFound": len(files), "FacesIndexed": indexed, "UnindexedReasons": dict(unindexed),
+        summary = {"Images": done, "ImagesFound": len(files), "AlreadyIndexed": len(already), "FacesIndexed": indexed,
+                   "UnindexedReasons": dict(unindexed),
                    "NotIndexed": [{"Image": p, "FacesIndexed": n, "Reasons": why} for p, n, why in skipped],
                    "Errors": len(failed), "Interrupted": interrupted}
         if as_json:
@@ -261,6 +276,17 @@ def index(
         raise typer.Exit(EXIT_INTERRUPTED)
     if failed:
         raise typer.Exit(EXIT_INPUT)
+
+
+def _indexed_before(svc, collection: str, path: Path, external_ids: str) -> bool:
+    """Whether a previous run stored this image's faces (its bytes' SHA-256) under the same ExternalImageId."""
+    import hashlib
+
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return False  # the indexing run reports what is wrong with it
+    return svc.collections.indexed_image(collection, digest, external_id(path, external_ids))
 
 
 # --- search -------------------------------------------------------------------------------------------
