@@ -123,6 +123,14 @@ class DownloadFailedError(DatasetError):
     code = "DownloadFailedException"
 
 
+class EndpointError(FaceledgerError):
+    """An audited endpoint refused a call, or kept failing it after every retry: the audit stops
+    (what it already received stays in its journal, so running it again resumes)."""
+
+    code = "EndpointError"
+    http_status = 502
+
+
 class InvalidPaginationTokenError(FaceledgerError):
     """A NextToken that this store did not issue, or one for another listing."""
 

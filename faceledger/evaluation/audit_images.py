@@ -45,17 +45,22 @@ def fairface_scores(settings: Settings, *, per_group: int | None = None, seed: i
                     workers: int | None = None, advance: Advance | None = None, on_total=None,
                     normaliser: Normaliser | None = None) -> ImageAudit:
     """All pairs of distinct FairFace images (pre-aligned chips unless ``detect``)."""
-    groups: dict[str, list[Path]] = defaultdict(list)
-    for r in FairFace.locate(settings).records():
-        groups[f"{r.race} {r.gender}"].append(r.path)
-    chosen = _sample(groups, per_group, np.random.default_rng(seed))
-    # no identities: every image is its own subject, so every pair is non-mated
-    items = [(p, i, g) for i, (p, g) in enumerate((p, g) for g, ps in chosen.items() for p in ps)]
+    items = fairface_items(settings, per_group=per_group, seed=seed)
     return _image_audit(items, settings, prealigned=not detect, expected=None, nonmated=None, seed=seed,
                         workers=workers, advance=advance, on_total=on_total, normaliser=normaliser)
 
 
 Item = tuple  # (path, subject, group): subject any hashable, group a label
+
+
+def fairface_items(settings: Settings, *, per_group: int | None = None, seed: int = 0) -> list[Item]:
+    """FairFace images as (path, subject, group) items, a seeded sample of ``per_group`` per
+    race x gender group; no identities, so every image is its own subject."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for r in FairFace.locate(settings).records():
+        groups[f"{r.race} {r.gender}"].append(r.path)
+    chosen = _sample(groups, per_group, np.random.default_rng(seed))
+    return [(p, i, g) for i, (p, g) in enumerate((p, g) for g, ps in chosen.items() for p in ps)]
 
 
 def _image_audit(items: list[Item], settings: Settings, *, prealigned: bool, expected, nonmated: int | None,
@@ -160,6 +165,14 @@ def lfw_scores(settings: Settings, *, by: str = "gender", people: int | None = N
     """All mated pairs of LFW people with two or more images, and a seeded sample of non-mated
     pairs (``nonmated=None``: every non-mated pair). Groups: the annotated gender of each image
     (``by='gender'``) or the annotated race of each person (``by='race'``, 866 people labelled)."""
+    items = lfw_items(settings, by=by, people=people, seed=seed)
+    return _image_audit(items, settings, prealigned=False, expected=LFW.expected_face, nonmated=nonmated, seed=seed,
+                        workers=workers, advance=advance, on_total=on_total, normaliser=normaliser)
+
+
+def lfw_items(settings: Settings, *, by: str = "gender", people: int | None = None, seed: int = 0) -> list[Item]:
+    """LFW images as (path, person, group) items: groups by annotated gender per image or race
+    per person; ``people``: a seeded sample of that many people."""
     lfw = LFW.locate(settings)
     if by == "gender":
         gender = _lfw_gender(lfw)
@@ -176,9 +189,7 @@ def lfw_scores(settings: Settings, *, by: str = "gender", people: int | None = N
     if people:
         keep = set(rng.choice(len(persons), min(people, len(persons)), replace=False).tolist())
         persons = dict(item for k, item in enumerate(sorted(persons.items())) if k in keep)
-    items = [(p, n, g) for n, ps in sorted(persons.items()) for p, g in ps]
-    return _image_audit(items, settings, prealigned=False, expected=LFW.expected_face, nonmated=nonmated, seed=seed,
-                        workers=workers, advance=advance, on_total=on_total, normaliser=normaliser)
+    return [(p, n, g) for n, ps in sorted(persons.items()) for p, g in ps]
 
 
 def manifest_scores(settings: Settings, manifest: Path, *, prealigned: bool = False, nonmated: int | None = None,
