@@ -631,12 +631,13 @@ class AuditReport:
 def audit(
     s: Scores, *, targets: Sequence[float] = (1e-3, 1e-4), reference_group: str | None = None, resamples: int = 200,
     seed: int = 0, interval: str = "wilson", calibration=None, every_group: bool = False,
+    thresholds: Sequence[float] = (),
 ) -> AuditReport:
     """Per-group rates at global thresholds set on these scores for each target FMR; with a
     ``calibration`` (of these scores), also at the thresholds it states for each target, so each
     group's FMR there says whether the rate a score reports holds for that group. ``every_group``:
     differentials over every group with trials, resolved or not (their intervals say how far
-    to trust them)."""
+    to trust them). ``thresholds``: also at these fixed scores (a system's own operating points)."""
     if interval not in INTERVALS:
         raise InvalidParameterError(f"interval must be one of {', '.join(INTERVALS)}, not {interval!r}")
     nonmated = s.score[~s.mated]
@@ -657,6 +658,8 @@ def audit(
                                    every_group))
         if calibration is not None:
             points.append(rates_at(s, calibration.threshold_for_fmr(t), t, f"calibrated FMR {t:g}", interval, every_group))
+    for t in thresholds:  # a system's own operating points (an endpoint's default 80, the vendor's advice 99)
+        points.append(rates_at(s, float(t), targets[0] if targets else 1e-3, f"threshold {t:g}", interval, every_group))
     if resamples:
         bootstrap(s, points, resamples, seed)
     return AuditReport(len(s.score), int(s.mated.sum()), int((~s.mated).sum()), points, resamples, curves(s), interval)

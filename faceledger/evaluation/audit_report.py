@@ -27,8 +27,11 @@ def _head(title: str) -> list[str]:
     ]
 
 
-def render_html(report: AuditReport, title: str = "Demographic audit") -> str:
-    return "\n".join(_head(title) + _body(report) + ["</body></html>"])
+def render_html(report: AuditReport, title: str = "Demographic audit", about: dict | None = None) -> str:
+    """``about``: where the scores came from (an endpoint audit's protocol, calls, sample), for the
+    plain-sentence summary and the methods section."""
+    front = [] if about is None else _summary(report, about) + _methods(report, about)
+    return "\n".join(_head(title) + front + _body(report) + ["</body></html>"])
 
 
 def render_html_side_by_side(reports: dict[str, AuditReport], title: str, note: str) -> str:
@@ -153,5 +156,133 @@ def _hist_svg(curves: list[Curve], mated: bool, w: int = 520, h: int = 260) -> s
     if curves:
         out.append(f"<text x='{left}' y='{h - 8}' font-size='10'>{curves[0].bins[0]:.3g}</text>")
         out.append(f"<text x='{w - right}' y='{h - 8}' font-size='10' text-anchor='end'>{curves[0].bins[-1]:.3g}</text>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+# --- the page people read: summary sentences, bars with intervals, methods -----------------------------
+
+#: What each metric name means, printed beside the figures.
+EXPLAINED = (("false match rate (FMR)", "the share of pairs of two different people that the system scored as the "
+              "same person: the error that puts an innocent person in a candidate list"),
+             ("false non-match rate (FNMR)", "the share of pairs of one person's two photos that it failed to match"),
+             ("FPIR / FNIR", "the same two errors for a search of a gallery: a probe of someone not in the gallery "
+              "returning anyone (false positive identification), a probe of someone in it not returning them"),
+             ("95% interval", "the range the true rate lies in with 95% confidence, given how few errors the sample "
+              "holds; a rate 'not resolved' had too few pairs to be stated at all"))
+
+
+def _extreme(point, kind: str):
+    rated = [g for g in point.groups if getattr(g, kind).trials]
+    if len(rated) < 2:
+        return None
+    hi = max(rated, key=lambda g: getattr(g, kind).rate)
+    lo = min(rated, key=lambda g: getattr(g, kind).rate)
+    return hi, lo
+
+
+def _rate_words(r: Rate) -> str:
+    return (f"{r.errors:,} of {r.trials:,} pairs, {r.rate:.2g} (95% interval {r.ci_low:.2g} to {r.ci_high:.2g})")
+
+
+def summary_sentences(report: AuditReport) -> list[tuple[str, str]]:
+    """(sentence, the figures behind it) for each operating point: the group most often falsely
+    matched against the least, and the same for missed matches."""
+    out = []
+    for p in report.points:
+        where = (f"At the system's threshold {p.threshold:g}" if p.name.startswith("threshold")
+                 else f"At the threshold where {p.target_fmr:g} of all non-mated pairs match ({p.threshold:.4g})")
+        for kind, what, units in (("fmr", "falsely matched", "non-mated"), ("fnmr", "missed", "mated")):
+            pair = _extreme(p, kind)
+            if pair is None:
+                continue
+            hi, lo = pair
+            rh, rl = getattr(hi, kind), getattr(lo, kind)
+            if rh.errors == 0:
+                out.append((f"{where}, no {units} pair of any group was {what}.",
+                            f"{hi.group}: at most {rh.ci_high:.2g}; {lo.group}: at most {rl.ci_high:.2g}"))
+                continue
+            key = f"{kind}_max_min_ratio"
+            ci = p.differential_ci.get(key)
+            if rl.errors == 0:
+                text = (f"{where}, {units} pairs of {hi.group} were {what} {rh.errors:,} times in {rh.trials:,}; "
+                        f"those of {lo.group} never (at most {rl.ci_high:.2g}), so no ratio can be stated.")
+            else:
+                ratio = rh.rate / rl.rate
+                text = (f"{where}, {units} pairs of {hi.group} were {what} {ratio:.2g} times as often as those of "
+                        f"{lo.group}" + (f" (95% interval of the ratio {ci[0]:.2g} to {ci[1]:.2g})" if ci and len(p.groups) == 2
+                                         and all(map(math.isfinite, ci)) else "") + ".")
+            if not (rh.resolved and rl.resolved):
+                text += " The sample is too small to resolve these rates: read them as bounds."
+            out.append((text, f"{hi.group}: {_rate_words(rh)}; {lo.group}: {_rate_words(rl)}"))
+    return out
+
+
+def _summary(report: AuditReport, about: dict) -> list[str]:
+    parts = ["<h2 id='summary'>Summary</h2><ul class='summary'>"]
+    for sentence, figures in summary_sentences(report):
+        parts.append(f"<li>{html.escape(sentence)}<br><small>{html.escape(figures)}</small></li>")
+    parts.append("</ul>")
+    parts.append("<dl class='terms'>" + "".join(f"<dt>{html.escape(a)}</dt><dd>{html.escape(b)}</dd>" for a, b in EXPLAINED)
+                 + "</dl>")
+    for p in report.points:
+        parts.append(_figure(_bars_svg(p), f"{p.name}: per-group false match and false non-match rates (log scale) "
+                             "with 95% intervals; a hollow bar is a rate the sample cannot resolve"))
+    return parts
+
+
+def _methods(report: AuditReport, about: dict) -> list[str]:
+    plan = about.get("plan", {})
+    rows = [("endpoint", about.get("endpoint")), ("protocol", about.get("protocol")), ("data", about.get("dataset")),
+            ("calls", ", ".join(f"{k} {v:,}" for k, v in plan.get("calls", {}).items())),
+            ("calls sent in the last run", about.get("calls_sent")), ("run time (s)", about.get("seconds")),
+            ("calls per second", about.get("calls_per_second")),
+            ("comparisons scored", f"{report.comparisons:,} ({report.mated:,} mated, {report.nonmated:,} non-mated)"),
+            ("failures to acquire a face", about.get("failures_to_acquire")),
+            ("censored scores (withheld by the endpoint)", about.get("censored_pairs")),
+            ("operating points", "; ".join(f"{p.name} = {p.threshold:.6g}" for p in report.points)),
+            ("intervals", f"{report.interval} per rate; subject bootstrap of {report.resamples} resamples")]
+    parts = ["<h2 id='methods'>Methods</h2><table class='methods'>"]
+    parts += [f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v is not None]
+    parts.append("</table><p>Scores are the endpoint's own Similarity (0-100, higher means more alike), so thresholds "
+                 "and curves are in its units. The groups are the dataset's annotations, never inferred from faces. "
+                 "What the data cannot resolve: a rate below about 30 / (number of pairs) cannot be told from zero, "
+                 "and differences between groups inside each other's intervals are not shown to exist.</p>")
+    return parts
+
+
+def _bars_svg(point, w: int = 560, h: int = 240) -> str:
+    groups = point.groups
+    left, bottom, top = 50, 60, 20
+    panel = (w - left - 20) / 2
+    lo_e, hi_e = -5, 0
+
+    def py(v: float) -> float:
+        f = (math.log10(min(max(v, 10.0**lo_e), 1.0)) - lo_e) / (hi_e - lo_e)
+        return h - bottom - f * (h - bottom - top)
+
+    out = [f"<svg class='plot bars' xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' role='img'>"]
+    for e in range(lo_e, hi_e + 1):
+        out.append(f"<text x='{left - 4}' y='{py(10.0**e) + 3:.1f}' font-size='10' text-anchor='end'>1e{e}</text>")
+    for k, (kind, label) in enumerate((("fmr", "false match rate"), ("fnmr", "false non-match rate"))):
+        x0 = left + k * panel
+        out.append(f"<rect x='{x0:.1f}' y='{top}' width='{panel - 10:.1f}' height='{h - top - bottom}' fill='none' stroke='#999'/>")
+        out.append(f"<text x='{x0 + panel / 2:.1f}' y='{h - 8}' font-size='11' text-anchor='middle'>{label}</text>")
+        step = (panel - 10) / max(1, len(groups))
+        for i, g in enumerate(groups):
+            r = getattr(g, kind)
+            colour = PALETTE[i % len(PALETTE)]
+            x = x0 + i * step + step * 0.2
+            bw = step * 0.6
+            if r.trials:
+                y = py(r.rate) if r.rate > 0 else h - bottom
+                fill = colour if r.resolved else "none"
+                out.append(f"<rect class='bar' x='{x:.1f}' y='{y:.1f}' width='{bw:.1f}' height='{h - bottom - y:.1f}' "
+                           f"fill='{fill}' stroke='{colour}'><title>{html.escape(g.group)} {label}: {rate_text(r)}</title></rect>")
+                cx = x + bw / 2
+                out.append(f"<line class='ci' x1='{cx:.1f}' x2='{cx:.1f}' y1='{py(max(r.ci_low, 1e-9)):.1f}' "
+                           f"y2='{py(r.ci_high):.1f}' stroke='#222'/>")
+            out.append(f"<text x='{x + bw / 2:.1f}' y='{h - bottom + 12}' font-size='9' text-anchor='middle'>"
+                       f"{html.escape(g.group[:14])}</text>")
     out.append("</svg>")
     return "".join(out)

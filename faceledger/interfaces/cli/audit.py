@@ -222,3 +222,116 @@ def _finite(value):
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
+
+
+@audit_app.command("endpoint")
+def audit_endpoint(
+    dataset: str = typer.Option(..., "--dataset", help="lfw, fairface, or a manifest CSV (path, group, subject)."),
+    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="A Rekognition-compatible endpoint; "
+                                               "absent: Amazon's, with your usual AWS credentials and region."),
+    region: Optional[str] = typer.Option(None, "--region", help="AWS region (default: your configured one)."),
+    protocol: str = typer.Option("verification", "--protocol", help="verification (CompareFaces on pairs) or "
+                                 "identification (a gallery collection searched by probes, the ACLU design)."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for the score file, every response, the journal and reports."),
+    by: str = typer.Option("gender", "--by", help="LFW groups: gender or race."),
+    people: Optional[int] = typer.Option(None, "--people", help="LFW: seeded sample of people."),
+    per_group: Optional[int] = typer.Option(None, "--per-group", help="FairFace: seeded sample of images per group."),
+    nonmated: int = typer.Option(2000, "--nonmated", help="Verification: non-mated pairs sampled."),
+    mated: Optional[int] = typer.Option(None, "--mated", help="Verification: mated pairs sampled (default: all)."),
+    gallery: int = typer.Option(1000, "--gallery", help="Identification: people in the gallery."),
+    probes: int = typer.Option(200, "--probes", help="Identification: probes, half of people in the gallery."),
+    thresholds: list[float] = typer.Option([80.0, 99.0], "--threshold", help="The endpoint's own operating points "
+                                           "(its Similarity; 80 is Rekognition's default, 99 its advice for police)."),
+    headers: list[str] = typer.Option([], "--header", help="NAME=VALUE added to every request before signing "
+                                      "(e.g. X-Faceledger-Purpose=research-audit, X-Faceledger-Case=AUDIT-1)."),
+    concurrency: int = typer.Option(4, "--concurrency", help="Calls in flight at once."),
+    rate: Optional[float] = typer.Option(None, "--rate", help="At most this many calls started per second."),
+    attempts: int = typer.Option(4, "--attempts", help="botocore's standard-mode attempts per round."),
+    rounds: int = typer.Option(6, "--rounds", help="Rounds of retries with backoff after botocore's give up."),
+    journal_path: Optional[Path] = typer.Option(None, "--journal", help="The resumable journal (default: journal.sqlite "
+                                                "in --out)."),
+    price_table: Optional[Path] = typer.Option(None, "--price-table", help="JSON {operation: US$ per call} "
+                                               "overriding the built-in Rekognition prices."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask before sending the calls."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and the estimated charge; send nothing."),
+    seed: int = typer.Option(0, "--seed"),
+    target_fmr: list[float] = TargetsOpt,
+    resamples: int = ResamplesOpt,
+    interval: str = IntervalOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Audit a live endpoint: plan and price the calls, send them politely (resumable), then write
+    the score file, every response, and the report (scores.csv, report.html, report.md, report.json)."""
+    from faceledger.evaluation import endpoint_audit as ea
+    from faceledger.evaluation.endpoint_client import Endpoint, Journal, is_amazon, read_prices
+    from faceledger.interfaces.cli.common import err, progress
+    from faceledger.settings import Settings
+
+    with errors(as_json):
+        if protocol not in ("verification", "identification"):
+            raise InvalidParameterError("--protocol must be verification or identification")
+        extra_headers = {}
+        for h in headers:
+            name, sep, value = h.partition("=")
+            if not sep or not name.strip():
+                raise InvalidParameterError(f"--header {h!r}: write NAME=VALUE")
+            extra_headers[name.strip()] = value
+        items = _dataset_items(Settings.load(), dataset, by=by, people=people, per_group=per_group, seed=seed)
+        images = ea.Images(items)
+        journal = Journal(journal_path or out_dir / "journal.sqlite")
+        prices = read_prices(price_table) if is_amazon(endpoint_url) else None
+        name = endpoint_url or f"Amazon Rekognition ({region or 'your default region'})"
+        done = journal.keys()
+        if protocol == "verification":
+            pairs = ea.verification_pairs(items, nonmated=nonmated, mated=mated, seed=seed)
+            plan = ea.plan_verification(name, images, pairs, done, prices)
+        else:
+            design = ea.identification_design(items, gallery=gallery, probes=probes, seed=seed)
+            cid = ea.collection_id_for(images, design)
+            plan = ea.plan_identification(name, images, design, cid, done, prices)
+        if dry_run:
+            print(json.dumps(_finite({"dry_run": True, **plan.to_dict()}), indent=2) if as_json else plan.text())
+            return
+        err.print(plan.text(), highlight=False)
+        if not yes and sum(plan.to_send.values()) and not typer.confirm("Send these calls?", err=True):
+            raise typer.Exit(1)
+        endpoint = Endpoint(journal, endpoint_url=endpoint_url, region=region, headers=extra_headers,
+                            concurrency=concurrency, rate=rate, attempts=attempts, rounds=rounds)
+        with progress() as bar:
+            task = bar.add_task(f"{protocol}: calls", total=sum(plan.calls.values()) - plan.calls.get("CreateCollection", 0)
+                                - plan.calls.get("DeleteCollection", 0))
+            advance = lambda n: bar.advance(task, n)  # noqa: E731
+            if protocol == "verification":
+                result = ea.run_verification(endpoint, images, pairs, concurrency=concurrency, advance=advance)
+            else:
+                result = ea.run_identification(endpoint, images, design, cid, concurrency=concurrency, advance=advance)
+        ea.write_scores(result, out_dir / "scores.csv")
+        report = audit(result.scores, targets=target_fmr, resamples=resamples, interval=interval, thresholds=thresholds)
+        about = {"endpoint": name, "protocol": protocol, "dataset": f"lfw by {by}" if dataset == "lfw" else dataset,
+                 "failures_to_acquire": result.failures_to_acquire, "censored_pairs": result.censored,
+                 "calls_sent": result.calls, "seconds": round(result.seconds, 1),
+                 "calls_per_second": round(result.calls / result.seconds, 2) if result.seconds else None,
+                 "plan": plan.to_dict(), **{k: v for k, v in result.extra.items() if not k.startswith("_")}}
+        title = f"Audit of {name}: {protocol} on {about['dataset']}"
+        if protocol == "identification":
+            rates = ea.identification_rates(images, design, result, thresholds,
+                                            gallery_sizes=sorted({max(1, gallery // 10), max(1, gallery // 2), gallery}))
+            about["identification"] = [r.to_dict() for r in rates]
+            (out_dir / "aclu_table.md").write_text(ea.aclu_table(rates, len(design.gallery)) + "\n")
+        from faceledger.evaluation.audit_report import render_html
+
+        _write(markdown(report), json.dumps(_finite({**about, **report.to_dict()}), indent=2),
+               lambda: render_html(report, title, about=about), as_json, out_dir / "report.md", out_dir / "report.html",
+               out_dir / "report.json", about)
+
+
+def _dataset_items(settings, dataset: str, *, by: str, people, per_group, seed: int):
+    from faceledger.evaluation.audit_images import fairface_items, lfw_items, manifest_items
+
+    if dataset == "lfw":
+        return lfw_items(settings, by=by, people=people, seed=seed)
+    if dataset == "fairface":
+        return fairface_items(settings, per_group=per_group, seed=seed)
+    if dataset.lower().endswith(".csv"):
+        return manifest_items(Path(dataset))
+    raise InvalidParameterError("--dataset must be fairface, lfw or a manifest .csv file")

@@ -1,0 +1,306 @@
+"""`faceledger audit endpoint` against a real `faceledger serve` (HTTP, SigV4) on real LFW faces:
+the same scores as the engine in-process, through a proxy that throttles, fails and drops
+connections, resumed after a SIGKILL without repeating an answered call, and a dry run that
+sends nothing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+
+from faceledger.evaluation import endpoint_audit as ea
+from faceledger.evaluation.audit import audit, read_scores
+from faceledger.evaluation.audit_images import lfw_items
+from faceledger.evaluation.endpoint_client import Endpoint, Journal, digest
+from faceledger.governance.app import open_service
+from faceledger.governance.keys import KeyStore
+from faceledger.interfaces.http.app import create_app
+from faceledger.service import api_model
+from faceledger.service.operations import FaceService
+from faceledger.store.sqlite import SQLiteStore
+
+HEADERS = {"X-Faceledger-Purpose": "research-audit", "X-Faceledger-Case": "AUDIT-2026-1"}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, settings, engine):
+    root = tmp_path_factory.mktemp("endpoint")
+    s = settings.replace(store=root / "store.sqlite", keys_file=root / "keys.json", auth="sigv4",
+                         ledger=root / "ledger.sqlite")
+    key, secret = KeyStore(s.keys_file).create("auditor", principal="auditor", roles=("admin",),
+                                                purposes=("research-audit",))
+    app = create_app(s, open_service(s, engine=engine))
+    port = _free_port()
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if uv.started:
+            break
+        time.sleep(0.05)
+    yield {"url": f"http://127.0.0.1:{port}", "port": port, "key": key.access_key_id, "secret": secret, "root": root}
+    uv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def sample(settings):
+    """8 people with three images each and 12 with one (LFW, groups by annotated gender): 24
+    mated pairs and 40 sampled non-mated ones, within and across groups."""
+    items = lfw_items(settings, by="gender")
+    by_person: dict = {}
+    for it in items:
+        by_person.setdefault(it[1], []).append(it)
+    rng = np.random.default_rng(7)
+    names = sorted(by_person)
+    multi = [n for n in names if len(by_person[n]) >= 3]
+    single = [n for n in names if len(by_person[n]) == 1]
+    chosen = [multi[k] for k in rng.choice(len(multi), 8, replace=False)] + [single[k] for k in rng.choice(len(single), 12, replace=False)]
+    picked = [it for n in sorted(chosen) for it in by_person[n][:3]]
+    pairs = ea.verification_pairs(picked, nonmated=40, seed=1)
+    return ea.Images(picked), pairs
+
+
+def _endpoint(server, journal, url=None, **kw) -> Endpoint:
+    return Endpoint(journal, endpoint_url=url or server["url"], region="us-east-1", headers=HEADERS,
+                    access_key=server["key"], secret_key=server["secret"], **kw)
+
+
+@pytest.fixture(scope="module")
+def direct(server, sample, tmp_path_factory):
+    images, pairs = sample
+    journal = Journal(tmp_path_factory.mktemp("direct") / "journal.sqlite")
+    return ea.run_verification(_endpoint(server, journal), images, pairs, concurrency=2)
+
+
+def _counts(report):
+    return [(p.name, g.group, g.fmr.errors, g.fmr.trials, g.fnmr.errors, g.fnmr.trials, g.cross_fmr.errors)
+            for p in report.points for g in p.groups]
+
+
+def test_endpoint_scores_equal_the_engine_in_process(direct, sample, engine, tmp_path):
+    """Same engine, same images, same pairs: every score, and so every group's error count at every
+    operating point, is the one the service computes in-process."""
+    images, pairs = sample
+    service = FaceService(engine, SQLiteStore(tmp_path / "store.sqlite"))
+    local = []
+    for i, j, _ in pairs:
+        try:
+            answer = api_model.output("CompareFaces", service.compare_faces(images.data(i), images.data(j),
+                                                                            similarity_threshold=0))
+        except Exception as exc:  # noqa: BLE001 - the refusal is the answer, as over the wire
+            answer = {"Error": {"Code": getattr(exc, "code", type(exc).__name__)}}
+        local.append(ea.score_of_compare(answer)[0])
+    wire = {(r["path_a"], r["path_b"]): r["score"] for r in direct.rows}
+    expected = {(str(images.items[i][0]), str(images.items[j][0])): s for (i, j, _), s in zip(pairs, local) if s is not None}
+    assert wire == expected and len(wire) >= 55
+    assert direct.censored == 0  # SimilarityThreshold=0: every score came back
+    mated = [r["score"] for r in direct.rows if r["mated"]]
+    nonmated = [r["score"] for r in direct.rows if not r["mated"]]
+    assert np.median(mated) > np.median(nonmated) + 30  # real faces: the scores mean something
+    from faceledger.evaluation.audit import Scores
+
+    rows = [r for r in direct.rows]
+    in_process = Scores.from_labels([expected[(r["path_a"], r["path_b"])] for r in rows], [r["mated"] for r in rows],
+                                    [r["group_a"] for r in rows], [r["group_b"] for r in rows],
+                                    [r["subject_a"] for r in rows], [r["subject_b"] for r in rows])
+    kw = dict(targets=(1e-1,), thresholds=(40.0, 80.0), resamples=0)
+    assert _counts(audit(direct.scores, **kw)) == _counts(audit(in_process, **kw))
+
+
+def test_score_file_reruns_through_audit_scores(direct, tmp_path):
+    path = tmp_path / "scores.csv"
+    raw = ea.write_scores(direct, path)
+    again = read_scores(path)
+    kw = dict(targets=(1e-1,), thresholds=(80.0,), resamples=0)
+    assert _counts(audit(again, **kw)) == _counts(audit(direct.scores, **kw))
+    answers = [json.loads(line) for line in raw.read_text().splitlines()]
+    assert len(answers) == len(direct.rows) and all("FaceMatches" in a["response"] for a in answers)
+    assert all(a["response"]["_request"]["RequestId"] for a in answers)  # everything the endpoint returned, kept
+
+
+class FaultyProxy:
+    """Forwards to the server; on a seeded share of calls answers ThrottlingException, 500 or 503,
+    or drops the connection (before forwarding, or after the server answered). Counts, per journal
+    key, the answers it delivered."""
+
+    def __init__(self, upstream_port: int, share: float = 0.3, seed: int = 3) -> None:
+        self.upstream, self.share, self.rng = upstream_port, share, random.Random(seed)
+        self.delivered: Counter = Counter()
+        self.faults: Counter = Counter()
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with proxy.lock:
+                    fault = proxy.rng.choice(["throttle", "500", "503", "drop", "drop-after"]) \
+                        if proxy.rng.random() < proxy.share else None
+                    if fault:
+                        proxy.faults[fault] += 1
+                if fault == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault in ("throttle", "500", "503"):
+                    code = {"throttle": ("ThrottlingException", 400), "500": ("InternalServerError", 500),
+                            "503": ("ServiceUnavailableException", 503)}[fault]
+                    payload = json.dumps({"__type": code[0], "message": "injected"}).encode()
+                    self.send_response(code[1])
+                    self.send_header("Content-Type", "application/x-amz-json-1.1")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=120)
+                conn.request("POST", self.path, body, {k: v for k, v in self.headers.items()})
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                if fault == "drop-after":  # the server did the work; the answer never arrives
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if resp.status == 200:
+                    with proxy.lock:
+                        proxy.delivered[_key(self.headers.get("X-Amz-Target", ""), body)] += 1
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.http.shutdown()
+
+
+def _key(target: str, body: bytes) -> str:
+    op = target.rsplit(".", 1)[-1]
+    b = json.loads(body)
+    if op == "CompareFaces":
+        a, t = (base64.b64decode(b[k]["Bytes"]) for k in ("SourceImage", "TargetImage"))
+        return f"CompareFaces:{digest(a)}:{digest(t)}"
+    return f"{op}:{hashlib.sha256(body).hexdigest()[:16]}"
+
+
+def test_faults_change_nothing_and_no_pair_is_scored_twice(server, sample, direct, tmp_path):
+    images, pairs = sample
+    proxy = FaultyProxy(server["port"], share=0.3)
+    try:
+        journal = Journal(tmp_path / "journal.sqlite")
+        result = ea.run_verification(_endpoint(server, journal, proxy.url, attempts=2, rounds=12, backoff=0.05,
+                                               max_backoff=0.5), images, pairs, concurrency=3)
+    finally:
+        proxy.close()
+    assert sum(proxy.faults.values()) >= 10 and {"throttle", "drop", "drop-after"} <= set(proxy.faults)
+    assert [(r["path_a"], r["path_b"], r["score"]) for r in result.rows] == \
+        [(r["path_a"], r["path_b"], r["score"]) for r in direct.rows]
+    keys = {ea.compare_key(images, i, j) for i, j, _ in pairs}
+    assert set(proxy.delivered) == keys and max(proxy.delivered.values()) == 1  # each answer delivered once
+
+
+def _cli(server, url: str, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-c", "from faceledger.interfaces.cli.main import main; main()", "audit", "endpoint",
+            "--dataset", "lfw", "--people", "40", "--nonmated", "60", *(["--endpoint-url", url] if url else []),
+            "--region", "us-east-1",
+            "--out", str(out), "--concurrency", "2", "--resamples", "0", "--target-fmr", "0.1",
+            *[a for h, v in HEADERS.items() for a in ("--header", f"{h}={v}")], *extra]
+
+
+def _env(server) -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "AWS_ACCESS_KEY_ID": server["key"],
+            "AWS_SECRET_ACCESS_KEY": server["secret"], "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+
+
+def test_resume_after_sigkill_repeats_no_answered_call(server, tmp_path):
+    proxy = FaultyProxy(server["port"], share=0.0)
+    out = tmp_path / "audit"
+    try:
+        first = subprocess.Popen(_cli(server, proxy.url, out, "--yes", "--rate", "4"), env=_env(server),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        journal = out / "journal.sqlite"
+        deadline = time.monotonic() + 240
+        answered = 0
+        while time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.5)
+            if journal.exists():
+                with sqlite3.connect(journal) as db:
+                    answered = db.execute("SELECT count(*) FROM calls").fetchone()[0]
+                if answered >= 15:
+                    break
+        assert first.poll() is None, first.stderr.read().decode()[-2000:]
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        with sqlite3.connect(journal) as db:
+            done = {k for (k,) in db.execute("SELECT key FROM calls")}
+        before = Counter(proxy.delivered)
+        second = subprocess.run(_cli(server, proxy.url, out, "--yes", "--json"), env=_env(server), capture_output=True,
+                                timeout=600)
+        assert second.returncode == 0, second.stderr.decode()[-3000:]
+    finally:
+        proxy.close()
+    resumed = proxy.delivered - before
+    assert len(done) >= 15 and not (set(resumed) & done)  # no answered call sent again
+    report = json.loads(second.stdout)
+    assert report["plan"]["already_done"]["CompareFaces"] == len(done)
+    assert report["calls_sent"] == sum(resumed.values())
+    assert (out / "scores.csv").is_file() and (out / "report.html").read_text().count("<svg") >= 3
+
+
+def test_dry_run_sends_nothing(server, tmp_path):
+    proxy = FaultyProxy(server["port"], share=0.0)
+    try:
+        run = subprocess.run(_cli(server, proxy.url, tmp_path / "dry", "--dry-run", "--json"), env=_env(server),
+                             capture_output=True, timeout=300)
+    finally:
+        proxy.close()
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    plan = json.loads(run.stdout)
+    assert plan["dry_run"] and plan["calls"]["CompareFaces"] > 60 and plan["estimated_cost_usd"] is None
+    assert not proxy.delivered
+    # Amazon's endpoint (no URL): priced from the table, and still nothing sent
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"CompareFaces": 0.0008}))
+    amazon = subprocess.run(_cli(server, None, tmp_path / "dry2", "--dry-run", "--json", "--price-table", str(prices)),
+                            env=_env(server), capture_output=True, timeout=300)
+    assert amazon.returncode == 0, amazon.stderr.decode()[-2000:]
+    priced = json.loads(amazon.stdout)
+    assert priced["calls"] == plan["calls"] and priced["estimated_cost_usd"] == pytest.approx(0.0008 * plan["calls"]["CompareFaces"])
