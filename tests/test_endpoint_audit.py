@@ -149,8 +149,8 @@ class FaultyProxy:
     or drops the connection (before forwarding, or after the server answered). Counts, per journal
     key, the answers it delivered."""
 
-    def __init__(self, upstream_port: int, share: float = 0.3, seed: int = 3) -> None:
-        self.upstream, self.share, self.rng = upstream_port, share, random.Random(seed)
+    def __init__(self, upstream_port: int, share: float = 0.3, seed: int = 3, fail: str | None = None) -> None:
+        self.upstream, self.share, self.rng, self.fail = upstream_port, share, random.Random(seed), fail
         self.delivered: Counter = Counter()
         self.faults: Counter = Counter()
         self.lock = threading.Lock()
@@ -167,6 +167,8 @@ class FaultyProxy:
                 with proxy.lock:
                     fault = proxy.rng.choice(["throttle", "500", "503", "drop", "drop-after"]) \
                         if proxy.rng.random() < proxy.share else None
+                    if proxy.fail and self.headers.get("X-Amz-Target", "").endswith("." + proxy.fail):
+                        fault = "500"
                     if fault:
                         proxy.faults[fault] += 1
                 if fault == "drop":
@@ -304,3 +306,70 @@ def test_dry_run_sends_nothing(server, tmp_path):
     assert amazon.returncode == 0, amazon.stderr.decode()[-2000:]
     priced = json.loads(amazon.stdout)
     assert priced["calls"] == plan["calls"] and priced["estimated_cost_usd"] == pytest.approx(0.0008 * plan["calls"]["CompareFaces"])
+
+
+def _collections(server) -> list[str]:
+    import boto3
+
+    rek = boto3.client("rekognition", endpoint_url=server["url"], region_name="us-east-1",
+                       aws_access_key_id=server["key"], aws_secret_access_key=server["secret"])
+    return rek.list_collections()["CollectionIds"]
+
+
+@pytest.fixture(scope="module")
+def ident_sample(settings):
+    items = lfw_items(settings, by="gender", people=300, seed=2)
+    images = ea.Images(items)
+    return images, ea.identification_design(items, gallery=30, probes=12, seed=2)
+
+
+def test_identification_protocol_measures_and_deletes_its_gallery(server, ident_sample, tmp_path):
+    images, design = ident_sample
+    assert len(design.gallery) == 30 and len(design.mated_probes) == 6 and len(design.nonmated_probes) == 6
+    gallery_subjects = {images.items[i][1] for i in design.gallery}
+    assert all(images.items[i][1] in gallery_subjects for i in design.mated_probes)
+    assert not any(images.items[i][1] in gallery_subjects for i in design.nonmated_probes)
+    cid = ea.collection_id_for(images, design)
+    journal = Journal(tmp_path / "journal.sqlite")
+    result = ea.run_identification(_endpoint(server, journal), images, design, cid, concurrency=2)
+    assert cid not in _collections(server)  # deleted at the end
+    assert result.extra["gallery_faces_indexed"] >= 28
+    rates = ea.identification_rates(images, design, result, (40.0, 80.0, 99.0), gallery_sizes=(10,))
+    whole = [r for r in rates if r.gallery == 30]
+    assert sum(r.mated_probes for r in whole if r.threshold == 80) + sum(result.failures_to_acquire.values()) >= 6
+    # real faces: every answered probe of someone in the gallery finds them at 40; a stricter
+    # threshold never finds more
+    found = {t: sum(r.mated_probes - r.missed for r in whole if r.threshold == t) for t in (40.0, 80.0, 99.0)}
+    answered = sum(r.mated_probes for r in whole if r.threshold == 40.0)
+    assert answered >= 2 and found[40.0] == answered and found[40.0] >= found[80.0] >= found[99.0]
+    # the moratorium policy's refusals (probes under the quality floor) are answers, counted per group
+    refused = [a for a in result.extra["_answers"] if "Error" in a["response"]]
+    assert sum(result.failures_to_acquire.values()) == len(refused)
+    assert all("quality floor" in a["response"]["Error"]["Message"] for a in refused)
+    # faceledger withholds candidates under its gallery-aware threshold (FPIR 0.01 / 30 faces): said so
+    assert result.extra["lowest_similarity_returned"] > 40 and not result.extra["complete_candidate_lists"]
+    table = ea.aclu_table(rates, 30)
+    assert len(table.splitlines()) == 2 + len(whole)  # header, rule, one row per group and threshold
+    # a finished audit is read back from the journal: no collection, no call
+    again = _endpoint(server, journal)
+    ea.run_identification(again, images, design, cid, concurrency=2)
+    assert again.sent == 0 and cid not in _collections(server)
+
+
+def test_identification_deletes_the_gallery_when_the_audit_fails(server, ident_sample, tmp_path):
+    """The endpoint fails every search: the audit stops with a typed error, and the gallery of
+    faces it uploaded does not stay behind."""
+    from faceledger.errors import EndpointError
+
+    images, design = ident_sample
+    design = ea.IdentificationDesign(design.gallery[:5], design.mated_probes[:1], design.nonmated_probes[:1])
+    cid = ea.collection_id_for(images, design)
+    proxy = FaultyProxy(server["port"], share=0.0, fail="SearchFacesByImage")
+    try:
+        with pytest.raises(EndpointError, match="kept failing"):
+            ea.run_identification(_endpoint(server, Journal(tmp_path / "j.sqlite"), proxy.url, attempts=1, rounds=2,
+                                            backoff=0.01), images, design, cid)
+    finally:
+        proxy.close()
+    assert proxy.delivered[f"CreateCollection:{hashlib.sha256(json.dumps({'CollectionId': cid}).encode()).hexdigest()[:16]}"] <= 1
+    assert cid not in _collections(server)

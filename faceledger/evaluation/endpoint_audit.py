@@ -412,4 +412,4 @@ def aclu_table(rates: Sequence[IdentificationRates], gallery: int) -> str:
 
 
 def _pct(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2g}%"
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.3g}%"
