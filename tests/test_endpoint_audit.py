@@ -373,3 +373,45 @@ def test_identification_deletes_the_gallery_when_the_audit_fails(server, ident_s
         proxy.close()
     assert proxy.delivered[f"CreateCollection:{hashlib.sha256(json.dumps({'CollectionId': cid}).encode()).hexdigest()[:16]}"] <= 1
     assert cid not in _collections(server)
+
+
+def test_report_says_in_sentences_what_the_figures_show(direct):
+    from faceledger.evaluation.audit_report import render_html, summary_sentences
+
+    report = audit(direct.scores, targets=(1e-1,), thresholds=(40.0, 80.0), resamples=50)
+    sentences = summary_sentences(report)
+    assert len(sentences) >= 4  # FMR and FNMR at each operating point
+    at40 = next(p for p in report.points if p.name == "threshold 40")
+    worst = max(at40.groups, key=lambda g: g.fnmr.rate)
+    said = next(f for s, f in sentences if s.startswith("At the system's threshold 40") and "missed" in s)
+    assert f"{worst.group}: {worst.fnmr.errors:,} of {worst.fnmr.trials:,} pairs" in said  # the figures behind it
+    page = render_html(report, "Audit", about={"endpoint": "http://test", "protocol": "verification",
+                                               "dataset": "lfw by gender", "plan": {"calls": {"CompareFaces": 64}}})
+    assert page.index("id='summary'") < page.index("id='methods'") < page.index("<h2>Curves")
+    bars = page.count("class='bar'")
+    assert bars == sum(2 for p in report.points for g in p.groups if g.fmr.trials) or bars >= 2 * len(report.points)
+    assert page.count("class='ci'") == bars and "src=" not in page and "<script" not in page  # self-contained
+
+
+def test_plan_prices_rate_limit_and_image_fitting(tmp_path, sample):
+    from faceledger.evaluation.endpoint_client import Plan, RateLimit, fit_image, is_amazon
+
+    assert is_amazon(None) and is_amazon("https://rekognition.eu-west-1.amazonaws.com")
+    assert not is_amazon("http://127.0.0.1:8080") and not is_amazon("http://rekognition.amazonaws.com.evil.example")
+    plan = Plan("identification", "x", 600, {"IndexFaces": 500, "SearchFacesByImage": 100}, {"IndexFaces": 200},
+                {"IndexFaces": 0.001, "SearchFacesByImage": 0.001}, stored_faces=500)
+    assert plan.to_send == {"IndexFaces": 300, "SearchFacesByImage": 100}
+    assert plan.cost == pytest.approx(0.4 + 500 * 0.00001)
+    limit = RateLimit(20)
+    t0 = time.monotonic()
+    for _ in range(11):
+        limit.wait()
+    assert time.monotonic() - t0 >= 0.45
+    images, _ = sample
+    data = Path(images.items[0][0]).read_bytes()
+    assert fit_image(data) is data  # within the limit: sent unchanged, so scores match a local run
+    from PIL import Image
+    import io
+
+    smaller = fit_image(data, max_bytes=len(data) // 3)
+    assert len(smaller) <= len(data) // 3 and Image.open(io.BytesIO(smaller)).size[0] < Image.open(io.BytesIO(data)).size[0]

@@ -41,7 +41,10 @@ RETRYABLE_CODES = {"ThrottlingException", "ProvisionedThroughputExceededExceptio
 
 def is_amazon(endpoint_url: str | None) -> bool:
     """Amazon's own endpoint: the SDK's default (no URL) or an amazonaws.com host."""
-    return endpoint_url is None or ".amazonaws.com" in endpoint_url.split("//", 1)[-1].split("/", 1)[0]
+    if endpoint_url is None:
+        return True
+    host = endpoint_url.split("//", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1].split(":", 1)[0].lower()
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
 
 
 def read_prices(path: Path | None) -> dict[str, float]:
