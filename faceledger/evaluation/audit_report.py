@@ -30,7 +30,7 @@ def _head(title: str) -> list[str]:
 def render_html(report: AuditReport, title: str = "Demographic audit", about: dict | None = None) -> str:
     """``about``: where the scores came from (an endpoint audit's protocol, calls, sample), for the
     plain-sentence summary and the methods section."""
-    front = [] if about is None else _summary(report, about) + _methods(report, about)
+    front = [] if about is None else _identification(about) + _summary(report, about) + _methods(report, about)
     return "\n".join(_head(title) + front + _body(report) + ["</body></html>"])
 
 
@@ -286,3 +286,42 @@ def _bars_svg(point, w: int = 560, h: int = 240) -> str:
                        f"{html.escape(g.group[:14])}</text>")
     out.append("</svg>")
     return "".join(out)
+
+
+def _identification(about: dict) -> list[str]:
+    """The ACLU-style table of an identification audit: per probe group and threshold, probes of
+    people not in the gallery that returned anyone, and probes of people in it that missed them."""
+    rates = about.get("identification")
+    if not rates:
+        return []
+    full = max(r["gallery"] for r in rates)
+    parts = ["<h2 id='identification'>Searches of the gallery</h2>",
+             f"<p>{about.get('probes', 0):,} probes searched a gallery of {full:,} people. A false match is a probe of "
+             "someone not in the gallery that returned anyone at or above the threshold; a miss, a probe of someone in "
+             "the gallery that did not return them. The tables further down count only the candidates the endpoint "
+             "returned" + (", and it withheld those under similarity "
+                           f"{about['lowest_similarity_returned']:.3g} or so" if not about.get("complete_candidate_lists")
+                           and about.get("lowest_similarity_returned") is not None else "") + ".</p>",
+             "<table class='identification'><tr><th>probe group</th><th>gallery</th><th>threshold</th>"
+             "<th>probes not in the gallery</th><th>falsely matched</th><th>FPIR (95% interval)</th>"
+             "<th>probes in the gallery</th><th>missed</th><th>FNIR (95% interval)</th></tr>"]
+    for r in sorted(rates, key=lambda r: (-r["gallery"], r["threshold"], r["group"])):
+        def pct(x):
+            return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.3g}%"
+        parts.append(f"<tr><td>{html.escape(r['group'])}</td><td>{r['gallery']:,}</td><td>{r['threshold']:g}</td>"
+                     f"<td>{r['nonmated_probes']:,}</td><td>{r['false_matched']:,}</td>"
+                     f"<td>{pct(r['fpir'])} ({pct(r['fpir_ci'][0])} to {pct(r['fpir_ci'][1])})</td>"
+                     f"<td>{r['mated_probes']:,}</td><td>{r['missed']:,}</td>"
+                     f"<td>{pct(r['fnir'])} ({pct(r['fnir_ci'][0])} to {pct(r['fnir_ci'][1])})</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def render_html_identification(title: str, about: dict) -> str:
+    """An identification audit whose returned candidates cannot support the pair tables (an
+    endpoint that withheld every non-mated candidate): the searches' table and the methods."""
+    rows = [(k, about.get(k)) for k in ("endpoint", "protocol", "dataset", "calls_sent", "seconds", "calls_per_second",
+                                         "failures_to_acquire", "lowest_similarity_returned")]
+    methods = ["<h2 id='methods'>Methods</h2><table class='methods'>"]
+    methods += [f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v is not None]
+    return "\n".join(_head(title) + _identification(about) + methods + ["</table></body></html>"])

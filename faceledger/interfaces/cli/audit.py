@@ -306,7 +306,11 @@ def audit_endpoint(
             else:
                 result = ea.run_identification(endpoint, images, design, cid, concurrency=concurrency, advance=advance)
         ea.write_scores(result, out_dir / "scores.csv")
-        report = audit(result.scores, targets=target_fmr, resamples=resamples, interval=interval, thresholds=thresholds)
+        mated_rows = int(result.scores.mated.sum())
+        report = None  # an endpoint that withheld every non-mated (or mated) candidate leaves no pair tables
+        if 0 < mated_rows < len(result.scores.score) or protocol == "verification":
+            report = audit(result.scores, targets=target_fmr, resamples=resamples, interval=interval,
+                           thresholds=thresholds)
         about = {"endpoint": name, "protocol": protocol, "dataset": f"lfw by {by}" if dataset == "lfw" else dataset,
                  "failures_to_acquire": result.failures_to_acquire, "censored_pairs": result.censored,
                  "calls_sent": result.calls, "seconds": round(result.seconds, 1),
@@ -318,8 +322,13 @@ def audit_endpoint(
                                             gallery_sizes=sorted({max(1, gallery // 10), max(1, gallery // 2), gallery}))
             about["identification"] = [r.to_dict() for r in rates]
             (out_dir / "aclu_table.md").write_text(ea.aclu_table(rates, len(design.gallery)) + "\n")
-        from faceledger.evaluation.audit_report import render_html
+        from faceledger.evaluation.audit_report import render_html, render_html_identification
 
+        if report is None:
+            summary = f"# {title}\n\n" + (out_dir / "aclu_table.md").read_text()
+            _write(summary, json.dumps(_finite(about), indent=2), lambda: render_html_identification(title, about),
+                   as_json, out_dir / "report.md", out_dir / "report.html", out_dir / "report.json", about)
+            return
         _write(markdown(report), json.dumps(_finite({**about, **report.to_dict()}), indent=2),
                lambda: render_html(report, title, about=about), as_json, out_dir / "report.md", out_dir / "report.html",
                out_dir / "report.json", about)
