@@ -154,6 +154,7 @@ class FaultyProxy:
         self.delivered: Counter = Counter()
         self.faults: Counter = Counter()
         self.in_flight = 0
+        self.seen = 0
         self.lock = threading.Lock()
         proxy = self
 
@@ -166,6 +167,7 @@ class FaultyProxy:
             def do_POST(self):
                 with proxy.lock:
                     proxy.in_flight += 1
+                    proxy.seen += 1
                 try:
                     self.relay()
                 finally:
@@ -443,3 +445,30 @@ def test_identification_from_the_command_line(server, tmp_path):
     assert "Searches of the gallery" in page and "id='methods'" in page
     assert (out / "aclu_table.md").read_text().startswith("| probe group |")
     assert not [c for c in _collections(server) if c.startswith("faceledger-audit-")]
+
+
+def test_a_refusal_stops_the_audit_sending(server, sample, tmp_path):
+    """A wrong secret is refused (not retried): the audit stops with a typed error and the calls
+    queued behind it are never sent."""
+    from faceledger.errors import EndpointError
+
+    images, pairs = sample
+    proxy = FaultyProxy(server["port"], share=0.0)
+    try:
+        endpoint = Endpoint(Journal(tmp_path / "j.sqlite"), endpoint_url=proxy.url, region="us-east-1", headers=HEADERS,
+                            access_key=server["key"], secret_key="wrong" * 8)
+        with pytest.raises(EndpointError, match="InvalidSignatureException"):
+            ea.run_verification(endpoint, images, pairs, concurrency=2)
+    finally:
+        proxy.close()
+    assert 1 <= proxy.seen <= 4 < len(pairs)
+
+
+def test_a_journal_answers_for_one_endpoint_only(tmp_path):
+    from faceledger.errors import InvalidParameterError
+
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.bind("http://a.example")
+    journal.bind("http://a.example")
+    with pytest.raises(InvalidParameterError, match="journal of an audit of http://a.example"):
+        Journal(tmp_path / "j.sqlite").bind("http://b.example")

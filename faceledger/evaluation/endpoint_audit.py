@@ -47,6 +47,20 @@ def _no_face(code: str) -> bool:
     return code in NO_FACE_CODES
 
 
+def _map(fn, items, concurrency: int) -> list:
+    """``fn`` over ``items`` on threads, results in order; the first failure (or Ctrl-C) cancels
+    every call not yet started, so a failed audit stops sending."""
+    pool = ThreadPoolExecutor(concurrency)
+    futures = [pool.submit(fn, x) for x in items]
+    try:
+        return [f.result() for f in futures]
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
 class Images:
     """Image bytes as sent (fitted to the endpoint's limit) and their digests, read once each."""
 
@@ -139,8 +153,7 @@ def run_verification(endpoint: Endpoint, images: Images, pairs, *, concurrency: 
             advance(1)
         return response
 
-    with ThreadPoolExecutor(concurrency) as pool:
-        responses = list(pool.map(one, pairs))
+    responses = _map(one, pairs, concurrency)
     rows, fta, censored = [], {}, 0
     for (i, j, mated), response in zip(pairs, responses):
         (pa, sa, ga), (pb, sb, gb) = images.items[i], images.items[j]
@@ -258,9 +271,8 @@ def run_identification(endpoint: Endpoint, images: Images, design: Identificatio
                     advance(1)
                 return r
 
-            with ThreadPoolExecutor(concurrency) as pool:
-                for i, r in zip(design.gallery, pool.map(index, design.gallery)):
-                    indexed[f"g{i}"] = len(r.get("FaceRecords", []))
+            for i, r in zip(design.gallery, _map(index, design.gallery, concurrency)):
+                indexed[f"g{i}"] = len(r.get("FaceRecords", []))
 
             def search(pair):
                 i, key = pair
@@ -271,8 +283,7 @@ def run_identification(endpoint: Endpoint, images: Images, design: Identificatio
                     advance(1)
                 return r
 
-            with ThreadPoolExecutor(concurrency) as pool:
-                list(pool.map(search, zip(probes, keys)))
+            _map(search, list(zip(probes, keys)), concurrency)
         finally:
             _delete(endpoint, cid)
     responses = [endpoint.journal.get(k) for k in keys]
@@ -290,11 +301,21 @@ def _delete(endpoint: Endpoint, cid: str) -> None:
     """Delete the gallery; the journal forgets it, so a later run indexes it again."""
     from botocore.exceptions import ClientError
 
-    try:
-        endpoint.client.delete_collection(CollectionId=cid)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
-            raise EndpointError(f"could not delete the audit's collection {cid}: {exc}; delete it by hand") from None
+    from botocore.exceptions import BotoCoreError
+
+    for attempt in range(5):
+        try:
+            endpoint.client.delete_collection(CollectionId=cid)
+            break
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                break
+            last = str(exc)
+        except BotoCoreError as exc:  # a dropped connection: try again
+            last = str(exc)
+        time.sleep(0.5 * 2**attempt)
+    else:
+        raise EndpointError(f"could not delete the audit's collection {cid} ({last}): delete it by hand")
     endpoint.journal.forget(f"CreateCollection:{cid}")
     endpoint.journal.forget(f"IndexFaces:{cid}:")
 

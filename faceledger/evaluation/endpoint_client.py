@@ -117,6 +117,18 @@ class Journal:
         self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, operation TEXT NOT NULL, "
                          "response TEXT NOT NULL, attempts INTEGER NOT NULL, at REAL NOT NULL)")
 
+    def bind(self, endpoint: str) -> None:
+        """The journal holds one endpoint's answers: a journal of another endpoint is refused, not
+        read back as if this one had answered."""
+        with self._lock:
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = self._db.execute("SELECT value FROM meta WHERE name = 'endpoint'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('endpoint', ?)", (endpoint,))
+            elif row[0] != endpoint:
+                raise InvalidParameterError(f"{self.path} is the journal of an audit of {row[0]}, not {endpoint}: "
+                                            "give this audit another --out or --journal")
+
     def get(self, key: str) -> dict | None:
         with self._lock:
             row = self._db.execute("SELECT response FROM calls WHERE key = ?", (key,)).fetchone()

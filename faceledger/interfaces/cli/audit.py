@@ -281,6 +281,7 @@ def audit_endpoint(
         journal = Journal(journal_path or out_dir / "journal.sqlite")
         prices = read_prices(price_table) if is_amazon(endpoint_url) else None
         name = endpoint_url or f"Amazon Rekognition ({region or 'your default region'})"
+        journal.bind(name)
         done = journal.keys()
         if protocol == "verification":
             pairs = ea.verification_pairs(items, nonmated=nonmated, mated=mated, seed=seed)
