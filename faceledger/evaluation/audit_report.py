@@ -307,7 +307,9 @@ def _identification(about: dict) -> list[str]:
              "<th>probes in the gallery</th><th>missed</th><th>FNIR (95% interval)</th></tr>"]
     for r in sorted(rates, key=lambda r: (-r["gallery"], r["threshold"], r["group"])):
         def pct(x):
-            return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.3g}%"
+            if x is None or (isinstance(x, float) and math.isnan(x)):
+                return "n/a"
+            return "0%" if abs(x) < 1e-12 else f"{100 * x:.3g}%"
         parts.append(f"<tr><td>{html.escape(r['group'])}</td><td>{r['gallery']:,}</td><td>{r['threshold']:g}</td>"
                      f"<td>{r['nonmated_probes']:,}</td><td>{r['false_matched']:,}</td>"
                      f"<td>{pct(r['fpir'])} ({pct(r['fpir_ci'][0])} to {pct(r['fpir_ci'][1])})</td>"

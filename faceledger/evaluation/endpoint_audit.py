@@ -433,4 +433,6 @@ def aclu_table(rates: Sequence[IdentificationRates], gallery: int) -> str:
 
 
 def _pct(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.3g}%"
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return "0%" if abs(x) < 1e-12 else f"{100 * x:.3g}%"  # a Wilson bound of 0 computes as 7e-18
