@@ -336,12 +336,13 @@ def audit_endpoint(
 
 
 def _dataset_items(settings, dataset: str, *, by: str, people, per_group, seed: int):
-    from faceledger.evaluation.audit_images import fairface_items, lfw_items, manifest_items
+    from faceledger.evaluation.audit_images import fairface_items, lfw_items
+    from faceledger.evaluation.datasets import read_manifest
 
     if dataset == "lfw":
         return lfw_items(settings, by=by, people=people, seed=seed)
     if dataset == "fairface":
         return fairface_items(settings, per_group=per_group, seed=seed)
     if dataset.lower().endswith(".csv"):
-        return manifest_items(Path(dataset))
+        return read_manifest(Path(dataset))
     raise InvalidParameterError("--dataset must be fairface, lfw or a manifest .csv file")
