@@ -90,7 +90,8 @@ class Plan:
             done = self.done.get(op, 0)
             lines.append(f"  {op}: {n:,} calls" + (f" ({done:,} already in the journal, {n - done:,} to send)" if done else ""))
         if self.cost is not None:
-            lines.append(f"  estimated charge: US${self.cost:,.2f} (price table: "
+            shown = f"{self.cost:,.2f}" if self.cost >= 1 else f"{self.cost:.4f}"
+            lines.append(f"  estimated charge: US${shown} (price table: "
                          + ", ".join(f"{op} {self.prices.get(op, 0):g}" for op in self.calls) + " per call)")
         else:
             lines.append("  estimated charge: none known (not Amazon's endpoint)")
