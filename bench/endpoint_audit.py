@@ -70,7 +70,7 @@ def main() -> None:
         result = ea.run_verification(endpoint, images, pairs, concurrency=args.concurrency)
         print(f"endpoint: {result.calls:,} calls in {result.seconds:.0f} s ({result.calls / result.seconds:.2f} calls/s), "
               f"{len(result.rows):,} scored, failures to acquire {result.failures_to_acquire}, censored {result.censored}")
-        service = FaceService(engine, SQLiteStore(root / "local.sqlite"))
+        service = FaceService(engine, SQLiteStore(root / "local.sqlite"), normalisation=Settings.load().score_normalisation)
         t0 = time.monotonic()
         local = {}
         for i, j, _ in pairs:

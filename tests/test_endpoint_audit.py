@@ -103,11 +103,11 @@ def _counts(report):
             for p in report.points for g in p.groups]
 
 
-def test_endpoint_scores_equal_the_engine_in_process(direct, sample, engine, tmp_path):
+def test_endpoint_scores_equal_the_engine_in_process(direct, sample, engine, settings, tmp_path):
     """Same engine, same images, same pairs: every score, and so every group's error count at every
     operating point, is the one the service computes in-process."""
     images, pairs = sample
-    service = FaceService(engine, SQLiteStore(tmp_path / "store.sqlite"))
+    service = FaceService(engine, SQLiteStore(tmp_path / "store.sqlite"), normalisation=settings.score_normalisation)
     local = []
     for i, j, _ in pairs:
         try:
