@@ -185,3 +185,16 @@ def test_models_cli_lists_adds_and_refuses(tmp_path, onnx_path, monkeypatch, lfw
     data = json.loads(r.output)
     assert data["Model"].startswith("resnet-plugin@") and data["FaceMatches"]
     assert "FalseMatchRate" not in data["FaceMatches"][0]  # uncalibrated: no rate is claimed
+
+
+def test_an_engine_for_another_model_reads_that_models_calibration(registry, onnx_path, plugin_settings):
+    """`from faceledger import FaceEngine` scores on the calibrated scale; its twin for another
+    model must not carry this model's calibration over (the plug-in has none: no rates)."""
+    from faceledger import FaceEngine as CalibratedEngine
+
+    registry.add(onnx_path, PLUGIN)
+    engine = CalibratedEngine(plugin_settings)
+    assert engine.scoring is not None and engine.scoring.calibration.model.startswith("dlib-resnet-v1-flip@")
+    twin = engine.with_model("resnet-plugin")
+    assert twin.model.name == "resnet-plugin" and twin.scoring is None
+    assert engine.scoring is not None  # the original keeps its own

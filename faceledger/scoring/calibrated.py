@@ -46,6 +46,13 @@ class FaceEngine(vision_engine.FaceEngine):
     def scoring(self) -> Scoring | None:
         return scoring_for(self)
 
+    def with_model(self, name: str) -> "FaceEngine":
+        """As the vision engine's; the twin reads its own model's scoring, not this one's."""
+        twin = super().with_model(name)
+        if twin is not self:
+            twin.__dict__.pop("scoring", None)
+        return twin
+
     def compare(self, source: ImageSource, target: ImageSource, threshold: float | None = None, **kwargs) -> CompareResult:
         """As the vision engine's, with ``threshold`` a calibrated Similarity (default
         DEFAULT_COMPARE_THRESHOLD: FMR 1e-3) and each match's ``score`` the one its rate is read
