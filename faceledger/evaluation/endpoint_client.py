@@ -237,7 +237,7 @@ class Endpoint:
         if found is not None:
             return found
         from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
-        from botocore.exceptions import ReadTimeoutError
+        from botocore.exceptions import HTTPClientError
 
         method = getattr(self.client, _snake(operation))
         last = ""
@@ -256,7 +256,7 @@ class Endpoint:
                 if code not in RETRYABLE_CODES and status < 500:
                     raise EndpointError(f"{operation} refused by the endpoint: {code}: {error.get('Message', '')}") from None
                 last = f"{code or status}: {error.get('Message', '')}"
-            except (BotoConnectionError, ReadTimeoutError) as exc:
+            except (BotoConnectionError, HTTPClientError) as exc:  # refused, dropped, closed early, timed out
                 last = f"connection: {exc}"
             except BotoCoreError as exc:  # credentials, parameters: retrying cannot help
                 raise EndpointError(f"{operation} could not be sent: {exc}") from None
