@@ -533,9 +533,9 @@ class FaceService:
     def create_collection(self, collection_id: str, *, store_images: bool = False, model: str | None = None,
                           tags: dict | None = None) -> CreateCollectionResult:
         """``model``: a registry name (on the wire, the tag ``faceledger:model``); default: the
-        engine's. The collection keeps it for life, as the cloud API binds a face model version."""
+        engine's. The collection keeps it for life, as the cloud API binds a face model version.
+        ``store_images``: keep each indexed image's bytes (off by default: templates only)."""
         model = model or (tags or {}).get(MODEL_TAG)
-        """``store_images``: keep each indexed image's bytes (off by default: templates only)."""
         api_model.check("CreateCollection", CollectionId=collection_id)
         engine = self.engine if model is None else self.model_for(model).engine
         info = self.collections.create_collection(collection_id, str(engine.model), store_images=store_images,
