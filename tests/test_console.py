@@ -435,3 +435,37 @@ def test_session_store_expiry_and_wrong_secret(tmp_path):
     now[0] = 298
     with pytest.raises(SessionExpiredError):
         store.session(token)
+
+
+def test_ledger_index_follows_the_ledger_and_rebuilds_for_another(tmp_path):
+    """The index is a cache of the ledger: a search enters the queue, a review of all its
+    candidates closes it, and an index pointed at a different ledger starts over."""
+    from faceledger.governance.ledger import Ledger
+    from faceledger.governance.ledger_index import LedgerIndex
+
+    def search(ledger, case):
+        return ledger.append({"operation": "SearchFacesByImage", "phase": "outcome", "outcome": "ok", "principal": "ivan",
+                              "account": "000000000000", "purpose": "missing-person", "case_reference": case,
+                              "result": {"candidates": [{"id": "a"}, {"id": "b"}]}}).seq
+
+    one = Ledger(tmp_path / "one.sqlite")
+    s1, s2 = search(one, "C-1"), search(one, "C-2")
+    index = LedgerIndex(tmp_path / "index.sqlite", one)
+    assert index.catch_up() == 2 and index.queue("000000000000").seqs == [s2, s1]
+    assert index.queue("000000000000", case_ref="C-1").seqs == [s1]
+    assert index.queue("111111111111").seqs == []  # another account's queue is its own
+    one.append({"operation": "Review", "phase": "outcome", "outcome": "ok", "reviews": s1, "face_ids": ["a"]})
+    index.catch_up()
+    assert index.is_open(s1)
+    one.append({"operation": "Review", "phase": "outcome", "outcome": "ok", "reviews": s1, "face_ids": []})  # all
+    index.catch_up()
+    assert index.queue("000000000000").seqs == [s2]
+    assert index.search("000000000000", principal="ivan", limit=1).next_before == s2
+    two = Ledger(tmp_path / "two.sqlite")
+    two.append({"operation": "PolicyChange"})
+    two.append({"operation": "PolicyChange"})
+    two.append({"operation": "PolicyChange"})
+    two.append({"operation": "PolicyChange"})
+    index.ledger = two  # the same file, another ledger: the last hash it indexed is not there
+    index.catch_up()
+    assert index.queue("000000000000").seqs == [] and len(index.search("000000000000", limit=10).seqs) == 4
