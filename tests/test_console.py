@@ -141,6 +141,9 @@ def _signin(browser, site, who: str, size: str = "wide"):
     context = browser.new_context(viewport={"width": w, "height": h})
     page = context.new_page()
     page.goto(site["url"] + "/console")
+    assert page.url.endswith("/console/signin")
+    if who == "rita":
+        _shoot(page, "signin")
     key, secret = site["keys"][who]
     page.fill("input[name=key_id]", key)
     page.fill("input[name=secret]", secret)
@@ -469,3 +472,49 @@ def test_ledger_index_follows_the_ledger_and_rebuilds_for_another(tmp_path):
     index.ledger = two  # the same file, another ledger: the last hash it indexed is not there
     index.catch_up()
     assert index.queue("000000000000").seqs == [] and len(index.search("000000000000", limit=10).seqs) == 4
+
+
+def test_console_verification_checks_signed_heads(tmp_path, settings, engine):
+    """With the signer's public key set, the console's re-check holds the chain to the signed heads:
+    an adversary who edits an entry and recomputes every later hash (a chain that verifies on its
+    own) is caught."""
+    from faceledger.governance.console import Console
+    from faceledger.governance.ledger import HeadLog, HeadSigner, Signer, canonical, chain_hash
+
+    signer = Signer.generate(tmp_path / "signer" / "key.pem")
+    s = settings.replace(store=tmp_path / "store.sqlite", ledger=tmp_path / "ledger.sqlite", keys_file=tmp_path / "keys.json",
+                         ledger_public_key=signer.public_hex, reports_dir=tmp_path / "reports")
+    gate = open_gate(s, open_service(s, engine=engine))
+    console = Console(gate, KeyStore(s.keys_file), s)
+    ada = Context(Principal("ada", ("auditor",), ()), interface="console")
+    console.policy(ada)
+    HeadSigner(gate.ledger, HeadLog(s.heads_dir), signer).round(force=True)
+    report = console.verify(ada)
+    assert report["intact"] and report["heads_checked"] and report["heads"] == 1
+    db = sqlite3.connect(s.ledger)
+    rows = db.execute("SELECT seq, body FROM entries ORDER BY seq").fetchall()
+    prev = "0" * 64
+    for seq, body in rows:  # the first entry rewritten, every hash after it recomputed
+        if seq == 1:
+            body = canonical({**json.loads(body), "policy": {"name": "open", "digest": "0" * 64}})
+        prev = chain_hash(prev, seq, body)
+        db.execute("UPDATE entries SET body = ?, hash = ? WHERE seq = ?", (body, prev, seq))
+    db.commit()
+    db.close()
+    assert gate.ledger.verify()[1] == []  # the chain alone cannot see it
+    report = console.verify(ada)
+    assert not report["intact"] and {p["kind"] for p in report["problems"]} & {"rewritten"}
+
+
+def test_audit_reports_listed_and_served_sandboxed(site):
+    reports = site["settings"].console_state / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / "lfw-audit.html").write_text("<h1>LFW audit</h1><script>alert(1)</script>")
+    (reports / "notes.txt").write_text("not a report")
+    c = _client(site, "ada")
+    listing = c.get("/console/audits").text
+    assert "lfw-audit.html" in listing and "notes.txt" not in listing
+    r = c.get("/console/audits/lfw-audit.html")
+    assert r.status_code == 200 and "sandbox" in r.headers["content-security-policy"]  # its script cannot run here
+    assert c.get("/console/audits/..%2Fkeys.json").status_code in (400, 404)
+    assert _client(site, "rita").get("/console/audits").status_code == 403

@@ -197,14 +197,14 @@ def console_router(settings, gate, keys) -> APIRouter:
         case, purpose = q.get("case", ""), q.get("purpose", "")
         data = console.queue(s.context(), case=case, purpose=purpose, before=_int(q.get("before")))
         rows = "".join(
-            f"<tr><td><a href=\"/console/review/{i.seq}\">entry {i.seq}</a></td><td>{esc(i.time[:19].replace('T', ' '))}</td>"
-            f"<td>{esc(i.case_reference or '')}</td><td>{esc(i.purpose or '')}</td><td class=hide-narrow>{esc(i.principal)}</td>"
+            f"<tr><td><a href=\"/console/review/{i.seq}\">{i.seq}</a></td><td>{esc(i.time[:19].replace('T', ' '))}</td>"
+            f"<td>{esc(i.case_reference or '')}</td><td class=hide-narrow>{esc(i.purpose or '')}</td><td class=hide-narrow>{esc(i.principal)}</td>"
             f"<td class=hide-narrow>{esc(i.collection or '')}</td><td class=num>{i.undecided} of {i.candidates}</td>"
             f"<td class=num>{'' if i.best_similarity is None else f'{i.best_similarity:.1f}'}</td></tr>"
             for i in data.items)
         filters = (f'<form method="get" class="card filters"><label>Case <input name="case" value="{esc(case)}"></label>'
                    f'<label>Purpose <input name="purpose" value="{esc(purpose)}"></label><button type="submit">Filter</button></form>')
-        table = ("<div class=table><table><thead><tr><th>Search</th><th>Time (UTC)</th><th>Case</th><th>Purpose</th>"
+        table = ("<div class=table><table><thead><tr><th>Search</th><th>Time (UTC)</th><th>Case</th><th class=hide-narrow>Purpose</th>"
                  "<th class=hide-narrow>Searched by</th><th class=hide-narrow>Collection</th><th>Awaiting</th>"
                  f"<th>Best similarity</th></tr></thead><tbody>{rows or '<tr><td colspan=8 class=muted>Nothing awaits review.</td></tr>'}"
                  "</tbody></table></div>")
