@@ -337,6 +337,7 @@ def test_session_cookie_flags_and_expiry(site):
     assert token.encode() not in (site["settings"].console_state / "sessions.sqlite").read_bytes()
 
 
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 def test_secure_cookie_over_tls(site, engine):
     s = site["settings"]
     app = create_app(s, open_service(s, engine=engine))
@@ -518,3 +519,12 @@ def test_audit_reports_listed_and_served_sandboxed(site):
     assert r.status_code == 200 and "sandbox" in r.headers["content-security-policy"]  # its script cannot run here
     assert c.get("/console/audits/..%2Fkeys.json").status_code in (400, 404)
     assert _client(site, "rita").get("/console/audits").status_code == 403
+
+
+def test_oversized_or_stuffed_forms_are_refused_unread(site):
+    """Forms are read before sign-in is checked: a huge or field-stuffed body is bounded and refused."""
+    c = _client(site)
+    assert c.post("/console/signin", content=b"a=" + b"x" * 2_000_000,
+                  headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 403
+    assert c.post("/console/signin", content="&".join(f"f{i}=1" for i in range(500)).encode(),
+                  headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 403
