@@ -528,3 +528,20 @@ def test_oversized_or_stuffed_forms_are_refused_unread(site):
                   headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 403
     assert c.post("/console/signin", content="&".join(f"f{i}=1" for i in range(500)).encode(),
                   headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 403
+
+
+def test_cli_review_queue_is_the_consoles(site, monkeypatch):
+    """`faceledger review queue` lists what the console's queue lists (one Console behind both)."""
+    from typer.testing import CliRunner
+
+    from faceledger.interfaces.cli.main import app
+
+    s = site["settings"]
+    for name in ("store", "keys_file", "ledger"):
+        monkeypatch.setenv(f"FACELEDGER_{name.upper()}", str(getattr(s, name)))
+    r = CliRunner().invoke(app, ["review", "queue", "--json"])
+    assert r.exit_code == 0, r.output
+    listed = json.loads(r.stdout)
+    c = _client(site, "rita")
+    page = c.get("/console/queue").text
+    assert listed["open"] >= 1 and all(f'/console/review/{i["seq"]}"' in page for i in listed["items"])
