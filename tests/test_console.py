@@ -441,10 +441,28 @@ def test_session_store_expiry_and_wrong_secret(tmp_path):
         store.session(token)
 
 
-def test_ledger_index_follows_the_ledger_and_rebuilds_for_another(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledgers(request, tmp_path):
+    """Two empty ledgers of one kind: the embedded one, or PostgreSQL (several replicas' ledger)."""
+    from faceledger.governance.ledger import Ledger
+    from faceledger.governance.ledger_pg import PostgresLedger
+
+    if request.param == "sqlite":
+        return Ledger(tmp_path / "one.sqlite"), Ledger(tmp_path / "two.sqlite")
+    import uuid
+
+    import psycopg
+
+    url = request.getfixturevalue("fresh_db")
+    other = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {other}")
+    return PostgresLedger(url), PostgresLedger(url.rsplit("/", 1)[0] + f"/{other}")
+
+
+def test_ledger_index_follows_the_ledger_and_rebuilds_for_another(tmp_path, ledgers):
     """The index is a cache of the ledger: a search enters the queue, a review of all its
     candidates closes it, and an index pointed at a different ledger starts over."""
-    from faceledger.governance.ledger import Ledger
     from faceledger.governance.ledger_index import LedgerIndex
 
     def search(ledger, case):
@@ -452,7 +470,7 @@ def test_ledger_index_follows_the_ledger_and_rebuilds_for_another(tmp_path):
                               "account": "000000000000", "purpose": "missing-person", "case_reference": case,
                               "result": {"candidates": [{"id": "a"}, {"id": "b"}]}}).seq
 
-    one = Ledger(tmp_path / "one.sqlite")
+    one, two = ledgers
     s1, s2 = search(one, "C-1"), search(one, "C-2")
     index = LedgerIndex(tmp_path / "index.sqlite", one)
     assert index.catch_up() == 2 and index.queue("000000000000").seqs == [s2, s1]
@@ -465,7 +483,6 @@ def test_ledger_index_follows_the_ledger_and_rebuilds_for_another(tmp_path):
     index.catch_up()
     assert index.queue("000000000000").seqs == [s2]
     assert index.search("000000000000", principal="ivan", limit=1).next_before == s2
-    two = Ledger(tmp_path / "two.sqlite")
     two.append({"operation": "PolicyChange"})
     two.append({"operation": "PolicyChange"})
     two.append({"operation": "PolicyChange"})
