@@ -160,6 +160,18 @@ class Settings:
     ledger_head_seconds: int = 60
     #: How long a request waits for the ledger's write lock before it is refused (503), in ms.
     ledger_busy_ms: int = 10_000
+    #: The review console (docs/console.md): how long a search's probe image is kept for its
+    #: reviewer, in seconds. It is deleted when every candidate of the search has a decision, or
+    #: at this age, whichever comes first; 0: probes are never kept (reviewers see metadata only).
+    probe_retention_seconds: int = 72 * 3600
+    #: The review console: a signed-in session ends after this many seconds without a request.
+    console_session_seconds: int = 1800
+    #: The review console's own state (sessions, kept probes, the ledger's search index: derived
+    #: from the ledger, rebuilt when missing). Empty: a folder beside the SQLite ledger, ``<ledger stem>-console``.
+    console_dir: Path | None = None
+    #: Where the console lists audit reports from (`faceledger audit ... --html-out` written here).
+    #: Empty: ``reports`` in the console folder.
+    reports_dir: Path | None = None
 
     @classmethod
     def load(cls, **overrides: object) -> "Settings":
@@ -194,6 +206,11 @@ class Settings:
     def heads_dir(self) -> Path:
         """The ledger's heads directory: the setting, else beside the SQLite ledger."""
         return self.ledger_heads or self.ledger.with_name(self.ledger.stem + "-heads")
+
+    @property
+    def console_state(self) -> Path:
+        """The review console's folder: the setting, else beside the SQLite ledger."""
+        return self.console_dir or self.ledger.with_name(self.ledger.stem + "-console")
 
 
 def _convert(name: str, type_name: object, value: object) -> object:

@@ -10,6 +10,7 @@ from faceledger.errors import InvalidParameterError
 from faceledger.governance.ledger import HeadLog, Ledger
 from faceledger.governance.ledger_pg import open_ledger
 from faceledger.governance.policy import Policy
+from faceledger.governance.probes import ProbeStore
 from faceledger.service.operations import FaceService
 from faceledger.settings import Settings
 from faceledger.store import SQLiteStore
@@ -23,8 +24,11 @@ def open_gate(settings: Settings | None = None, service: FaceService | None = No
         from faceledger.governance.policy_store import PolicyStore
 
         source = PolicyStore(shared_database(s), s.policy).current
-        return Gate(service or open_service(s), source(), ledger, source)
-    return Gate(service or open_service(s), Policy.load(s.policy), ledger)
+        gate = Gate(service or open_service(s), source(), ledger, source)
+    else:
+        gate = Gate(service or open_service(s), Policy.load(s.policy), ledger)
+    gate.probes = ProbeStore(s.console_state / "probes", s.probe_retention_seconds)
+    return gate
 
 
 def ledger_of(s: Settings, *, create: bool = True) -> Ledger:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 from faceledger.errors import AccessDeniedError, BackendUnavailableError, FaceledgerError, InvalidParameterError
 from faceledger.governance.comparisons import ComparisonBudget, ComparisonGuard
 from faceledger.governance.ledger import Entry, Ledger
-from faceledger.governance.policy import IDENTIFICATION, Context, Policy
+from faceledger.governance.policy import IDENTIFICATION, Context, Decision, Policy
 from faceledger.service.scope import DEFAULT_ACCOUNT, CallScope, acting
 
 REVIEW_DECISIONS = ("confirmed", "rejected", "inconclusive")
@@ -56,6 +56,9 @@ class Gate:
         self.ledger = ledger
         self.policy_source = policy_source
         self.budget = ComparisonBudget(ledger)
+        #: Where served identifications keep their probe for review (governance.probes.ProbeStore;
+        #: open_gate sets it from the settings); None: no probe is kept.
+        self.probes = None
         self._record_policy()
 
     def _refresh_policy(self) -> None:
@@ -119,6 +122,9 @@ class Gate:
             self._record(guard, {**outcome, "outcome": "InternalServerError", "message": type(exc).__name__})
             raise _recorded(exc)
         recorded = self._record(guard, {**outcome, "outcome": "ok", "result": summarize(result)})
+        if (self.probes is not None and operation in IDENTIFICATION and images
+                and recorded.body["result"].get("candidates")):
+            self.probes.keep(recorded.seq, images[0])  # for its reviewer, until reviewed or expired
         if dataclasses.is_dataclass(result) and any(f.name == "ledger_entry" for f in dataclasses.fields(result)):
             result = dataclasses.replace(result, ledger_entry=recorded.seq)
         return result
@@ -181,9 +187,32 @@ class Gate:
                 raise InvalidParameterError(f"not candidates of entry {search_entry}: {', '.join(unknown)}")
             return ReviewResult(0, search_entry, decision)
 
-        return self.call(ctx, "Review", run, collection=target.body.get("collection"), record={
+        result = self.call(ctx, "Review", run, collection=target.body.get("collection"), record={
             "reviews": search_entry, "reviews_hash": target.hash, "verdict": decision, "reason": reason.strip(),
             "face_ids": list(face_ids)})
+        if self.probes is not None and not self.undecided(search_entry):
+            self.probes.discard(search_entry)  # every candidate has a decision: the probe is no longer kept
+        return result
+
+    def undecided(self, search_entry: int) -> list[str]:
+        """The candidates of a search that no review has decided yet (a review naming no candidate decides all)."""
+        ids = [c.get("id") for c in self.ledger.get(search_entry).body.get("result", {}).get("candidates", [])]
+        decided: set = set()
+        for r in self.reviews_of(search_entry):
+            decided |= set(r.get("face_ids") or ids)
+        return [i for i in dict.fromkeys(ids) if i not in decided]
+
+    def may_review(self, ctx: Context, search_entry: int) -> Decision:
+        """Whether ``ctx`` may decide on this search's candidates (its role, the entry, separation of
+        duties): what the console shows instead of the buttons; ``review`` enforces the same."""
+        decision = self.policy.decide(ctx, "Review")
+        if not decision.allowed:
+            return decision
+        try:
+            self._search_entry(search_entry, ctx, "review")
+        except (AccessDeniedError, InvalidParameterError) as exc:
+            return Decision(False, exc.message)
+        return Decision(True, "may review")
 
     def reviews_of(self, search_entry: int) -> list[dict]:
         return [dict(e.body, ledger_entry=e.seq) for e in self.ledger.entries_of("Review")
@@ -244,6 +273,9 @@ def summarize(result: Any) -> dict:
         out["unindexed"] = len(get("unindexed_faces"))
     if get("deleted_faces"):
         out["deleted_face_ids"] = list(get("deleted_faces"))
+    for name in ("probe_quality", "verification", "access_key_id"):  # the console's: never a secret
+        if get(name) is not None:
+            out[name] = get(name)
     for name in ("collection_arn", "user_status"):
         if get(name):
             out[name] = get(name)

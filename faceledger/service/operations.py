@@ -230,6 +230,7 @@ class SearchFacesByImageResult:
     face_model_version: str
     identification: Identification | None = None
     ledger_entry: int | None = None
+    probe_quality: dict | None = None  # for the ledger and its reviewer: how good the searched face was
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,7 @@ class SearchUsersByImageResult:
     unsearched_faces: list[UnsearchedFace] = field(default_factory=list)
     identification: Identification | None = None
     ledger_entry: int | None = None
+    probe_quality: dict | None = None  # for the ledger and its reviewer: how good the searched face was
 
 
 # --- the service ---------------------------------------------------------------------------------
@@ -696,7 +698,8 @@ class FaceService:
                                      limits, max_false_match_rate)
         probe, vector, _ = self._probe(m, image, quality_filter, limits)
         matches = self._matches(m, collection_id, vector, max_faces or DEFAULT_MAX_FACES, ident)
-        return SearchFacesByImageResult(probe.bounding_box, probe.confidence, matches, m.id, ident)
+        return SearchFacesByImageResult(probe.bounding_box, probe.confidence, matches, m.id, ident,
+                                        probe_quality=probe_quality(probe.quality))
 
     # --- users -----------------------------------------------------------------------------------
 
@@ -853,7 +856,8 @@ class FaceService:
             UnsearchedFace(FaceDetail.of(f), ["FACE_NOT_LARGEST"] + quality.reasons(f.quality, quality_filter))
             for f in others
         ]
-        return SearchUsersByImageResult(matches, model, SearchedFaceDetails(FaceDetail.of(probe)), unsearched, ident)
+        return SearchUsersByImageResult(matches, model, SearchedFaceDetails(FaceDetail.of(probe)), unsearched, ident,
+                                        probe_quality=probe_quality(probe.quality))
 
 
 # --- indexing in two steps: compute (anywhere), then store (one writer) ----------------------------
@@ -906,6 +910,12 @@ def prepare_index(
 def quality_record(q: quality.Quality) -> dict:
     """A face's quality as the store keeps it."""
     return dataclasses.asdict(q)
+
+
+def probe_quality(q: quality.Quality) -> dict:
+    """A probe's quality as the ledger keeps it (rounded to a hundredth)."""
+    r = quality_record(q)
+    return {k: ({a: round(b, 2) for a, b in v.items()} if isinstance(v, dict) else round(float(v), 2)) for k, v in r.items()}
 
 
 def quality_of(record: dict) -> quality.Quality:

@@ -225,6 +225,29 @@ def decide(
             out.print(f"review recorded as ledger entry {r.ledger_entry}: entry {entry} {decision}")
 
 
+@review_app.command("queue")
+def queue(
+    case: Optional[str] = typer.Option(None, "--case", help="Only this case reference's searches."),
+    purpose: Optional[str] = typer.Option(None, "--purpose", help="Only searches for this purpose."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Searches whose candidates await a decision, newest first (the console's queue, docs/console.md)."""
+    from faceledger.governance.console import Console
+    from faceledger.governance.keys import open_keys
+
+    with errors(as_json):
+        gate, ctx = _gate_ctx()
+        settings = Settings.load()
+        page = Console(gate, open_keys(settings), settings).queue(ctx, case=case, purpose=purpose)
+        if as_json:
+            print(json.dumps({"open": page.open_total, "items": [i.__dict__ for i in page.items]}, indent=2))
+            return
+        out.print(f"{page.open_total} search(es) await review (newest first; `faceledger review show ENTRY`):")
+        for i in page.items:
+            out.print(f"  entry {i.seq} at {i.time[:19]}: {i.undecided} of {i.candidates} candidate(s) undecided; "
+                      f"case {i.case_reference!r}, purpose {i.purpose!r}, searched by {i.principal}", soft_wrap=True)
+
+
 @review_app.command("show")
 def show(entry: int, as_json: bool = JsonOpt) -> None:
     """A search's candidates and every review of them."""
