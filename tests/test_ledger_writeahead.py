@@ -213,7 +213,15 @@ def test_sigkills_under_concurrent_writers_leave_no_change_without_its_intent(tm
         threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
         for t in threads:
             t.start()
-        time.sleep(rng.uniform(1.0, 3.0))
+        # Kill while writes are under way: once this life of the server has acknowledged a few
+        # writes (a fixed sleep killed a loaded machine's server before its first write), then at a
+        # random moment.
+        with lock:
+            before = len(acked)
+        deadline = time.monotonic() + 120
+        while len(acked) < before + 3 and queue and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
