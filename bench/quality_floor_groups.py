@@ -116,6 +116,12 @@ def main() -> None:
     floor_rate = {k: np.mean([bool(s) for s, _ in v]) for k, v in rows.items()}
     prev_rate = {k: np.mean([p for _, p in v]) for k, v in rows.items()}
     print(f"floor:          {spread(floor_rate)} across {len(rows)} groups")
+    sizes = np.array([len(v) for v in rows.values()])
+    pooled_rate = sum(sum(bool(s) for s, _ in v) for v in rows.values()) / sizes.sum()
+    draws = np.random.default_rng(0).binomial(sizes, pooled_rate, size=(10000, len(sizes))) / sizes
+    null = draws.max(1) / np.maximum(draws.min(1), 1e-9)
+    print(f"  sampling alone (every group refused at the pooled {100 * pooled_rate:.1f}%, these group sizes): "
+          f"max/min median {np.median(null):.2f}, 95th percentile {np.quantile(null, 0.95):.2f}")
     print(f"previous floor: {spread(prev_rate)} (baseline)")
     for c in CRITERIA[:4]:
         print(f"  {c:9} alone: {spread({k: np.mean([c in s for s, _ in v]) for k, v in rows.items()})}")
