@@ -221,43 +221,50 @@ class FaceEngine:
                                   allow_download=self.settings.allow_downloads, threads=self.settings.onnx_threads)
         return self._mesh
 
-    def _mesh_landmarks(self, pixels: np.ndarray, box, points: np.ndarray) -> tuple[Landmark, ...]:
+    def _mesh_points(self, pixels: np.ndarray, box, points: np.ndarray) -> np.ndarray | None:
+        """The face mesh's 468 points in image pixels, (x, y, depth on x's scale); None when the
+        settings turn the mesh off."""
         from faceledger.models.facemesh import INPUT_SIZE
 
         mesh = self.face_mesh
         if mesh is None:
-            return ()
+            return None
         geometry = landmarks_mod.crop_geometry(box, points)
-        found = landmarks_mod.to_image(mesh.run(landmarks_mod.crop(pixels, geometry, INPUT_SIZE)[None])[0], geometry,
-                                       INPUT_SIZE)
-        h, w = pixels.shape[:2]
-        return tuple(Landmark(t, float(x) / w, float(y) / h) for t, (x, y) in landmarks_mod.landmark_points(found).items())
+        found = mesh.run(landmarks_mod.crop(pixels, geometry, INPUT_SIZE)[None])[0]
+        return landmarks_mod.to_image_3d(found, geometry, INPUT_SIZE)
 
     def _prealigned_face(self, pixels: np.ndarray) -> Face:
         h, w = pixels.shape[:2]
         left, top, right, bottom = alignment.prealigned_box(w, h)
         points = self._landmarker.points(pixels, left, top, right, bottom)
         chip = alignment.prealigned_chip(pixels)
-        return self._face(pixels, chip, (0.0, 0.0, float(w), float(h)), points, 100.0, "prealigned")
+        # the mesh is cropped around the face's box inside the chip (as around a detector's box),
+        # not around the whole padded chip, where the face would be a third smaller than it was trained on
+        return self._face(pixels, chip, (0.0, 0.0, float(w), float(h)), points, 100.0, "prealigned",
+                          mesh_box=(left, top, right - left, bottom - top))
 
-    def _face(self, pixels, reference, box, points, confidence, detector) -> Face:
-        """Quality is measured on dlib's chip whatever the model, so a floor means the same for all."""
+    def _face(self, pixels, reference, box, points, confidence, detector, *, mesh_box=None) -> Face:
+        """Quality is measured on dlib's chip whatever the model, so a floor means the same for all;
+        pose on the face mesh (quality.mesh_pose), or on the 5 points when the mesh is off."""
         h, w = pixels.shape[:2]
         left, top, width, height = box
         highlight, shadow = quality.exposure(reference)
         chip = self._model_chip(pixels, points, reference)
+        mesh = self._mesh_points(pixels, mesh_box or box, points)
         q = Quality(
             brightness=quality.brightness(reference),
             sharpness=quality.sharpness(reference),
             highlight=highlight,
             shadow=shadow,
-            pose=quality.pose(points),
+            pose=quality.pose(points) if mesh is None else quality.mesh_pose(mesh),
             face_size=min(width, height),
             confidence=confidence,
         )
         marks = tuple(Landmark(t, float(x) / w, float(y) / h) for t, (x, y) in zip(LANDMARK_TYPES, points))
+        face_marks = () if mesh is None else tuple(
+            Landmark(t, float(x) / w, float(y) / h) for t, (x, y) in landmarks_mod.landmark_points(mesh[:, :2]).items())
         return Face(BoundingBox(left / w, top / h, width / w, height / h), confidence, marks, q, detector, chip,
-                    self._mesh_landmarks(pixels, box, points))
+                    face_marks)
 
     # --- templates -------------------------------------------------------------------------------
 

@@ -67,6 +67,12 @@ def to_image(mesh: np.ndarray, geometry: tuple[float, float, float, float], size
     return uv @ m.T
 
 
+def to_image_3d(mesh: np.ndarray, geometry: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """Mesh points (468, 3) in crop pixels -> (468, 3): image x, y, and depth scaled as x and y
+    are (the crop's rotation is about the depth axis, so depth needs only the scale)."""
+    return np.c_[to_image(mesh, geometry, size), np.asarray(mesh)[:, 2] * geometry[2] / size]
+
+
 def landmark_points(mesh_in_image: np.ndarray) -> dict[str, tuple[float, float]]:
     """Every type's (x, y) in image pixels."""
     return {t: tuple(mesh_in_image[list(ix)].mean(0)) for t, ix in MESH_POINTS.items()}
