@@ -112,6 +112,8 @@ def check_value(where: str, shape: Shape, value: Any) -> None:
 
 def _range(where: str, value: float, meta: dict, unit: str) -> None:
     low, high = meta.get("min"), meta.get("max")
+    if low is not None and high is not None and not low <= value <= high:
+        raise InvalidParameterError(f"{where} must be between {low} and {high}{' ' + unit if unit else ''} (got {value})")
     if low is not None and value < low:
         raise InvalidParameterError(f"{where} must be at least {low}{' ' + unit if unit else ''} (got {value})")
     if high is not None and value > high:

@@ -31,7 +31,7 @@ from faceledger.service import api_model
 
 _FALSE_MATCH_RATE = {
     "type": "double", "min": 0, "max": 1,
-    "documentation": "<p>faceledger: the threshold as a false match rate target in (0, 1], e.g. 1e-4: the threshold "
+    "documentation": "<p>faceledger: the threshold as a false match rate target in (0, 1], such as 1e-4. The threshold "
                      "becomes the similarity at which strangers score that high at that rate (with a similarity "
                      "threshold too, the stricter wins). Needs a calibrated model.</p>",
 }
@@ -79,7 +79,7 @@ def documentation(shape: Shape, *, first_sentence: bool = False) -> str:
     text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", text))).strip()
     text = re.sub(r" ([.,;:)])", r"\1", text)
     if first_sentence:
-        match = re.match(r"(.+?[.!?])(\s|$)", text)
+        match = re.match(r"(.+?(?<!e\.g)(?<!i\.e)[.!?])(\s|$)", text)
         text = match.group(1) if match else text
     return text
 

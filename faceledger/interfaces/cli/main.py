@@ -20,6 +20,7 @@ from faceledger.interfaces.cli.audit import audit_app
 from faceledger.interfaces.cli.calibration import calibration_app
 from faceledger.interfaces.cli.ledger import ledger_app, policy_app, review_app
 from faceledger.interfaces.cli.models import models_app
+from faceledger.interfaces.cli.options import member_option
 from faceledger.interfaces.cli.server import keys_app, serve
 from faceledger.interfaces.cli.collections import collection_app, faces_app, index, search, users_app
 from faceledger.evaluation.datasets import LFW, FairFace, fetch_lfw
@@ -166,15 +167,13 @@ def _print_detection(path: str, d: Detection) -> None:
 def compare(
     source: Path = typer.Argument(..., help="Image whose largest face is compared."),
     target: Path = typer.Argument(..., help="Image whose faces are searched."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Similarity (0-100) at or above which a face "
-                                              f"matches. Default {DEFAULT_COMPARE_THRESHOLD:g}: a false match rate of "
-                                              f"{DEFAULT_COMPARE_FMR:.0e} (1 stranger in {round(1 / DEFAULT_COMPARE_FMR):,}), "
-                                              "as `faceledger demo` uses; the cloud API's 80 is 2.5e-6 "
-                                              "(`faceledger calibration table`: what each keeps)."),
-    max_fmr: Optional[float] = typer.Option(None, "--max-fmr", help="Or a false match rate target, e.g. 1e-5: the "
-                                            "threshold becomes the similarity of that rate (with --threshold too, the "
-                                            "stricter wins)."),
-    quality_filter: str = typer.Option("NONE", "--quality-filter", help="NONE, AUTO, LOW, MEDIUM or HIGH."),
+    threshold: Optional[float] = member_option(
+        "CompareFaces", "SimilarityThreshold", "--threshold",
+        note=f"Default {DEFAULT_COMPARE_THRESHOLD:g}: a false match rate of {DEFAULT_COMPARE_FMR:.0e} (1 stranger in "
+        f"{round(1 / DEFAULT_COMPARE_FMR):,}), as `faceledger demo` uses; the cloud API's 80 is 2.5e-6 (`faceledger "
+        "calibration table`: what each keeps)."),
+    max_fmr: Optional[float] = member_option("SearchFacesByImage", "MaxFalseMatchRate", "--max-fmr"),
+    quality_filter: str = member_option("CompareFaces", "QualityFilter", default="NONE"),
     as_json: bool = JsonOpt,
     detector: Optional[str] = DetectorOpt,
     fallback: Optional[str] = FallbackOpt,
