@@ -98,10 +98,11 @@ ROUTES: list[Route] = [
 
 def exposed(operation: str) -> list[str]:
     """The input members a route offers: the shape's (faceledger's own included) that the service
-    method takes, less those accepted and ignored (ClientRequestToken)."""
+    method takes (a member it does not implement, or ClientRequestToken where it ignores it, is
+    not offered)."""
     shape = surface.input_shape(operation)
     takes = set(inspect.signature(getattr(FaceService, snake(operation))).parameters)
-    return [m for m in shape.members if m not in surface.IGNORED_MEMBERS and snake(m) in takes]
+    return [m for m in shape.members if snake(m) in takes]
 
 
 # --- requests -----------------------------------------------------------------------------------------
