@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from faceledger.service import api_model
-from faceledger.interfaces.cli.options import member_option
+from faceledger.interfaces.cli.options import member_argument, member_option
 from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NEGATIVE, JsonOpt, id_column, RayOpt, box_text, err, errors, out, pool, progress
 from faceledger.errors import FaceledgerError, InvalidParameterError
 from faceledger.service.operations import (
@@ -93,7 +93,7 @@ def _emit(operation: str, result, as_json: bool) -> bool:
 
 @collection_app.command("create")
 def collection_create(
-    name: str,
+    name: str = member_argument("CreateCollection", "CollectionId"),
     store_images: bool = member_option("CreateCollection", "StoreImages", default=False),
     model: Optional[str] = member_option("CreateCollection", "Model"),
     as_json: bool = JsonOpt,
@@ -126,7 +126,7 @@ def collection_list(as_json: bool = JsonOpt) -> None:
 
 
 @collection_app.command("describe")
-def collection_describe(name: str, as_json: bool = JsonOpt) -> None:
+def collection_describe(name: str = member_argument("DescribeCollection", "CollectionId"), as_json: bool = JsonOpt) -> None:
     with errors(as_json):
         d = _service().describe_collection(name)
         if not _emit("DescribeCollection", d, as_json):
@@ -134,7 +134,7 @@ def collection_describe(name: str, as_json: bool = JsonOpt) -> None:
 
 
 @collection_app.command("delete")
-def collection_delete(name: str, yes: bool = typer.Option(False, "--yes", help="Do not ask."), as_json: bool = JsonOpt) -> None:
+def collection_delete(name: str = member_argument("DeleteCollection", "CollectionId"), yes: bool = typer.Option(False, "--yes", help="Do not ask."), as_json: bool = JsonOpt) -> None:
     """Delete a collection with every face, template and user in it."""
     with errors(as_json):
         svc = _service()
@@ -191,7 +191,7 @@ def _prepare_job(job: tuple[str, int | None, str, bool]) -> tuple[str, PreparedI
 
 
 def index(
-    collection: str = typer.Argument(..., help="Collection to index into."),
+    collection: str = member_argument("IndexFaces", "CollectionId"),
     paths: list[Path] = typer.Argument(..., help="Image files or folders."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     external_ids: str = typer.Option("file", "--external-id", help="ExternalImageId from the 'file' name, the 'folder' name, or 'none'."),
@@ -295,8 +295,8 @@ def _indexed_before(svc, collection: str, path: Path, external_ids: str) -> bool
 
 
 def search(
-    collection: str,
-    image: Path,
+    collection: str = member_argument("SearchFacesByImage", "CollectionId"),
+    image: Path = typer.Argument(..., help="Image whose largest face is searched for."),
     max_faces: Optional[int] = member_option("SearchFacesByImage", "MaxFaces"),
     threshold: Optional[float] = member_option("SearchFacesByImage", "FaceMatchThreshold", "--threshold",
                                                  note=f"Default {DEFAULT_FACE_MATCH_THRESHOLD:g}."),
@@ -336,7 +336,7 @@ def search(
 
 @faces_app.command("list")
 def faces_list(
-    collection: str,
+    collection: str = member_argument("ListFaces", "CollectionId"),
     max_results: Optional[int] = member_option("ListFaces", "MaxResults"),
     next_token: Optional[str] = member_option("ListFaces", "NextToken"),
     user_id: Optional[str] = member_option("ListFaces", "UserId"),
@@ -362,7 +362,8 @@ def faces_list(
 
 
 @faces_app.command("delete")
-def faces_delete(collection: str, face_ids: list[str], as_json: bool = JsonOpt) -> None:
+def faces_delete(collection: str = member_argument("DeleteFaces", "CollectionId"), face_ids: list[str] = typer.Argument(...),
+                 as_json: bool = JsonOpt) -> None:
     """Delete faces: their templates leave the database and the index."""
     with errors(as_json):
         r = _service().delete_faces(collection, face_ids)
@@ -378,21 +379,21 @@ def faces_delete(collection: str, face_ids: list[str], as_json: bool = JsonOpt) 
 
 
 @users_app.command("create")
-def users_create(collection: str, user_id: str, as_json: bool = JsonOpt) -> None:
+def users_create(collection: str = member_argument("CreateUser", "CollectionId"), user_id: str = member_argument("CreateUser", "UserId"), as_json: bool = JsonOpt) -> None:
     with errors(as_json):
         _service().create_user(collection, user_id)
         print(json.dumps({})) if as_json else out.print(f"created user {user_id} in {collection}")
 
 
 @users_app.command("delete")
-def users_delete(collection: str, user_id: str, as_json: bool = JsonOpt) -> None:
+def users_delete(collection: str = member_argument("DeleteUser", "CollectionId"), user_id: str = member_argument("DeleteUser", "UserId"), as_json: bool = JsonOpt) -> None:
     with errors(as_json):
         _service().delete_user(collection, user_id)
         print(json.dumps({})) if as_json else out.print(f"deleted user {user_id}")
 
 
 @users_app.command("list")
-def users_list(collection: str, next_token: Optional[str] = member_option("ListUsers", "NextToken"), as_json: bool = JsonOpt) -> None:
+def users_list(collection: str = member_argument("ListUsers", "CollectionId"), next_token: Optional[str] = member_option("ListUsers", "NextToken"), as_json: bool = JsonOpt) -> None:
     with errors(as_json):
         r = _service().list_users(collection, next_token=next_token)
         if not _emit("ListUsers", r, as_json):
@@ -404,7 +405,7 @@ def users_list(collection: str, next_token: Optional[str] = member_option("ListU
 
 @users_app.command("associate")
 def users_associate(
-    collection: str, user_id: str, face_ids: list[str],
+    collection: str = member_argument("AssociateFaces", "CollectionId"), user_id: str = member_argument("AssociateFaces", "UserId"), face_ids: list[str] = typer.Argument(...),
     threshold: Optional[float] = member_option("AssociateFaces", "UserMatchThreshold", "--threshold",
                                                  note=f"Default {DEFAULT_ASSOCIATE_THRESHOLD:g}."),
     as_json: bool = JsonOpt,
@@ -418,7 +419,8 @@ def users_associate(
 
 
 @users_app.command("disassociate")
-def users_disassociate(collection: str, user_id: str, face_ids: list[str], as_json: bool = JsonOpt) -> None:
+def users_disassociate(collection: str = member_argument("DisassociateFaces", "CollectionId"), user_id: str = member_argument("DisassociateFaces", "UserId"),
+                       face_ids: list[str] = typer.Argument(...), as_json: bool = JsonOpt) -> None:
     with errors(as_json):
         r = _service().disassociate_faces(collection, user_id, face_ids)
         if not _emit("DisassociateFaces", r, as_json):
@@ -429,7 +431,7 @@ def users_disassociate(collection: str, user_id: str, face_ids: list[str], as_js
 
 @users_app.command("search")
 def users_search(
-    collection: str,
+    collection: str = member_argument("SearchUsers", "CollectionId"),
     image: Optional[Path] = typer.Option(None, "--image", help="Search with the largest face of this image."),
     user_id: Optional[str] = member_option("SearchUsers", "UserId", note="Or --image, or --face-id."),
     face_id: Optional[str] = member_option("SearchUsers", "FaceId", note="Or --image, or --user-id."),

@@ -32,23 +32,8 @@ def option_name(member: str) -> str:
     return "--" + "".join("-" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(member))
 
 
-def member_option(operation: str, member: str, *aliases: str, default: Any = None, note: str = "",
-                  hidden: bool = False) -> Any:
-    """A typer option for ``operation``'s input member ``member`` (faceledger's own members
-    included). ``aliases``: earlier names kept working; ``note``: what faceledger adds (its default)."""
-    shape = surface.input_shape(operation).members[member]
-    allowed = surface.constraints(shape)
-    text = " ".join(x for x in (surface.documentation(shape, first_sentence=True),
-                                f"{allowed[0].upper()}{allowed[1:]}." if allowed else "", note) if x)
-    names = tuple(dict.fromkeys((option_name(member), *aliases)))
-    if shape.type_name == "boolean":
-        return typer.Option(default, *names, help=escape(text), hidden=hidden)
-    if getattr(shape, "enum", None):
-        metavar = "[" + "|".join(shape.enum) + "]"
-    elif shape.type_name in ("integer", "long", "float", "double"):
-        metavar = allowed.replace(" to ", "-").upper() if " to " in allowed else shape.type_name.upper()
-    else:
-        metavar = "TEXT"
+def _parser(member: str, shape):
+    """Text -> the member's value, checked as the model states (exit 3 with what is allowed)."""
 
     def parse(text: Any) -> Any:
         if not isinstance(text, str):  # the default, or a value typer already parsed
@@ -60,4 +45,37 @@ def member_option(operation: str, member: str, *aliases: str, default: Any = Non
             raise ModelValueError(exc.message) from None
         return value
 
-    return typer.Option(default, *names, help=escape(text), metavar=metavar, parser=parse, hidden=hidden)
+    return parse
+
+
+def _help(shape, note: str) -> str:
+    allowed = surface.constraints(shape)
+    return escape(" ".join(x for x in (surface.documentation(shape, first_sentence=True),
+                                       f"{allowed[0].upper()}{allowed[1:]}." if allowed else "", note) if x))
+
+
+def _metavar(shape) -> str:
+    allowed = surface.constraints(shape)
+    if getattr(shape, "enum", None):
+        return "[" + "|".join(shape.enum) + "]"
+    if shape.type_name in ("integer", "long", "float", "double"):
+        return allowed.replace(" to ", "-").upper() if " to " in allowed else shape.type_name.upper()
+    return "TEXT"
+
+
+def member_option(operation: str, member: str, *aliases: str, default: Any = None, note: str = "",
+                  hidden: bool = False) -> Any:
+    """A typer option for ``operation``'s input member ``member`` (faceledger's own members
+    included). ``aliases``: earlier names kept working; ``note``: what faceledger adds (its default)."""
+    shape = surface.input_shape(operation).members[member]
+    names = tuple(dict.fromkeys((option_name(member), *aliases)))
+    if shape.type_name == "boolean":
+        return typer.Option(default, *names, help=_help(shape, note), hidden=hidden)
+    return typer.Option(default, *names, help=_help(shape, note), metavar=_metavar(shape),
+                        parser=_parser(member, shape), hidden=hidden)
+
+
+def member_argument(operation: str, member: str, *, note: str = "") -> Any:
+    """A required positional argument for a scalar member (CollectionId, UserId, ...), from the model."""
+    shape = surface.input_shape(operation).members[member]
+    return typer.Argument(..., help=_help(shape, note), parser=_parser(member, shape))
