@@ -32,6 +32,24 @@ def error(r) -> tuple[int, str, str]:
     return r.status_code, body["__type"], body["message"]
 
 
+def test_every_row_names_what_the_model_has():
+    """A row's operations are the service's, its path placeholders and renamed fields are members,
+    its upload fields are Images: a wrong row fails here, not on a client."""
+    for route in rest.ROUTES:
+        for op in route.operations:
+            assert op in api_model.service_model().operation_names and hasattr(FaceService, rest.snake(op)), op
+            shape = surface.input_shape(op)
+            for name in route.path_fields:
+                member = route.member_of(op, name)
+                assert member in shape.required_members, (route.path, name)
+            assert set(route.names.values()) <= set(shape.members) | {m for o in route.operations
+                                                                      for m in surface.input_shape(o).members}
+        uploads = {route.member_of(op, name) for op in route.operations for name in route.uploads} - {None}
+        assert len(uploads) >= len(route.uploads) and all(
+            surface.input_shape(op).members[m].name == "Image" for op in route.operations for m in uploads
+            if m in surface.input_shape(op).members), route.path
+
+
 def test_every_route_lists_exactly_its_shapes_members(http):
     """The OpenAPI document names, per route, the operation's input members (the model's and
     faceledger's own, less those the service ignores), with the model's ranges and enums."""

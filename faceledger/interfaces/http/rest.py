@@ -24,6 +24,7 @@ import base64
 import inspect
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -96,13 +97,14 @@ ROUTES: list[Route] = [
 ]
 
 
-def exposed(operation: str) -> list[str]:
+@lru_cache(maxsize=None)
+def exposed(operation: str) -> tuple[str, ...]:
     """The input members a route offers: the shape's (faceledger's own included) that the service
     method takes (a member it does not implement, or ClientRequestToken where it ignores it, is
     not offered)."""
     shape = surface.input_shape(operation)
     takes = set(inspect.signature(getattr(FaceService, snake(operation))).parameters)
-    return [m for m in shape.members if snake(m) in takes]
+    return tuple(m for m in shape.members if snake(m) in takes)
 
 
 # --- requests -----------------------------------------------------------------------------------------
