@@ -27,8 +27,9 @@ ALLOWED = {
     "Dispatcher.dispatch's gate.call)",
     ("interfaces/cli/collections.py", "_prepare_job"): "bulk indexing computes templates in worker processes; "
     "each image is stored only through gate.call('IndexFaces') in index",
-    ("interfaces/cli/collections.py", "index"): "reads the collection's model and checks the parameters before "
-    "starting the workers; every image is stored through gate.call('IndexFaces')",
+    ("interfaces/cli/collections.py", "index"): "asks the policy first (a refused principal is refused and recorded "
+    "before any template is made), reads the collection's model and checks the parameters, then starts the workers; "
+    "every image is stored through gate.call('IndexFaces')",
     ("interfaces/cli/models.py", "_check_on_faces"): "models add runs a model being added on a few real faces before "
     "registering it: no collection, no user's image, nothing the policy governs",
 }
@@ -123,3 +124,35 @@ def demo(settings, gate, ctx, path):
 '''
     found = [line for _, line, _ in direct_calls(planted)]
     assert found == [3, 4, 6, 7, 9, 10], direct_calls(planted)
+
+
+def test_a_refused_bulk_index_makes_no_template(tmp_path, monkeypatch, lfw):
+    """`faceledger index` computes templates in worker processes before each image's gated
+    commit: a principal the policy refuses IndexFaces is refused (and recorded) before any is
+    made (planted: no early decision -> prepare_index runs, the test fails)."""
+    import importlib.resources
+
+    from typer.testing import CliRunner
+
+    from faceledger.governance.ledger import Ledger
+    from faceledger.interfaces.cli import collections as cli_collections
+    from faceledger.interfaces.cli.main import app
+    from faceledger.settings import Settings
+
+    monkeypatch.setenv("FACELEDGER_STORE", str(tmp_path / "store.sqlite"))
+    monkeypatch.setenv("FACELEDGER_LEDGER", str(tmp_path / "ledger.sqlite"))
+    runner = CliRunner()
+    assert runner.invoke(app, ["collection", "create", "staff"]).exit_code == 0
+    preset = importlib.resources.files("faceledger.data.policies").joinpath("moratorium.toml").read_text()
+    assert '[local]\nroles = ["admin"]' in preset
+    (tmp_path / "reviewer.toml").write_text(preset.replace('[local]\nroles = ["admin"]', '[local]\nroles = ["reviewer"]'))
+    monkeypatch.setenv("FACELEDGER_POLICY", str(tmp_path / "reviewer.toml"))
+
+    def no_template(*args, **kwargs):
+        raise AssertionError("a template was computed for a refused principal")
+
+    monkeypatch.setattr(cli_collections, "prepare_index", no_template)
+    r = runner.invoke(app, ["index", "staff", str(lfw.image("Colin_Powell", 1))])
+    assert r.exit_code == 3 and "AccessDenied" in r.output, r.output
+    last = list(Ledger(Settings.load().ledger).entries_of("IndexFaces"))[-1].body
+    assert last["outcome"] == "AccessDeniedException" and last["interface"] == "cli"

@@ -217,6 +217,8 @@ def index(
         settings = Settings.load()
         gated = _Gated()
         svc = gated.gate.service
+        if not gated.gate.policy.decide(gated.ctx, "IndexFaces").allowed:  # refused (and recorded) before any template is made
+            gated.gate.call(gated.ctx, "IndexFaces", lambda **_: None, collection=collection)
         svc.check_index(collection, None, max_faces, quality_filter, None)
         info = svc.collections.get_collection(collection, counts=False)  # also: the collection exists
         keep_bytes = info.store_images
