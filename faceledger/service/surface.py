@@ -50,9 +50,6 @@ INPUT_EXTENSIONS: dict[str, dict[str, dict]] = {
     },
 }
 
-#: Members accepted and not acted on: boto3 fills ClientRequestToken by itself (idempotency tokens).
-IGNORED_MEMBERS = frozenset({"ClientRequestToken"})
-
 
 @lru_cache(maxsize=1)
 def _resolver() -> ShapeResolver:

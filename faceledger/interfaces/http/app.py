@@ -35,7 +35,7 @@ from faceledger.interfaces.http import sigv4
 from faceledger.governance.keys import open_keys
 from faceledger.interfaces.http.console import console_router
 from faceledger.interfaces.http.metrics import Metrics
-from faceledger.interfaces.http.rest import native_router
+from faceledger.interfaces.http.rest import native_router as _native_router
 from faceledger.interfaces.http.wire import TARGET_PREFIX, Dispatcher, error_body
 
 log = logging.getLogger("faceledger.interfaces.http")
@@ -202,7 +202,7 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    app.include_router(native_router(gate, dispatcher, received, answer))
+    app.include_router(_native_router(gate, dispatcher, received, answer))
     app.include_router(console_router(settings, gate, keys))  # /console: docs/console.md
     return app
 

@@ -29,7 +29,7 @@ from faceledger.service.operations import FaceService
 TARGET_PREFIX = "RekognitionService."
 #: Members accepted and not acted on: boto3 fills ClientRequestToken by itself (idempotency
 #: tokens). CreateCollection's Tags reach the service (the tag faceledger:model chooses the model).
-IGNORED_MEMBERS = surface.IGNORED_MEMBERS
+IGNORED_MEMBERS = {"ClientRequestToken"}
 #: Deepest JSON nesting accepted: Rekognition's input shapes nest 4 levels; past Python's
 #: recursion limit json.loads raises RecursionError, which must be a client error, not a 500.
 MAX_JSON_DEPTH = 32
