@@ -69,9 +69,20 @@ def test_compare_rejects_an_out_of_range_threshold(fold1):
     assert r.exit_code == EXIT_INPUT and "between 0 and 100" in r.stderr
 
 
-def test_demo_runs_on_lfw():
+def test_demo_runs_on_lfw(settings):
+    """... through the gate, as every interface: its detection and both comparisons are in the
+    ledger (planted: the engine called directly -> no entries, the test fails)."""
+    from faceledger.governance.ledger import Ledger
+
+    def entries() -> dict[str, int]:
+        return {op: sum(e.body.get("phase") == "outcome" and e.body["interface"] == "cli"
+                        for e in Ledger(settings.ledger).entries_of(op)) for op in ("DetectFaces", "CompareFaces")}
+
+    before = entries()
     r = runner.invoke(app, ["demo"])
     assert r.exit_code == 0, r.output
+    after = entries()
+    assert after["DetectFaces"] == before["DetectFaces"] + 1 and after["CompareFaces"] == before["CompareFaces"] + 2
     text = " ".join(r.stdout.split())
     assert "Same person" in text and "Different people" in text
     # the demo decides at `faceledger compare`'s default threshold, and says which rate that is

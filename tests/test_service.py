@@ -48,7 +48,7 @@ def test_collection_lifecycle(service):
         service.describe_collection("photos")
     with pytest.raises(errors.InvalidParameterError, match="pattern"):
         service.create_collection("no spaces allowed")
-    with pytest.raises(errors.InvalidParameterError, match="at most 255"):
+    with pytest.raises(errors.InvalidParameterError, match="between 1 and 255"):
         service.create_collection("x" * 256)
 
 

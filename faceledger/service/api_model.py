@@ -49,15 +49,16 @@ def check(operation_name: str, **params: Any) -> None:
             raise InvalidParameterError(f"{operation_name} has no parameter {name}")
         if member.type_name == "structure" and value == {}:
             continue  # a placeholder for a structure checked where it is parsed (an Image)
-        _check_value(f"{operation_name}.{name}", member, value)
+        check_value(f"{operation_name}.{name}", member, value)
 
 
 def validate(operation_name: str, request: dict) -> None:
     """Validate a whole request body (Rekognition member names, nested structures included)."""
-    _check_value(operation_name, operation(operation_name).input_shape, request)
+    check_value(operation_name, operation(operation_name).input_shape, request)
 
 
-def _check_value(where: str, shape: Shape, value: Any) -> None:
+def check_value(where: str, shape: Shape, value: Any) -> None:
+    """``value`` against ``shape``: everything the model states (the one check every interface uses)."""
     meta = shape.metadata
     kind = shape.type_name
     if kind == "structure":
@@ -71,7 +72,7 @@ def _check_value(where: str, shape: Shape, value: Any) -> None:
             if member is None:
                 raise InvalidParameterError(f"{where} has no member {name}")
             if item is not None:
-                _check_value(f"{where}.{name}", member, item)
+                check_value(f"{where}.{name}", member, item)
         return
     if kind == "blob":  # in this API, image bytes: over the limit is the cloud API's ImageTooLargeException
         if not isinstance(value, (str, bytes)):
@@ -103,7 +104,7 @@ def _check_value(where: str, shape: Shape, value: Any) -> None:
             raise InvalidParameterError(f"{where} must be a list")
         _range(where, len(value), meta, "items")
         for i, item in enumerate(value):
-            _check_value(f"{where}[{i}]", shape.member, item)
+            check_value(f"{where}[{i}]", shape.member, item)
     elif kind == "boolean":
         if not isinstance(value, bool):
             raise InvalidParameterError(f"{where} must be true or false")
@@ -111,6 +112,8 @@ def _check_value(where: str, shape: Shape, value: Any) -> None:
 
 def _range(where: str, value: float, meta: dict, unit: str) -> None:
     low, high = meta.get("min"), meta.get("max")
+    if low is not None and high is not None and not low <= value <= high:
+        raise InvalidParameterError(f"{where} must be between {low} and {high}{' ' + unit if unit else ''} (got {value})")
     if low is not None and value < low:
         raise InvalidParameterError(f"{where} must be at least {low}{' ' + unit if unit else ''} (got {value})")
     if high is not None and value > high:

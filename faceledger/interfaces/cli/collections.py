@@ -12,9 +12,13 @@ import typer
 from rich.table import Table
 
 from faceledger.service import api_model
+from faceledger.interfaces.cli.options import member_argument, member_option
 from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NEGATIVE, JsonOpt, id_column, RayOpt, box_text, err, errors, out, pool, progress
 from faceledger.errors import FaceledgerError, InvalidParameterError
-from faceledger.service.operations import FaceService, PreparedImage, prepare_index
+from faceledger.service.operations import (
+    DEFAULT_ASSOCIATE_THRESHOLD, DEFAULT_FACE_MATCH_THRESHOLD, DEFAULT_USER_MATCH_THRESHOLD, FaceService, PreparedImage,
+    prepare_index,
+)
 from faceledger.settings import Settings
 from faceledger.vision.workers import parallel_map, worker_engine
 
@@ -23,12 +27,11 @@ faces_app = typer.Typer(no_args_is_help=True, help="List and delete the faces of
 users_app = typer.Typer(no_args_is_help=True, help="Users: groups of faces of one person.")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-ThresholdOpt = typer.Option(None, "--threshold", help="Similarity (0-100) a match must reach (default 80).")
 
 
 PurposeOpt = typer.Option(None, "--purpose", help="Why this identification is run (the policy must allow it).")
 CaseOpt = typer.Option(None, "--case", help="The case reference this identification belongs to.")
-MaxFmrOpt = typer.Option(None, "--max-fmr", help="Threshold as a false match rate target, e.g. 1e-4.")
+MaxFmrOpt = member_option("SearchFacesByImage", "MaxFalseMatchRate", "--max-fmr")
 
 
 class _Gated:
@@ -90,10 +93,9 @@ def _emit(operation: str, result, as_json: bool) -> bool:
 
 @collection_app.command("create")
 def collection_create(
-    name: str,
-    store_images: bool = typer.Option(False, "--store-images", help="Also keep each indexed image (off: templates only)."),
-    model: Optional[str] = typer.Option(None, "--model", help="The collection's embedding model, for its life "
-                                        "(`faceledger models list`); default: the configured one."),
+    name: str = member_argument("CreateCollection", "CollectionId"),
+    store_images: bool = member_option("CreateCollection", "StoreImages", default=False),
+    model: Optional[str] = member_option("CreateCollection", "Model"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a collection. Only templates and face metadata are kept unless --store-images."""
@@ -124,7 +126,7 @@ def collection_list(as_json: bool = JsonOpt) -> None:
 
 
 @collection_app.command("describe")
-def collection_describe(name: str, as_json: bool = JsonOpt) -> None:
+def collection_describe(name: str = member_argument("DescribeCollection", "CollectionId"), as_json: bool = JsonOpt) -> None:
     with errors(as_json):
         d = _service().describe_collection(name)
         if not _emit("DescribeCollection", d, as_json):
@@ -132,7 +134,7 @@ def collection_describe(name: str, as_json: bool = JsonOpt) -> None:
 
 
 @collection_app.command("delete")
-def collection_delete(name: str, yes: bool = typer.Option(False, "--yes", help="Do not ask."), as_json: bool = JsonOpt) -> None:
+def collection_delete(name: str = member_argument("DeleteCollection", "CollectionId"), yes: bool = typer.Option(False, "--yes", help="Do not ask."), as_json: bool = JsonOpt) -> None:
     """Delete a collection with every face, template and user in it."""
     with errors(as_json):
         svc = _service()
@@ -189,12 +191,12 @@ def _prepare_job(job: tuple[str, int | None, str, bool]) -> tuple[str, PreparedI
 
 
 def index(
-    collection: str = typer.Argument(..., help="Collection to index into."),
+    collection: str = member_argument("IndexFaces", "CollectionId"),
     paths: list[Path] = typer.Argument(..., help="Image files or folders."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     external_ids: str = typer.Option("file", "--external-id", help="ExternalImageId from the 'file' name, the 'folder' name, or 'none'."),
-    max_faces: Optional[int] = typer.Option(None, "--max-faces", help="Index at most this many faces per image (largest first)."),
-    quality_filter: str = typer.Option("AUTO", "--quality-filter", help="NONE, AUTO, LOW, MEDIUM or HIGH."),
+    max_faces: Optional[int] = member_option("IndexFaces", "MaxFaces", note="Per image, largest first."),
+    quality_filter: str = member_option("IndexFaces", "QualityFilter", default="AUTO"),
     workers: int = typer.Option(1, "--workers", help="Processes computing templates (one writer stores them)."),
     ray: Optional[str] = RayOpt,
     reindex: bool = typer.Option(False, "--reindex", help="Index images whose faces the collection already holds "
@@ -215,6 +217,8 @@ def index(
         settings = Settings.load()
         gated = _Gated()
         svc = gated.gate.service
+        if not gated.gate.policy.decide(gated.ctx, "IndexFaces").allowed:  # refused (and recorded) before any template is made
+            gated.gate.call(gated.ctx, "IndexFaces", lambda **_: None, collection=collection)
         svc.check_index(collection, None, max_faces, quality_filter, None)
         info = svc.collections.get_collection(collection, counts=False)  # also: the collection exists
         keep_bytes = info.store_images
@@ -293,12 +297,13 @@ def _indexed_before(svc, collection: str, path: Path, external_ids: str) -> bool
 
 
 def search(
-    collection: str,
-    image: Path,
-    max_faces: Optional[int] = typer.Option(None, "--max-faces"),
-    threshold: Optional[float] = ThresholdOpt,
+    collection: str = member_argument("SearchFacesByImage", "CollectionId"),
+    image: Path = typer.Argument(..., help="Image whose largest face is searched for."),
+    max_faces: Optional[int] = member_option("SearchFacesByImage", "MaxFaces"),
+    threshold: Optional[float] = member_option("SearchFacesByImage", "FaceMatchThreshold", "--threshold",
+                                                 note=f"Default {DEFAULT_FACE_MATCH_THRESHOLD:g}."),
     max_fmr: Optional[float] = MaxFmrOpt,
-    quality_filter: str = typer.Option("NONE", "--quality-filter"),
+    quality_filter: str = member_option("SearchFacesByImage", "QualityFilter", default="NONE"),
     purpose: Optional[str] = PurposeOpt,
     case: Optional[str] = CaseOpt,
     as_json: bool = JsonOpt,
@@ -333,10 +338,10 @@ def search(
 
 @faces_app.command("list")
 def faces_list(
-    collection: str,
-    max_results: Optional[int] = typer.Option(None, "--max-results"),
-    next_token: Optional[str] = typer.Option(None, "--next-token"),
-    user_id: Optional[str] = typer.Option(None, "--user-id"),
+    collection: str = member_argument("ListFaces", "CollectionId"),
+    max_results: Optional[int] = member_option("ListFaces", "MaxResults"),
+    next_token: Optional[str] = member_option("ListFaces", "NextToken"),
+    user_id: Optional[str] = member_option("ListFaces", "UserId"),
     as_json: bool = JsonOpt,
 ) -> None:
     with errors(as_json):
@@ -359,7 +364,8 @@ def faces_list(
 
 
 @faces_app.command("delete")
-def faces_delete(collection: str, face_ids: list[str], as_json: bool = JsonOpt) -> None:
+def faces_delete(collection: str = member_argument("DeleteFaces", "CollectionId"), face_ids: list[str] = typer.Argument(...),
+                 as_json: bool = JsonOpt) -> None:
     """Delete faces: their templates leave the database and the index."""
     with errors(as_json):
         r = _service().delete_faces(collection, face_ids)
@@ -375,21 +381,21 @@ def faces_delete(collection: str, face_ids: list[str], as_json: bool = JsonOpt) 
 
 
 @users_app.command("create")
-def users_create(collection: str, user_id: str, as_json: bool = JsonOpt) -> None:
+def users_create(collection: str = member_argument("CreateUser", "CollectionId"), user_id: str = member_argument("CreateUser", "UserId"), as_json: bool = JsonOpt) -> None:
     with errors(as_json):
         _service().create_user(collection, user_id)
         print(json.dumps({})) if as_json else out.print(f"created user {user_id} in {collection}")
 
 
 @users_app.command("delete")
-def users_delete(collection: str, user_id: str, as_json: bool = JsonOpt) -> None:
+def users_delete(collection: str = member_argument("DeleteUser", "CollectionId"), user_id: str = member_argument("DeleteUser", "UserId"), as_json: bool = JsonOpt) -> None:
     with errors(as_json):
         _service().delete_user(collection, user_id)
         print(json.dumps({})) if as_json else out.print(f"deleted user {user_id}")
 
 
 @users_app.command("list")
-def users_list(collection: str, next_token: Optional[str] = typer.Option(None, "--next-token"), as_json: bool = JsonOpt) -> None:
+def users_list(collection: str = member_argument("ListUsers", "CollectionId"), next_token: Optional[str] = member_option("ListUsers", "NextToken"), as_json: bool = JsonOpt) -> None:
     with errors(as_json):
         r = _service().list_users(collection, next_token=next_token)
         if not _emit("ListUsers", r, as_json):
@@ -401,8 +407,9 @@ def users_list(collection: str, next_token: Optional[str] = typer.Option(None, "
 
 @users_app.command("associate")
 def users_associate(
-    collection: str, user_id: str, face_ids: list[str],
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="UserMatchThreshold (default 75)."),
+    collection: str = member_argument("AssociateFaces", "CollectionId"), user_id: str = member_argument("AssociateFaces", "UserId"), face_ids: list[str] = typer.Argument(...),
+    threshold: Optional[float] = member_option("AssociateFaces", "UserMatchThreshold", "--threshold",
+                                                 note=f"Default {DEFAULT_ASSOCIATE_THRESHOLD:g}."),
     as_json: bool = JsonOpt,
 ) -> None:
     with errors(as_json):
@@ -414,7 +421,8 @@ def users_associate(
 
 
 @users_app.command("disassociate")
-def users_disassociate(collection: str, user_id: str, face_ids: list[str], as_json: bool = JsonOpt) -> None:
+def users_disassociate(collection: str = member_argument("DisassociateFaces", "CollectionId"), user_id: str = member_argument("DisassociateFaces", "UserId"),
+                       face_ids: list[str] = typer.Argument(...), as_json: bool = JsonOpt) -> None:
     with errors(as_json):
         r = _service().disassociate_faces(collection, user_id, face_ids)
         if not _emit("DisassociateFaces", r, as_json):
@@ -425,13 +433,14 @@ def users_disassociate(collection: str, user_id: str, face_ids: list[str], as_js
 
 @users_app.command("search")
 def users_search(
-    collection: str,
+    collection: str = member_argument("SearchUsers", "CollectionId"),
     image: Optional[Path] = typer.Option(None, "--image", help="Search with the largest face of this image."),
-    user_id: Optional[str] = typer.Option(None, "--user-id", help="... or with this user's faces."),
-    face_id: Optional[str] = typer.Option(None, "--face-id", help="... or with this stored face."),
-    threshold: Optional[float] = ThresholdOpt,
+    user_id: Optional[str] = member_option("SearchUsers", "UserId", note="Or --image, or --face-id."),
+    face_id: Optional[str] = member_option("SearchUsers", "FaceId", note="Or --image, or --user-id."),
+    threshold: Optional[float] = member_option("SearchUsers", "UserMatchThreshold", "--threshold",
+                                                 note=f"Default {DEFAULT_USER_MATCH_THRESHOLD:g}."),
     max_fmr: Optional[float] = MaxFmrOpt,
-    max_users: Optional[int] = typer.Option(None, "--max-users"),
+    max_users: Optional[int] = member_option("SearchUsers", "MaxUsers"),
     purpose: Optional[str] = PurposeOpt,
     case: Optional[str] = CaseOpt,
     as_json: bool = JsonOpt,

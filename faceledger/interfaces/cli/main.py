@@ -20,12 +20,13 @@ from faceledger.interfaces.cli.audit import audit_app
 from faceledger.interfaces.cli.calibration import calibration_app
 from faceledger.interfaces.cli.ledger import ledger_app, policy_app, review_app
 from faceledger.interfaces.cli.models import models_app
+from faceledger.interfaces.cli.options import member_option
 from faceledger.interfaces.cli.server import keys_app, serve
 from faceledger.interfaces.cli.collections import collection_app, faces_app, index, search, users_app
 from faceledger.evaluation.datasets import LFW, FairFace, fetch_lfw
 from faceledger.models.registry import model_id
 from faceledger.vision.engine import CompareResult, Detection, Face
-from faceledger.scoring.calibrated import DEFAULT_COMPARE_FMR, DEFAULT_COMPARE_THRESHOLD, FaceEngine
+from faceledger.scoring.calibrated import DEFAULT_COMPARE_FMR, DEFAULT_COMPARE_THRESHOLD
 from faceledger.errors import DatasetError, FaceledgerError, InvalidParameterError
 from faceledger.evaluation.protocols import detection_rates, evaluate_lfw, fairface_groups
 from faceledger.settings import Settings
@@ -51,10 +52,6 @@ app.command()(serve)
 
 
 ModelOpt = typer.Option(None, "--model", help="Embedding model (`faceledger models list`); default: the configured one.")
-
-
-def _engine(detector: Optional[str], fallback: Optional[str], model: Optional[str] = None) -> FaceEngine:
-    return FaceEngine(Settings.load(), detector=detector, fallback_detector=fallback, model=model)
 
 
 def _gated(detector: Optional[str], fallback: Optional[str]):
@@ -170,15 +167,13 @@ def _print_detection(path: str, d: Detection) -> None:
 def compare(
     source: Path = typer.Argument(..., help="Image whose largest face is compared."),
     target: Path = typer.Argument(..., help="Image whose faces are searched."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Similarity (0-100) at or above which a face "
-                                              f"matches. Default {DEFAULT_COMPARE_THRESHOLD:g}: a false match rate of "
-                                              f"{DEFAULT_COMPARE_FMR:.0e} (1 stranger in {round(1 / DEFAULT_COMPARE_FMR):,}), "
-                                              "as `faceledger demo` uses; the cloud API's 80 is 2.5e-6 "
-                                              "(`faceledger calibration table`: what each keeps)."),
-    max_fmr: Optional[float] = typer.Option(None, "--max-fmr", help="Or a false match rate target, e.g. 1e-5: the "
-                                            "threshold becomes the similarity of that rate (with --threshold too, the "
-                                            "stricter wins)."),
-    quality_filter: str = typer.Option("NONE", "--quality-filter", help="NONE, AUTO, LOW, MEDIUM or HIGH."),
+    threshold: Optional[float] = member_option(
+        "CompareFaces", "SimilarityThreshold", "--threshold",
+        note=f"Default {DEFAULT_COMPARE_THRESHOLD:g}: a false match rate of {DEFAULT_COMPARE_FMR:.0e} (1 stranger in "
+        f"{round(1 / DEFAULT_COMPARE_FMR):,}), as `faceledger demo` uses; the cloud API's 80 is 2.5e-6 (`faceledger "
+        "calibration table`: what each keeps)."),
+    max_fmr: Optional[float] = member_option("SearchFacesByImage", "MaxFalseMatchRate", "--max-fmr"),
+    quality_filter: str = member_option("CompareFaces", "QualityFilter", default="NONE"),
     as_json: bool = JsonOpt,
     detector: Optional[str] = DetectorOpt,
     fallback: Optional[str] = FallbackOpt,
@@ -189,23 +184,26 @@ def compare(
 
     with errors(as_json):
         gated = _gated(detector, fallback)
-        service = gated.gate.service
-        bound = service.bound(model)
-        cal = bound.scoring if bound.calibrated else None
-        engine = bound.engine
-        if max_fmr is not None:
-            if cal is None:
-                raise InvalidParameterError(f"model {engine.model} has no calibration: use --threshold")
-            if not 0 < max_fmr <= 1:
-                raise InvalidParameterError("--max-fmr must be in (0, 1]")
-            threshold = max(threshold or 0.0, similarity_of_fmr(max_fmr))
-        threshold = DEFAULT_COMPARE_THRESHOLD if threshold is None else threshold
-        # through the gate, as every interface: decided by the policy, written to the ledger, and
-        # a target of many faces treated as the gallery it is
-        r = gated.gate.call(gated.ctx, "CompareFaces", lambda **_: service.compare(
-            source, target, threshold, quality_filter=quality_filter, model=model), images=_file_bytes(source, target))
+
+        def run(**_):
+            """Through the gate, as every interface: decided by the policy, written to the ledger,
+            a target of many faces treated as the gallery it is."""
+            bound = gated.gate.service.bound(model)
+            cal = bound.scoring if bound.calibrated else None
+            bar = threshold
+            if max_fmr is not None:
+                if cal is None:
+                    raise InvalidParameterError(f"model {bound.engine.model} has no calibration: use --threshold")
+                if not 0 < max_fmr <= 1:
+                    raise InvalidParameterError("--max-fmr must be in (0, 1]")
+                bar = max(bar or 0.0, similarity_of_fmr(max_fmr))
+            bar = DEFAULT_COMPARE_THRESHOLD if bar is None else bar
+            r = gated.gate.service.compare(source, target, bar, quality_filter=quality_filter, model=model)
+            return r, cal, str(bound.engine.model), bar
+
+        r, cal, model_name, threshold = gated.gate.call(gated.ctx, "CompareFaces", run, images=_file_bytes(source, target))
         if as_json:
-            print(json.dumps({**compare_json(r, cal), "Model": str(engine.model)}, indent=2))
+            print(json.dumps({**compare_json(r, cal), "Model": model_name}, indent=2))
         else:
             table = Table(title=f"{source.name} vs {target.name} (threshold {threshold:.1f})", title_justify="left")
             for col in ("target face", "box (ratios)", "similarity", "false match rate", "verdict"):
@@ -216,7 +214,7 @@ def compare(
                               verdict)
             out.print(table)
             if cal is None:
-                out.print(f"[yellow]model {engine.model} has no calibration: similarity is 100 x cosine, no false "
+                out.print(f"[yellow]model {model_name} has no calibration: similarity is 100 x cosine, no false "
                           "match rate[/]")
             if not rows:
                 out.print("no face found in the target image")
@@ -325,25 +323,32 @@ def datasets_fetch(name: str = typer.Argument(..., help="Dataset to download: lf
 
 @app.command()
 def demo() -> None:
-    """A short real job on LFW: detect faces, compare a matched and a mismatched pair."""
+    """A short real job on LFW: detect faces, compare a matched and a mismatched pair. Through the
+    gate, as every interface: each call decided by the policy and written to the ledger."""
     with errors(False):
         settings = Settings.load()
         lfw = LFW.locate(settings)
-        engine = FaceEngine(settings)
-        cal = engine.scoring
+        gated = _gated(None, None)
+        engine = gated.gate.service.engine
+
+        def compare_pair(**_):
+            bound = gated.gate.service.bound(None)
+            return gated.gate.service.compare(pair.a, pair.b, threshold), bound.scoring if bound.calibrated else None
 
         # the 1:1 default of `faceledger compare` (docs/calibration.md: what stricter rates cost)
         threshold = DEFAULT_COMPARE_THRESHOLD
-        where = f"false match rate {DEFAULT_COMPARE_FMR:.0e}, as faceledger compare" if cal else "interim scale"
         fold = lfw.pairs()[0]
         mated = next(p for p in fold if p.mated)
         nonmated = next(p for p in fold if not p.mated)
         out.rule("faceledger demo")
-        out.print(f"model {engine.model}; detector {settings.detector} (fallback {settings.fallback_detector}); data from {lfw.root}\n")
+        out.print(f"model {gated.gate.service.model}; detector {settings.detector} (fallback {settings.fallback_detector}); "
+                  f"data from {lfw.root}\n")
         out.print("[bold]1. Detect[/]: every face, with a box, a confidence, 5 landmarks, pose and quality.")
-        _print_detection(_short(mated.a, lfw), engine.detect(mated.a))
+        _print_detection(_short(mated.a, lfw), gated.gate.call(gated.ctx, "DetectFaces", lambda **_: engine.detect(mated.a),
+                                                               images=_file_bytes(mated.a)))
         for title, pair in (("2. Same person", mated), ("3. Different people", nonmated)):
-            r = engine.compare(pair.a, pair.b, threshold)
+            r, cal = gated.gate.call(gated.ctx, "CompareFaces", compare_pair, images=_file_bytes(pair.a, pair.b))
+            where = f"false match rate {DEFAULT_COMPARE_FMR:.0e}, as faceledger compare" if cal else "interim scale"
             best = max(r.matches + r.unmatched, key=lambda m: m.similarity, default=None)
             sim = best.similarity if best else 0.0
             rate = f" (strangers score this high {float(cal.fmr(best.score)):.1e} of the time)" if cal and best else ""

@@ -1,5 +1,6 @@
 """The ASGI application: Rekognition's JSON 1.1 protocol at ``POST /``, a native REST API under
-``/v1/`` (OpenAPI at ``/v1/openapi.json``), ``/healthz`` and ``/metrics``.
+``/v1/`` (rest.py: its routes derived from botocore's model; OpenAPI at ``/v1/openapi.json``),
+``/healthz`` and ``/metrics``.
 
 Both APIs are thin translations onto the same FaceService methods and answer with the same
 JSON shapes (botocore's output shapes). CPU-bound work runs in a thread pool, off the event loop;
@@ -9,8 +10,6 @@ for parallel CPU use run several worker processes (`faceledger serve --workers N
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import logging
@@ -19,19 +18,15 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from faceledger.service import api_model
-from faceledger.governance.gate import Gate
 from faceledger.governance.app import open_gate
 from faceledger.governance.policy import Context, Principal
 from faceledger.errors import (
-    FaceledgerError, InternalError, InvalidParameterError, InvalidSignatureError, RequestTimeoutError, RequestTooLargeError,
+    FaceledgerError, InternalError, InvalidSignatureError, RequestTimeoutError, RequestTooLargeError,
     UnknownOperationError, UnrecognizedClientError,
 )
 from faceledger.service.operations import FaceService
@@ -40,7 +35,8 @@ from faceledger.interfaces.http import sigv4
 from faceledger.governance.keys import open_keys
 from faceledger.interfaces.http.console import console_router
 from faceledger.interfaces.http.metrics import Metrics
-from faceledger.interfaces.http.wire import TARGET_PREFIX, Dispatcher, error_body, parse_json
+from faceledger.interfaces.http.rest import native_router as _native_router
+from faceledger.interfaces.http.wire import TARGET_PREFIX, Dispatcher, error_body
 
 log = logging.getLogger("faceledger.interfaces.http")
 #: ASCII digits only: str.isdigit() also accepts characters such as "²" that int() refuses.
@@ -215,226 +211,3 @@ def _same(a: str, b: str) -> bool:
     import hmac
 
     return hmac.compare_digest(a.encode(), b.encode())
-
-
-# --- the native REST API -----------------------------------------------------------------------------
-
-
-class ImageBody(BaseModel):
-    image: str = Field(description="The image, base64-encoded (or send multipart/form-data with a file field 'image').")
-
-
-class CompareBody(BaseModel):
-    source: str = Field(description="Source image, base64")
-    target: str = Field(description="Target image, base64")
-    similarity_threshold: float | None = Field(None, ge=0, le=100)
-    quality_filter: str | None = None
-
-
-class CollectionBody(BaseModel):
-    collection_id: str
-    store_images: bool = False
-    model: str | None = None  # `faceledger models list`; default: the server's model
-
-
-class IndexBody(ImageBody):
-    external_image_id: str | None = None
-    max_faces: int | None = Field(None, ge=1)
-    quality_filter: str | None = None
-
-
-class SearchBody(ImageBody):
-    max_faces: int | None = Field(None, ge=1, le=4096)
-    face_match_threshold: float | None = Field(None, ge=0, le=100)
-    max_false_match_rate: float | None = Field(None, gt=0, le=1, description="Threshold as a false match rate target")
-    quality_filter: str | None = None
-
-
-class UserBody(BaseModel):
-    user_id: str
-
-
-class FaceIdsBody(BaseModel):
-    face_ids: list[str]
-    user_match_threshold: float | None = Field(None, ge=0, le=100)
-
-
-class UserSearchBody(BaseModel):
-    image: str | None = None
-    user_id: str | None = None
-    face_id: str | None = None
-    user_match_threshold: float | None = Field(None, ge=0, le=100)
-    max_users: int | None = Field(None, ge=1, le=500)
-    max_false_match_rate: float | None = Field(None, gt=0, le=1)
-
-
-class ReviewBody(BaseModel):
-    decision: str = Field(description="confirmed, rejected or inconclusive")
-    reason: str
-    face_ids: list[str] = Field(default_factory=list, description="The candidates the decision is about (all if empty).")
-
-
-def _native_router(gate: Gate, dispatcher: Dispatcher, received, answer) -> APIRouter:
-    router = APIRouter(prefix="/v1")
-    service = gate.service
-
-    async def parsed(request: Request, model: type[BaseModel] | None, images: tuple[str, ...] = ()) -> tuple[dict, Context]:
-        """The body as keyword arguments: JSON (images in base64) or multipart (images as files)."""
-        body, ctx = await received(request)
-        if model is None:
-            return {}, ctx
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            fields = await _multipart_fields(request)
-        else:
-            fields = parse_json(body)
-        try:
-            data = model.model_validate(fields).model_dump(exclude_none=True)
-        except Exception as exc:  # pydantic's ValidationError, made a typed client error
-            raise InvalidParameterError(f"invalid request body: {exc}") from None
-        for name in images:
-            if name in data:
-                try:
-                    data[name] = base64.b64decode(data[name], validate=True)
-                except (binascii.Error, ValueError):
-                    raise InvalidParameterError(f"{name} is not valid base64") from None
-        return data, ctx
-
-    def route(operation: str, model: type[BaseModel] | None, call: Callable[[dict, dict], Any], images: tuple[str, ...] = ()):
-        async def endpoint(request: Request) -> Response:
-            async def work() -> Any:
-                kwargs, ctx = await parsed(request, model, images)
-                path, query = dict(request.path_params), dict(request.query_params)
-                if operation in ("Review", "ExportCandidates"):  # the gate's own operations
-                    result = await run_in_threadpool(call, kwargs, path, ctx)
-                    return api_model.plain(result)
-                result = await run_in_threadpool(
-                    gate.call, ctx, operation, lambda **extra: call(kwargs, path, query, **extra),
-                    collection=path.get("collection_id") or kwargs.get("collection_id"),
-                    images=[kwargs[n] for n in images if n in kwargs])
-                return api_model.output(operation, result)
-
-            return await answer(request, operation, work, "application/json")
-
-        return endpoint
-
-    def add(method: str, path: str, operation: str, model, call, images=(), summary: str = "", query=()) -> None:
-        extra: dict[str, Any] = {}
-        if model is not None:
-            schema = {"$ref": f"#/components/schemas/{model.__name__}"}
-            content = {"application/json": {"schema": schema}}
-            if images:
-                content["multipart/form-data"] = {"schema": schema}
-            extra["requestBody"] = {"required": True, "content": content}
-        if query:
-            extra["parameters"] = [
-                {"name": n, "in": "query", "required": False, "schema": {"type": "integer" if n.startswith("max_") else "string"}}
-                for n in query
-            ]
-        router.add_api_route(
-            path, route(operation, model, call, images), methods=[method], summary=summary or operation,
-            openapi_extra=extra or None, response_model=None, responses={200: {"description": f"as {operation}'s output"}},
-        )
-
-    def q_float(q: dict, name: str) -> float | None:
-        value = q.get(name)
-        if value is None:
-            return None
-        try:
-            return float(value)
-        except ValueError:
-            raise InvalidParameterError(f"{name} must be a number") from None
-
-    def q_int(q: dict, name: str) -> int | None:
-        value = q.get(name)
-        if value is None:
-            return None
-        if not re.fullmatch(r"-?[0-9]+", value):
-            raise InvalidParameterError(f"{name} must be an integer")
-        return int(value)
-
-    add("POST", "/faces/detect", "DetectFaces", ImageBody, lambda b, p, q: service.detect_faces(b["image"]), ("image",))
-    add("POST", "/faces/compare", "CompareFaces", CompareBody, lambda b, p, q: service.compare_faces(
-        b["source"], b["target"], similarity_threshold=b.get("similarity_threshold"),
-        quality_filter=b.get("quality_filter") or "NONE"), ("source", "target"))
-    add("GET", "/collections", "ListCollections", None, lambda b, p, q: service.list_collections(
-        max_results=q_int(q, "max_results"), next_token=q.get("next_token")), query=("max_results", "next_token"))
-    add("POST", "/collections", "CreateCollection", CollectionBody, lambda b, p, q: service.create_collection(
-        b["collection_id"], store_images=b.get("store_images", False), model=b.get("model")))
-    add("GET", "/collections/{collection_id}", "DescribeCollection", None,
-        lambda b, p, q: service.describe_collection(p["collection_id"]))
-    add("DELETE", "/collections/{collection_id}", "DeleteCollection", None,
-        lambda b, p, q: service.delete_collection(p["collection_id"]))
-    add("POST", "/collections/{collection_id}/faces", "IndexFaces", IndexBody, lambda b, p, q: service.index_faces(
-        p["collection_id"], b["image"], external_image_id=b.get("external_image_id"), max_faces=b.get("max_faces"),
-        quality_filter=b.get("quality_filter") or "AUTO"), ("image",))
-    add("GET", "/collections/{collection_id}/faces", "ListFaces", None, lambda b, p, q: service.list_faces(
-        p["collection_id"], max_results=q_int(q, "max_results"), next_token=q.get("next_token"), user_id=q.get("user_id")),
-        query=("max_results", "next_token", "user_id"))
-    add("DELETE", "/collections/{collection_id}/faces/{face_id}", "DeleteFaces", None,
-        lambda b, p, q: service.delete_faces(p["collection_id"], [p["face_id"]]))
-    add("GET", "/collections/{collection_id}/faces/{face_id}/matches", "SearchFaces", None,
-        lambda b, p, q, **x: service.search_faces(p["collection_id"], p["face_id"], max_faces=q_int(q, "max_faces"),
-                                                  max_false_match_rate=q_float(q, "max_false_match_rate"), **x),
-        query=("max_faces", "max_false_match_rate"))
-    add("POST", "/collections/{collection_id}/search", "SearchFacesByImage", SearchBody,
-        lambda b, p, q, **x: service.search_faces_by_image(
-            p["collection_id"], b["image"], max_faces=b.get("max_faces"), face_match_threshold=b.get("face_match_threshold"),
-            quality_filter=b.get("quality_filter") or "NONE", max_false_match_rate=b.get("max_false_match_rate"), **x),
-        ("image",))
-    add("GET", "/collections/{collection_id}/users", "ListUsers", None, lambda b, p, q: service.list_users(
-        p["collection_id"], max_results=q_int(q, "max_results"), next_token=q.get("next_token")),
-        query=("max_results", "next_token"))
-    add("POST", "/collections/{collection_id}/users", "CreateUser", UserBody,
-        lambda b, p, q: service.create_user(p["collection_id"], b["user_id"]))
-    add("DELETE", "/collections/{collection_id}/users/{user_id}", "DeleteUser", None,
-        lambda b, p, q: service.delete_user(p["collection_id"], p["user_id"]))
-    add("POST", "/collections/{collection_id}/users/{user_id}/faces", "AssociateFaces", FaceIdsBody,
-        lambda b, p, q: service.associate_faces(p["collection_id"], p["user_id"], b["face_ids"],
-                                                user_match_threshold=b.get("user_match_threshold")))
-    add("POST", "/collections/{collection_id}/users/{user_id}/faces/remove", "DisassociateFaces", FaceIdsBody,
-        lambda b, p, q: service.disassociate_faces(p["collection_id"], p["user_id"], b["face_ids"]))
-    add("POST", "/collections/{collection_id}/users/search", "SearchUsers", UserSearchBody,
-        lambda b, p, q, **x: _search_users(service, p["collection_id"], b, **x), ("image",))
-    add("POST", "/ledger/{entry}/review", "Review", ReviewBody,
-        lambda b, p, ctx: gate.review(ctx, _entry(p), b["decision"], b["reason"], b.get("face_ids", ())),
-        summary="Record a reviewer's decision on a search's candidate list")
-    add("GET", "/ledger/{entry}/candidates", "ExportCandidates", None,
-        lambda b, p, ctx: gate.export_candidates(ctx, _entry(p)),
-        summary="A search's candidates for a case file (after a confirmed review, if the policy says so)")
-    return router
-
-
-async def _multipart_fields(request: Request) -> dict[str, Any]:
-    """A multipart/form-data body as fields, files base64-encoded; any malformation is a 400."""
-    try:
-        form = await request.form()
-        fields: dict[str, Any] = {}
-        for key, value in form.multi_items():
-            if hasattr(value, "read"):
-                fields[key] = base64.b64encode(await value.read()).decode()
-            else:
-                fields[key] = value
-        return fields
-    except MultiPartException as exc:
-        raise InvalidParameterError(f"malformed multipart/form-data body: {exc.message}") from None
-    except HTTPException as exc:  # Starlette's own 400 for a malformed form, made a typed error
-        if exc.status_code >= 500:
-            raise
-        raise InvalidParameterError(f"malformed multipart/form-data body: {exc.detail}") from None
-
-
-def _entry(path: dict) -> int:
-    text = str(path.get("entry", ""))
-    if not _DIGITS.fullmatch(text) or len(text) > 18:
-        raise InvalidParameterError("a ledger entry is a positive integer (at most 18 digits)")
-    return int(text)
-
-
-def _search_users(service: FaceService, collection_id: str, b: dict, **extra):
-    if "image" in b:
-        return service.search_users_by_image(collection_id, b["image"], user_match_threshold=b.get("user_match_threshold"),
-                                             max_users=b.get("max_users"), max_false_match_rate=b.get("max_false_match_rate"),
-                                             **extra)
-    return service.search_users(collection_id, user_id=b.get("user_id"), face_id=b.get("face_id"),
-                                user_match_threshold=b.get("user_match_threshold"), max_users=b.get("max_users"),
-                                max_false_match_rate=b.get("max_false_match_rate"), **extra)
