@@ -1,0 +1,101 @@
+"""A second system scored on exactly the pairs of an endpoint audit, for the side-by-side report.
+
+The second system is another Rekognition-compatible endpoint (the same polite, journalled client,
+with a journal of its own: an interrupted comparison resumes without repeating its paid calls) or
+this engine in-process (``engine``): templates from the template cache, as ``audit images`` makes
+them, scored as the service scores them (its configured normalisation and calibration). The engine
+takes the largest face of each image, as CompareFaces does, so that the same engine behind an
+endpoint gives the same errors on the same pairs.
+
+Each system keeps its own units (an endpoint's Similarity 0-100, the engine's cosine or normalised
+score): rates are compared at operating points both reports have (the same global false match rate
+set on each system's own scores; a fixed threshold only where both speak the same units).
+Rates are read on the pairs *both* systems scored, so that a difference is the systems', not the
+sample's; each system's failures to acquire are reported beside them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from faceledger.evaluation.audit import Scores
+from faceledger.evaluation.endpoint_audit import EndpointScores, Images
+from faceledger.errors import EndpointError, InvalidParameterError
+
+ENGINE = "engine"
+#: The units of an endpoint's scores, said beside every threshold and curve.
+SIMILARITY_UNITS = "the endpoint's Similarity (0-100, higher means more alike)"
+
+
+def engine_scoring(settings):
+    """(label, Scoring) the service would score with: its configured normalisation, falling back
+    to plain cosines for a model without a normaliser (as the service does)."""
+    from faceledger.models.registry import model_id
+    from faceledger.scoring.calibration import CalibrationMissingError
+    from faceledger.scoring.scoring import Scoring
+
+    model = model_id(settings)
+    folder = settings.models_dir / model.name
+    try:
+        scoring = Scoring.of(str(model), settings.score_normalisation, folder)
+    except CalibrationMissingError:
+        if settings.score_normalisation == "none":
+            scoring = Scoring("none", None)
+        else:
+            scoring = Scoring.of(str(model), "none", folder)
+    return model, scoring
+
+
+def engine_units(scoring) -> str:
+    if scoring.normaliser is not None:
+        return f"this engine's {scoring.normalisation}-normalised score of two templates (higher means more alike)"
+    return "this engine's cosine of two templates (-1 to 1, higher means more alike)"
+
+
+def engine_verification(settings, images: Images, pairs, *, workers: int | None = None,
+                        advance: Callable[[int], None] | None = None) -> EndpointScores:
+    """The engine's score of every pair, in its own units; an image without a face is a failure
+    to acquire for both groups of each of its pairs, as an endpoint's refusal is."""
+    from faceledger.evaluation.protocols import acquire
+
+    start = time.monotonic()
+    model, scoring = engine_scoring(settings)
+    used = sorted({i for i, _, _ in pairs} | {j for _, j, _ in pairs})
+    got = acquire([Path(images.items[k][0]) for k in used], settings, prealigned=False, expected=None,
+                  workers=workers, advance=advance)
+    vector = {k: got[Path(images.items[k][0])].vector for k in used}
+    rows, fta = [], {}
+    for i, j, mated in pairs:
+        (pa, sa, ga), (pb, sb, gb) = images.items[i], images.items[j]
+        if vector[i] is None or vector[j] is None:
+            for g in {ga, gb}:
+                fta[g] = fta.get(g, 0) + 1
+            continue
+        rows.append({"score": scoring.score(vector[i], vector[j]), "mated": mated, "group_a": ga, "group_b": gb,
+                     "subject_a": str(sa), "subject_b": str(sb), "path_a": str(pa), "path_b": str(pb),
+                     "censored": False, "target_faces": 1, "response": {"model": str(model),
+                                                                         "normalisation": scoring.normalisation}})
+    if not rows:
+        raise InvalidParameterError("the engine found a face in no pair of images: nothing to compare")
+    s = _scores(rows)
+    return EndpointScores(s, rows, fta, 0, 0, time.monotonic() - start,
+                          {"units": engine_units(scoring), "model": str(model), "normalisation": scoring.normalisation})
+
+
+def _scores(rows: list[dict]) -> Scores:
+    return Scores.from_labels([r["score"] for r in rows], [r["mated"] for r in rows], [r["group_a"] for r in rows],
+                              [r["group_b"] for r in rows], [r["subject_a"] for r in rows], [r["subject_b"] for r in rows])
+
+
+def common_pairs(a: EndpointScores, b: EndpointScores) -> tuple[Scores, Scores, int]:
+    """Both systems' scores on the pairs both scored (in the first system's order), and how many
+    pairs only one of them scored."""
+    key = lambda r: (r["path_a"], r["path_b"])  # noqa: E731
+    theirs = {key(r): r for r in b.rows}
+    ours = [r for r in a.rows if key(r) in theirs]
+    if not ours:
+        raise EndpointError("the two systems scored no pair in common: nothing to put side by side")
+    only = len(a.rows) + len(b.rows) - 2 * len(ours)
+    return _scores(ours), _scores([theirs[key(r)] for r in ours]), only
