@@ -516,7 +516,7 @@ def test_compare_with_the_engine_and_with_another_endpoint(server, other_server,
     endpoint (the other score normalisation) on the same pairs reads differently, its calls
     journalled so that a rerun sends none."""
     out = tmp_path / "cmp"
-    run = subprocess.run(_cli(server, server["url"], out, "--compare-with", "engine", "--yes", "--json"),
+    run = subprocess.run(_small(_cli(server, server["url"], out, "--compare-with", "engine", "--yes", "--json")),
                          env=_env(server), capture_output=True, timeout=900)
     assert run.returncode == 0, run.stderr.decode()[-3000:]
     report = json.loads(run.stdout)
@@ -525,7 +525,7 @@ def test_compare_with_the_engine_and_with_another_endpoint(server, other_server,
     assert engine_name.startswith("this engine") and "engine" in report["compare_with"]["units"]
     counts = _global_counts(report)
     assert counts == _global_counts(engine) and sum(c[2] + c[4] for c in counts) > 0  # errors, equal to the last one
-    assert report["pairs_scored_by_one"] == 0 and report["comparisons"] == engine["comparisons"] >= 80
+    assert report["pairs_scored_by_one"] == 0 and report["comparisons"] == engine["comparisons"] >= 50
     own = {p["name"]: p["threshold"] for p in report["points"]}
     assert own["threshold 80"] == 80.0 and not any(p["name"].startswith("threshold") for p in engine["points"])
     assert own["global FMR 0.1"] != engine["points"][0]["threshold"]  # Similarity and the engine's score: own units
@@ -534,8 +534,8 @@ def test_compare_with_the_engine_and_with_another_endpoint(server, other_server,
     assert "id='summary-1'" in page and "id='summary-2'" in page and "id='methods-2'" in page
 
     pdf = out / "report.pdf"
-    other = subprocess.run(_cli(server, server["url"], out, "--compare-with", other_server["url"], "--yes", "--json",
-                                *(["--pdf", str(pdf)] if _pdf_tools() else [])),
+    other = subprocess.run(_small(_cli(server, server["url"], out, "--compare-with", other_server["url"], "--yes", "--json",
+                                *(["--pdf", str(pdf)] if _pdf_tools() else []))),
                            env=_env(server), capture_output=True, timeout=900)
     assert other.returncode == 0, other.stderr.decode()[-3000:]
     second = json.loads(other.stdout)
@@ -551,11 +551,17 @@ def test_compare_with_the_engine_and_with_another_endpoint(server, other_server,
     if _pdf_tools():
         assert pdf.read_bytes().startswith(b"%PDF-")
     # the compared endpoint's answers are journalled: the plan of a rerun has nothing left to send
-    plan = subprocess.run(_cli(server, server["url"], out, "--compare-with", other_server["url"], "--dry-run", "--json"),
+    plan = subprocess.run(_small(_cli(server, server["url"], out, "--compare-with", other_server["url"], "--dry-run", "--json")),
                           env=_env(server), capture_output=True, timeout=300)
     assert plan.returncode == 0, plan.stderr.decode()[-2000:]
     plan = json.loads(plan.stdout)
     assert plan["compare_with"]["to_send"]["CompareFaces"] == 0 and plan["to_send"]["CompareFaces"] == 0
+
+
+def _small(args: list[str]) -> list[str]:
+    """A smaller sample than _cli's (20 people, 40 non-mated pairs): three runs, two systems each."""
+    args[args.index("--people") + 1], args[args.index("--nonmated") + 1] = "20", "40"
+    return args
 
 
 def _csv(path: Path) -> list[dict]:
