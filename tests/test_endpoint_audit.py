@@ -643,3 +643,29 @@ def test_endpoint_report_sections_render_in_headless_chromium(direct, tmp_path):
     for colour in ar.PALETTE[:groups]:
         rgb = np.array([int(colour[k:k + 2], 16) for k in (1, 3, 5)])
         assert (np.abs(pixels.astype(int) - rgb).sum(axis=-1) < 60).sum() > 30, f"no bar drawn in {colour}"
+
+
+def test_identification_compared_with_another_endpoint(server, other_server, tmp_path):
+    """The same gallery and probes searched on two endpoints: both tables side by side, each
+    endpoint's collection deleted, the second's calls in its own journal."""
+    out = tmp_path / "aclu-cmp"
+    args = _cli(server, server["url"], out, "--protocol", "identification", "--gallery", "20", "--probes", "8",
+                "--compare-with", other_server["url"], "--yes", "--json")
+    args[args.index("--people") + 1] = "300"
+    run = subprocess.run(args, env=_env(server), capture_output=True, timeout=600)
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    report = json.loads(run.stdout)
+    other = report["compare_with"]
+    assert other["endpoint"] == other_server["url"] and other["gallery"] == report["gallery"] == 20
+    assert other["probes"] == report["probes"] == 8 and other["calls_sent"] > 20  # its gallery indexed, its probes searched
+    assert {(r["group"], r["threshold"]) for r in other["identification"]} == \
+        {(r["group"], r["threshold"]) for r in report["identification"]}
+    page = (out / "report.html").read_text()
+    assert f"falsely matched (FPIR): {server['url']}" in page and f"falsely matched (FPIR): {other_server['url']}" in page
+    assert (out / "compare" / "aclu_table.md").is_file() and (out / "compare" / "journal.sqlite").is_file()
+    for s in (server, other_server):
+        assert not [c for c in _collections(s) if c.startswith("faceledger-audit-")]
+    refused = subprocess.run(_cli(server, server["url"], tmp_path / "x", "--protocol", "identification",
+                                  "--compare-with", "engine", "--dry-run", "--json"), env=_env(server), capture_output=True,
+                             timeout=300)
+    assert refused.returncode != 0 and "another endpoint" in refused.stdout.decode()

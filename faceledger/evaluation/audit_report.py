@@ -350,8 +350,28 @@ def _identification(about: dict) -> list[str]:
 def render_html_identification(title: str, about: dict) -> str:
     """An identification audit whose returned candidates cannot support the pair tables (an
     endpoint that withheld every non-mated candidate): the searches' table and the methods."""
+    return "\n".join(_head(title) + _identification(about) + _identification_methods(about) + ["</body></html>"])
+
+
+def _identification_methods(about: dict, anchor: str = "") -> list[str]:
     rows = [(k, about.get(k)) for k in ("endpoint", "protocol", "dataset", "calls_sent", "seconds", "calls_per_second",
                                          "failures_to_acquire", "lowest_similarity_returned")]
-    methods = ["<h2 id='methods'>Methods</h2><table class='methods'>"]
+    methods = [f"<h2 id='methods{anchor}'>Methods</h2><table class='methods'>"]
     methods += [f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v is not None]
-    return "\n".join(_head(title) + _identification(about) + methods + ["</table></body></html>"])
+    return methods + ["</table>"]
+
+
+def render_html_identification_side_by_side(title: str, note: str, abouts: dict[str, dict]) -> str:
+    """Endpoints searched with the same gallery and probes: their searches' tables side by side
+    (endpoint_compare.identification_side_by_side), then each endpoint's own table and methods."""
+    from faceledger.evaluation.endpoint_compare import identification_side_by_side
+
+    header, rows = identification_side_by_side({n: a["identification"] for n, a in abouts.items()})
+    parts = _head(title) + [f"<p>{html.escape(note)}</p>", "<h2 class='side'>Searches of the gallery, side by side</h2>"
+                            "<table class='side'><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows] + ["</table>"]
+    for k, (name, about) in enumerate(abouts.items()):
+        parts.append(f"<h1 id='system-{k + 1}'>Searches: {html.escape(name)}</h1>")
+        parts += [x.replace("<h2", "<h3").replace("</h2>", "</h3>")
+                  for x in _identification(about) + _identification_methods(about, anchor=f"-{k + 1}")]
+    return "\n".join(parts + ["</body></html>"])

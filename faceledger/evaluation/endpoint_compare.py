@@ -99,3 +99,29 @@ def common_pairs(a: EndpointScores, b: EndpointScores) -> tuple[Scores, Scores, 
         raise EndpointError("the two systems scored no pair in common: nothing to put side by side")
     only = len(a.rows) + len(b.rows) - 2 * len(ours)
     return _scores(ours), _scores([theirs[key(r)] for r in ours]), only
+
+
+def identification_side_by_side(rates: dict[str, list[dict]]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the searches' table for several endpoints on the same gallery and probes:
+    per probe group and threshold (each endpoint's Similarity), the whole gallery, each system's
+    falsely matched and missed probes with their 95% intervals."""
+    from faceledger.evaluation.endpoint_audit import _pct
+
+    names = list(rates)
+    full = {n: max(r["gallery"] for r in rates[n]) for n in names}
+    keyed = {n: {(r["group"], r["threshold"]): r for r in rates[n] if r["gallery"] == full[n]} for n in names}
+    keys = sorted({k for n in names for k in keyed[n]}, key=lambda k: (k[1], k[0]))
+
+    def fpir(r):
+        return "n/a" if r is None else (f"{r['false_matched']:,} of {r['nonmated_probes']:,}: {_pct(r['fpir'])} "
+                                        f"({_pct(r['fpir_ci'][0])} to {_pct(r['fpir_ci'][1])})")
+
+    def fnir(r):
+        return "n/a" if r is None else (f"{r['missed']:,} of {r['mated_probes']:,}: {_pct(r['fnir'])} "
+                                        f"({_pct(r['fnir_ci'][0])} to {_pct(r['fnir_ci'][1])})")
+
+    header = (["probe group", "threshold"] + [f"falsely matched (FPIR): {n}" for n in names]
+              + [f"missed (FNIR): {n}" for n in names])
+    rows = [[g, f"{t:g}"] + [fpir(keyed[n].get((g, t))) for n in names] + [fnir(keyed[n].get((g, t))) for n in names]
+            for g, t in keys]
+    return header, rows

@@ -290,9 +290,9 @@ def audit_endpoint(
     with errors(as_json):
         if protocol not in ("verification", "identification"):
             raise InvalidParameterError("--protocol must be verification or identification")
-        if compare_with is not None and protocol != "verification":
-            raise InvalidParameterError("--compare-with compares systems on the verification protocol's pairs; the "
-                                        "identification protocol's side by side is not built yet")
+        if compare_with == "engine" and protocol != "verification":
+            raise InvalidParameterError("--compare-with engine compares on the verification protocol's pairs; for the "
+                                        "identification protocol, compare with another endpoint (its URL)")
         if compare_with is not None and compare_with == endpoint_url:
             raise InvalidParameterError("--compare-with names the audited endpoint itself: give another URL, or engine")
         extra_headers = {}
@@ -308,19 +308,24 @@ def audit_endpoint(
         name = endpoint_url or f"Amazon Rekognition ({region or 'your default region'})"
         journal.bind(name)
         done = journal.keys()
-        second_plan = None
+        second_plan = second_done = second_prices = None
+        if compare_with not in (None, ec.ENGINE):  # its own journal: resumable like the first
+            second_journal = Journal(out_dir / "compare" / "journal.sqlite")
+            second_journal.bind(compare_with)
+            second_done = second_journal.keys()
+            second_prices = read_prices(price_table) if is_amazon(compare_with) else None
+        pairs = design = None
         if protocol == "verification":
             pairs = ea.verification_pairs(items, nonmated=nonmated, mated=mated, seed=seed)
             plan = ea.plan_verification(name, images, pairs, done, prices)
-            if compare_with not in (None, ec.ENGINE):  # its own journal: resumable like the first
-                second_journal = Journal(out_dir / "compare" / "journal.sqlite")
-                second_journal.bind(compare_with)
-                second_plan = ea.plan_verification(compare_with, images, pairs, second_journal.keys(),
-                                                   read_prices(price_table) if is_amazon(compare_with) else None)
+            if second_done is not None:
+                second_plan = ea.plan_verification(compare_with, images, pairs, second_done, second_prices)
         else:
             design = ea.identification_design(items, gallery=gallery, probes=probes, seed=seed)
             cid = ea.collection_id_for(images, design)
             plan = ea.plan_identification(name, images, design, cid, done, prices)
+            if second_done is not None:
+                second_plan = ea.plan_identification(compare_with, images, design, cid, second_done, second_prices)
         if dry_run:
             shown = {"dry_run": True, **plan.to_dict(), **({"compare_with": second_plan.to_dict()} if second_plan else {})}
             print(json.dumps(_finite(shown), indent=2) if as_json
@@ -346,7 +351,7 @@ def audit_endpoint(
         ea.write_scores(result, out_dir / "scores.csv")
         if compare_with is not None:
             second_name, second = _second_system(
-                compare_with, images, pairs, second_plan, out_dir=out_dir, region=region, headers=extra_headers,
+                compare_with, images, pairs or design, second_plan, out_dir=out_dir, region=region, headers=extra_headers,
                 concurrency=concurrency, rate=rate, attempts=attempts, rounds=rounds, workers=workers)
             ea.write_scores(second, out_dir / "compare" / "scores.csv")
         mated_rows = int(result.scores.mated.sum())
@@ -361,7 +366,7 @@ def audit_endpoint(
                  "calls_per_second": round(result.calls / result.seconds, 2) if result.seconds else None,
                  "plan": plan.to_dict(), **{k: v for k, v in result.extra.items() if not k.startswith("_")}}
         title = f"Audit of {name}: {protocol} on {about['dataset']}"
-        if compare_with is not None:
+        if compare_with is not None and protocol == "verification":
             _emit_compared(name, result, about, second_name, second, second_plan, title, out_dir, as_json, pdf_out,
                            dict(targets=target_fmr, resamples=resamples, interval=interval), thresholds)
             return
@@ -370,6 +375,10 @@ def audit_endpoint(
                                             gallery_sizes=sorted({max(1, gallery // 10), max(1, gallery // 2), gallery}))
             about["identification"] = [r.to_dict() for r in rates]
             (out_dir / "aclu_table.md").write_text(ea.aclu_table(rates, len(design.gallery)) + "\n")
+            if compare_with is not None:
+                _emit_compared_identification(name, about, second_name, second, second_plan, images, design, title,
+                                              out_dir, as_json, pdf_out, thresholds, gallery)
+                return
         from faceledger.evaluation.audit_report import render_html, render_html_identification
 
         if report is None:
@@ -383,7 +392,8 @@ def audit_endpoint(
 
 
 def _second_system(compare_with: str, images, pairs, plan, *, out_dir: Path, workers, **client):
-    """(name, scores) of the system compared with the endpoint, on the same pairs: this engine
+    """(name, scores) of the system compared with the endpoint, on the same pairs (or, for the
+    identification protocol, ``pairs`` is the design: the same gallery and probes): this engine
     in-process, or another endpoint through the same client (its own journal under compare/)."""
     from faceledger.evaluation import endpoint_audit as ea
     from faceledger.evaluation import endpoint_compare as ec
@@ -400,9 +410,15 @@ def _second_system(compare_with: str, images, pairs, plan, *, out_dir: Path, wor
         journal = Journal(out_dir / "compare" / "journal.sqlite")
         journal.bind(compare_with)
         endpoint = Endpoint(journal, endpoint_url=compare_with, **client)
-        task = bar.add_task("compared endpoint: calls", total=sum(plan.calls.values()))
-        second = ea.run_verification(endpoint, images, pairs, concurrency=client["concurrency"],
-                                     advance=lambda n: bar.advance(task, n))
+        searches = not isinstance(pairs, list)
+        total = sum(plan.calls.values()) - plan.calls.get("CreateCollection", 0) - plan.calls.get("DeleteCollection", 0)
+        task = bar.add_task("compared endpoint: calls", total=total)
+        advance = lambda n: bar.advance(task, n)  # noqa: E731
+        if searches:
+            second = ea.run_identification(endpoint, images, pairs, ea.collection_id_for(images, pairs),
+                                           concurrency=client["concurrency"], advance=advance)
+        else:
+            second = ea.run_verification(endpoint, images, pairs, concurrency=client["concurrency"], advance=advance)
         second.extra.update(units=ec.SIMILARITY_UNITS, plan=plan.to_dict())
         return compare_with, second
 
@@ -432,6 +448,38 @@ def _emit_compared(name, result, about, second_name, second, second_plan, title,
     _emit_side_by_side(reports, f"{title}, compared with {second_name}", as_json, out_dir / "report.md",
                        out_dir / "report.html", out_dir / "report.json", extra, _COMPARED_NOTE, pdf_out=pdf_out,
                        abouts={name: about, second_name: second_about})
+
+
+_COMPARED_SEARCHES_NOTE = ("The same gallery indexed and the same probes searched on two endpoints, each at its own "
+                           "Similarity thresholds; each endpoint's full table and methods follow.")
+
+
+def _emit_compared_identification(name, about, second_name, second, second_plan, images, design, title, out_dir,
+                                  as_json, pdf_out, thresholds, gallery) -> None:
+    """Two endpoints' searches of the same gallery by the same probes: their ACLU-style tables side
+    by side (Markdown, HTML, JSON), each endpoint's own table kept in its folder."""
+    from faceledger.evaluation import endpoint_audit as ea
+    from faceledger.evaluation import endpoint_compare as ec
+    from faceledger.evaluation.audit_report import render_html_identification_side_by_side
+
+    rates = ea.identification_rates(images, design, second, thresholds,
+                                    gallery_sizes=sorted({max(1, gallery // 10), max(1, gallery // 2), gallery}))
+    (out_dir / "compare" / "aclu_table.md").write_text(ea.aclu_table(rates, len(design.gallery)) + "\n")
+    second_about = {"endpoint": second_name, "protocol": "identification", "dataset": about["dataset"],
+                    "units": ec.SIMILARITY_UNITS, "failures_to_acquire": second.failures_to_acquire,
+                    "calls_sent": second.calls, "seconds": round(second.seconds, 1),
+                    "calls_per_second": round(second.calls / second.seconds, 2) if second.seconds else None,
+                    "plan": second_plan.to_dict(), "identification": [r.to_dict() for r in rates],
+                    **{k: v for k, v in second.extra.items() if not k.startswith("_")}}
+    abouts = {name: about, second_name: second_about}
+    header, rows = ec.identification_side_by_side({n: a["identification"] for n, a in abouts.items()})
+    heading = f"{title}, compared with {second_name}"
+    summary = "\n".join([f"# {heading}", "", _COMPARED_SEARCHES_NOTE, "", "| " + " | ".join(header) + " |",
+                         "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+    extra = {**about, "compare_with": second_about}
+    _write(summary, json.dumps(_finite(extra), indent=2),
+           lambda: render_html_identification_side_by_side(heading, _COMPARED_SEARCHES_NOTE, abouts), as_json,
+           out_dir / "report.md", out_dir / "report.html", out_dir / "report.json", extra, pdf_out)
 
 
 def _dataset_items(settings, dataset: str, *, by: str, people, per_group, seed: int):
