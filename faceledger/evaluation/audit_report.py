@@ -22,7 +22,11 @@ def _head(title: str) -> list[str]:
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.nr{color:#a00}"
-        "figure{display:inline-block;margin:0 1em 1em 0}figcaption{font-size:90%;color:#555}</style></head><body>",
+        "figure{display:inline-block;margin:0 1em 1em 0}figcaption{font-size:90%;color:#555}"
+        # printed (the PDF export): A4, the side-by-side tables' many columns shrunk to fit the page
+        "@page{size:A4;margin:12mm}@media print{body{max-width:none;margin:0;padding:0;font-size:10pt}"
+        "table{font-size:7pt;width:100%}td,th{padding:2px 3px;overflow-wrap:anywhere}figure{break-inside:avoid}"
+        "h1,h2,h3{break-after:avoid}}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
 
