@@ -125,3 +125,84 @@ def identification_side_by_side(rates: dict[str, list[dict]]) -> tuple[list[str]
     rows = [[g, f"{t:g}"] + [fpir(keyed[n].get((g, t))) for n in names] + [fnir(keyed[n].get((g, t))) for n in names]
             for g, t in keys]
     return header, rows
+
+
+# --- running the second system, and the reports of both -------------------------------------------
+
+COMPARED_NOTE = ("The same pairs of images scored by two systems, each in its own units; rates are compared on the "
+                 "pairs both scored, at thresholds each system's own scores set for the same global false match "
+                 "rate (and at the fixed thresholds both speak, where both are endpoints). Each system's full "
+                 "report, with its summary, methods and curves, follows the tables.")
+COMPARED_SEARCHES_NOTE = ("The same gallery indexed and the same probes searched on two endpoints, each at its own "
+                          "Similarity thresholds; each endpoint's full table and methods follow.")
+
+
+def second_total(compare_with: str, pairs, plan) -> int:
+    """The progress bar's total: images whose templates the engine needs, or calls to the endpoint."""
+    if compare_with == ENGINE:
+        return len({i for i, _, _ in pairs} | {j for _, j, _ in pairs})
+    return sum(plan.calls.values()) - plan.calls.get("CreateCollection", 0) - plan.calls.get("DeleteCollection", 0)
+
+
+def run_second(compare_with: str, settings, images: Images, pairs, plan, journal_path: Path, *,
+               workers: int | None = None, advance: Callable[[int], None] | None = None, **client):
+    """(name, scores) of the second system on the same pairs (or, for the identification protocol,
+    ``pairs`` is the design: the same gallery and probes): this engine in-process, or another
+    endpoint through the same client, with its own journal at ``journal_path``."""
+    from faceledger.evaluation import endpoint_audit as ea
+    from faceledger.evaluation.endpoint_client import Endpoint, Journal
+
+    if compare_with == ENGINE:
+        second = engine_verification(settings, images, pairs, workers=workers, advance=advance)
+        return f"this engine ({second.extra['model']}, {second.extra['normalisation']})", second
+    journal = Journal(journal_path)
+    journal.bind(compare_with)
+    endpoint = Endpoint(journal, endpoint_url=compare_with, **client)
+    concurrency = client.get("concurrency", 4)
+    if isinstance(pairs, ea.IdentificationDesign):
+        second = ea.run_identification(endpoint, images, pairs, ea.collection_id_for(images, pairs),
+                                       concurrency=concurrency, advance=advance)
+    else:
+        second = ea.run_verification(endpoint, images, pairs, concurrency=concurrency, advance=advance)
+    second.extra.update(units=SIMILARITY_UNITS, plan=plan.to_dict())
+    return compare_with, second
+
+
+def compared_verification(name: str, result: EndpointScores, about: dict, second_name: str, second: EndpointScores, *,
+                          engine: bool, thresholds, **audit_kw) -> tuple[dict, dict]:
+    """(reports, abouts) of both systems on the pairs both scored; the engine is audited at the
+    global false match rates only (the endpoint's fixed thresholds are in the endpoint's units)."""
+    from faceledger.evaluation.audit import audit
+
+    first, other, only = common_pairs(result, second)
+    reports = {name: audit(first, thresholds=thresholds, **audit_kw),
+               second_name: audit(other, thresholds=() if engine else thresholds, **audit_kw)}
+    calls = {} if engine else {"calls_sent": second.calls,
+                               "calls_per_second": round(second.calls / second.seconds, 2) if second.seconds else None}
+    second_about = {"endpoint": second_name, "protocol": "verification", "dataset": about["dataset"],
+                    "failures_to_acquire": second.failures_to_acquire, "censored_pairs": second.censored,
+                    "pairs_scored_by_one": only, "seconds": round(second.seconds, 1), **calls,
+                    **{k: v for k, v in second.extra.items() if not k.startswith("_")}}
+    return reports, {name: {**about, "pairs_scored_by_one": only}, second_name: second_about}
+
+
+def compared_identification(images: Images, design, second_name: str, second: EndpointScores, plan, about: dict,
+                            thresholds, gallery: int) -> tuple[dict, str]:
+    """(what the second endpoint's searches measured, its ACLU-style table in Markdown)."""
+    from faceledger.evaluation import endpoint_audit as ea
+
+    rates = ea.identification_rates(images, design, second, thresholds,
+                                    gallery_sizes=sorted({max(1, gallery // 10), max(1, gallery // 2), gallery}))
+    second_about = {"endpoint": second_name, "protocol": "identification", "dataset": about["dataset"],
+                    "units": SIMILARITY_UNITS, "failures_to_acquire": second.failures_to_acquire,
+                    "calls_sent": second.calls, "seconds": round(second.seconds, 1),
+                    "calls_per_second": round(second.calls / second.seconds, 2) if second.seconds else None,
+                    "plan": plan.to_dict(), "identification": [r.to_dict() for r in rates],
+                    **{k: v for k, v in second.extra.items() if not k.startswith("_")}}
+    return second_about, ea.aclu_table(rates, len(design.gallery))
+
+
+def identification_side_by_side_markdown(heading: str, abouts: dict[str, dict]) -> str:
+    header, rows = identification_side_by_side({n: a["identification"] for n, a in abouts.items()})
+    return "\n".join([f"# {heading}", "", COMPARED_SEARCHES_NOTE, "", "| " + " | ".join(header) + " |",
+                      "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"

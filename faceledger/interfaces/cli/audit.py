@@ -392,93 +392,46 @@ def audit_endpoint(
 
 
 def _second_system(compare_with: str, images, pairs, plan, *, out_dir: Path, workers, **client):
-    """(name, scores) of the system compared with the endpoint, on the same pairs (or, for the
-    identification protocol, ``pairs`` is the design: the same gallery and probes): this engine
-    in-process, or another endpoint through the same client (its own journal under compare/)."""
-    from faceledger.evaluation import endpoint_audit as ea
+    """(name, scores) of the system compared with the endpoint (endpoint_compare.run_second), under
+    a progress bar."""
     from faceledger.evaluation import endpoint_compare as ec
-    from faceledger.evaluation.endpoint_client import Endpoint, Journal
     from faceledger.interfaces.cli.common import progress
     from faceledger.settings import Settings
 
     with progress() as bar:
-        if compare_with == ec.ENGINE:
-            task = bar.add_task("this engine: templates", total=len({i for i, _, _ in pairs} | {j for _, j, _ in pairs}))
-            second = ec.engine_verification(Settings.load(), images, pairs, workers=workers,
-                                            advance=lambda n: bar.advance(task, n))
-            return f"this engine ({second.extra['model']}, {second.extra['normalisation']})", second
-        journal = Journal(out_dir / "compare" / "journal.sqlite")
-        journal.bind(compare_with)
-        endpoint = Endpoint(journal, endpoint_url=compare_with, **client)
-        searches = not isinstance(pairs, list)
-        total = sum(plan.calls.values()) - plan.calls.get("CreateCollection", 0) - plan.calls.get("DeleteCollection", 0)
-        task = bar.add_task("compared endpoint: calls", total=total)
-        advance = lambda n: bar.advance(task, n)  # noqa: E731
-        if searches:
-            second = ea.run_identification(endpoint, images, pairs, ea.collection_id_for(images, pairs),
-                                           concurrency=client["concurrency"], advance=advance)
-        else:
-            second = ea.run_verification(endpoint, images, pairs, concurrency=client["concurrency"], advance=advance)
-        second.extra.update(units=ec.SIMILARITY_UNITS, plan=plan.to_dict())
-        return compare_with, second
-
-
-_COMPARED_NOTE = ("The same pairs of images scored by two systems, each in its own units; rates are compared on the "
-                  "pairs both scored, at thresholds each system's own scores set for the same global false match "
-                  "rate (and at the fixed thresholds both speak, where both are endpoints). Each system's full "
-                  "report, with its summary, methods and curves, follows the tables.")
+        task = bar.add_task("this engine: templates" if compare_with == ec.ENGINE else "compared endpoint: calls",
+                            total=ec.second_total(compare_with, pairs, plan))
+        return ec.run_second(compare_with, Settings.load(), images, pairs, plan, out_dir / "compare" / "journal.sqlite",
+                             workers=workers, advance=lambda n: bar.advance(task, n), **client)
 
 
 def _emit_compared(name, result, about, second_name, second, second_plan, title, out_dir, as_json, pdf_out, kw,
                    thresholds) -> None:
     from faceledger.evaluation import endpoint_compare as ec
 
-    first, other, only = ec.common_pairs(result, second)
-    engine = second_plan is None
-    reports = {name: audit(first, thresholds=thresholds, **kw),
-               second_name: audit(other, thresholds=() if engine else thresholds, **kw)}
-    about = {**about, "pairs_scored_by_one": only}
-    second_about = {"endpoint": second_name, "protocol": "verification", "dataset": about["dataset"],
-                    "failures_to_acquire": second.failures_to_acquire, "censored_pairs": second.censored,
-                    "pairs_scored_by_one": only, "seconds": round(second.seconds, 1),
-                    **({} if engine else {"calls_sent": second.calls,
-                                          "calls_per_second": round(second.calls / second.seconds, 2) if second.seconds else None}),
-                    **{k: v for k, v in second.extra.items() if not k.startswith("_")}}
-    extra = {**about, "compare_with": second_about}
+    reports, abouts = ec.compared_verification(name, result, about, second_name, second, engine=second_plan is None,
+                                               thresholds=thresholds, **kw)
+    extra = {**abouts[name], "compare_with": abouts[second_name]}
     _emit_side_by_side(reports, f"{title}, compared with {second_name}", as_json, out_dir / "report.md",
-                       out_dir / "report.html", out_dir / "report.json", extra, _COMPARED_NOTE, pdf_out=pdf_out,
-                       abouts={name: about, second_name: second_about})
-
-
-_COMPARED_SEARCHES_NOTE = ("The same gallery indexed and the same probes searched on two endpoints, each at its own "
-                           "Similarity thresholds; each endpoint's full table and methods follow.")
+                       out_dir / "report.html", out_dir / "report.json", extra, ec.COMPARED_NOTE, pdf_out=pdf_out,
+                       abouts=abouts)
 
 
 def _emit_compared_identification(name, about, second_name, second, second_plan, images, design, title, out_dir,
                                   as_json, pdf_out, thresholds, gallery) -> None:
-    """Two endpoints' searches of the same gallery by the same probes: their ACLU-style tables side
-    by side (Markdown, HTML, JSON), each endpoint's own table kept in its folder."""
-    from faceledger.evaluation import endpoint_audit as ea
+    """Two endpoints' searches of the same gallery by the same probes, side by side (Markdown,
+    HTML, JSON); the second endpoint's own ACLU-style table in compare/."""
     from faceledger.evaluation import endpoint_compare as ec
     from faceledger.evaluation.audit_report import render_html_identification_side_by_side
 
-    rates = ea.identification_rates(images, design, second, thresholds,
-                                    gallery_sizes=sorted({max(1, gallery // 10), max(1, gallery // 2), gallery}))
-    (out_dir / "compare" / "aclu_table.md").write_text(ea.aclu_table(rates, len(design.gallery)) + "\n")
-    second_about = {"endpoint": second_name, "protocol": "identification", "dataset": about["dataset"],
-                    "units": ec.SIMILARITY_UNITS, "failures_to_acquire": second.failures_to_acquire,
-                    "calls_sent": second.calls, "seconds": round(second.seconds, 1),
-                    "calls_per_second": round(second.calls / second.seconds, 2) if second.seconds else None,
-                    "plan": second_plan.to_dict(), "identification": [r.to_dict() for r in rates],
-                    **{k: v for k, v in second.extra.items() if not k.startswith("_")}}
+    second_about, table = ec.compared_identification(images, design, second_name, second, second_plan, about,
+                                                      thresholds, gallery)
+    (out_dir / "compare" / "aclu_table.md").write_text(table + "\n")
     abouts = {name: about, second_name: second_about}
-    header, rows = ec.identification_side_by_side({n: a["identification"] for n, a in abouts.items()})
     heading = f"{title}, compared with {second_name}"
-    summary = "\n".join([f"# {heading}", "", _COMPARED_SEARCHES_NOTE, "", "| " + " | ".join(header) + " |",
-                         "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
     extra = {**about, "compare_with": second_about}
-    _write(summary, json.dumps(_finite(extra), indent=2),
-           lambda: render_html_identification_side_by_side(heading, _COMPARED_SEARCHES_NOTE, abouts), as_json,
+    _write(ec.identification_side_by_side_markdown(heading, abouts), json.dumps(_finite(extra), indent=2),
+           lambda: render_html_identification_side_by_side(heading, ec.COMPARED_SEARCHES_NOTE, abouts), as_json,
            out_dir / "report.md", out_dir / "report.html", out_dir / "report.json", extra, pdf_out)
 
 
