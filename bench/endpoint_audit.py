@@ -4,12 +4,20 @@ And the identification protocol's run time and calls per second.
 
     PYTHONPATH=. python bench/endpoint_audit.py verification --people 1000 --mated 600 --nonmated 1200
     PYTHONPATH=. python bench/endpoint_audit.py identification --gallery 500 --probes 100
+    PYTHONPATH=. python bench/endpoint_audit.py compare --people 1000 --mated 600 --nonmated 1200
+
+``compare`` runs the command a user runs, `faceledger audit endpoint --compare-with engine`, against
+the server, and says whether the endpoint's and the engine's per-group counts agree.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -49,7 +57,7 @@ def serve(root: Path, engine):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("protocol", choices=["verification", "identification"])
+    ap.add_argument("protocol", choices=["verification", "identification", "compare"])
     ap.add_argument("--people", type=int, default=1000)
     ap.add_argument("--mated", type=int, default=600)
     ap.add_argument("--nonmated", type=int, default=1200)
@@ -62,6 +70,8 @@ def main() -> None:
     url, key, secret = serve(root, engine)
     endpoint = Endpoint(Journal(root / "journal.sqlite"), endpoint_url=url, region="us-east-1", headers=HEADERS,
                         access_key=key, secret_key=secret, concurrency=args.concurrency)
+    if args.protocol == "compare":
+        return compare(args, root, url, key, secret)
     if args.protocol == "verification":
         items = lfw_items(Settings.load(), by="gender", people=args.people)
         images = ea.Images(items)
@@ -108,6 +118,39 @@ def main() -> None:
         rates = ea.identification_rates(images, design, result, (80.0, 99.0),
                                         gallery_sizes=(args.gallery // 10, args.gallery // 2))
         print(ea.aclu_table(rates, len(design.gallery)))
+
+
+def compare(args, root: Path, url: str, key: str, secret: str) -> None:
+    """`faceledger audit endpoint --compare-with engine`, as a user runs it, timed."""
+    out = root / "compare-out"
+    cmd = [sys.executable, "-m", "faceledger", "audit", "endpoint", "--dataset", "lfw", "--people", str(args.people),
+           "--mated", str(args.mated), "--nonmated", str(args.nonmated), "--endpoint-url", url, "--region", "us-east-1",
+           "--out", str(out), "--concurrency", str(args.concurrency), "--compare-with", "engine", "--yes", "--json",
+           "--target-fmr", "1e-2", "--target-fmr", "1e-3", *[a for h, v in HEADERS.items() for a in ("--header", f"{h}={v}")]]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret, "AWS_CONFIG_FILE": "/dev/null",
+           "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    t0 = time.monotonic()
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    if run.returncode:
+        raise SystemExit(run.stderr[-3000:])
+    report = json.loads(run.stdout)
+    (name,) = report["scorings"]
+    engine = report["scorings"][name]
+    print(f"{report['comparisons']:,} pairs both scored ({report['mated']:,} mated), scored by one only "
+          f"{report['pairs_scored_by_one']}; endpoint {report['calls_sent']:,} calls in {report['seconds']} s, engine "
+          f"{report['compare_with']['seconds']} s; whole command {wall:.0f} s")
+    print(f"failures to acquire: endpoint {report['failures_to_acquire']}, engine {report['compare_with']['failures_to_acquire']}")
+    equal = True
+    for a, b in zip(report["points"], engine["points"]):
+        for ga, gb in zip(a["groups"], b["groups"]):
+            same = [ga[k]["errors"] for k in ("fmr", "fnmr")] == [gb[k]["errors"] for k in ("fmr", "fnmr")]
+            equal &= same
+            print(f"  {a['name']:>16} {ga['group']:>7}: endpoint (threshold {a['threshold']:.4g}) FMR "
+                  f"{ga['fmr']['errors']}/{ga['fmr']['trials']} FNMR {ga['fnmr']['errors']}/{ga['fnmr']['trials']}; "
+                  f"{name} (threshold {b['threshold']:.4g}) FMR {gb['fmr']['errors']}/{gb['fmr']['trials']} FNMR "
+                  f"{gb['fnmr']['errors']}/{gb['fnmr']['trials']}; equal {same}")
+    print(f"every group's counts equal at every shared operating point: {equal}; report in {out}")
 
 
 if __name__ == "__main__":

@@ -131,6 +131,14 @@ class EndpointError(FaceledgerError):
     http_status = 502
 
 
+class ToolMissingError(FaceledgerError):
+    """A program faceledger runs for a user (headless Chromium, to print a report as PDF) is not
+    installed: the message names the package to install."""
+
+    code = "ToolMissingException"
+    http_status = 503
+
+
 class InvalidPaginationTokenError(FaceledgerError):
     """A NextToken that this store did not issue, or one for another listing."""
 

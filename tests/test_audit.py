@@ -196,6 +196,16 @@ def test_reference_group_threshold_and_cli(tmp_path):
     report = json.loads(result.stdout)
     assert report["interval"] == "clopper-pearson"
     assert [p["name"] for p in report["points"]] == ["global FMR 0.01", "reference A FMR 0.01"]
+    # a distance file is reported as distances: thresholds and score axes in its own units, not negated
+    internal = audit(loaded, targets=(1e-2,), reference_group="A", resamples=0)
+    assert report["direction"] == "distance" and internal.direction == "distance"
+    assert report["points"][0]["threshold"] == pytest.approx(-internal.points[0].threshold)
+    assert report["curves"][0]["bins"][0] == pytest.approx(-internal.curves[0].bins[0])
+    from faceledger.evaluation.audit import markdown
+    from faceledger.evaluation.audit_report import render_html
+
+    shown = f"threshold {-internal.points[0].threshold:.6g})"
+    assert shown in markdown(internal) and shown in render_html(internal)
     with pytest.raises(errors.InvalidParameterError, match="no column"):
         read_scores(path, score="similarity")
 

@@ -47,13 +47,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, settings, engine):
-    root = tmp_path_factory.mktemp("endpoint")
-    s = settings.replace(store=root / "store.sqlite", keys_file=root / "keys.json", auth="sigv4",
-                         ledger=root / "ledger.sqlite")
-    key, secret = KeyStore(s.keys_file).create("auditor", principal="auditor", roles=("admin",),
-                                                purposes=("research-audit",))
+def _serve(s, engine):
     app = create_app(s, open_service(s, engine=engine))
     port = _free_port()
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -63,7 +57,33 @@ def server(tmp_path_factory, settings, engine):
         if uv.started:
             break
         time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "port": port, "key": key.access_key_id, "secret": secret, "root": root}
+    return uv, thread, port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, settings, engine):
+    root = tmp_path_factory.mktemp("endpoint")
+    s = settings.replace(store=root / "store.sqlite", keys_file=root / "keys.json", auth="sigv4",
+                         ledger=root / "ledger.sqlite")
+    key, secret = KeyStore(s.keys_file).create("auditor", principal="auditor", roles=("admin",),
+                                                purposes=("research-audit",))
+    uv, thread, port = _serve(s, engine)
+    yield {"url": f"http://127.0.0.1:{port}", "port": port, "key": key.access_key_id, "secret": secret, "root": root,
+           "settings": s}
+    uv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def other_server(server, tmp_path_factory, engine):
+    """A second faceledger on the same engine and keys, with the other score normalisation: another
+    system to compare, whose scores differ on the same pairs."""
+    root = tmp_path_factory.mktemp("other-endpoint")
+    s = server["settings"]
+    s = s.replace(store=root / "store.sqlite", ledger=root / "ledger.sqlite",
+                  score_normalisation="none" if s.score_normalisation == "cohort" else "cohort")
+    uv, thread, port = _serve(s, engine)
+    yield {**server, "url": f"http://127.0.0.1:{port}", "port": port, "settings": s}
     uv.should_exit = True
     thread.join(timeout=10)
 
@@ -472,3 +492,180 @@ def test_a_journal_answers_for_one_endpoint_only(tmp_path):
     journal.bind("http://a.example")
     with pytest.raises(InvalidParameterError, match="journal of an audit of http://a.example"):
         Journal(tmp_path / "j.sqlite").bind("http://b.example")
+
+
+# --- two systems side by side (--compare-with), the PDF, and the report in a real browser -----------
+
+
+def _global_counts(report: dict) -> list[tuple]:
+    return [(p["name"], g["group"], g["fmr"]["errors"], g["fmr"]["trials"], g["fnmr"]["errors"], g["fnmr"]["trials"])
+            for p in report["points"] if p["name"].startswith("global") for g in p["groups"]]
+
+
+def _pdf_tools():
+    import shutil
+
+    from faceledger.evaluation.report_pdf import BROWSERS
+
+    return any(shutil.which(b) for b in BROWSERS) and shutil.which("pdftoppm")
+
+
+def test_compare_with_the_engine_and_with_another_endpoint(server, other_server, tmp_path):
+    """`--compare-with engine`: the same engine behind the endpoint errs on exactly the same pairs,
+    so every group's counts are equal in both columns (each system in its own units); then another
+    endpoint (the other score normalisation) on the same pairs reads differently, its calls
+    journalled so that a rerun sends none."""
+    out = tmp_path / "cmp"
+    run = subprocess.run(_small(_cli(server, server["url"], out, "--compare-with", "engine", "--yes", "--json")),
+                         env=_env(server), capture_output=True, timeout=900)
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    report = json.loads(run.stdout)
+    (engine_name,) = report["scorings"]
+    engine = report["scorings"][engine_name]
+    assert engine_name.startswith("this engine") and "engine" in report["compare_with"]["units"]
+    counts = _global_counts(report)
+    assert counts == _global_counts(engine) and sum(c[2] + c[4] for c in counts) > 0  # errors, equal to the last one
+    assert report["pairs_scored_by_one"] == 0 and report["comparisons"] == engine["comparisons"] >= 50
+    own = {p["name"]: p["threshold"] for p in report["points"]}
+    assert own["threshold 80"] == 80.0 and not any(p["name"].startswith("threshold") for p in engine["points"])
+    assert own["global FMR 0.1"] != engine["points"][0]["threshold"]  # Similarity and the engine's score: own units
+    page = (out / "report.html").read_text()
+    assert f"FMR: {server['url']}" in page and f"FMR: {engine_name}" in page  # two columns
+    assert "id='summary-1'" in page and "id='summary-2'" in page and "id='methods-2'" in page
+
+    pdf = out / "report.pdf"
+    other = subprocess.run(_small(_cli(server, server["url"], out, "--compare-with", other_server["url"], "--yes", "--json",
+                                *(["--pdf", str(pdf)] if _pdf_tools() else []))),
+                           env=_env(server), capture_output=True, timeout=900)
+    assert other.returncode == 0, other.stderr.decode()[-3000:]
+    second = json.loads(other.stdout)
+    assert second["calls_sent"] == 0  # the first endpoint's answers came from its journal
+    assert second["compare_with"]["calls_sent"] == second["compare_with"]["plan"]["calls"]["CompareFaces"] > 0
+    (name,) = second["scorings"]
+    assert name == other_server["url"] and _global_counts(second) == counts
+    first_scores = {(r["path_a"], r["path_b"]): float(r["score"]) for r in _csv(out / "scores.csv")}
+    other_scores = {(r["path_a"], r["path_b"]): float(r["score"]) for r in _csv(out / "compare" / "scores.csv")}
+    assert set(first_scores) == set(other_scores)  # the same pairs ...
+    assert sum(abs(first_scores[k] - other_scores[k]) > 1 for k in first_scores) > len(first_scores) // 2  # ... read differently
+    assert [p["threshold"] for p in second["points"]] != [p["threshold"] for p in second["scorings"][name]["points"]]
+    if _pdf_tools():
+        assert pdf.read_bytes().startswith(b"%PDF-")
+    # the compared endpoint's answers are journalled: the plan of a rerun has nothing left to send
+    plan = subprocess.run(_small(_cli(server, server["url"], out, "--compare-with", other_server["url"], "--dry-run", "--json")),
+                          env=_env(server), capture_output=True, timeout=300)
+    assert plan.returncode == 0, plan.stderr.decode()[-2000:]
+    plan = json.loads(plan.stdout)
+    assert plan["compare_with"]["to_send"]["CompareFaces"] == 0 and plan["to_send"]["CompareFaces"] == 0
+
+
+def _small(args: list[str]) -> list[str]:
+    """A smaller sample than _cli's (20 people, 40 non-mated pairs): three runs, two systems each."""
+    args[args.index("--people") + 1], args[args.index("--nonmated") + 1] = "20", "40"
+    return args
+
+
+def _csv(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_report_prints_to_a_pdf_a_reader_can_open(direct, tmp_path):
+    """The HTML report printed by headless Chromium: a real PDF whose first page renders (poppler's
+    pdftoppm) to an image that is not blank."""
+    from PIL import Image
+
+    from faceledger.evaluation.audit_report import render_html
+    from faceledger.evaluation.report_pdf import html_to_pdf
+
+    if not _pdf_tools():
+        pytest.skip("needs chromium and pdftoppm (poppler-utils): .ci/run installs both")
+    report = audit(direct.scores, targets=(1e-1,), thresholds=(40.0, 80.0), resamples=0)
+    pdf = html_to_pdf(render_html(report, "Audit", about={"endpoint": "http://test", "protocol": "verification"}),
+                      tmp_path / "out" / "report.pdf")
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
+    subprocess.run(["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")],
+                   check=True, capture_output=True, timeout=120)
+    (png,) = tmp_path.glob("page*.png")
+    pixels = np.asarray(Image.open(png).convert("L"))
+    assert (pixels < 128).mean() > 0.005  # text and charts, not a white page
+
+
+def test_pdf_without_a_browser_names_the_package(tmp_path, monkeypatch):
+    from faceledger.errors import ToolMissingError
+    from faceledger.evaluation.report_pdf import html_to_pdf
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolMissingError, match="apt-get install chromium"):
+        html_to_pdf("<html></html>", tmp_path / "x.pdf")
+    assert not (tmp_path / "x.pdf").exists()
+
+
+def test_endpoint_report_sections_render_in_headless_chromium(direct, tmp_path):
+    """The page a reader sees, in a real browser: the summary sentences, the metric explanations,
+    a bar chart with intervals per operating point, DET curves with the operating points labelled in
+    the endpoint's units, the methods; and the bars are drawn (their colours on the screenshot)."""
+    import shutil
+
+    from PIL import Image
+
+    from faceledger.evaluation import audit_report as ar
+    from faceledger.evaluation.report_pdf import HEADLESS
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    report = audit(direct.scores, targets=(1e-1,), thresholds=(40.0, 80.0), resamples=20)
+    about = {"endpoint": "http://test", "protocol": "verification", "dataset": "lfw by gender",
+             "plan": {"calls": {"CompareFaces": 64}}}
+    page = tmp_path / "report.html"
+    page.write_text(ar.render_html(report, "Audit", about=about))
+    flags = [browser, *HEADLESS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    n_points, groups = len(report.points), len(report.points[0].groups)
+    assert dom.count('class="summary"') == 1 and dom.count("<li>") == len(ar.summary_sentences(report)) >= 4
+    assert dom.count("<dt>") == len(ar.EXPLAINED) and 'id="methods"' in dom
+    assert dom.count('class="plot bars"') == n_points
+    drawn = sum(bool(getattr(g, k).trials) for p in report.points for g in p.groups for k in ("fmr", "fnmr"))
+    assert dom.count('class="bar"') == dom.count('class="ci"') == drawn >= n_points
+    assert dom.count('class="plot det"') == 1 and dom.count('class="curve"') >= groups
+    labels = [float(x) for x in __import__("re").findall(r'class="op-label"[^>]*>([^<]+)<', dom)]
+    assert {40.0, 80.0} <= set(labels)  # the endpoint's own Similarity on the DET curves
+    assert dom.index('id="summary"') < dom.index('id="methods"') < dom.index("<h2>Curves")
+    # the bar charts alone, screenshotted: each group's colour is drawn in the chart region
+    bars = tmp_path / "bars.html"
+    bars.write_text("".join(ar._head("bars")) + "".join(ar._bars_svg(p) for p in report.points) + "</body></html>")
+    shot = tmp_path / "bars.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,900", bars.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    for colour in ar.PALETTE[:groups]:
+        rgb = np.array([int(colour[k:k + 2], 16) for k in (1, 3, 5)])
+        assert (np.abs(pixels.astype(int) - rgb).sum(axis=-1) < 60).sum() > 30, f"no bar drawn in {colour}"
+
+
+def test_identification_compared_with_another_endpoint(server, other_server, tmp_path):
+    """The same gallery and probes searched on two endpoints: both tables side by side, each
+    endpoint's collection deleted, the second's calls in its own journal."""
+    out = tmp_path / "aclu-cmp"
+    args = _cli(server, server["url"], out, "--protocol", "identification", "--gallery", "20", "--probes", "8",
+                "--compare-with", other_server["url"], "--yes", "--json")
+    args[args.index("--people") + 1] = "300"
+    run = subprocess.run(args, env=_env(server), capture_output=True, timeout=600)
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    report = json.loads(run.stdout)
+    other = report["compare_with"]
+    assert other["endpoint"] == other_server["url"] and other["gallery"] == report["gallery"] == 20
+    assert other["probes"] == report["probes"] == 8 and other["calls_sent"] > 20  # its gallery indexed, its probes searched
+    assert {(r["group"], r["threshold"]) for r in other["identification"]} == \
+        {(r["group"], r["threshold"]) for r in report["identification"]}
+    page = (out / "report.html").read_text()
+    assert f"falsely matched (FPIR): {server['url']}" in page and f"falsely matched (FPIR): {other_server['url']}" in page
+    assert (out / "compare" / "aclu_table.md").is_file() and (out / "compare" / "journal.sqlite").is_file()
+    for s in (server, other_server):
+        assert not [c for c in _collections(s) if c.startswith("faceledger-audit-")]
+    refused = subprocess.run(_cli(server, server["url"], tmp_path / "x", "--protocol", "identification",
+                                  "--compare-with", "engine", "--dry-run", "--json"), env=_env(server), capture_output=True,
+                             timeout=300)
+    assert refused.returncode != 0 and "another endpoint" in refused.stdout.decode()

@@ -63,6 +63,9 @@ class Scores:
     names: list[str]
     subject_a: np.ndarray | None = None  # int codes
     subject_b: np.ndarray | None = None
+    #: the units the system spoke: "distance" scores were negated on reading (higher = alike
+    #: inside the audit) and are shown as distances again in every report
+    direction: str = "similarity"
 
     def __post_init__(self) -> None:
         n = len(self.score)
@@ -152,7 +155,7 @@ def read_scores(
     if {"subject_a", "subject_b"} <= cols:
         _, sa, sb = _codes(table.column("subject_a"), table.column("subject_b"))
         subjects = (sa, sb)
-    return Scores(-s if direction == "distance" else s, m, codes_a, codes_b, names, *subjects)
+    return Scores(-s if direction == "distance" else s, m, codes_a, codes_b, names, *subjects, direction=direction)
 
 
 def _read_table(path: Path):
@@ -623,9 +626,22 @@ class AuditReport:
     resamples: int
     curves: list[Curve] = field(default_factory=list)
     interval: str = "wilson"  # how the 95% interval of every rate was computed
+    direction: str = "similarity"  # "distance": thresholds and score axes are shown as distances
+
+    def shown(self, score: float) -> float:
+        """A score (threshold, bin edge) in the system's own units: a distance as a distance."""
+        return -score if self.direction == "distance" else score
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every number, thresholds and score axes in the system's own units."""
+        out = asdict(self)
+        if self.direction == "distance":
+            for p in out["points"]:
+                p["threshold"] = -p["threshold"]
+            for c in out["curves"]:
+                c["thresholds"] = [-x for x in c["thresholds"]]
+                c["bins"] = [-x for x in c["bins"]]
+        return out
 
 
 def audit(
@@ -662,7 +678,8 @@ def audit(
         points.append(rates_at(s, float(t), targets[0] if targets else 1e-3, f"threshold {t:g}", interval, every_group))
     if resamples:
         bootstrap(s, points, resamples, seed)
-    return AuditReport(len(s.score), int(s.mated.sum()), int((~s.mated).sum()), points, resamples, curves(s), interval)
+    return AuditReport(len(s.score), int(s.mated.sum()), int((~s.mated).sum()), points, resamples, curves(s), interval,
+                       s.direction)
 
 
 def markdown(report: AuditReport) -> str:
@@ -673,7 +690,7 @@ def markdown(report: AuditReport) -> str:
     ]
     for p in report.points:
         by_subject = by_subject_columns(p.groups)
-        lines += [f"## {p.name} (threshold {p.threshold:.6g})", "",
+        lines += [f"## {p.name} (threshold {report.shown(p.threshold):.6g})", "",
                   f"| group | FMR (95% {report.interval} CI) | non-mated pairs | FNMR (95% CI) | mated pairs |"
                   + "".join(f" {label} (95% bootstrap) |" for _, label in by_subject),
                   "|---|---|---|---|---|" + "---|" * len(by_subject)]

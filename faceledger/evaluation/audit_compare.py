@@ -49,7 +49,11 @@ def side_by_side_rows(reports: dict[str, AuditReport]) -> list[tuple[str, list[s
                     + [rate_text(p.groups[k].fnmr) for p in matched]
                     + [subject_rate_text(p.groups[k], attr) for attr, _ in by_subject for p in matched]
                     for k, g in enumerate(point.groups)]
-            heading = f"{point.name}: one threshold per scoring, set on all of these comparisons"
+            heading = f"{point.name}: each column its own threshold, set on its own scores of all of these comparisons"
+        units = [reports[n].direction for n in names]
+        rows.insert(0, ["threshold (each in its own units" + (", distances as distances" if "distance" in units else "")
+                        + ")"] + [f"{reports[n].shown(p.threshold):.6g}" for n, p in zip(names, matched)]
+                    + [""] * (len(header) - 1 - len(names)))
         for key, label in DIFFERENTIALS:
             if all(key in p.differentials for p in matched):
                 cells = [differential_text(p, key) for p in matched]

@@ -22,7 +22,11 @@ def _head(title: str) -> list[str]:
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.nr{color:#a00}"
-        "figure{display:inline-block;margin:0 1em 1em 0}figcaption{font-size:90%;color:#555}</style></head><body>",
+        "figure{display:inline-block;margin:0 1em 1em 0}figcaption{font-size:90%;color:#555}"
+        # printed (the PDF export): A4, the side-by-side tables' many columns shrunk to fit the page
+        "@page{size:A4;margin:12mm}@media print{body{max-width:none;margin:0;padding:0;font-size:10pt}"
+        "table{font-size:7pt;width:100%}td,th{padding:2px 3px;overflow-wrap:anywhere}figure{break-inside:avoid}"
+        "h1,h2,h3{break-after:avoid}}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
 
@@ -34,19 +38,25 @@ def render_html(report: AuditReport, title: str = "Demographic audit", about: di
     return "\n".join(_head(title) + front + _body(report) + ["</body></html>"])
 
 
-def render_html_side_by_side(reports: dict[str, AuditReport], title: str, note: str) -> str:
-    """One page: the side-by-side tables (audit_compare.py), then each scoring's full report."""
+def render_html_side_by_side(reports: dict[str, AuditReport], title: str, note: str,
+                             abouts: dict[str, dict] | None = None, front: list[str] | None = None) -> str:
+    """One page: the side-by-side tables (audit_compare.py), then each system's full report; with
+    ``abouts`` (an endpoint audit and the system compared with it), each with its summary, bars
+    and methods, in its own units. ``front``: HTML placed before the tables (the searches' table)."""
     from faceledger.evaluation.audit_compare import side_by_side_rows
 
-    parts = _head(title) + [f"<p>{html.escape(note)}</p>"]
+    parts = _head(title) + [f"<p>{html.escape(note)}</p>"] + list(front or [])
     for heading, header, rows in side_by_side_rows(reports):
-        parts.append(f"<h2>{html.escape(heading)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
-                     + "</tr>")
+        parts.append(f"<h2 class='side'>{html.escape(heading)}</h2><table class='side'><tr>"
+                     + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
         parts.append("</table>")
-    for name, report in reports.items():
-        parts.append(f"<h1>Scores: {html.escape(name)}</h1>")
-        parts += [x.replace("<h2", "<h3").replace("</h2>", "</h3>") for x in _body(report)]
+    for k, (name, report) in enumerate(reports.items()):
+        about = (abouts or {}).get(name)
+        parts.append(f"<h1 id='system-{k + 1}'>Scores: {html.escape(name)}</h1>")
+        own = ([] if about is None else _summary(report, about, anchor=f"-{k + 1}")
+               + _methods(report, about, anchor=f"-{k + 1}")) + _body(report)
+        parts += [x.replace("<h2", "<h3").replace("</h2>", "</h3>") for x in own]
     return "\n".join(parts + ["</body></html>"])
 
 
@@ -59,7 +69,7 @@ def _body(report: AuditReport) -> list[str]:
         + ". Demographic groups are the dataset's own annotations.</p>",
     ]
     for p in report.points:
-        parts.append(f"<h2 id='{html.escape(_slug(p.name))}'>{html.escape(p.name)} (threshold {p.threshold:.6g})</h2>")
+        parts.append(f"<h2 id='{html.escape(_slug(p.name))}'>{html.escape(p.name)} (threshold {report.shown(p.threshold):.6g})</h2>")
         by_subject = by_subject_columns(p.groups, spelled_out=True)
         parts.append("<table class='rates'><tr><th>group</th><th>false match rate</th><th>non-mated pairs</th>"
                      "<th>bootstrap interval</th><th>false non-match rate</th><th>mated pairs</th>"
@@ -81,9 +91,14 @@ def _body(report: AuditReport) -> list[str]:
             parts.append("</table>")
     if report.curves:
         parts.append("<h2>Curves</h2>")
-        parts.append(_figure(_det_svg(report.curves), "DET: false non-match rate against false match rate (log scales), per group"))
-        parts.append(_figure(_hist_svg(report.curves, mated=False), "Non-mated score distributions per group"))
-        parts.append(_figure(_hist_svg(report.curves, mated=True), "Mated score distributions per group"))
+        units = " (distances)" if report.direction == "distance" else ""
+        parts.append(_figure(_det_svg(report.curves, report), "DET: false non-match rate against false match rate (log "
+                             "scales), per group; each marker is an operating point, labelled with its threshold in "
+                             f"the system's own units{units}"))
+        parts.append(_figure(_hist_svg(report.curves, mated=False, shown=report.shown),
+                             f"Non-mated score distributions per group{units}"))
+        parts.append(_figure(_hist_svg(report.curves, mated=True, shown=report.shown),
+                             f"Mated score distributions per group{units}"))
     return parts
 
 
@@ -105,7 +120,7 @@ def _figure(svg: str, caption: str) -> str:
     return f"<figure>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
-def _det_svg(curves: list[Curve], w: int = 520, h: int = 380) -> str:
+def _det_svg(curves: list[Curve], report: AuditReport | None = None, w: int = 520, h: int = 380) -> str:
     left, bottom, top, right = 60, 40, 20, 130
     lo_x, hi_x, lo_y, hi_y = -6.0, 0.0, -4.0, 0.0
 
@@ -131,11 +146,26 @@ def _det_svg(curves: list[Curve], w: int = 520, h: int = 380) -> str:
             out.append(f"<polyline class='curve' fill='none' stroke='{colour}' stroke-width='1.6' points='"
                        + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + "'/>")
             out.append(f"<text x='{w - right + 8}' y='{top + 14 * (i + 1)}' font-size='11' fill='{colour}'>{html.escape(c.group)}</text>")
+    # the operating points on each group's curve, labelled with the threshold in the system's units
+    colour_of = {c.group: PALETTE[i % len(PALETTE)] for i, c in enumerate(curves)}
+    for p in (report.points if report is not None else []):
+        labelled = False
+        for g in p.groups:
+            if g.group not in colour_of or not (g.fmr.trials and g.fnmr.trials):
+                continue  # a rate of 0 sits on the axis' edge, as the curve's own zeros do
+            x, y = px(g.fmr.rate, g.fnmr.rate)
+            out.append(f"<circle class='op' cx='{x:.1f}' cy='{y:.1f}' r='3.5' fill='{colour_of[g.group]}' stroke='#222'>"
+                       f"<title>{html.escape(g.group)}, {html.escape(p.name)}: threshold {report.shown(p.threshold):.4g}"
+                       "</title></circle>")
+            if not labelled:
+                out.append(f"<text class='op-label' x='{x + 5:.1f}' y='{y - 5:.1f}' font-size='9'>"
+                           f"{report.shown(p.threshold):.3g}</text>")
+                labelled = True
     out.append("</svg>")
     return "".join(out)
 
 
-def _hist_svg(curves: list[Curve], mated: bool, w: int = 520, h: int = 260) -> str:
+def _hist_svg(curves: list[Curve], mated: bool, w: int = 520, h: int = 260, shown=lambda x: x) -> str:
     left, bottom, top, right = 40, 30, 15, 130
     out = [f"<svg class='plot hist' xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' role='img'>",
            f"<rect x='{left}' y='{top}' width='{w - left - right}' height='{h - top - bottom}' fill='none' stroke='#999'/>"]
@@ -154,8 +184,8 @@ def _hist_svg(curves: list[Curve], mated: bool, w: int = 520, h: int = 260) -> s
                    + " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys)) + "'/>")
         out.append(f"<text x='{w - right + 8}' y='{top + 14 * (i + 1)}' font-size='11' fill='{colour}'>{html.escape(c.group)}</text>")
     if curves:
-        out.append(f"<text x='{left}' y='{h - 8}' font-size='10'>{curves[0].bins[0]:.3g}</text>")
-        out.append(f"<text x='{w - right}' y='{h - 8}' font-size='10' text-anchor='end'>{curves[0].bins[-1]:.3g}</text>")
+        out.append(f"<text x='{left}' y='{h - 8}' font-size='10'>{shown(curves[0].bins[0]):.3g}</text>")
+        out.append(f"<text x='{w - right}' y='{h - 8}' font-size='10' text-anchor='end'>{shown(curves[0].bins[-1]):.3g}</text>")
     out.append("</svg>")
     return "".join(out)
 
@@ -190,8 +220,8 @@ def summary_sentences(report: AuditReport) -> list[tuple[str, str]]:
     matched against the least, and the same for missed matches."""
     out = []
     for p in report.points:
-        where = (f"At the system's threshold {p.threshold:g}" if p.name.startswith("threshold")
-                 else f"At the threshold where {p.target_fmr:g} of all non-mated pairs match ({p.threshold:.4g})")
+        where = (f"At the system's threshold {report.shown(p.threshold):g}" if p.name.startswith("threshold")
+                 else f"At the threshold where {p.target_fmr:g} of all non-mated pairs match ({report.shown(p.threshold):.4g})")
         for kind, what, units in (("fmr", "falsely matched", "non-mated"), ("fnmr", "missed", "mated")):
             pair = _extreme(p, kind)
             if pair is None:
@@ -218,8 +248,8 @@ def summary_sentences(report: AuditReport) -> list[tuple[str, str]]:
     return out
 
 
-def _summary(report: AuditReport, about: dict) -> list[str]:
-    parts = ["<h2 id='summary'>Summary</h2><ul class='summary'>"]
+def _summary(report: AuditReport, about: dict, anchor: str = "") -> list[str]:
+    parts = [f"<h2 id='summary{anchor}'>Summary</h2><ul class='summary'>"]
     for sentence, figures in summary_sentences(report):
         parts.append(f"<li>{html.escape(sentence)}<br><small>{html.escape(figures)}</small></li>")
     parts.append("</ul>")
@@ -231,7 +261,7 @@ def _summary(report: AuditReport, about: dict) -> list[str]:
     return parts
 
 
-def _methods(report: AuditReport, about: dict) -> list[str]:
+def _methods(report: AuditReport, about: dict, anchor: str = "") -> list[str]:
     plan = about.get("plan", {})
     rows = [("endpoint", about.get("endpoint")), ("protocol", about.get("protocol")), ("data", about.get("dataset")),
             ("calls", ", ".join(f"{k} {v:,}" for k, v in plan.get("calls", {}).items())),
@@ -240,11 +270,13 @@ def _methods(report: AuditReport, about: dict) -> list[str]:
             ("comparisons scored", f"{report.comparisons:,} ({report.mated:,} mated, {report.nonmated:,} non-mated)"),
             ("failures to acquire a face", about.get("failures_to_acquire")),
             ("censored scores (withheld by the endpoint)", about.get("censored_pairs")),
-            ("operating points", "; ".join(f"{p.name} = {p.threshold:.6g}" for p in report.points)),
+            ("operating points", "; ".join(f"{p.name} = {report.shown(p.threshold):.6g}" for p in report.points)),
+            ("pairs only one of the compared systems scored (left out of both)", about.get("pairs_scored_by_one")),
             ("intervals", f"{report.interval} per rate; subject bootstrap of {report.resamples} resamples")]
-    parts = ["<h2 id='methods'>Methods</h2><table class='methods'>"]
+    units = about.get("units", "the endpoint's own Similarity (0-100, higher means more alike)")
+    parts = [f"<h2 id='methods{anchor}'>Methods</h2><table class='methods'>"]
     parts += [f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v is not None]
-    parts.append("</table><p>Scores are the endpoint's own Similarity (0-100, higher means more alike), so thresholds "
+    parts.append(f"</table><p>Scores are {html.escape(units)}, so thresholds "
                  "and curves are in its units. The groups are the dataset's annotations, never inferred from faces. "
                  "What the data cannot resolve: a rate below about 30 / (number of pairs) cannot be told from zero, "
                  "and differences between groups inside each other's intervals are not shown to exist.</p>")
@@ -322,8 +354,28 @@ def _identification(about: dict) -> list[str]:
 def render_html_identification(title: str, about: dict) -> str:
     """An identification audit whose returned candidates cannot support the pair tables (an
     endpoint that withheld every non-mated candidate): the searches' table and the methods."""
+    return "\n".join(_head(title) + _identification(about) + _identification_methods(about) + ["</body></html>"])
+
+
+def _identification_methods(about: dict, anchor: str = "") -> list[str]:
     rows = [(k, about.get(k)) for k in ("endpoint", "protocol", "dataset", "calls_sent", "seconds", "calls_per_second",
                                          "failures_to_acquire", "lowest_similarity_returned")]
-    methods = ["<h2 id='methods'>Methods</h2><table class='methods'>"]
+    methods = [f"<h2 id='methods{anchor}'>Methods</h2><table class='methods'>"]
     methods += [f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v is not None]
-    return "\n".join(_head(title) + _identification(about) + methods + ["</table></body></html>"])
+    return methods + ["</table>"]
+
+
+def render_html_identification_side_by_side(title: str, note: str, abouts: dict[str, dict]) -> str:
+    """Endpoints searched with the same gallery and probes: their searches' tables side by side
+    (endpoint_compare.identification_side_by_side), then each endpoint's own table and methods."""
+    from faceledger.evaluation.endpoint_compare import identification_side_by_side
+
+    header, rows = identification_side_by_side({n: a["identification"] for n, a in abouts.items()})
+    parts = _head(title) + [f"<p>{html.escape(note)}</p>", "<h2 class='side'>Searches of the gallery, side by side</h2>"
+                            "<table class='side'><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows] + ["</table>"]
+    for k, (name, about) in enumerate(abouts.items()):
+        parts.append(f"<h1 id='system-{k + 1}'>Searches: {html.escape(name)}</h1>")
+        parts += [x.replace("<h2", "<h3").replace("</h2>", "</h3>")
+                  for x in _identification(about) + _identification_methods(about, anchor=f"-{k + 1}")]
+    return "\n".join(parts + ["</body></html>"])

@@ -17,18 +17,27 @@ from faceledger.errors import InvalidParameterError
 audit_app = typer.Typer(no_args_is_help=True, help="Demographic audit: per-group error rates with intervals.")
 
 
-def _emit(report, title: str, as_json: bool, markdown_out, html_out, json_out, extra: dict | None = None) -> None:
+def _emit(report, title: str, as_json: bool, markdown_out, html_out, json_out, extra: dict | None = None,
+          pdf_out=None) -> None:
     data = {**(extra or {}), **report.to_dict()}
     _write(markdown(report), json.dumps(_finite(data), indent=2), lambda: render_html(report, title), as_json,
-           markdown_out, html_out, json_out, extra)
+           markdown_out, html_out, json_out, extra, pdf_out)
 
 
-def _write(summary: str, document: str, page, as_json: bool, markdown_out, html_out, json_out, extra) -> None:
-    """The Markdown, HTML (``page()``, rendered only when asked) and JSON where asked; JSON or Markdown printed."""
+def _write(summary: str, document: str, page, as_json: bool, markdown_out, html_out, json_out, extra,
+           pdf_out=None) -> None:
+    """The Markdown, HTML (``page()``, rendered only when asked), PDF (that page printed by headless
+    Chromium) and JSON where asked; JSON or Markdown printed."""
     if markdown_out:
         markdown_out.write_text(summary)
-    if html_out:
-        html_out.write_text(page())
+    if html_out or pdf_out:
+        text = page()
+        if html_out:
+            html_out.write_text(text)
+        if pdf_out:
+            from faceledger.evaluation.report_pdf import html_to_pdf
+
+            html_to_pdf(text, pdf_out)
     if json_out:
         json_out.write_text(document)
     if as_json:
@@ -56,6 +65,7 @@ def markdown_facts(facts: dict, depth: int = 0) -> str:
 MarkdownOpt = typer.Option(None, "--markdown", help="Also write the Markdown summary here.")
 HtmlOpt = typer.Option(None, "--html", help="Also write the self-contained HTML report here.")
 JsonOutOpt = typer.Option(None, "--json-out", help="Also write the JSON with every number here.")
+PdfOpt = typer.Option(None, "--pdf", help="Also print the HTML report to this PDF file (needs headless Chromium).")
 TargetsOpt = typer.Option([1e-3, 1e-4], "--target-fmr", help="Global thresholds set for these FMRs.")
 ReferenceOpt = typer.Option(None, "--reference-group", help="Also set thresholds on this group.")
 ResamplesOpt = typer.Option(200, "--resamples", help="Subject-level bootstrap resamples (0: none).")
@@ -86,6 +96,7 @@ def audit_images(
     markdown_out: Optional[Path] = MarkdownOpt,
     html_out: Optional[Path] = HtmlOpt,
     json_out: Optional[Path] = JsonOutOpt,
+    pdf_out: Optional[Path] = PdfOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Audit this engine on a labelled dataset: templates (cached), pairs, per-group rates; for
@@ -136,10 +147,10 @@ def audit_images(
         extra = {"dataset": shown, **extra}
         title = f"Demographic audit of this engine on {shown}" + (f": {' vs '.join(models)}" if len(models) > 1 else "")
         if len(reports) == 1:
-            _emit(next(iter(reports.values())), title, as_json, markdown_out, html_out, json_out, extra)
+            _emit(next(iter(reports.values())), title, as_json, markdown_out, html_out, json_out, extra, pdf_out)
         else:
             _emit_side_by_side(reports, title, as_json, markdown_out, html_out, json_out, extra,
-                               _SIDE_NOTE if len(models) < 2 else _MODELS_NOTE)
+                               _SIDE_NOTE if len(models) < 2 else _MODELS_NOTE, pdf_out=pdf_out)
 
 
 def _model_id(settings):
@@ -178,7 +189,7 @@ def _scorings(settings, plain_only: bool) -> dict:
 
 
 def _emit_side_by_side(reports: dict, title: str, as_json: bool, markdown_out, html_out, json_out, extra: dict,
-                       note: str = _SIDE_NOTE) -> None:
+                       note: str = _SIDE_NOTE, *, pdf_out=None, abouts: dict | None = None) -> None:
     from faceledger.evaluation.audit_compare import side_by_side_markdown
     from faceledger.evaluation.audit_report import render_html_side_by_side
 
@@ -188,8 +199,8 @@ def _emit_side_by_side(reports: dict, title: str, as_json: bool, markdown_out, h
     first = next(iter(reports))
     document = json.dumps(_finite({**extra, **reports[first].to_dict(),
                                    "scorings": {n: r.to_dict() for n, r in reports.items() if n != first}}), indent=2)
-    _write(summary, document, lambda: render_html_side_by_side(reports, title, note), as_json, markdown_out,
-           html_out, json_out, extra)
+    _write(summary, document, lambda: render_html_side_by_side(reports, title, note, abouts), as_json, markdown_out,
+           html_out, json_out, extra, pdf_out)
 
 
 @audit_app.command("scores")
@@ -204,13 +215,14 @@ def audit_scores(
     markdown_out: Optional[Path] = MarkdownOpt,
     html_out: Optional[Path] = HtmlOpt,
     json_out: Optional[Path] = JsonOutOpt,
+    pdf_out: Optional[Path] = PdfOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Audit a score file from any system: FMR and FNMR per group at shared thresholds."""
     with errors(as_json):
         report = audit(read_scores(path, direction=direction), targets=target_fmr, reference_group=reference_group,
                        resamples=resamples, interval=interval)
-        _emit(report, f"Demographic audit of {path.name}", as_json, markdown_out, html_out, json_out)
+        _emit(report, f"Demographic audit of {path.name}", as_json, markdown_out, html_out, json_out, pdf_out=pdf_out)
 
 
 def _finite(value):
@@ -255,14 +267,22 @@ def audit_endpoint(
     yes: bool = typer.Option(False, "--yes", help="Do not ask before sending the calls."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and the estimated charge; send nothing."),
     seed: int = typer.Option(0, "--seed"),
+    compare_with: Optional[str] = typer.Option(None, "--compare-with", help="Verification: also score the same pairs "
+                                               "with another endpoint (its URL; same credentials, headers and "
+                                               "limits, its own journal) or `engine` (this engine in-process, as "
+                                               "`audit images` scores), and report both side by side."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="--compare-with engine: template workers."),
     target_fmr: list[float] = TargetsOpt,
     resamples: int = ResamplesOpt,
     interval: str = IntervalOpt,
+    pdf_out: Optional[Path] = PdfOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Audit a live endpoint: plan and price the calls, send them politely (resumable), then write
-    the score file, every response, and the report (scores.csv, report.html, report.md, report.json)."""
+    the score file, every response, and the report (scores.csv, report.html, report.md, report.json;
+    with --compare-with, the second system's scores under compare/ and one side-by-side report)."""
     from faceledger.evaluation import endpoint_audit as ea
+    from faceledger.evaluation import endpoint_compare as ec
     from faceledger.evaluation.endpoint_client import Endpoint, Journal, is_amazon, read_prices
     from faceledger.interfaces.cli.common import err, progress
     from faceledger.settings import Settings
@@ -270,6 +290,11 @@ def audit_endpoint(
     with errors(as_json):
         if protocol not in ("verification", "identification"):
             raise InvalidParameterError("--protocol must be verification or identification")
+        if compare_with == "engine" and protocol != "verification":
+            raise InvalidParameterError("--compare-with engine compares on the verification protocol's pairs; for the "
+                                        "identification protocol, compare with another endpoint (its URL)")
+        if compare_with is not None and compare_with == endpoint_url:
+            raise InvalidParameterError("--compare-with names the audited endpoint itself: give another URL, or engine")
         extra_headers = {}
         for h in headers:
             name, sep, value = h.partition("=")
@@ -283,18 +308,35 @@ def audit_endpoint(
         name = endpoint_url or f"Amazon Rekognition ({region or 'your default region'})"
         journal.bind(name)
         done = journal.keys()
+        second_plan = second_done = second_prices = None
+        if compare_with not in (None, ec.ENGINE):  # its own journal: resumable like the first
+            second_journal = Journal(out_dir / "compare" / "journal.sqlite")
+            second_journal.bind(compare_with)
+            second_done = second_journal.keys()
+            second_prices = read_prices(price_table) if is_amazon(compare_with) else None
+        pairs = design = None
         if protocol == "verification":
             pairs = ea.verification_pairs(items, nonmated=nonmated, mated=mated, seed=seed)
             plan = ea.plan_verification(name, images, pairs, done, prices)
+            if second_done is not None:
+                second_plan = ea.plan_verification(compare_with, images, pairs, second_done, second_prices)
         else:
             design = ea.identification_design(items, gallery=gallery, probes=probes, seed=seed)
             cid = ea.collection_id_for(images, design)
             plan = ea.plan_identification(name, images, design, cid, done, prices)
+            if second_done is not None:
+                second_plan = ea.plan_identification(compare_with, images, design, cid, second_done, second_prices)
         if dry_run:
-            print(json.dumps(_finite({"dry_run": True, **plan.to_dict()}), indent=2) if as_json else plan.text())
+            shown = {"dry_run": True, **plan.to_dict(), **({"compare_with": second_plan.to_dict()} if second_plan else {})}
+            print(json.dumps(_finite(shown), indent=2) if as_json
+                  else "\n".join([plan.text()] + ([second_plan.text()] if second_plan else [])))
             return
         err.print(plan.text(), highlight=False)
-        if not yes and sum(plan.to_send.values()) and not typer.confirm("Send these calls?", err=True):
+        to_send = sum(plan.to_send.values())
+        if second_plan is not None:
+            err.print(second_plan.text(), highlight=False)
+            to_send += sum(second_plan.to_send.values())
+        if not yes and to_send and not typer.confirm("Send these calls?", err=True):
             raise typer.Exit(1)
         endpoint = Endpoint(journal, endpoint_url=endpoint_url, region=region, headers=extra_headers,
                             concurrency=concurrency, rate=rate, attempts=attempts, rounds=rounds)
@@ -307,32 +349,90 @@ def audit_endpoint(
             else:
                 result = ea.run_identification(endpoint, images, design, cid, concurrency=concurrency, advance=advance)
         ea.write_scores(result, out_dir / "scores.csv")
+        if compare_with is not None:
+            second_name, second = _second_system(
+                compare_with, images, pairs or design, second_plan, out_dir=out_dir, region=region, headers=extra_headers,
+                concurrency=concurrency, rate=rate, attempts=attempts, rounds=rounds, workers=workers)
+            ea.write_scores(second, out_dir / "compare" / "scores.csv")
         mated_rows = int(result.scores.mated.sum())
         report = None  # an endpoint that withheld every non-mated (or mated) candidate leaves no pair tables
         if 0 < mated_rows < len(result.scores.score) or protocol == "verification":
             report = audit(result.scores, targets=target_fmr, resamples=resamples, interval=interval,
                            thresholds=thresholds)
         about = {"endpoint": name, "protocol": protocol, "dataset": f"lfw by {by}" if dataset == "lfw" else dataset,
+                 "units": ec.SIMILARITY_UNITS,
                  "failures_to_acquire": result.failures_to_acquire, "censored_pairs": result.censored,
                  "calls_sent": result.calls, "seconds": round(result.seconds, 1),
                  "calls_per_second": round(result.calls / result.seconds, 2) if result.seconds else None,
                  "plan": plan.to_dict(), **{k: v for k, v in result.extra.items() if not k.startswith("_")}}
         title = f"Audit of {name}: {protocol} on {about['dataset']}"
+        if compare_with is not None and protocol == "verification":
+            _emit_compared(name, result, about, second_name, second, second_plan, title, out_dir, as_json, pdf_out,
+                           dict(targets=target_fmr, resamples=resamples, interval=interval), thresholds)
+            return
         if protocol == "identification":
             rates = ea.identification_rates(images, design, result, thresholds,
                                             gallery_sizes=sorted({max(1, gallery // 10), max(1, gallery // 2), gallery}))
             about["identification"] = [r.to_dict() for r in rates]
             (out_dir / "aclu_table.md").write_text(ea.aclu_table(rates, len(design.gallery)) + "\n")
+            if compare_with is not None:
+                _emit_compared_identification(name, about, second_name, second, second_plan, images, design, title,
+                                              out_dir, as_json, pdf_out, thresholds, gallery)
+                return
         from faceledger.evaluation.audit_report import render_html, render_html_identification
 
         if report is None:
             summary = f"# {title}\n\n" + (out_dir / "aclu_table.md").read_text()
             _write(summary, json.dumps(_finite(about), indent=2), lambda: render_html_identification(title, about),
-                   as_json, out_dir / "report.md", out_dir / "report.html", out_dir / "report.json", about)
+                   as_json, out_dir / "report.md", out_dir / "report.html", out_dir / "report.json", about, pdf_out)
             return
         _write(markdown(report), json.dumps(_finite({**about, **report.to_dict()}), indent=2),
                lambda: render_html(report, title, about=about), as_json, out_dir / "report.md", out_dir / "report.html",
-               out_dir / "report.json", about)
+               out_dir / "report.json", about, pdf_out)
+
+
+def _second_system(compare_with: str, images, pairs, plan, *, out_dir: Path, workers, **client):
+    """(name, scores) of the system compared with the endpoint (endpoint_compare.run_second), under
+    a progress bar."""
+    from faceledger.evaluation import endpoint_compare as ec
+    from faceledger.interfaces.cli.common import progress
+    from faceledger.settings import Settings
+
+    with progress() as bar:
+        task = bar.add_task("this engine: templates" if compare_with == ec.ENGINE else "compared endpoint: calls",
+                            total=ec.second_total(compare_with, pairs, plan))
+        return ec.run_second(compare_with, Settings.load(), images, pairs, plan, out_dir / "compare" / "journal.sqlite",
+                             workers=workers, advance=lambda n: bar.advance(task, n), **client)
+
+
+def _emit_compared(name, result, about, second_name, second, second_plan, title, out_dir, as_json, pdf_out, kw,
+                   thresholds) -> None:
+    from faceledger.evaluation import endpoint_compare as ec
+
+    reports, abouts = ec.compared_verification(name, result, about, second_name, second, engine=second_plan is None,
+                                               thresholds=thresholds, **kw)
+    extra = {**abouts[name], "compare_with": abouts[second_name]}
+    _emit_side_by_side(reports, f"{title}, compared with {second_name}", as_json, out_dir / "report.md",
+                       out_dir / "report.html", out_dir / "report.json", extra, ec.COMPARED_NOTE, pdf_out=pdf_out,
+                       abouts=abouts)
+
+
+def _emit_compared_identification(name, about, second_name, second, second_plan, images, design, title, out_dir,
+                                  as_json, pdf_out, thresholds, gallery) -> None:
+    """Two endpoints' searches of the same gallery by the same probes, side by side (Markdown,
+    HTML, JSON); the second endpoint's own ACLU-style table in compare/."""
+    from faceledger.evaluation import endpoint_compare as ec
+    from faceledger.evaluation.audit_report import render_html_identification_side_by_side
+
+    second_about, table = ec.compared_identification(images, design, second_name, second, second_plan, about,
+                                                      thresholds, gallery)
+    (out_dir / "compare" / "aclu_table.md").write_text(table + "\n")
+    abouts = {name: about, second_name: second_about}
+    heading = f"{title}, compared with {second_name}"
+    extra = {**about, "compare_with": second_about}
+    _write(ec.identification_side_by_side_markdown(heading, abouts), json.dumps(_finite(extra), indent=2),
+           lambda: render_html_identification_side_by_side(heading, ec.COMPARED_SEARCHES_NOTE, abouts), as_json,
+           out_dir / "report.md", out_dir / "report.html", out_dir / "report.json", extra, pdf_out)
 
 
 def _dataset_items(settings, dataset: str, *, by: str, people, per_group, seed: int):

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from faceledger.service import api_model
 from faceledger.vision import quality as quality_mod
 from faceledger.vision.engine import Face
-from faceledger.errors import DatasetError, FaceledgerError, ModelFileError
+from faceledger.errors import DatasetError, FaceledgerError, ModelFileError, ToolMissingError
 from faceledger.service.operations import FaceDetail
 
 EXIT_NEGATIVE, EXIT_INPUT, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 1, 3, 4, 130
@@ -51,7 +51,7 @@ def errors(as_json: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
         raise typer.Exit(EXIT_INTERRUPTED)
-    except (DatasetError, ModelFileError) as exc:
+    except (DatasetError, ModelFileError, ToolMissingError) as exc:
         fail(as_json, exc.code, str(exc), EXIT_ENVIRONMENT)
     except FaceledgerError as exc:
         fail(as_json, exc.code, str(exc), EXIT_INPUT)
