@@ -90,8 +90,13 @@ class Settings:
     detector: str = "hog"
     #: Detector tried when the primary finds no face: ``mmod``, ``hog`` or ``none``.
     fallback_detector: str = "mmod"
-    #: Images are downscaled so that their longest side is at most this before detection.
-    detect_max_side: int = 1024
+    #: Detection runs on a copy whose longest side is at most this (the pyramid's first level;
+    #: landmarks and chips come from the full image). Where it finds no face, copies twice as large
+    #: follow, up to ``detect_pyramid_max_side``, then the fallback detector (docs/detection.md).
+    detect_max_side: int = 320
+    #: The pyramid's finest level. Equal to ``detect_max_side``: one level (1024 for both was the
+    #: default before issue 25: slower on large photos, finds small faces beside large ones).
+    detect_pyramid_max_side: int = 1024
     #: Upsampling passes of the HOG detector (each doubles the image; finds faces down to ~40 px).
     hog_upsample: int = 1
     #: Upsampling passes of the MMOD detector (it is ~20x slower per pixel than HOG).

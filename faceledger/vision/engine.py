@@ -18,7 +18,7 @@ import numpy as np
 
 from faceledger.vision import alignment, imaging, quality
 from faceledger.vision import landmarks as landmarks_mod
-from faceledger.vision.detection import LANDMARK_TYPES, DetectedFace, FaceFinder, Landmarker, make_detector
+from faceledger.vision.detection import LANDMARK_TYPES, DetectedFace, FaceFinder, Landmarker, LazyDetector, make_detector
 from faceledger.models.embedding import Embedder, Template, cosine
 from faceledger.models.manifest import Manifest
 from faceledger.models.registry import Registry
@@ -138,11 +138,20 @@ class FaceEngine:
         #: this process's pools (ONNX Runtime, faiss, BLAS), sized by the one `threads` setting
         self.threads = threads_mod.apply(threads_mod.resolve(s.threads))
         names = [s.detector] + ([s.fallback_detector] if s.fallback_detector not in ("none", s.detector) else [])
-        detectors = [make_detector(n, hog_upsample=s.hog_upsample, mmod_upsample=s.mmod_upsample, mmod_backend=s.mmod_backend,
-                                   cache_dir=s.cache_dir, threads=self.threads) for n in names]
+        def make(n):
+            return make_detector(n, hog_upsample=s.hog_upsample, mmod_upsample=s.mmod_upsample, mmod_backend=s.mmod_backend,
+                                 cache_dir=s.cache_dir, threads=self.threads)
+
+        for n in names[1:]:  # a fallback is made on first use: its settings are checked now
+            if n not in ("hog", "mmod"):
+                raise InvalidParameterError(f"unknown detector {n!r}; choose 'hog' or 'mmod'")
+            if n == "mmod" and s.mmod_backend not in ("onnx", "dlib"):
+                raise InvalidParameterError(f"mmod_backend must be onnx or dlib, not {s.mmod_backend!r}")
+        detectors = [make(names[0])] + [LazyDetector(n, lambda n=n: make(n)) for n in names[1:]]
         self._landmarker = Landmarker()
         self._mesh = None  # the face mesh, made on first use (face_mesh)
-        self._finder = FaceFinder(detectors, self._landmarker, max_side=s.detect_max_side, min_face_size=s.min_face_size)
+        self._finder = FaceFinder(detectors, self._landmarker, max_side=s.detect_max_side, min_face_size=s.min_face_size,
+                                  pyramid_max_side=s.detect_pyramid_max_side)
         self._registry = Registry.of(s)
         if embedder is None:
             entry = self._registry.get(model) if model else self._registry.resolve(s)
