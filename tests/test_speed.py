@@ -37,6 +37,7 @@ def converted(engine, lfw):
     """The engine's models converted once into the cache (a first run's one-time cost), as a user
     has them from the second command on."""
     engine.detect(lfw.image("Aaron_Eckhart", 1))
+    import faceledger.interfaces.cli.main  # noqa: F401  the options' descriptions, read from botocore once
     return engine
 
 
