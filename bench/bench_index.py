@@ -19,9 +19,10 @@ import time
 import numpy as np
 
 from faceledger import Settings
-from faceledger.evaluation.datasets import FairFace
+from faceledger.evaluation.datasets import LFW, FairFace
 from faceledger.models.registry import model_id
 from faceledger.evaluation.protocols import acquire
+from faceledger.evaluation.template_cache import file_digest
 from faceledger.store import vector_index
 
 
@@ -34,13 +35,16 @@ def rss_mb() -> float:
 
 
 def real_templates(settings: Settings, fairface_sample: int) -> np.ndarray:
-    """This engine's templates: every LFW one in the cache, plus a FairFace sample (computed once)."""
+    """This engine's templates: every LFW one in the cache, plus a FairFace sample (computed once).
+    The cache also holds FairFace templates once computed (this sample's, an audit's): only the
+    digests of LFW's own files are read from it, so no FairFace template is counted twice."""
     model = str(model_id(settings))
-    db = sqlite3.connect(settings.cache_dir / "templates.sqlite")
-    rows = db.execute("SELECT DISTINCT sha256, vector FROM templates WHERE model=? AND vector IS NOT NULL", (model,)).fetchall()
-    lfw = {sha: np.frombuffer(v, np.float32) for sha, v in rows}
     records = FairFace.locate(settings).records()
     sample = [r.path for r in records[:: max(1, len(records) // fairface_sample)][:fairface_sample]]
+    lfw_digests = {file_digest(p) for p in LFW.locate(settings).images()}
+    db = sqlite3.connect(settings.cache_dir / "templates.sqlite")
+    rows = db.execute("SELECT DISTINCT sha256, vector FROM templates WHERE model=? AND vector IS NOT NULL", (model,)).fetchall()
+    lfw = {sha: np.frombuffer(v, np.float32) for sha, v in rows if sha in lfw_digests}
     ff = [a.vector for a in acquire(sample, settings, prealigned=True).values() if a.vector is not None]
     return np.array(list(lfw.values()) + ff, dtype=np.float32)
 
@@ -131,9 +135,10 @@ class Faiss:
     name = "faiss"
 
     def build(self, data):
-        import faiss
+        from faceledger.models.threads import faiss_module
 
-        faiss.omp_set_num_threads(2)
+        faiss = faiss_module()  # the shipped thread default
+
         before = rss_mb()
         self.ix = faiss.IndexHNSWFlat(data.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
         self.ix.hnsw.efConstruction = HNSW_EF_ADD

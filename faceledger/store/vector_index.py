@@ -17,8 +17,9 @@ import json
 import os
 from pathlib import Path
 
-import faiss
 import numpy as np
+
+from faceledger.models.threads import faiss_module
 
 #: Below this many templates, search is exact.
 EXACT_BELOW = 50_000
@@ -150,6 +151,7 @@ class VectorIndex:
         data = self._vecs[: self._n]
         rng = np.random.default_rng(0)
         sample = data[rng.choice(self._n, min(self._n, TRAIN_SAMPLE), replace=False)]
+        faiss = faiss_module()
         ivf = faiss.index_factory(self.ndim, f"IVF{NLIST},SQ8", faiss.METRIC_INNER_PRODUCT)
         ivf.train(sample)
         inner = faiss.extract_index_ivf(ivf)
@@ -174,7 +176,7 @@ class VectorIndex:
         ivf_path = path.with_suffix(".ivf")
         if self._ivf is not None:
             tmp_ivf = temporary(path, "ivf.tmp")
-            faiss.write_index(self._ivf, str(tmp_ivf))
+            faiss_module().write_index(self._ivf, str(tmp_ivf))
             os.replace(tmp_ivf, ivf_path)
         else:
             ivf_path.unlink(missing_ok=True)
@@ -193,7 +195,7 @@ class VectorIndex:
             meta = json.loads(meta_path.read_text())
             with np.load(path) as saved:
                 keys, vectors = saved["keys"], saved["vectors"]
-            ivf = faiss.read_index(str(path.with_suffix(".ivf"))) if meta.get("ivf") else None
+            ivf = faiss_module().read_index(str(path.with_suffix(".ivf"))) if meta.get("ivf") else None
         except (OSError, ValueError, KeyError, RuntimeError):
             return None
         if vectors.shape != (len(keys), ndim) or len(keys) != meta.get("count"):
@@ -207,7 +209,7 @@ class VectorIndex:
         out._row = {int(k): i for i, k in enumerate(keys)}
         out._n = len(keys)
         if ivf is not None:
-            inner = faiss.extract_index_ivf(ivf)
+            inner = faiss_module().extract_index_ivf(ivf)
             inner.nprobe = NPROBE
             inner.parallel_mode = 1
             out._ivf = ivf

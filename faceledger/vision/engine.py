@@ -18,10 +18,11 @@ import numpy as np
 
 from faceledger.vision import alignment, imaging, quality
 from faceledger.vision import landmarks as landmarks_mod
-from faceledger.vision.detection import LANDMARK_TYPES, DetectedFace, FaceFinder, Landmarker, make_detector
+from faceledger.vision.detection import LANDMARK_TYPES, DetectedFace, FaceFinder, Landmarker, LazyDetector, make_detector
 from faceledger.models.embedding import Embedder, Template, cosine
 from faceledger.models.manifest import Manifest
 from faceledger.models.registry import Registry
+from faceledger.models import threads as threads_mod
 from faceledger.errors import InvalidParameterError, NoFaceError
 from faceledger.vision.imaging import DecodedImage, ImageSource
 from faceledger.models.files import ModelId
@@ -134,16 +135,27 @@ class FaceEngine:
                 fallback_detector=fallback_detector or s.fallback_detector,
             )
         self.settings = s
+        #: this process's pools (ONNX Runtime, faiss, BLAS), sized by the one `threads` setting
+        self.threads = threads_mod.apply(threads_mod.resolve(s.threads))
         names = [s.detector] + ([s.fallback_detector] if s.fallback_detector not in ("none", s.detector) else [])
-        detectors = [make_detector(n, hog_upsample=s.hog_upsample, mmod_upsample=s.mmod_upsample, mmod_backend=s.mmod_backend,
-                                   cache_dir=s.cache_dir, threads=s.onnx_threads) for n in names]
+        def make(n):
+            return make_detector(n, hog_upsample=s.hog_upsample, mmod_upsample=s.mmod_upsample, mmod_backend=s.mmod_backend,
+                                 cache_dir=s.cache_dir, threads=self.threads)
+
+        for n in names[1:]:  # a fallback is made on first use: its settings are checked now
+            if n not in ("hog", "mmod"):
+                raise InvalidParameterError(f"unknown detector {n!r}; choose 'hog' or 'mmod'")
+            if n == "mmod" and s.mmod_backend not in ("onnx", "dlib"):
+                raise InvalidParameterError(f"mmod_backend must be onnx or dlib, not {s.mmod_backend!r}")
+        detectors = [make(names[0])] + [LazyDetector(n, lambda n=n: make(n)) for n in names[1:]]
         self._landmarker = Landmarker()
         self._mesh = None  # the face mesh, made on first use (face_mesh)
-        self._finder = FaceFinder(detectors, self._landmarker, max_side=s.detect_max_side, min_face_size=s.min_face_size)
+        self._finder = FaceFinder(detectors, self._landmarker, max_side=s.detect_max_side, min_face_size=s.min_face_size,
+                                  pyramid_max_side=s.detect_pyramid_max_side)
         self._registry = Registry.of(s)
         if embedder is None:
             entry = self._registry.get(model) if model else self._registry.resolve(s)
-            embedder = self._registry.embedder(entry, backend=s.embedder, threads=s.onnx_threads)
+            embedder = self._registry.embedder(entry, backend=s.embedder, threads=self.threads)
         self._embedder = embedder
         self.manifest: Manifest = getattr(embedder, "manifest", None) or self._registry.get(embedder.model.name).manifest
         # dlib's models are not documented as thread-safe: one call at a time per engine. A server
@@ -163,7 +175,7 @@ class FaceEngine:
         if entry.id == self.model:
             return self
         twin = copy.copy(self)
-        twin._embedder = self._registry.embedder(entry, backend=self.settings.embedder, threads=self.settings.onnx_threads)
+        twin._embedder = self._registry.embedder(entry, backend=self.settings.embedder, threads=self.threads)
         twin.manifest = entry.manifest
         return twin
 
@@ -218,7 +230,7 @@ class FaceEngine:
             from faceledger.models.facemesh import FaceMesh
 
             self._mesh = FaceMesh(self.settings.package_cache or self.settings.cache_dir, self.settings.cache_dir,
-                                  allow_download=self.settings.allow_downloads, threads=self.settings.onnx_threads)
+                                  allow_download=self.settings.allow_downloads, threads=self.threads)
         return self._mesh
 
     def _mesh_points(self, pixels: np.ndarray, box, points: np.ndarray) -> np.ndarray | None:

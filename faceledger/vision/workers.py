@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from faceledger.models.threads import resolve as resolve_threads
 from faceledger.vision.engine import FaceEngine
 from faceledger.settings import Settings
 
@@ -80,7 +81,7 @@ def _ray_map(fn: Callable, jobs: list, settings: Settings, cluster: RayCluster) 
 
             raise BackendUnavailableError(f"the Ray cluster at {cluster.address} cannot be reached ({exc})") from exc
     task = ray.remote(num_cpus=1)(_ray_task)
-    settings_ref = ray.put(settings.replace(onnx_threads=1) if settings.onnx_threads == 0 else settings)
+    settings_ref = ray.put(settings.replace(threads=1) if settings.threads == 0 else settings)  # one CPU per task
     n = cluster.jobs_per_task
     pending = [task.remote(settings_ref, fn, jobs[i:i + n]) for i in range(0, len(jobs), n)]
     try:
@@ -104,7 +105,7 @@ def parallel_map(fn: Callable, jobs: list, settings: Settings, workers: "int | R
             _init(settings)
         yield from map(fn, jobs)
         return
-    if settings.onnx_threads == 0:  # one thread per worker process: the processes share the cores
-        settings = settings.replace(onnx_threads=1)
+    if settings.threads == 0:  # the processes share the cores: each sizes its pools for its share
+        settings = settings.replace(threads=resolve_threads(0, workers))
     with mp.get_context("spawn").Pool(workers, _init, (settings,)) as pool:
         yield from pool.imap_unordered(fn, jobs, chunksize=2)

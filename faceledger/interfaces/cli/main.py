@@ -121,17 +121,17 @@ def detect(
                     raise
                 failed.append({"Image": str(path), "error": {"code": getattr(exc, "code", "FileNotFound"), "message": str(exc)}})
                 continue
-            results.append(detection_json(str(path), d))
+            results.append((str(path), d))
             if not as_json:
                 _print_detection(str(path), d)
-        if as_json:
-            print(json.dumps({"Results": results, "Errors": failed}, indent=2))
+        if as_json:  # the cloud API's shapes (botocore's model) only when JSON is asked for
+            print(json.dumps({"Results": [detection_json(p, d) for p, d in results], "Errors": failed}, indent=2))
         else:
             for f in failed:
                 err.print(f"[red]error[/] {f['Image']}: {f['error']['message']}")
     if failed:
         raise typer.Exit(EXIT_INPUT)
-    if any(not r["FaceDetails"] for r in results):
+    if any(not d.faces for _, d in results):
         raise typer.Exit(EXIT_NEGATIVE)
 
 

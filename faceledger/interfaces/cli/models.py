@@ -122,7 +122,7 @@ def _check_on_faces(staged, registry, settings, faces: list[Path]) -> None:
     same-person pairs above different-person pairs on average."""
     from faceledger.vision.engine import FaceEngine
 
-    engine = FaceEngine(settings, embedder=registry.embedder(staged, threads=settings.onnx_threads))
+    engine = FaceEngine(settings, embedder=registry.embedder(staged, threads=settings.threads))
     if faces:
         if len(faces) != 3:
             raise InvalidParameterError("--faces takes three images: two of one person, then one of another")

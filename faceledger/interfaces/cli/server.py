@@ -89,6 +89,10 @@ def serve(
 
     if auth:
         os.environ["FACELEDGER_AUTH"] = auth  # the workers read their settings from the environment
+    # each worker sizes its thread pools for its share of the cores (settings `threads`, 0: automatic)
+    from faceledger.models.threads import WORKERS_ENV
+
+    os.environ[WORKERS_ENV] = str(workers)
     settings = Settings.load()
     out.print(f"faceledger on http://{host}:{port} (auth {settings.auth}, region {settings.region}, store {settings.store})")
     from faceledger.interfaces.http.protocol import NoDelayH11Protocol

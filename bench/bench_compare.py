@@ -1,0 +1,126 @@
+"""Comparing two 1-megapixel photos, where a user waits: in process, and `faceledger compare A B` as
+a whole command, against face_recognition's defaults in the same run.
+
+The photos: LFW same-person pairs (View 2, fold 1) upscaled to 1000x1000 (bicubic, JPEG q92), as a
+phone photo of one person would be. The baseline is what face_recognition does, written here with
+dlib-bin the way it loads its models: HOG with one upsampling pass, the 5-point shape predictor and
+dlib's face network on each image, then the descriptors' distance. In process, the two sides
+alternate in blocks (every pair once per side per block); on the command line, `faceledger compare`
+(through the gate and its ledger, as always) alternates with a script doing the baseline's work,
+each a fresh process with Python's bytecode cache warm. Figures: min / median / max, and the
+per-block ratios, with the load average.
+
+    .venv/bin/python bench/bench_compare.py [--pairs 10] [--blocks 5] [--runs 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from blocks import alternate, block_ratios, load
+from faceledger import FaceEngine, Settings
+from faceledger.evaluation.datasets import LFW
+
+BASELINE = r'''
+import sys
+import dlib
+import numpy as np
+from PIL import Image
+from face_recognition_models import face_recognition_model_location, pose_predictor_five_point_model_location
+
+detector = dlib.get_frontal_face_detector()
+predictor = dlib.shape_predictor(pose_predictor_five_point_model_location())
+net = dlib.face_recognition_model_v1(face_recognition_model_location())
+
+
+def encodings(path):
+    img = np.array(Image.open(path).convert("RGB"))
+    return [np.array(net.compute_face_descriptor(img, predictor(img, r), 1)) for r in detector(img, 1)]
+
+
+def compare(a, b):
+    known, found = encodings(a), encodings(b)
+    return [float(np.linalg.norm(known[0] - f)) for f in found] if known else []
+
+
+if __name__ == "__main__":
+    print(compare(sys.argv[1], sys.argv[2]))
+'''
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", type=int, default=10)
+    ap.add_argument("--blocks", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=6, help="command-line runs per side")
+    ap.add_argument("--side", type=int, default=1000)
+    args = ap.parse_args()
+    settings = Settings.load()
+    lfw = LFW.locate(settings)
+    pairs = [p for p in lfw.pairs()[0] if p.mated][: args.pairs]
+    with tempfile.TemporaryDirectory() as tmp:
+        big = []
+        for i, p in enumerate(pairs):
+            files = []
+            for j, src in enumerate((p.a, p.b)):
+                dst = Path(tmp) / f"{i}{'ab'[j]}.jpg"
+                Image.open(src).convert("RGB").resize((args.side, args.side), Image.BICUBIC).save(dst, quality=92)
+                files.append(dst)
+            big.append(files)
+        script = Path(tmp) / "face_recognition_style.py"
+        script.write_text(BASELINE)
+        sys.path.insert(0, tmp)
+        import face_recognition_style as base  # noqa: E402
+
+        engine = FaceEngine(settings)
+        print(f"{len(big)} LFW same-person pairs at {args.side}x{args.side}; engine: detect_max_side "
+              f"{settings.detect_max_side}, pyramid to {settings.detect_pyramid_max_side}, threads {engine.threads}; {load()}")
+        found = sum(bool(engine.compare(a, b, 0.0).matches) for a, b in big)
+        base_found = sum(bool(base.compare(a, b)) for a, b in big)
+        times = alternate({"base": lambda: [base.compare(a, b) for a, b in big],
+                           "ours": lambda: [engine.compare(a, b) for a, b in big]},
+                          blocks=args.blocks, per_block=1, warmup=0)
+        b = [t / len(big) * 1000 for t in times["base"]]
+        o = [t / len(big) * 1000 for t in times["ours"]]
+        r = block_ratios(b, o, 1)
+        print(f"in process, per comparison (min / median / max over {args.blocks} blocks):")
+        print(f"  face_recognition's defaults (dlib-bin): {min(b):.0f} / {np.median(b):.0f} / {max(b):.0f} ms "
+              f"({base_found}/{len(big)} pairs with a face on both sides)")
+        print(f"  faceledger FaceEngine.compare:          {min(o):.0f} / {np.median(o):.0f} / {max(o):.0f} ms "
+              f"({found}/{len(big)} pairs compared)")
+        print(f"  ratio {min(r):.2f}x / {np.median(r):.2f}x / {max(r):.2f}x (per block; > 1: faceledger faster); {load()}")
+
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as a user runs it
+        env.update(FACELEDGER_LEDGER=str(Path(tmp) / "ledger.sqlite"), FACELEDGER_STORE=str(Path(tmp) / "s.sqlite"))
+        a, bb = map(str, big[0])
+        cmds = {"base": [sys.executable, str(script), a, bb],
+                "ours": [sys.executable, "-m", "faceledger", "compare", a, bb]}
+        for cmd in cmds.values():  # warm: bytecode written, models converted once
+            subprocess.run(cmd, env=env, capture_output=True)
+        wall: dict[str, list[float]] = {"base": [], "ours": []}
+        for i in range(args.runs):
+            for side in (("base", "ours") if i % 2 == 0 else ("ours", "base")):
+                t = time.perf_counter()
+                done = subprocess.run(cmds[side], env=env, capture_output=True, text=True)
+                wall[side].append(time.perf_counter() - t)
+                if done.returncode not in (0, 1):
+                    raise SystemExit(done.stderr)
+        rr = [o / b for o, b in zip(wall["ours"], wall["base"])]
+        print(f"whole command, {args.runs} alternating runs per side (min / median / max):")
+        print(f"  face_recognition-style script: {min(wall['base']):.2f} / {np.median(wall['base']):.2f} / {max(wall['base']):.2f} s")
+        print(f"  faceledger compare:            {min(wall['ours']):.2f} / {np.median(wall['ours']):.2f} / {max(wall['ours']):.2f} s")
+        print(f"  faceledger's wall time / the script's: {min(rr):.2f} / {np.median(rr):.2f} / {max(rr):.2f} (< 1: faceledger "
+              f"faster); {load()}")
+
+
+if __name__ == "__main__":
+    main()
