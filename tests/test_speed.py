@@ -130,9 +130,24 @@ def test_a_large_photo_is_searched_coarse_to_fine(engine):
 def test_a_small_face_in_a_large_photo_is_found_by_a_finer_level(engine, face_path):
     # the face is ~90 px of a 1400 px photo: ~20 px in the 320 copy, under what HOG finds there
     pixels = _canvas(face_path, 200)
-    faces = engine.detect(pixels).faces
-    assert len(faces) == 1 and faces[0].detector == "hog"
-    assert faces[0].quality.face_size >= 60
+    for max_faces in (1, None):  # the largest face only (the pyramid), and every face (the finest copy)
+        faces = engine.detect(pixels, max_faces=max_faces).faces
+        assert len(faces) == 1 and faces[0].detector == "hog"
+        assert faces[0].quality.face_size >= 60
+
+
+def test_a_group_photo_keeps_its_small_faces(engine, lfw):
+    """Every face is searched on the finest copy: a small face beside a large one (~260 and ~90 px
+    of a 1400 px photo) is found, as DetectFaces and IndexFaces users expect; asking for the largest
+    face only may stop at the coarse copy, which shows the large one."""
+    canvas = Image.new("RGB", (1400, 1400), (120, 118, 112))
+    canvas.paste(Image.open(lfw.image("Aaron_Eckhart", 1)).convert("RGB").resize((600, 600), Image.BICUBIC), (60, 300))
+    canvas.paste(Image.open(lfw.image("Colin_Powell", 1)).convert("RGB").resize((200, 200), Image.BICUBIC), (1000, 900))
+    pixels = np.asarray(canvas)
+    every = engine.detect(pixels).faces
+    assert len(every) == 2 and every[0].quality.face_size > 2 * every[1].quality.face_size
+    largest = engine.detect(pixels, max_faces=1).faces
+    assert len(largest) == 1 and abs(largest[0].bounding_box.left - every[0].bounding_box.left) < 0.02
 
 
 def test_a_face_found_on_the_coarse_copy_keeps_full_resolution_landmarks_and_its_identity(engine, lfw, tmp_path):
@@ -142,7 +157,7 @@ def test_a_face_found_on_the_coarse_copy_keeps_full_resolution_landmarks_and_its
     original 250 px photo."""
     src = lfw.image("Aaron_Eckhart", 1)
     big = _big(src, tmp_path)
-    small_face, big_face = engine.detect(src).faces[0], engine.detect(big).faces[0]
+    small_face, big_face = engine.detect(src).faces[0], engine.detect(big, max_faces=1).faces[0]
     for a, b in zip(small_face.landmarks, big_face.landmarks):
         assert abs(a.x - b.x) < 0.015 and abs(a.y - b.y) < 0.015, a.type
     r = engine.compare(src, big)

@@ -171,18 +171,17 @@ class FaceFinder:
     """Runs the primary detector over a pyramid of copies, coarse to fine, then the fallback.
 
     Detection cost grows with the pixels scanned, not with the faces: HOG on a 1-megapixel photo
-    (upsampled once) was ~98% of a comparison (issue 25). So the primary detector first runs on a
-    copy whose longest side is ``max_side``; only when it finds no face there does it run on a copy
-    twice as large, and so on up to ``pyramid_max_side`` (never above the image's own size); the
-    fallback detectors run on that finest copy, as before. Landmarks, chips and quality always come
-    from the full-resolution image. An image no larger than ``max_side`` is searched exactly as
-    before (one level), so datasets of small photos (LFW, FairFace) detect the same faces.
-
-    What the coarse level costs: a face is found there from ~40 px of the copy on (HOG, one
-    upsampling), i.e. from 40 / max_side of the longest side (12.5% at 320); smaller faces are
-    found by the finer levels only when the coarser ones found nothing, so in a photo that mixes
-    one large face with much smaller ones, the small ones are missed. Set ``pyramid_max_side``
-    equal to ``max_side`` (e.g. both 1024, the former behaviour) for group photos."""
+    (upsampled once) was ~98% of a comparison (issue 25). When the caller needs only the largest
+    face (a CompareFaces source, a one-face template), the primary detector first runs on a copy
+    whose longest side is ``max_side``; only when it finds no face there does it run on a copy twice
+    as large, and so on up to ``pyramid_max_side`` (never above the image's own size): the largest
+    face is the one a coarse copy shows first. When the caller needs every face (DetectFaces,
+    IndexFaces, a CompareFaces target, a search probe and the faces beside it), small faces beside a
+    large one must not be lost, so the primary detector runs once on the finest copy, as before
+    the pyramid. The fallback detectors run on the finest copy searched. Landmarks, chips and
+    quality always come from the full-resolution image. An image no larger than ``max_side`` is
+    searched exactly as before (one level), so datasets of small photos (LFW, FairFace) detect the
+    same faces either way."""
 
     def __init__(
         self,
@@ -212,14 +211,17 @@ class FaceFinder:
             side *= 2
         return sides + [top]
 
-    def find(self, pixels: np.ndarray) -> list[DetectedFace]:
-        """Faces of at least min_face_size; none in an image too small to hold one (a side under
-        min_face_size, or under MIN_DETECT_SIDE once downscaled: the MMOD network rejects such inputs)."""
+    def find(self, pixels: np.ndarray, *, largest_only: bool = False) -> list[DetectedFace]:
+        """Faces of at least min_face_size, largest first; none in an image too small to hold one (a
+        side under min_face_size, or under MIN_DETECT_SIDE once downscaled: the MMOD network rejects
+        such inputs). ``largest_only``: the caller uses only the first face, so the coarse-to-fine
+        pyramid may stop at the first level that shows one."""
         if min(pixels.shape[:2]) < self.min_face_size:
             return []
         primary, *fallbacks = self.detectors
         small, scale = pixels, 1.0
-        for side in self.levels(max(pixels.shape[:2])):
+        levels = self.levels(max(pixels.shape[:2]))
+        for side in (levels if largest_only else levels[-1:]):
             small, scale = downscale(pixels, side)
             if min(small.shape[:2]) < MIN_DETECT_SIDE:
                 continue

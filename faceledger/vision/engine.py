@@ -185,7 +185,8 @@ class FaceEngine:
     # --- detection -------------------------------------------------------------------------------
 
     def detect(self, image: ImageSource, *, prealigned: bool = False, max_faces: int | None = None) -> Detection:
-        """Every face in the image, largest first. ``prealigned``: the image is one face chip."""
+        """Every face in the image, largest first. ``prealigned``: the image is one face chip.
+        ``max_faces=1`` asks for the largest face only, which a coarse copy finds (FaceFinder)."""
         s = self.settings
         image = imaging.read_source(image, max_bytes=s.max_image_bytes)
         cost = imaging.decode_cost(image, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels) \
@@ -198,7 +199,8 @@ class FaceEngine:
                 if prealigned:
                     faces = [self._prealigned_face(pixels)]
                 else:
-                    faces = [self._to_face(pixels, f) for f in self._finder.find(pixels)]
+                    found = self._finder.find(pixels, largest_only=max_faces == 1)
+                    faces = [self._to_face(pixels, f) for f in found]
             del decoded, pixels
         if max_faces is not None:
             if max_faces < 1:
@@ -330,7 +332,7 @@ class FaceEngine:
         if not 0.0 <= float(threshold) <= 100.0:
             raise InvalidParameterError(f"threshold must be between 0 and 100, not {threshold}")
         quality_filter = QualityFilter.parse(quality_filter)
-        src = self.detect(source, prealigned=source_prealigned)
+        src = self.detect(source, prealigned=source_prealigned, max_faces=1)
         if not src.faces:
             raise NoFaceError("no face was found in the source image; use a clearer, frontal photo")
         source_face = src.faces[0]
