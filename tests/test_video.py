@@ -210,7 +210,7 @@ def test_no_candidate_leaves_before_the_ledger_has_it(gate, media):
         INVESTIGATOR, "GetFaceSearch", lambda **x: gate.service.get_face_search(job_id, **x)))
     held = get()
     assert held["JobStatus"] == "IN_PROGRESS" and "Persons" not in held
-    assert run_one(gate) is None  # nothing queued, but the pending results are recorded on the way
+    assert run_one(gate, job_id) is None  # nothing to claim, but the pending results are recorded on the way
     shown = get()
     assert shown["JobStatus"] == "SUCCEEDED" and shown["Persons"]
     assert gate.ledger.get(shown["ResultsLedgerEntry"]).body["job_id"] == job_id
@@ -329,3 +329,60 @@ def test_sampling_follows_presentation_time_and_rotation(media):
     assert len(stamps) == 30 and all(i * 200 <= t < i * 200 + 60 for i, t in enumerate(stamps))
     rotated = next(iter(video.sample_frames(media["mov"])))
     assert rotated.pixels.shape == (HEIGHT, WIDTH, 3)
+
+
+def test_cli_video_detect_and_a_refused_search(media):
+    """`faceledger video detect FILE --json`: the wire's output; `video search` without a purpose is
+    refused before anything runs (exit 3, AccessDeniedException)."""
+    from typer.testing import CliRunner
+
+    from faceledger.interfaces.cli.main import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["video", "detect", str(media["mp4"]), "--json"])
+    assert r.exit_code == 0, r.output
+    wire = json.loads(r.stdout.strip().splitlines()[-1])
+    assert wire["JobStatus"] == "SUCCEEDED" and wire["Faces"] and wire["VideoMetadata"]["FrameWidth"] == WIDTH
+    r = runner.invoke(app, ["video", "search", str(media["mp4"]), "--collection", "known", "--json"])
+    assert r.exit_code == 3 and "AccessDeniedException" in r.stdout
+
+
+def test_boto3_runs_a_detection_job_against_the_server(media, settings, engine, tmp_path):
+    """An unchanged boto3 client: StartFaceDetection (boto3 fills ClientRequestToken itself), the
+    server's worker thread runs the job, GetFaceDetection polled until SUCCEEDED."""
+    import threading
+
+    import boto3
+    import uvicorn
+
+    from faceledger.governance.app import open_service
+    from faceledger.interfaces.http.app import create_app
+
+    from .test_server import _free_port
+
+    s = settings.replace(store=tmp_path / "store.sqlite", ledger=tmp_path / "ledger.sqlite", auth="none",
+                         s3_root=media["root"])
+    app = create_app(s, open_service(s, engine=engine))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        rek = boto3.client("rekognition", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                           aws_access_key_id="x", aws_secret_access_key="y")
+        job_id = rek.start_face_detection(Video={"S3Object": {"Bucket": "footage", "Name": "walk.mp4"}})["JobId"]
+        deadline = time.time() + 120
+        while (r := rek.get_face_detection(JobId=job_id, MaxResults=10))["JobStatus"] == "IN_PROGRESS":
+            assert time.time() < deadline
+            time.sleep(0.5)
+        assert r["JobStatus"] == "SUCCEEDED" and len(r["Faces"]) == 10 and r["NextToken"]
+        assert r["VideoMetadata"]["Codec"] == "h264" and r["Faces"][0]["Face"]["BoundingBox"]["Width"] > 0
+        rest = rek.get_face_detection(JobId=job_id, NextToken=r["NextToken"])
+        assert rest["Faces"] and rest["Faces"][0]["Timestamp"] >= r["Faces"][-1]["Timestamp"]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

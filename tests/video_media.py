@@ -10,6 +10,7 @@ Written only to temporary folders: never committed.
 from __future__ import annotations
 
 import fractions
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def background(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+@lru_cache(maxsize=256)
 def _patch(photo: Path, side: int) -> np.ndarray:
     """The LFW photo's central region (the face with some hair and background), resized."""
     img = Image.open(photo).convert("RGB").crop((45, 35, 205, 215))  # 160x180 around the face

@@ -281,6 +281,8 @@ class VideoJobs:
         """Take the oldest queued job (or ``job_id``) for this worker, atomically."""
         self.recover()
         db = self._db()
+        if db.execute("SELECT 1 FROM jobs WHERE status = 'QUEUED' LIMIT 1").fetchone() is None:
+            return None  # an idle worker's poll reads, never writes
         db.execute("BEGIN IMMEDIATE")
         try:
             if job_id is None:
