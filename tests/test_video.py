@@ -386,3 +386,30 @@ def test_boto3_runs_a_detection_job_against_the_server(media, settings, engine, 
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_segments_tile_the_video_exactly(media):
+    """Segments (how a job is split across workers) yield exactly the samples of the whole."""
+    whole = [(f.timestamp_ms, f.pixels.mean()) for f in video.sample_frames(media["mp4"])]
+    parts = [(f.timestamp_ms, f.pixels.mean()) for start in range(0, 6000, 1400)
+             for f in video.sample_frames(media["mp4"], start_ms=start, end_ms=start + 1400)]
+    assert parts == whole
+
+
+def test_a_job_split_across_worker_processes_gives_the_streamed_results(gate, media, monkeypatch):
+    """Two worker processes, segments of 0.6 s: the same faces at the same times as one worker streaming."""
+    from faceledger.service import video_jobs
+
+    svc, jobs = gate.service, gate.service.video_jobs
+
+    def faces(workers):
+        monkeypatch.setattr(jobs, "workers", workers)
+        job_id = gate.call(USER, "StartFaceDetection", lambda **x: svc.start_face_detection(media["mp4"], **x)).job_id
+        assert run_one(gate, job_id).status == "SUCCEEDED"
+        wire = api_model.output("GetFaceDetection", gate.call(USER, "GetFaceDetection", lambda **x: svc.get_face_detection(job_id)))
+        return [(f["Timestamp"], round(f["Face"]["BoundingBox"]["Left"], 4), round(f["Face"]["BoundingBox"]["Top"], 4))
+                for f in wire["Faces"]]
+
+    monkeypatch.setattr(video_jobs, "SEGMENT_SECONDS", 0.6)
+    split = faces(2)  # 10 segments: parallel_map uses real processes from 8 tasks on
+    assert split and split == faces(None)

@@ -27,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -53,6 +53,8 @@ LEASE_SECONDS = 120.0
 HEARTBEAT_SECONDS = 5.0
 #: GetFaceDetection / GetFaceSearch page size: the cloud API's default and largest.
 DEFAULT_PAGE = MAX_PAGE = 1000
+#: Seconds of video per task when a job's samples are analysed by several workers (or Ray).
+SEGMENT_SECONDS = 30.0
 #: Faces searched per track: its best-ranked samples, the first to clear the quality floor.
 BEST_PER_TRACK = 3
 #: Tracking's bars, as false match rates: a face overlapping a track's last box joins it when a
@@ -168,8 +170,12 @@ class VideoJobs:
     """The persistent job queue and the four operations' logic, over one FaceService."""
 
     def __init__(self, service: FaceService, path: Path, *, s3_root: Path | None = None,
-                 sample_fps: float = video.DEFAULT_SAMPLE_FPS, notifications: Path | None = None) -> None:
+                 sample_fps: float = video.DEFAULT_SAMPLE_FPS, notifications: Path | None = None,
+                 workers: Any = None) -> None:
+        """``workers``: None or 1, a job runs in the worker's own thread; N (processes) or a
+        vision.workers.RayCluster, its segments of SEGMENT_SECONDS run in parallel there."""
         self.service = service
+        self.workers = workers
         self.path = Path(path)
         self.s3_root = Path(s3_root) if s3_root else None
         self.sample_fps = sample_fps
@@ -349,23 +355,42 @@ class VideoJobs:
             state["beat"] = now
             self._db().execute("UPDATE jobs SET heartbeat = ? WHERE job_id = ?", (time.time(), job_id))
 
-    def _frames(self, job: Job, info: video.VideoInfo, progress):
+    def _samples(self, job: Job, info: video.VideoInfo, progress, engine, attributes, embed: bool) -> Iterator[Sample]:
+        """Each sample's faces in time order: streamed here, or (``workers``) segments analysed in
+        worker processes or on Ray and put back in order as they complete."""
         state: dict = {}
-        for frame in video.sample_frames(Path(job.path), self.sample_fps):
+        if self.workers is None or self.workers == 1:
+            for frame in video.sample_frames(Path(job.path), self.sample_fps):
+                self._beat(job.job_id, state)
+                yield _analyse_frame(engine, frame, attributes, embed)
+                if progress is not None:
+                    progress(frame.timestamp_ms, info.duration_millis)
+            return
+        from faceledger.vision.workers import parallel_map
+
+        step = SEGMENT_SECONDS * 1000
+        tasks = [(job.path, i * step, (i + 1) * step, self.sample_fps, str(engine.model), attributes, embed)
+                 for i in range(max(1, math.ceil((info.duration_millis + 1) / step)))]
+        waiting: dict[float, list] = {}
+        next_start = 0.0
+        for start, samples in parallel_map(_analyse_segment, tasks, engine.settings, self.workers):
+            waiting[start] = samples
             self._beat(job.job_id, state)
-            yield frame
-            if progress is not None:
-                progress(frame.timestamp_ms, info.duration_millis)
+            while next_start in waiting:
+                for sample in waiting.pop(next_start):
+                    yield sample
+                if progress is not None:
+                    progress(min(info.duration_millis, int(next_start + step)), info.duration_millis)
+                next_start += step
 
     def _detect(self, job: Job, info: video.VideoInfo, progress) -> None:
-        attributes = ["ALL"] if job.request.get("FaceAttributes") == "ALL" else None
-        engine, n, db = self.service.engine, 0, self._db()
-        for frame in self._frames(job, info, progress):
-            faces = engine.detect(frame.pixels).faces[:MAX_FACES_PER_IMAGE]
+        attributes = ("ALL",) if job.request.get("FaceAttributes") == "ALL" else None
+        n, db = 0, self._db()
+        for sample in self._samples(job, info, progress, self.service.engine, attributes, embed=False):
             rows = []
-            for f in faces:
-                rows.append((job.job_id, n, frame.timestamp_ms, None,
-                             json.dumps(dataclasses.asdict(FaceDetection(frame.timestamp_ms, FaceDetail.of(f, attributes))))))
+            for d in sample.details:
+                rows.append((job.job_id, n, sample.timestamp_ms, None,
+                             json.dumps(dataclasses.asdict(FaceDetection(sample.timestamp_ms, d)))))
                 n += 1
             if rows:
                 db.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?)", rows)
@@ -396,19 +421,15 @@ class VideoJobs:
                            (job.job_id, t.index, t.first_ms, t.last_ms,
                             json.dumps([dataclasses.asdict(x) for x in matches]), at))
 
-        for frame in self._frames(job, info, progress):
-            faces = m.engine.detect(frame.pixels).faces[:MAX_FACES_PER_IMAGE]
-            if not faces:
-                searched(tracker.update(frame.timestamp_ms, [], np.zeros((0, 0), np.float32), [], [])[1])
-                continue
-            vectors = np.array([e.template.vector for e in m.engine.embed_faces(faces)], np.float32)
-            indices, closed = tracker.update(frame.timestamp_ms, [f.bounding_box for f in faces], vectors,
-                                             [_rank(f.quality) for f in faces], [f.quality for f in faces])
+        for sample in self._samples(job, info, progress, m.engine, None, embed=True):
+            vectors = np.array(sample.vectors, np.float32) if sample.details else np.zeros((0, 0), np.float32)
+            indices, closed = tracker.update(sample.timestamp_ms, [d.bounding_box for d in sample.details], vectors,
+                                             [_rank(q) for q in sample.qualities], list(sample.qualities))
             searched(closed)
             rows = []
-            for f, index in zip(faces, indices):
-                person = PersonDetail(index, f.bounding_box, FaceDetail.of(f))
-                rows.append((job.job_id, n, frame.timestamp_ms, index, json.dumps(dataclasses.asdict(person))))
+            for d, index in zip(sample.details, indices):
+                person = PersonDetail(index, d.bounding_box, d)
+                rows.append((job.job_id, n, sample.timestamp_ms, index, json.dumps(dataclasses.asdict(person))))
                 n += 1
             if rows:
                 db.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?)", rows)
@@ -546,6 +567,41 @@ class VideoService(FaceService):
         if job.operation != operation:
             raise ResourceNotFoundError(f"no {operation} job {job_id}")
         return job
+
+
+# --- analysis of samples (here, or in worker processes / on Ray) -------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """One sampled frame's faces: what tracking and the results need, never the pixels."""
+
+    timestamp_ms: int
+    details: tuple
+    qualities: tuple
+    vectors: tuple  # templates, when the job searches
+
+
+def _analyse_frame(engine, frame: video.SampledFrame, attributes, embed: bool) -> Sample:
+    faces = engine.detect(frame.pixels).faces[:MAX_FACES_PER_IMAGE]
+    vectors = tuple(e.template.vector for e in engine.embed_faces(faces)) if embed and faces else ()
+    return Sample(frame.timestamp_ms, tuple(FaceDetail.of(f, attributes) for f in faces),
+                  tuple(f.quality for f in faces), vectors)
+
+
+def _analyse_segment(task: tuple) -> tuple[float, list[Sample]]:
+    """A segment of a job, in a worker process (vision.workers: local processes or Ray), with the
+    worker's engine for the job's model."""
+    from faceledger.vision.workers import worker_engine
+
+    path, start, end, fps, model, attributes, embed = task
+    engine = worker_engine()
+    if str(engine.model) != model:
+        engine = engine.with_model(model.partition("@")[0])
+        if str(engine.model) != model:
+            raise InvalidParameterError(f"this worker has {engine.model}, not the job's {model}: install the same weights")
+    return start, [_analyse_frame(engine, f, attributes, embed)
+                   for f in video.sample_frames(Path(path), fps, start_ms=start, end_ms=end)]
 
 
 # --- helpers ---------------------------------------------------------------------------------------

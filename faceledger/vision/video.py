@@ -51,6 +51,7 @@ class VideoInfo:
     frame_height: int
     color_range: str  # FULL or LIMITED
     rotation: int = 0
+    origin_ms: float = 0.0  # the first frame's presentation time: timestamps count from it
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,21 +107,23 @@ def _info(container, name: str) -> VideoInfo:
     if duration > MAX_DURATION_MS:
         raise VideoTooLargeError(f"{name!r} lasts {duration / 3.6e6:.1f} h; the limit is 6 h")
     rate = stream.average_rate or stream.guessed_rate or 0
-    rotation = _rotation_of(stream)
+    rotation, origin = _first_frame(stream)
     w, h = (ctx.height, ctx.width) if rotation % 180 else (ctx.width, ctx.height)
     color = "FULL" if int(getattr(ctx, "color_range", 0) or 0) == 2 else "LIMITED"  # AVCOL_RANGE_JPEG: full range
-    return VideoInfo(ctx.name, container.format.long_name, duration, float(rate), w, h, color, rotation)
+    return VideoInfo(ctx.name, container.format.long_name, duration, float(rate), w, h, color, rotation, origin)
 
 
-def _rotation_of(stream) -> int:
-    """The display matrix's rotation (counter-clockwise degrees, a multiple of 90), from the first frame."""
+def _first_frame(stream) -> tuple[int, float]:
+    """The display matrix's rotation (counter-clockwise degrees, a multiple of 90) and the
+    presentation time (ms) of the first frame; the container is rewound."""
     container = stream.container
     try:
         for frame in container.decode(stream):
-            return int(round((frame.rotation or 0) / 90.0)) * 90 % 360
+            if frame.pts is not None:
+                return int(round((frame.rotation or 0) / 90.0)) * 90 % 360, float(frame.pts * stream.time_base * 1000)
     finally:
         container.seek(0)
-    return 0
+    return 0, 0.0
 
 
 def _upright(pixels: np.ndarray, rotation: int) -> np.ndarray:
@@ -129,22 +132,27 @@ def _upright(pixels: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(pixels, k)) if k else pixels
 
 
-def sample_frames(path: Path, fps: float = DEFAULT_SAMPLE_FPS) -> Iterator[SampledFrame]:
-    """Upright RGB frames, one per 1/fps seconds of presentation time (streamed, one at a time)."""
+def sample_frames(path: Path, fps: float = DEFAULT_SAMPLE_FPS, *, start_ms: float = 0.0,
+                  end_ms: float | None = None) -> Iterator[SampledFrame]:
+    """Upright RGB frames, one per 1/fps seconds of presentation time (streamed, one at a time):
+    the first frame at or after each tick. ``start_ms``/``end_ms`` (ticks): a segment, for jobs
+    split across workers; segments that tile the video yield exactly the frames the whole does."""
     if not 0 < fps <= 60:
         raise InvalidParameterError(f"the sampling rate is in (0, 60] frames a second, not {fps}")
     interval = 1000.0 / fps
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # FFmpeg's frame threads: decoding keeps up with the detector
-        _info(container, Path(path).name)
-        start, next_tick = None, 0.0
+        info = _info(container, Path(path).name)
+        next_tick = math.ceil(start_ms / interval - 1e-9) * interval
+        if start_ms > 0:  # to the keyframe at or before the segment; frames before it are decoded, not kept
+            container.seek(int((info.origin_ms + start_ms) / 1000 / stream.time_base), stream=stream, backward=True)
         for frame in container.decode(stream):
             if frame.pts is None:
                 continue
-            t = float(frame.pts * stream.time_base * 1000)
-            start = t if start is None else start
-            t -= start
+            t = float(frame.pts * stream.time_base * 1000) - info.origin_ms
+            if end_ms is not None and t + 1e-6 >= end_ms:
+                break
             if t + 1e-6 < next_tick:
                 continue  # decoded (later frames depend on it) but not converted: the cheap path
             next_tick = (math.floor(t / interval + 1e-9) + 1) * interval

@@ -14,15 +14,20 @@ import typer
 from rich.table import Table
 
 from faceledger.interfaces.cli.collections import CaseOpt, MaxFmrOpt, PurposeOpt, ThresholdOpt, _Gated
-from faceledger.interfaces.cli.common import EXIT_NEGATIVE, JsonOpt, err, errors, out, progress
+from faceledger.interfaces.cli.common import EXIT_NEGATIVE, JsonOpt, RayOpt, err, errors, out, pool, progress
 from faceledger.service import api_model
 
+WorkersOpt = typer.Option(None, "--workers", help="Worker processes for the job's 30-second segments "
+                          "(default: this process, streaming).")
 video_app = typer.Typer(no_args_is_help=True, help="Faces in stored video (H.264 in MP4 or MOV), sampled at 5 fps.")
 
 
-def _run(gated: _Gated, start: str, get: str, start_call, get_call, as_json: bool) -> dict:
+def _run(gated: _Gated, start: str, get: str, start_call, get_call, as_json: bool, workers=None) -> dict:
     """Start through the gate, run here under a progress bar, then every page of Get through the gate."""
     from faceledger.governance.video import run_one
+
+    if workers:
+        gated.gate.service.video_jobs.workers = workers
 
     job_id = gated.gate.call(gated.ctx, start, lambda **x: start_call(**x)).job_id
     with progress() as bar:
@@ -54,6 +59,8 @@ def _run(gated: _Gated, start: str, get: str, start_call, get_call, as_json: boo
 def detect(
     file: Path,
     attributes: str = typer.Option("DEFAULT", "--attributes", help="DEFAULT or ALL (every landmark type)."),
+    workers: Optional[int] = WorkersOpt,
+    ray: Optional[str] = RayOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Faces in every sampled frame of FILE (not identification: no purpose needed). Exit 1: no face."""
@@ -62,7 +69,7 @@ def detect(
         svc = gated.gate.service
         r = _run(gated, "StartFaceDetection", "GetFaceDetection",
                  lambda **x: svc.start_face_detection(file, face_attributes=attributes, **x),
-                 lambda job_id, **x: svc.get_face_detection(job_id, **x), as_json)
+                 lambda job_id, **x: svc.get_face_detection(job_id, **x), as_json, pool(workers, ray))
         faces = r.get("Faces", [])
         if as_json:
             print(json.dumps(r))
@@ -88,6 +95,8 @@ def search(
     max_fmr: Optional[float] = MaxFmrOpt,
     purpose: Optional[str] = PurposeOpt,
     case: Optional[str] = CaseOpt,
+    workers: Optional[int] = WorkersOpt,
+    ray: Optional[str] = RayOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Search COLLECTION for every person seen in FILE (identification: --purpose and --case as the
@@ -102,7 +111,7 @@ def search(
         svc = gated.gate.service
         r = _run(gated, "StartFaceSearch", "GetFaceSearch",
                  lambda **x: svc.start_face_search(file, collection, face_match_threshold=threshold, **x),
-                 lambda job_id, **x: svc.get_face_search(job_id, sort_by="INDEX", **x), as_json)
+                 lambda job_id, **x: svc.get_face_search(job_id, sort_by="INDEX", **x), as_json, pool(workers, ray))
         persons = r.get("Persons", [])
         matched = [p for p in persons if p["FaceMatches"]]
         if as_json:
