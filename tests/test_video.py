@@ -51,8 +51,10 @@ def media(lfw, tmp_path_factory):
     (root / "footage").mkdir()
     mp4 = write_video(root / "footage" / "walk.mp4", script, width=WIDTH, height=HEIGHT, duration=DURATION)
     mov = write_video(root / "footage" / "phone.mov", script, width=WIDTH, height=HEIGHT, duration=DURATION, rotate=90)
+    short = write_video(root / "footage" / "short.mp4", [Appearance(a, pa[0], 0.0, 2.0, (0.5, 0.5), (0.55, 0.5), (150, 150))],
+                        width=320, height=240, duration=2.0)
     gallery = {a: pa[1:3], b: pb[1:3], c: pc[1:3]}
-    return {"script": script, "mp4": mp4, "mov": mov, "root": root, "gallery": gallery, "outsider": d}
+    return {"script": script, "mp4": mp4, "mov": mov, "short": short, "root": root, "gallery": gallery, "outsider": d}
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,7 @@ def _all_persons(gate, ctx, job_id, sort_by="TIMESTAMP", page=7):
             return wire, persons
 
 
-@pytest.fixture(scope="module", params=["mp4", "mov"])
+@pytest.fixture(scope="module", params=["mp4", "mov"])  # the MOV: stored turned, with a display matrix
 def search_job(request, gate, media):
     job_id = _start_search(gate, INVESTIGATOR, media[request.param])
     done = run_one(gate, job_id)
@@ -204,7 +206,7 @@ def test_no_candidate_leaves_before_the_ledger_has_it(gate, media):
     """A search job that finished but whose results are not in the ledger yet (the worker died
     between the two) shows nothing; the next worker writes the entry, then the results show."""
     jobs = gate.service.video_jobs
-    job_id = _start_search(gate, INVESTIGATOR, media["mp4"], client_request_token="crash-before-ledger")
+    job_id = _start_search(gate, INVESTIGATOR, media["short"], client_request_token="crash-before-ledger")
     assert jobs.run(jobs.claim(job_id)).status == "SUCCEEDED"  # run, not recorded: as a crash would leave it
     get = lambda: api_model.output("GetFaceSearch", gate.call(  # noqa: E731
         INVESTIGATOR, "GetFaceSearch", lambda **x: gate.service.get_face_search(job_id, **x)))
