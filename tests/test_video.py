@@ -32,15 +32,30 @@ FMR = 1e-4
 WIDTH, HEIGHT, DURATION = 640, 360, 6.0
 
 
-def _people(lfw, n=4):
+def _people(lfw, engine, settings, n=3):
+    """``n`` people whose first photo a still search finds among their next two at FMR 1e-5 (at
+    such rates dlib matches only part of LFW's genuine pairs: the video, searched at 1e-4, must do
+    what a still does, not better), and one more person as the outsider."""
+    from faceledger.governance.app import open_service
+
+    m = open_service(settings, engine=engine).bound()
+    bar = similarity_of_fmr(FMR / 10)  # a margin: a pair just over the bar may fall under it once resized and encoded
     everyone = lfw.people()
-    return [(name, everyone[name]) for name in sorted(n for n, ps in everyone.items() if len(ps) >= 4)[:n]]
+    chosen = []
+    for name in sorted(k for k, ps in everyone.items() if len(ps) >= 4):
+        if len(chosen) == n:
+            return chosen + [(name, everyone[name])]
+        probe, *gallery = [engine.embed(p, max_faces=1) for p in everyone[name][:3]]
+        if probe and all(gallery) and max(m.similarity(m.scoring.score(probe[0].template.vector, g[0].template.vector))
+                                          for g in gallery) >= bar:
+            chosen.append((name, everyone[name]))
+    raise AssertionError("not enough LFW people")
 
 
 @pytest.fixture(scope="module")
-def media(lfw, tmp_path_factory):
+def media(lfw, engine, settings, tmp_path_factory):
     """The script (who appears when), and the two videos under an S3 root."""
-    (a, pa), (b, pb), (c, pc), (d, pd) = _people(lfw)
+    (a, pa), (b, pb), (c, pc), (d, pd) = _people(lfw, engine, settings)
     script = [
         Appearance(a, pa[0], 0.4, 2.6, (0.2, 0.5), (0.4, 0.45), (140, 170)),  # enters, moves right, grows
         Appearance(b, pb[0], 1.0, 4.6, (0.8, 0.45), (0.6, 0.55), (170, 130)),  # moves left, shrinks
@@ -133,7 +148,9 @@ def test_face_search_finds_each_person_with_the_right_identity_and_times(search_
         if truth.name == media["outsider"]:
             assert matches == [], "a person outside the collection was returned"
         else:
-            assert matches and names[matches[0]["Face"]["FaceId"]] == truth.name
+            assert matches and names[matches[0]["Face"]["FaceId"]] == truth.name, (truth.name, first, last, index, [
+                (r[0], r[1], len(json.loads(r[2]))) for r in gate.service.video_jobs._db().execute(
+                    "SELECT person, searched_at, matches FROM tracks WHERE job_id = ?", (job_id,))])
             assert {names[m["Face"]["FaceId"]] for m in matches} == {truth.name}  # no one else above the bar
             assert matches[0]["FalseMatchRate"] <= FMR
         found.append((truth.name, truth.t_in))
@@ -174,6 +191,11 @@ def test_search_results_are_in_the_ledger_and_reviewable(search_job, gate):
     ids = {c["id"] for c in entry["result"]["candidates"]}
     assert ids and all(c["false_match_rate"] <= FMR for c in entry["result"]["candidates"])
     assert entry["video_sha256"] and len(entry["video_sha256"]) == 64
+    from faceledger.governance.ledger_index import LedgerIndex
+
+    index = LedgerIndex(gate.ledger.path.with_name(f"index-{job_id}.sqlite"), gate.ledger)
+    index.catch_up()
+    assert seq in index.queue("000000000000").seqs  # the review console's queue lists the video's candidates
     review = gate.review(REVIEWER, seq, "confirmed", "the faces match on inspection", sorted(ids)[:1])
     assert review.reviews == seq
     with pytest.raises(errors.AccessDeniedError):  # separation of duties
