@@ -407,6 +407,18 @@ def test_boto3_runs_a_detection_job_against_the_server(media, settings, engine, 
         assert r["VideoMetadata"]["Codec"] == "h264" and r["Faces"][0]["Face"]["BoundingBox"]["Width"] > 0
         rest = rek.get_face_detection(JobId=job_id, NextToken=r["NextToken"])
         assert rest["Faces"] and rest["Faces"][0]["Timestamp"] >= r["Faces"][-1]["Timestamp"]
+        # the native REST API: the same operations at /v1/videos/...
+        import httpx
+
+        base = f"http://127.0.0.1:{port}/v1"
+        started = httpx.post(f"{base}/videos/faces", json={"video": {"S3Object": {"Bucket": "footage", "Name": "walk.mp4"}},
+                                                           "client_request_token": "rest-1"})
+        assert started.status_code == 200, started.text
+        got = httpx.get(f"{base}/videos/faces/{started.json()['JobId']}", params={"max_results": 2})
+        assert got.status_code == 200 and got.json()["JobStatus"] in ("IN_PROGRESS", "SUCCEEDED")
+        refused = httpx.post(f"{base}/videos/searches", json={"video": {"S3Object": {"Bucket": "footage", "Name": "walk.mp4"}},
+                                                              "collection_id": "nowhere"})
+        assert refused.status_code == 403 and refused.json()["__type"] == "AccessDeniedException"  # no purpose stated
     finally:
         server.should_exit = True
         thread.join(timeout=10)
