@@ -13,7 +13,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from faceledger.interfaces.cli.collections import CaseOpt, MaxFmrOpt, PurposeOpt, ThresholdOpt, _Gated
+from faceledger.interfaces.cli.collections import CaseOpt, MaxFmrOpt, PurposeOpt, _Gated
+from faceledger.interfaces.cli.options import member_option
 from faceledger.interfaces.cli.common import EXIT_NEGATIVE, JsonOpt, RayOpt, err, errors, out, pool, progress
 from faceledger.service import api_model
 
@@ -58,7 +59,8 @@ def _run(gated: _Gated, start: str, get: str, start_call, get_call, as_json: boo
 @video_app.command("detect")
 def detect(
     file: Path,
-    attributes: str = typer.Option("DEFAULT", "--attributes", help="DEFAULT or ALL (every landmark type)."),
+    attributes: str = member_option("StartFaceDetection", "FaceAttributes", "--attributes", default="DEFAULT",
+                                    note="ALL: every landmark type."),
     workers: Optional[int] = WorkersOpt,
     ray: Optional[str] = RayOpt,
     as_json: bool = JsonOpt,
@@ -90,8 +92,9 @@ def detect(
 @video_app.command("search")
 def search(
     file: Path,
-    collection: str = typer.Option(..., "--collection", help="The collection searched for every person seen."),
-    threshold: Optional[float] = ThresholdOpt,
+    collection: Optional[str] = member_option("StartFaceSearch", "CollectionId", "--collection",
+                                              note="The collection searched for every person seen."),
+    threshold: Optional[float] = member_option("StartFaceSearch", "FaceMatchThreshold", "--threshold", note="Default 80."),
     max_fmr: Optional[float] = MaxFmrOpt,
     purpose: Optional[str] = PurposeOpt,
     case: Optional[str] = CaseOpt,
