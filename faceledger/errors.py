@@ -240,3 +240,17 @@ class AccessDeniedError(AuthError):
 
 class UncalibratedModelError(AccessDeniedError):
     """Identification with a model that has no calibration: its scores carry no false match rate."""
+
+
+class VideoTooLargeError(FaceledgerError):
+    """A stored video over the cloud API's limits (10 GB, 6 hours) or with oversized frames."""
+
+    code = "VideoTooLargeException"
+    http_status = 400
+
+
+class IdempotentParameterMismatchError(FaceledgerError):
+    """A ClientRequestToken used again with different parameters."""
+
+    code = "IdempotentParameterMismatchException"
+    http_status = 400

@@ -13,7 +13,7 @@ from faceledger.governance.app import open_service
 from faceledger.interfaces.http import rest
 from faceledger.interfaces.http.app import create_app
 from faceledger.service import api_model, surface
-from faceledger.service.operations import FaceService
+from faceledger.service.video_jobs import VideoService as FaceService  # the service open_service makes: the image and video operations
 
 
 @pytest.fixture(scope="module")

@@ -66,10 +66,10 @@ def check(operation: str, response: dict) -> None:
 @pytest.fixture(scope="module")
 def wire(tmp_path_factory, settings, engine):
     root = tmp_path_factory.mktemp("shapes")
-    s = settings.replace(store=root / "store.sqlite")
+    s = settings.replace(store=root / "store.sqlite", s3_root=root / "s3")
     gate = Gate(open_service(s, engine=engine), Policy.load("moratorium"), Ledger(root / "ledger.sqlite"))
     ctx = Context(Principal("op", ("admin",), ("access-control",)), "access-control", None, "http")
-    return Dispatcher(gate), ctx
+    return Dispatcher(gate, s3_root=s.s3_root), ctx
 
 
 def test_every_operation_response_validates_against_the_model(wire, lfw, engine):
@@ -99,6 +99,23 @@ def test_every_operation_response_validates_against_the_model(wire, lfw, engine)
     run("AssociateFaces", CollectionId="shapes", UserId="colin", FaceIds=[face])
     run("SearchUsers", CollectionId="shapes", UserId="colin", UserMatchThreshold=0)
     run("SearchUsersByImage", CollectionId="shapes", Image=img("Colin_Powell", 4), UserMatchThreshold=0)
+    # stored video: a 2-second clip of a face, a detection job and a face search job, run to the end
+    from faceledger.governance.video import run_one
+
+    from .video_media import Appearance, write_video
+
+    (dispatcher.s3_root / "clips").mkdir(parents=True)
+    write_video(dispatcher.s3_root / "clips" / "clip.mp4", [Appearance("colin", lfw.image("Colin_Powell", 5), 0.0, 2.0,
+                (0.5, 0.5), (0.55, 0.5), (150, 150))], width=320, height=240, duration=2.0)
+    clip = {"S3Object": {"Bucket": "clips", "Name": "clip.mp4"}}
+    for start, get, extra in (("StartFaceDetection", "GetFaceDetection", {"FaceAttributes": "ALL"}),
+                              ("StartFaceSearch", "GetFaceSearch", {"CollectionId": "shapes", "FaceMatchThreshold": 0})):
+        job = run(start, Video=clip, JobTag="shapes", **extra)["JobId"]
+        assert run(get, JobId=job)["JobStatus"] == "IN_PROGRESS"
+        run_one(dispatcher.gate, job)
+        done = run(get, JobId=job, MaxResults=3)
+        assert done["JobStatus"] == "SUCCEEDED" and done["NextToken"], done
+    assert seen["GetFaceSearch"]["Persons"][0]["FaceMatches"], "nothing to check the match's shape on"
     run("DisassociateFaces", CollectionId="shapes", UserId="colin", FaceIds=[face])
     run("DeleteFaces", CollectionId="shapes", FaceIds=[face])
     run("DeleteUser", CollectionId="shapes", UserId="colin")

@@ -79,4 +79,6 @@ def open_store(s: Settings):
 
 def open_service(settings: Settings | None = None, *, engine: FaceEngine | None = None) -> FaceService:
     s = settings or Settings.load()
-    return FaceService(engine or FaceEngine(s), open_store(s), normalisation=s.score_normalisation)
+    from faceledger.service.video_jobs import VideoService  # FaceService with the stored-video jobs
+
+    return VideoService(engine or FaceEngine(s), open_store(s), normalisation=s.score_normalisation, settings=s)

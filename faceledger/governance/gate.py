@@ -276,7 +276,7 @@ def summarize(result: Any) -> dict:
     for name in ("probe_quality", "verification", "access_key_id"):  # the console's: never a secret
         if get(name) is not None:
             out[name] = get(name)
-    for name in ("collection_arn", "user_status"):
+    for name in ("collection_arn", "user_status", "job_id"):
         if get(name):
             out[name] = get(name)
     return out

@@ -101,7 +101,7 @@ class LedgerIndex:
         db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (seq, b.get("time"), op, b.get("principal"), b.get("purpose"), b.get("case_reference"),
                     b.get("account") or "", b.get("outcome") or ("intent" if b.get("phase") == "intent" else None)))
-        if b.get("outcome") != "ok" or b.get("phase") != "outcome":
+        if b.get("outcome") != "ok" or b.get("phase") not in ("outcome", "results"):  # results: a video search job's candidates
             return
         if op in IDENTIFICATION:
             ids = list(dict.fromkeys(c.get("id") for c in b.get("result", {}).get("candidates", []) if c.get("id")))

@@ -29,8 +29,10 @@ from faceledger.service.limits import Limits
 from faceledger.service.scope import ACCOUNT_ID, DEFAULT_ACCOUNT
 from faceledger.vision.quality import QualityFloor
 
-#: 1:N operations: purpose-bound, quality-floored, gallery-aware.
-IDENTIFICATION = frozenset({"SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage"})
+#: 1:N operations: purpose-bound, quality-floored, gallery-aware. A stored video's face search is
+#: one, and so is reading its results (GetFaceSearch): the candidates are the identification.
+IDENTIFICATION = frozenset({"SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage",
+                            "StartFaceSearch", "GetFaceSearch"})
 PRESETS = ("moratorium", "open")
 
 

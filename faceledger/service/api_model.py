@@ -138,6 +138,7 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "SearchFacesByImageResponse": ("Identification", "LedgerEntry"),
     "SearchUsersResponse": ("Identification", "LedgerEntry"),
     "SearchUsersByImageResponse": ("Identification", "LedgerEntry"),
+    "GetFaceSearchResponse": ("Identification", "ResultsLedgerEntry"),  # the candidates' entry, for review
 }
 
 

@@ -23,6 +23,7 @@ from faceledger.interfaces.cli.models import models_app
 from faceledger.interfaces.cli.options import member_option
 from faceledger.interfaces.cli.server import keys_app, serve
 from faceledger.interfaces.cli.collections import collection_app, faces_app, index, search, users_app
+from faceledger.interfaces.cli.video import video_app
 from faceledger.evaluation.datasets import LFW, FairFace, fetch_lfw
 from faceledger.models.registry import model_id
 from faceledger.vision.engine import CompareResult, Detection, Face
@@ -41,6 +42,7 @@ app.add_typer(faces_app, name="faces")
 app.add_typer(users_app, name="users")
 app.command()(index)
 app.command()(search)
+app.add_typer(video_app, name="video")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(calibration_app, name="calibration")

@@ -204,6 +204,19 @@ def create_app(settings: Settings | None = None, service: FaceService | None = N
 
     app.include_router(_native_router(gate, dispatcher, received, answer))
     app.include_router(console_router(settings, gate, keys))  # /console: docs/console.md
+
+    def video_worker() -> None:  # stored-video jobs run on a thread of each server process
+        from faceledger.governance.video import start_worker
+
+        app.state.video_worker = start_worker(gate)
+
+    def stop_video_worker() -> None:
+        if getattr(app.state, "video_worker", None) is not None:
+            app.state.video_worker.stop()
+
+    app.router.on_startup.append(video_worker)
+    app.router.on_shutdown.append(stop_video_worker)
+
     return app
 
 

@@ -37,7 +37,7 @@ from starlette.formparsers import MultiPartException
 from faceledger.errors import InvalidParameterError, SerializationError
 from faceledger.governance.gate import Gate
 from faceledger.service import api_model, surface
-from faceledger.service.operations import FaceService
+from faceledger.service.video_jobs import VideoService
 from faceledger.interfaces.http.wire import Dispatcher, parse_json, snake
 
 _DIGITS = re.compile(r"[0-9]+")
@@ -94,6 +94,11 @@ ROUTES: list[Route] = [
     Route("POST", "/collections/{collection_id}/users/{user_id}/faces", "AssociateFaces"),
     Route("POST", "/collections/{collection_id}/users/{user_id}/faces/remove", "DisassociateFaces"),
     Route("POST", "/collections/{collection_id}/users/search", ("SearchUsers", "SearchUsersByImage"), uploads=("image",)),
+    # stored video (docs/video.md): Video is {"S3Object": {"Bucket", "Name"}} under the server's S3 root
+    Route("POST", "/videos/faces", "StartFaceDetection"),
+    Route("GET", "/videos/faces/{job_id}", "GetFaceDetection"),
+    Route("POST", "/videos/searches", "StartFaceSearch"),
+    Route("GET", "/videos/searches/{job_id}", "GetFaceSearch"),
 ]
 
 
@@ -103,7 +108,7 @@ def exposed(operation: str) -> tuple[str, ...]:
     method takes (a member it does not implement, or ClientRequestToken where it ignores it, is
     not offered)."""
     shape = surface.input_shape(operation)
-    takes = set(inspect.signature(getattr(FaceService, snake(operation))).parameters)
+    takes = set(inspect.signature(getattr(VideoService, snake(operation))).parameters)  # FaceService and video
     return tuple(m for m in shape.members if snake(m) in takes)
 
 

@@ -28,7 +28,7 @@ from faceledger.service.operations import FaceService
 
 TARGET_PREFIX = "RekognitionService."
 #: Members accepted and not acted on: boto3 fills ClientRequestToken by itself (idempotency
-#: tokens). CreateCollection's Tags reach the service (the tag faceledger:model chooses the model).
+#: tokens); the operations that take it (video jobs) receive it. CreateCollection's Tags reach the service (the tag faceledger:model chooses the model).
 IGNORED_MEMBERS = {"ClientRequestToken"}
 #: Deepest JSON nesting accepted: Rekognition's input shapes nest 4 levels; past Python's
 #: recursion limit json.loads raises RecursionError, which must be a client error, not a 500.
@@ -105,7 +105,7 @@ class Dispatcher:
         kwargs: dict[str, Any] = {}
         images: list[bytes] = []
         for member, value in request.items():
-            if member in IGNORED_MEMBERS:
+            if member in IGNORED_MEMBERS and snake(member) not in accepted:  # a video job's token is kept (idempotency)
                 continue
             name = snake(member)
             if name not in accepted or member not in shape.members:
