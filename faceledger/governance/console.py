@@ -116,7 +116,8 @@ class Console:
         self.settings = settings
         state = settings.console_state
         self.index = LedgerIndex(state / "index.sqlite", gate.ledger)
-        self.sessions = SessionStore(state / "sessions.sqlite", keys, settings.console_session_seconds)
+        self.sessions = SessionStore(state / "sessions.sqlite", keys, settings.console_session_seconds,
+                                     max_seconds=settings.console_session_max_seconds)
         self.reports_dir = Path(settings.reports_dir or state / "reports")
 
     # --- who may open what ---------------------------------------------------------------------------
@@ -132,6 +133,15 @@ class Console:
         if account != ctx.acting_account and not (account is None and ctx.acting_account == DEFAULT_ACCOUNT):
             raise ResourceNotFoundError(f"no ledger entry {seq}")
         return entry
+
+    # --- sessions ---------------------------------------------------------------------------------------
+
+    def signed_in(self, ctx: Context, key_id: str) -> None:
+        """A session began: who, with which key, when (a ledger entry, as every page view)."""
+        self.gate.event(ctx, "ConsoleSignIn", {"access_key_id": key_id})
+
+    def signed_out(self, ctx: Context, key_id: str) -> None:
+        self.gate.event(ctx, "ConsoleSignOut", {"access_key_id": key_id})
 
     # --- reviewer --------------------------------------------------------------------------------------
 
@@ -193,7 +203,8 @@ class Console:
             return ReviewItem(seq, b, candidates, _data_url(probe) if probe else None, matches, note, verdict.allowed,
                               "" if verdict.allowed else verdict.reason, b.get("result", {}).get("identification") or {})
 
-        return self.gate.call(ctx, "ReviewCandidates", run, collection=target.body.get("collection"),
+        own = self.gate.in_account(target, ctx)  # another account's collection never enters this one's entry
+        return self.gate.call(ctx, "ReviewCandidates", run, collection=target.body.get("collection") if own else None,
                               record={"views": seq})
 
     def _stored(self, collection: str | None, ids: list[str]):
@@ -346,9 +357,14 @@ class Console:
             "key": {"principal": principal, "roles": roles, "purposes": purposes, "description": description[:200]}})
 
     def revoke_key(self, ctx: Context, key_id: str) -> None:
+        """Revoke a key of the caller's account. Only an admin may revoke an admin key, as only an
+        admin may make one: an operator cannot lock the admins out."""
         def run(**_) -> None:
-            if self.keys.get(key_id).account != ctx.acting_account:
+            key = self.keys.get(key_id)
+            if key.account != ctx.acting_account:
                 raise ResourceNotFoundError(f"no access key {key_id}")
+            if "admin" in key.roles and "admin" not in ctx.principal.roles:
+                raise AccessDeniedError(f"{ctx.principal.name} is not an admin and may not revoke an admin key")
             self.keys.revoke(key_id)
 
         self.gate.call(ctx, "RevokeKey", run, record={"access_key_id": key_id})

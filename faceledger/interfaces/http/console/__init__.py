@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from faceledger.errors import FaceledgerError, InvalidParameterError, ResourceNotFoundError
+from faceledger.errors import AccessDeniedError, FaceledgerError, InvalidParameterError, ResourceNotFoundError
 from faceledger.governance.console import Console
 from faceledger.governance.gate import REVIEW_DECISIONS
 from faceledger.governance.sessions import Session, SessionExpiredError, SessionStore
@@ -150,12 +150,20 @@ def console_router(settings, gate, keys) -> APIRouter:
         fields = await form_of(request)
         pre = request.cookies.get(PRE_COOKIE)
         if not pre or not secrets.compare_digest(pre.encode(), fields.get("csrf", "").encode()):
-            return signin_response(request, "the sign-in form expired or came from another site: try again", 403)
+            refusal = AccessDeniedError("the sign-in form expired or came from another site: try again")
+            await run_in_threadpool(gate.refused, None, "ConsoleSignIn", refusal, interface="console")
+            return signin_response(request, refusal.message, 403)
         try:
             token, session = await run_in_threadpool(sessions.sign_in, fields.get("key_id", ""), fields.get("secret", ""))
         except FaceledgerError as exc:
             await run_in_threadpool(gate.refused, None, "ConsoleSignIn", exc, interface="console")
             return signin_response(request, exc.message, 403)
+        await run_in_threadpool(sessions.sign_out, request.cookies.get(COOKIE))  # a session held before ends here
+        try:
+            await run_in_threadpool(console.signed_in, session.context(), session.key.access_key_id)
+        except FaceledgerError as exc:  # the ledger could not record it: no session without its entry
+            await run_in_threadpool(sessions.sign_out, token)
+            return signin_response(request, exc.message, exc.http_status)
         sections = console.sections(session.context())
         response = RedirectResponse(f"/console/{sections[0]}" if sections else "/console/none", status_code=303,
                                     headers=_HEADERS)
@@ -172,6 +180,7 @@ def console_router(settings, gate, keys) -> APIRouter:
         except FaceledgerError:
             return RedirectResponse("/console/signin", status_code=303, headers=_HEADERS)
         await run_in_threadpool(sessions.sign_out, request.cookies.get(COOKIE))
+        await run_in_threadpool(console.signed_out, session.context(), session.key.access_key_id)
         response = RedirectResponse("/console/signin", status_code=303, headers=_HEADERS)
         response.delete_cookie(COOKIE, path="/console")
         return response
