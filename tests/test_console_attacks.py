@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -115,7 +116,10 @@ def test_signing_in_and_out_is_in_the_ledger(site):
     sign-in refused for its missing form token were not recorded at all."""
     n = len(_ledger(site))
     c = _client(site, "rita")
+    token = c.cookies.get("faceledger_console")
     assert c.post("/console/signout", data={"csrf": _csrf(c.get("/console/queue").text)}).status_code == 303
+    stale = httpx.Client(base_url=site["url"], follow_redirects=False, cookies={"faceledger_console": token})
+    assert stale.get("/console/queue").status_code == 303  # signed out on the server, not only in the browser
     key, secret = site["keys"]["rita"]
     forged = httpx.post(site["url"] + "/console/signin", data={"key_id": key, "secret": secret, "csrf": "forged"})
     assert forged.status_code == 403
@@ -169,6 +173,31 @@ def test_operator_cannot_revoke_an_admin_key(site):
     assert KeyStore(site["settings"].keys_file).secret(admin_key) is not None
     denied = [e for e in _ledger(site) if e["operation"] == "RevokeKey" and e.get("access_key_id") == admin_key]
     assert denied and denied[-1]["outcome"] == "AccessDeniedException"
+
+
+def test_a_role_with_every_operation_is_admin_whatever_its_name(tmp_path, settings, engine):
+    """The operator's limit was the role named "admin": under a policy whose all-powerful role has
+    another name, an operator minted one for itself."""
+    from faceledger.governance.app import open_gate
+    from faceledger.governance.console import Console
+    from faceledger.governance.policy import Context, Principal
+    from faceledger.errors import AccessDeniedError
+
+    preset = (Path(__file__).resolve().parent.parent / "faceledger" / "data" / "policies" / "moratorium.toml").read_text()
+    policy = tmp_path / "site.toml"
+    policy.write_text(preset.replace("[roles.admin]", "[roles.root]\noperations = [\"*\"]\n\n[roles.admin]"))
+    s = settings.replace(store=tmp_path / "store.sqlite", ledger=tmp_path / "ledger.sqlite", keys_file=tmp_path / "keys.json",
+                         policy=str(policy))
+    console = Console(open_gate(s, open_service(s, engine=engine)), KeyStore(s.keys_file), s)
+    ops = Context(Principal("ops", ("operator",), ()), interface="console")
+    with pytest.raises(AccessDeniedError, match="admin key"):
+        console.create_key(ops, description="", principal="ops-too", roles=["root"], purposes=[])
+    root, _ = console.keys.create("r", principal="root", roles=("root",))
+    with pytest.raises(AccessDeniedError, match="admin key"):
+        console.revoke_key(ops, root.access_key_id)
+    boss = Context(Principal("boss", ("root",), ()), interface="console")
+    assert console.create_key(boss, description="", principal="deputy", roles=["root"], purposes=[]).roles == ("root",)
+    assert console.create_key(ops, description="", principal="rex", roles=["reviewer"], purposes=[]).roles == ("reviewer",)
 
 
 def test_a_busy_session_still_ends_at_its_maximum_age(tmp_path):

@@ -338,7 +338,8 @@ class Console:
 
     def create_key(self, ctx: Context, *, description: str, principal: str, roles: list[str], purposes: list[str],
                    case: str = "") -> CreatedKey:
-        """A key of the caller's account. Roles must be the policy's; only an admin may grant admin."""
+        """A key of the caller's account. Roles must be the policy's; only an admin (a role with every
+        operation, "*", whatever its name) may grant such a role."""
         roles = [r.strip() for r in roles if r.strip()]
         purposes = [p.strip() for p in purposes if p.strip()]
 
@@ -347,14 +348,20 @@ class Console:
             if not roles or unknown:
                 raise InvalidParameterError(f"roles must be among the policy's ({', '.join(self.gate.policy.roles)})"
                                             + (f", not {', '.join(unknown)}" if unknown else ""))
-            if "admin" in roles and "admin" not in ctx.principal.roles:
-                raise AccessDeniedError(f"{ctx.principal.name} is not an admin and may not make an admin key")
+            if self._opens_everything(roles) and not self._opens_everything(ctx.principal.roles):
+                raise AccessDeniedError(f"{ctx.principal.name} is not an admin and may not make an admin key "
+                                        f"(a role that opens every operation: {', '.join(self._opens_everything(roles))})")
             key, secret = self.keys.create(description, principal=principal or None, roles=tuple(roles),
                                            purposes=tuple(purposes), account=ctx.acting_account, case=case)
             return CreatedKey(key.access_key_id, secret, key.principal, key.roles)
 
         return self.gate.call(ctx, "CreateKey", run, record={
             "key": {"principal": principal, "roles": roles, "purposes": purposes, "description": description[:200]}})
+
+    def _opens_everything(self, roles) -> list[str]:
+        """The roles among ``roles`` that the policy lets call every operation ("*"): admin in the
+        presets, whatever a policy file names it."""
+        return [r for r in roles if "*" in self.gate.policy.roles.get(r, ())]
 
     def revoke_key(self, ctx: Context, key_id: str) -> None:
         """Revoke a key of the caller's account. Only an admin may revoke an admin key, as only an
@@ -363,7 +370,7 @@ class Console:
             key = self.keys.get(key_id)
             if key.account != ctx.acting_account:
                 raise ResourceNotFoundError(f"no access key {key_id}")
-            if "admin" in key.roles and "admin" not in ctx.principal.roles:
+            if self._opens_everything(key.roles) and not self._opens_everything(ctx.principal.roles):
                 raise AccessDeniedError(f"{ctx.principal.name} is not an admin and may not revoke an admin key")
             self.keys.revoke(key_id)
 
