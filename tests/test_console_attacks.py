@@ -164,6 +164,16 @@ def test_another_accounts_search_leaves_nothing_in_the_callers_ledger(site):
     assert GALLERY not in page
 
 
+def test_another_accounts_operator_cannot_count_our_searches(site):
+    """The health page showed every account's operator the machine's count of kept probes: how many
+    identifications with candidates the other tenants ran lately."""
+    assert (site["settings"].console_state / "probes" / f"{site['entry']}.probe").exists()
+    bob = _client(site, "bob").get("/console/health").text
+    assert re.search(r"<dt>probes kept</dt><dd>0</dd>", bob), bob
+    ops = _client(site, "ops").get("/console/health").text
+    assert re.search(r"<dt>probes kept</dt><dd>1</dd>", ops), ops
+
+
 def test_operator_cannot_revoke_an_admin_key(site):
     """Only an admin may make an admin key; an operator could still revoke every admin's key."""
     ops = _client(site, "ops")

@@ -380,7 +380,9 @@ class Console:
         def run(**_) -> dict:
             self.index.catch_up()
             end, _ = self.gate.ledger.end()
-            probes = self.gate.probes.count() if self.gate.probes is not None else 0
+            # this account's kept probes only: the machine's count would tell any tenant's operator
+            # how many identifications the others ran (ledger_entries: entry numbers are global anyway)
+            probes = self.gate.probes.kept(self.index.open_seqs(ctx.acting_account)) if self.gate.probes is not None else 0
             return {"status": "ok", "model": self.gate.service.model, "store_backend": self.settings.store_backend,
                     "ledger": self.gate.ledger.where, "ledger_entries": end, "policy": self.gate.policy.name,
                     "probes_kept": probes, "probe_retention_seconds": self.settings.probe_retention_seconds,
