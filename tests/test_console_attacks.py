@@ -240,6 +240,23 @@ def test_signing_in_ends_the_session_the_browser_held(site):
 # --- attacks that held ----------------------------------------------------------------------------------------
 
 
+def test_unrouted_methods_and_paths_are_recorded(site):
+    """A HEAD or DELETE on a page, or a guessed path, was Starlette's bare 404/405: no ledger entry, no
+    console headers. Now a refused page, recorded with the session that came with it."""
+    n = len(_ledger(site))
+    rita = _client(site, "rita")
+    tries = [("HEAD", "/console/queue"), ("DELETE", f"/console/review/{site['entry']}"), ("PUT", "/console/keys"),
+             ("GET", "/console/admin"), ("GET", "/console/probes/1.probe"), ("GET", "/console/keys/AKIAX/revoke")]
+    for method, path in tries:
+        r = rita.request(method, path)
+        assert r.status_code == 404 and r.headers["cache-control"] == "no-store", (method, path)
+    assert httpx.request("DELETE", site["url"] + "/console/queue").status_code == 404
+    refused = [e for e in _since(site, n) if e["operation"] == "Console"]
+    assert [(e["principal"], e["outcome"]) for e in refused] == [("rita", "UnknownOperationException")] * len(tries) + [
+        (None, "UnknownOperationException")]
+    assert all(e["account"] == "000000000000" for e in refused[:-1])
+
+
 def test_nothing_without_a_session_or_the_role(site):
     """No session, a planted unknown cookie, a user key, a HEAD: no page, no face; each GET refused
     is a ledger entry."""
@@ -252,9 +269,10 @@ def test_nothing_without_a_session_or_the_role(site):
         for p in pages:
             r = anon.get(p)
             assert r.status_code == 303 and r.headers["location"] == "/console/signin" and "data:image" not in r.text
-            assert anon.head(p).status_code == 405
+            assert anon.head(p).status_code == 404
         assert anon.post("/console/keys", data={"principal": "x", "roles": "admin"}).status_code == 401
     assert len([e for e in _since(site, n) if e["operation"] == "ConsoleSession"]) == 2 * len(pages) + 2
+    assert len([e for e in _since(site, n) if e["operation"] == "Console"]) == 2 * len(pages)  # the HEADs
     uma = _client(site, "uma")
     for p in pages:
         if p == "/console/collections":  # a user may list collections (ListCollections), as through the API

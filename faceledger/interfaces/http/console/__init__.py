@@ -21,7 +21,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from faceledger.errors import AccessDeniedError, FaceledgerError, InvalidParameterError, ResourceNotFoundError
+from faceledger.errors import (AccessDeniedError, FaceledgerError, InvalidParameterError, ResourceNotFoundError,
+                               UnknownOperationError)
 from faceledger.governance.console import Console
 from faceledger.governance.gate import REVIEW_DECISIONS
 from faceledger.governance.sessions import Session, SessionExpiredError, SessionStore
@@ -388,6 +389,23 @@ def console_router(settings, gate, keys) -> APIRouter:
     router.add_api_route("/keys", view("keys", create_key, post=True), methods=["POST"])
     router.add_api_route("/keys/{key_id}/revoke", view("keys", revoke_key, post=True), methods=["POST"])
     router.add_api_route("/health", view("health", health), methods=["GET"])
+
+    async def unrouted(request: Request) -> Response:
+        """No console page answers this method and path (a guessed path, a HEAD, a DELETE): refused
+        as a page with the console's headers, and recorded with whoever's session came with it."""
+        session = None
+        try:
+            session = await run_in_threadpool(session_of, request)
+        except FaceledgerError:
+            pass  # anonymous: recorded as such
+        exc = UnknownOperationError(f"no console page answers {request.method} {request.url.path[:200]}")
+        await run_in_threadpool(gate.refused, session.context() if session else None, "Console", exc, interface="console")
+        nav = console.sections(session.context()) if session else []
+        body = f'<div class="notice error"><strong>{esc(exc.code)}</strong>: {esc(exc.message)}</div>'
+        return page("Not found", body, session, status=404, nav=nav)
+
+    # last: every method, so that a known path with another method lands here too (not Starlette's 405)
+    router.add_api_route("/{rest:path}", unrouted, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
     return router
 
 
