@@ -173,6 +173,8 @@ class Settings:
     probe_retention_seconds: int = 72 * 3600
     #: The review console: a signed-in session ends after this many seconds without a request.
     console_session_seconds: int = 1800
+    #: The review console: a session ends this many seconds after sign-in, however busy (default 12 h).
+    console_session_max_seconds: int = 43200
     #: The review console's own state (sessions, kept probes, the ledger's search index: derived
     #: from the ledger, rebuilt when missing). Empty: a folder beside the SQLite ledger, ``<ledger stem>-console``.
     console_dir: Path | None = None

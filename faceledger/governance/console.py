@@ -116,7 +116,8 @@ class Console:
         self.settings = settings
         state = settings.console_state
         self.index = LedgerIndex(state / "index.sqlite", gate.ledger)
-        self.sessions = SessionStore(state / "sessions.sqlite", keys, settings.console_session_seconds)
+        self.sessions = SessionStore(state / "sessions.sqlite", keys, settings.console_session_seconds,
+                                     max_seconds=settings.console_session_max_seconds)
         self.reports_dir = Path(settings.reports_dir or state / "reports")
 
     # --- who may open what ---------------------------------------------------------------------------
@@ -132,6 +133,15 @@ class Console:
         if account != ctx.acting_account and not (account is None and ctx.acting_account == DEFAULT_ACCOUNT):
             raise ResourceNotFoundError(f"no ledger entry {seq}")
         return entry
+
+    # --- sessions ---------------------------------------------------------------------------------------
+
+    def signed_in(self, ctx: Context, key_id: str) -> None:
+        """A session began: who, with which key, when (a ledger entry, as every page view)."""
+        self.gate.event(ctx, "ConsoleSignIn", {"access_key_id": key_id})
+
+    def signed_out(self, ctx: Context, key_id: str) -> None:
+        self.gate.event(ctx, "ConsoleSignOut", {"access_key_id": key_id})
 
     # --- reviewer --------------------------------------------------------------------------------------
 
@@ -193,7 +203,8 @@ class Console:
             return ReviewItem(seq, b, candidates, _data_url(probe) if probe else None, matches, note, verdict.allowed,
                               "" if verdict.allowed else verdict.reason, b.get("result", {}).get("identification") or {})
 
-        return self.gate.call(ctx, "ReviewCandidates", run, collection=target.body.get("collection"),
+        own = self.gate.in_account(target, ctx)  # another account's collection never enters this one's entry
+        return self.gate.call(ctx, "ReviewCandidates", run, collection=target.body.get("collection") if own else None,
                               record={"views": seq})
 
     def _stored(self, collection: str | None, ids: list[str]):
@@ -327,7 +338,8 @@ class Console:
 
     def create_key(self, ctx: Context, *, description: str, principal: str, roles: list[str], purposes: list[str],
                    case: str = "") -> CreatedKey:
-        """A key of the caller's account. Roles must be the policy's; only an admin may grant admin."""
+        """A key of the caller's account. Roles must be the policy's; only an admin (a role with every
+        operation, "*", whatever its name) may grant such a role."""
         roles = [r.strip() for r in roles if r.strip()]
         purposes = [p.strip() for p in purposes if p.strip()]
 
@@ -336,8 +348,9 @@ class Console:
             if not roles or unknown:
                 raise InvalidParameterError(f"roles must be among the policy's ({', '.join(self.gate.policy.roles)})"
                                             + (f", not {', '.join(unknown)}" if unknown else ""))
-            if "admin" in roles and "admin" not in ctx.principal.roles:
-                raise AccessDeniedError(f"{ctx.principal.name} is not an admin and may not make an admin key")
+            if self._opens_everything(roles) and not self._opens_everything(ctx.principal.roles):
+                raise AccessDeniedError(f"{ctx.principal.name} is not an admin and may not make an admin key "
+                                        f"(a role that opens every operation: {', '.join(self._opens_everything(roles))})")
             key, secret = self.keys.create(description, principal=principal or None, roles=tuple(roles),
                                            purposes=tuple(purposes), account=ctx.acting_account, case=case)
             return CreatedKey(key.access_key_id, secret, key.principal, key.roles)
@@ -345,10 +358,20 @@ class Console:
         return self.gate.call(ctx, "CreateKey", run, record={
             "key": {"principal": principal, "roles": roles, "purposes": purposes, "description": description[:200]}})
 
+    def _opens_everything(self, roles) -> list[str]:
+        """The roles among ``roles`` that the policy lets call every operation ("*"): admin in the
+        presets, whatever a policy file names it."""
+        return [r for r in roles if "*" in self.gate.policy.roles.get(r, ())]
+
     def revoke_key(self, ctx: Context, key_id: str) -> None:
+        """Revoke a key of the caller's account. Only an admin may revoke an admin key, as only an
+        admin may make one: an operator cannot lock the admins out."""
         def run(**_) -> None:
-            if self.keys.get(key_id).account != ctx.acting_account:
+            key = self.keys.get(key_id)
+            if key.account != ctx.acting_account:
                 raise ResourceNotFoundError(f"no access key {key_id}")
+            if self._opens_everything(key.roles) and not self._opens_everything(ctx.principal.roles):
+                raise AccessDeniedError(f"{ctx.principal.name} is not an admin and may not revoke an admin key")
             self.keys.revoke(key_id)
 
         self.gate.call(ctx, "RevokeKey", run, record={"access_key_id": key_id})
@@ -357,7 +380,9 @@ class Console:
         def run(**_) -> dict:
             self.index.catch_up()
             end, _ = self.gate.ledger.end()
-            probes = self.gate.probes.count() if self.gate.probes is not None else 0
+            # this account's kept probes only: the machine's count would tell any tenant's operator
+            # how many identifications the others ran (ledger_entries: entry numbers are global anyway)
+            probes = self.gate.probes.kept(self.index.open_seqs(ctx.acting_account)) if self.gate.probes is not None else 0
             return {"status": "ok", "model": self.gate.service.model, "store_backend": self.settings.store_backend,
                     "ledger": self.gate.ledger.where, "ledger_entries": end, "policy": self.gate.policy.name,
                     "probes_kept": probes, "probe_retention_seconds": self.settings.probe_retention_seconds,

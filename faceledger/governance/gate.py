@@ -136,6 +136,12 @@ class Gate:
         finally:
             guard.settle()
 
+    def event(self, ctx: Context, operation: str, record: dict | None = None) -> Entry:
+        """Record something that happened to a principal outside any operation the policy decides
+        (the console's sign-in and sign-out): one entry, outcome ok, in the principal's account."""
+        return self.ledger.append({**self._base(ctx, operation, None, ()), "account": ctx.principal.account,
+                                   "phase": "event", "outcome": "ok", **(record or {})})
+
     def refused(self, ctx: Context | None, operation: str, exc: Exception, *, interface: str = "http",
                 body_sha256: str | None = None) -> Exception:
         """Record a request that failed before or outside ``call`` (unknown operation, failed
@@ -145,7 +151,9 @@ class Gate:
             return exc
         code = getattr(exc, "code", "InternalServerError")
         entry = {"operation": str(operation)[:128], "phase": "refused", "interface": ctx.interface if ctx else interface,
-                 "principal": ctx.principal.name if ctx else None, "roles": list(ctx.principal.roles) if ctx else [],
+                 "principal": ctx.principal.name if ctx else None,
+                 # the key's own account: its auditors see the refusal, another account's never do
+                 "account": ctx.principal.account if ctx else None, "roles": list(ctx.principal.roles) if ctx else [],
                  "purpose": ctx.purpose if ctx else None, "case_reference": ctx.case_reference if ctx else None,
                  "body_sha256": body_sha256, "policy": self._policy_ref(), "outcome": code,
                  "message": getattr(exc, "message", type(exc).__name__)[:1000]}
@@ -178,6 +186,7 @@ class Gate:
             raise InvalidParameterError("a review needs a reason")
 
         target = self.ledger.get(search_entry)
+        own = self.in_account(target, ctx)
 
         def run() -> ReviewResult:
             self._search_entry(search_entry, ctx, "review")
@@ -187,12 +196,18 @@ class Gate:
                 raise InvalidParameterError(f"not candidates of entry {search_entry}: {', '.join(unknown)}")
             return ReviewResult(0, search_entry, decision)
 
-        result = self.call(ctx, "Review", run, collection=target.body.get("collection"), record={
-            "reviews": search_entry, "reviews_hash": target.hash, "verdict": decision, "reason": reason.strip(),
+        result = self.call(ctx, "Review", run, collection=target.body.get("collection") if own else None, record={
+            "reviews": search_entry, "reviews_hash": target.hash if own else None, "verdict": decision, "reason": reason.strip(),
             "face_ids": list(face_ids)})
         if self.probes is not None and not self.undecided(search_entry):
             self.probes.discard(search_entry)  # every candidate has a decision: the probe is no longer kept
         return result
+
+    @staticmethod
+    def in_account(entry: Entry, ctx: Context) -> bool:
+        """Whether a ledger entry is of the caller's account: only then may the caller's own entry
+        copy its collection or hash (another account's names never enter this account's ledger)."""
+        return (entry.body.get("account") or DEFAULT_ACCOUNT) == ctx.acting_account
 
     def undecided(self, search_entry: int) -> list[str]:
         """The candidates of a search that no review has decided yet (a review naming no candidate decides all)."""

@@ -167,6 +167,9 @@ class LedgerIndex:
     def open_count(self, account: str) -> int:
         return self._db().execute("SELECT COUNT(*) FROM queue WHERE account = ? AND open = 1", (account,)).fetchone()[0]
 
+    def open_seqs(self, account: str) -> list[int]:
+        return [r[0] for r in self._db().execute("SELECT seq FROM queue WHERE account = ? AND open = 1", (account,))]
+
     def decided(self, seq: int) -> set[str]:
         return {r[0] for r in self._db().execute("SELECT candidate FROM decided WHERE seq = ?", (seq,)).fetchall()}
 

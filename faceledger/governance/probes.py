@@ -72,5 +72,16 @@ class ProbeStore:
                 continue
         return gone
 
+    def kept(self, seqs) -> int:
+        """How many of these searches' probes are still kept (expired ones are not counted)."""
+        now = self.clock()
+        n = 0
+        for seq in seqs:
+            try:
+                n += now - self._path(seq).stat().st_mtime < self.retention
+            except FileNotFoundError:
+                continue
+        return n
+
     def count(self) -> int:
         return sum(1 for _ in self.directory.glob("*.probe")) if self.directory.is_dir() else 0

@@ -3,8 +3,9 @@
 A session is a random 256-bit token in a cookie; only its SHA-256 is stored (a reader of the
 sessions file cannot take one over). Each session has its own CSRF token, which every state-changing
 request must echo (compared in constant time). A session ends after ``console_session_seconds``
-without a request, at sign-out, and at once when its key is revoked (checked on every request), so
-the same keys and roles as the API decide everything the console shows.
+without a request, ``console_session_max_seconds`` after sign-in however busy, at sign-out, and at
+once when its key is revoked (checked on every request), so the same keys and roles as the API
+decide everything the console shows.
 """
 
 from __future__ import annotations
@@ -52,10 +53,13 @@ def _digest(token: str) -> str:
 
 
 class SessionStore:
-    def __init__(self, path: Path, keys, lifetime_seconds: int, clock=time.time) -> None:
+    def __init__(self, path: Path, keys, lifetime_seconds: int, clock=time.time, *, max_seconds: int = 43200) -> None:
+        """``lifetime_seconds``: idle time that ends a session; ``max_seconds``: its age that ends
+        it however busy (a script cannot keep a stolen cookie alive for ever)."""
         self.path = Path(path)
         self.keys = keys
         self.lifetime = int(lifetime_seconds)
+        self.max_age = max(int(max_seconds), self.lifetime)
         self.clock = clock
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -81,7 +85,7 @@ class SessionStore:
         key = self.keys.get(key_id.strip())
         token, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), self.clock()
         db = self._db()
-        db.execute("DELETE FROM sessions WHERE seen < ?", (now - self.lifetime,))
+        db.execute("DELETE FROM sessions WHERE seen < ? OR created < ?", (now - self.lifetime, now - self.max_age))
         db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", (_digest(token), key.access_key_id, csrf, now, now))
         return token, Session(key, csrf, now, now)
 
@@ -96,9 +100,9 @@ class SessionStore:
         if row is None:
             raise SessionExpiredError("the session has ended: sign in again")
         key_id, csrf, created, seen = row
-        if now - seen >= self.lifetime or self.keys.secret(key_id) is None:
+        if now - seen >= self.lifetime or now - created >= self.max_age or self.keys.secret(key_id) is None:
             db.execute("DELETE FROM sessions WHERE token_sha256 = ?", (_digest(token),))
-            raise SessionExpiredError("the session has ended (idle too long, or its key was revoked): sign in again")
+            raise SessionExpiredError("the session has ended (idle too long, too old, or its key was revoked): sign in again")
         db.execute("UPDATE sessions SET seen = ? WHERE token_sha256 = ?", (now, _digest(token)))
         return Session(self.keys.get(key_id), csrf, created, now)
 

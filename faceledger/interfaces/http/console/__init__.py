@@ -21,7 +21,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from faceledger.errors import FaceledgerError, InvalidParameterError, ResourceNotFoundError
+from faceledger.errors import (AccessDeniedError, FaceledgerError, InvalidParameterError, ResourceNotFoundError,
+                               UnknownOperationError)
 from faceledger.governance.console import Console
 from faceledger.governance.gate import REVIEW_DECISIONS
 from faceledger.governance.sessions import Session, SessionExpiredError, SessionStore
@@ -150,12 +151,20 @@ def console_router(settings, gate, keys) -> APIRouter:
         fields = await form_of(request)
         pre = request.cookies.get(PRE_COOKIE)
         if not pre or not secrets.compare_digest(pre.encode(), fields.get("csrf", "").encode()):
-            return signin_response(request, "the sign-in form expired or came from another site: try again", 403)
+            refusal = AccessDeniedError("the sign-in form expired or came from another site: try again")
+            await run_in_threadpool(gate.refused, None, "ConsoleSignIn", refusal, interface="console")
+            return signin_response(request, refusal.message, 403)
         try:
             token, session = await run_in_threadpool(sessions.sign_in, fields.get("key_id", ""), fields.get("secret", ""))
         except FaceledgerError as exc:
             await run_in_threadpool(gate.refused, None, "ConsoleSignIn", exc, interface="console")
             return signin_response(request, exc.message, 403)
+        await run_in_threadpool(sessions.sign_out, request.cookies.get(COOKIE))  # a session held before ends here
+        try:
+            await run_in_threadpool(console.signed_in, session.context(), session.key.access_key_id)
+        except FaceledgerError as exc:  # the ledger could not record it: no session without its entry
+            await run_in_threadpool(sessions.sign_out, token)
+            return signin_response(request, exc.message, exc.http_status)
         sections = console.sections(session.context())
         response = RedirectResponse(f"/console/{sections[0]}" if sections else "/console/none", status_code=303,
                                     headers=_HEADERS)
@@ -172,6 +181,7 @@ def console_router(settings, gate, keys) -> APIRouter:
         except FaceledgerError:
             return RedirectResponse("/console/signin", status_code=303, headers=_HEADERS)
         await run_in_threadpool(sessions.sign_out, request.cookies.get(COOKIE))
+        await run_in_threadpool(console.signed_out, session.context(), session.key.access_key_id)
         response = RedirectResponse("/console/signin", status_code=303, headers=_HEADERS)
         response.delete_cookie(COOKIE, path="/console")
         return response
@@ -379,6 +389,23 @@ def console_router(settings, gate, keys) -> APIRouter:
     router.add_api_route("/keys", view("keys", create_key, post=True), methods=["POST"])
     router.add_api_route("/keys/{key_id}/revoke", view("keys", revoke_key, post=True), methods=["POST"])
     router.add_api_route("/health", view("health", health), methods=["GET"])
+
+    async def unrouted(request: Request) -> Response:
+        """No console page answers this method and path (a guessed path, a HEAD, a DELETE): refused
+        as a page with the console's headers, and recorded with whoever's session came with it."""
+        session = None
+        try:
+            session = await run_in_threadpool(session_of, request)
+        except FaceledgerError:
+            pass  # anonymous: recorded as such
+        exc = UnknownOperationError(f"no console page answers {request.method} {request.url.path[:200]}")
+        await run_in_threadpool(gate.refused, session.context() if session else None, "Console", exc, interface="console")
+        nav = console.sections(session.context()) if session else []
+        body = f'<div class="notice error"><strong>{esc(exc.code)}</strong>: {esc(exc.message)}</div>'
+        return page("Not found", body, session, status=404, nav=nav)
+
+    # last: every method, so that a known path with another method lands here too (not Starlette's 405)
+    router.add_api_route("/{rest:path}", unrouted, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
     return router
 
 
