@@ -171,6 +171,10 @@ def test_readme_shell_examples_run_verbatim(tmp_path, monkeypatch, lfw):
                               "group.jpg": ("Tony_Blair", 2), "probe.jpg": ("Colin_Powell", 3)}.items():
         (tmp_path / name).write_bytes(lfw.image(person, k).read_bytes())
     Image.open(lfw.image("Colin_Powell", 2)).save(tmp_path / "b.png")
+    from tests.video_media import Appearance, write_video  # a short lobby video: Colin Powell walks by
+
+    write_video(tmp_path / "lobby.mp4", [Appearance("colin", lfw.image("Colin_Powell", 4), 0.2, 1.8, (0.3, 0.5), (0.7, 0.5),
+                                                    (110, 120))], width=320, height=240, duration=2.0)
     (tmp_path / "photos" / "colin").mkdir(parents=True)
     for k in (1, 2, 4):
         (tmp_path / "photos" / "colin" / f"colin{k}.jpg").write_bytes(lfw.image("Colin_Powell", k).read_bytes())
@@ -196,4 +200,4 @@ def test_readme_shell_examples_run_verbatim(tmp_path, monkeypatch, lfw):
             found = re.search(r"Ledger entry (\d+)", " ".join(r.stdout.split()))
             entry = int(found.group(1)) if found else entry
             ran.append(command.split()[1])
-    assert {"detect", "compare", "collection", "index", "search", "review", "ledger", "faces", "users", "keys"} <= set(ran)
+    assert {"detect", "compare", "collection", "index", "search", "review", "ledger", "faces", "users", "keys", "video"} <= set(ran)
