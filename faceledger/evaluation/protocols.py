@@ -227,9 +227,10 @@ class GroupRate:
 
 
 def _detect_one(path: str) -> tuple[str, str]:
-    """Which detector found a face in ``path`` ("none" when neither did)."""
+    """Which detector found a face in ``path`` ("none" when neither did): acquisition needs the
+    largest face only (max_faces=1, the detection pyramid where the image is large)."""
     try:
-        faces = worker_engine().detect(path).faces
+        faces = worker_engine().detect(path, max_faces=1).faces
     except FaceledgerError:
         return path, "none"
     return path, faces[0].detector if faces else "none"
