@@ -11,7 +11,7 @@ import faceledger
 PACKAGE = Path(faceledger.__file__).parent
 #: Lower layers first; a module may import from its own layer and the ones before it.
 LAYERS = ["core", "models", "vision", "scoring", "store", "service", "governance", "evaluation", "interfaces"]
-CORE = {"errors", "settings", "pg"}
+CORE = {"errors", "settings", "pg", "localdb"}
 #: The demographic annotation files, and the fields of a record that hold its labels.
 LABEL_FILES = ("female_names", "male_names", "lfw_race_dict", "labels.csv")
 LABEL_FIELDS = {"race", "gender", "sex", "age", "ethnicity"}

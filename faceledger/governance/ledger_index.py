@@ -12,13 +12,12 @@ or replaced (the hash of the last entry indexed differs), it is rebuilt from the
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from faceledger.governance.ledger import Ledger
 from faceledger.governance.policy import IDENTIFICATION
+from faceledger.localdb import ThreadLocalSQLite
 from faceledger.service.scope import DEFAULT_ACCOUNT
 
 _SCHEMA = """
@@ -53,18 +52,10 @@ class LedgerIndex:
     def __init__(self, path: Path, ledger: Ledger) -> None:
         self.path = Path(path)
         self.ledger = ledger
-        self._local = threading.local()
+        # a cache: a lost tail is re-read from the ledger, so synchronous=NORMAL is enough
+        self._db = ThreadLocalSQLite(self.path, pragmas=("synchronous=NORMAL",))
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db().executescript(_SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # a cache: a lost tail is re-read from the ledger
-            self._local.db = db
-        return db
 
     def _mark(self, db) -> tuple[int, str]:
         rows = dict(db.execute("SELECT k, v FROM meta").fetchall())

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 from faceledger.errors import AccessDeniedError, InvalidSignatureError, UnrecognizedClientError
 from faceledger.governance.keys import AccessKey
 from faceledger.governance.policy import Context, Principal
+from faceledger.localdb import ThreadLocalSQLite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -61,18 +60,10 @@ class SessionStore:
         self.lifetime = int(lifetime_seconds)
         self.max_age = max(int(max_seconds), self.lifetime)
         self.clock = clock
-        self._local = threading.local()
+        self._db = ThreadLocalSQLite(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db().executescript(_SCHEMA)
         self.path.chmod(0o600)
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            self._local.db = db
-        return db
 
     def sign_in(self, key_id: str, secret: str) -> tuple[str, Session]:
         """A new session for a valid, unrevoked key: (cookie token, session). Wrong or revoked keys

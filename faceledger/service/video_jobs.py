@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import sqlite3
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import numpy as np
 from faceledger.errors import (
     FaceledgerError, IdempotentParameterMismatchError, InvalidParameterError, InvalidS3ObjectError, ResourceNotFoundError,
 )
+from faceledger.localdb import ThreadLocalSQLite
 from faceledger.service import api_model, scope
 from faceledger.service.limits import Limits
 from faceledger.service.operations import (
@@ -181,16 +181,8 @@ class VideoJobs:
         self.sample_fps = sample_fps
         self.notifications = notifications or self.path.with_name("video-notifications.jsonl")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        self._db = ThreadLocalSQLite(self.path)
         self._db().executescript(_SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            self._local.db = db
-        return db
 
     # --- Start ---------------------------------------------------------------------------------------
 
