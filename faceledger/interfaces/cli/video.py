@@ -24,13 +24,15 @@ video_app = typer.Typer(no_args_is_help=True, help="Faces in stored video (H.264
 
 
 def _run(gated: _Gated, start: str, get: str, start_call, get_call, as_json: bool, workers=None) -> dict:
-    """Start through the gate, run here under a progress bar, then every page of Get through the gate."""
+    """Start through the gate, run here under a progress bar, then every page of Get through the gate.
+    ``start_call(service, **gate_args)`` and ``get_call(service, job_id, **gate_args)`` are handed
+    the service only inside the gate's call."""
     from faceledger.governance.video import run_one
 
     if workers:
         gated.gate.service.video_jobs.workers = workers
 
-    job_id = gated.gate.call(gated.ctx, start, lambda **x: start_call(**x)).job_id
+    job_id = gated.gate.call(gated.ctx, start, lambda **x: start_call(gated.gate.service, **x)).job_id
     with progress() as bar:
         task = bar.add_task(f"{start} {job_id[:8]} (video seconds)", total=None)
 
@@ -45,7 +47,7 @@ def _run(gated: _Gated, start: str, get: str, start_call, get_call, as_json: boo
     merged: dict = {}
     token = None
     while True:
-        r = gated.gate.call(gated.ctx, get, lambda **x: get_call(job_id, next_token=token, **x))
+        r = gated.gate.call(gated.ctx, get, lambda **x: get_call(gated.gate.service, job_id, next_token=token, **x))
         page = api_model.output(get, r)
         for key in ("Faces", "Persons"):
             if key in page:
@@ -68,10 +70,9 @@ def detect(
     """Faces in every sampled frame of FILE (not identification: no purpose needed). Exit 1: no face."""
     with errors(as_json):
         gated = _Gated()
-        svc = gated.gate.service
         r = _run(gated, "StartFaceDetection", "GetFaceDetection",
-                 lambda **x: svc.start_face_detection(file, face_attributes=attributes, **x),
-                 lambda job_id, **x: svc.get_face_detection(job_id, **x), as_json, pool(workers, ray))
+                 lambda svc, **x: svc.start_face_detection(file, face_attributes=attributes, **x),
+                 lambda svc, job_id, **x: svc.get_face_detection(job_id, **x), as_json, pool(workers, ray))
         faces = r.get("Faces", [])
         if as_json:
             print(json.dumps(r))
@@ -111,10 +112,9 @@ def search(
         threshold = by_rate if threshold is None else max(threshold, by_rate)
     with errors(as_json):
         gated = _Gated(purpose, case)
-        svc = gated.gate.service
         r = _run(gated, "StartFaceSearch", "GetFaceSearch",
-                 lambda **x: svc.start_face_search(file, collection, face_match_threshold=threshold, **x),
-                 lambda job_id, **x: svc.get_face_search(job_id, sort_by="INDEX", **x), as_json, pool(workers, ray))
+                 lambda svc, **x: svc.start_face_search(file, collection, face_match_threshold=threshold, **x),
+                 lambda svc, job_id, **x: svc.get_face_search(job_id, sort_by="INDEX", **x), as_json, pool(workers, ray))
         persons = r.get("Persons", [])
         matched = [p for p in persons if p["FaceMatches"]]
         if as_json:
