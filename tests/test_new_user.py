@@ -92,3 +92,51 @@ def test_docs_show_the_aws_cli_image_options_that_work():
         files = [a for a in shlex.split(c) if a.startswith("fileb://")]
         args = shlex.split(c)
         assert files and all(args[args.index(f) - 1].endswith("-image-bytes") for f in files), c
+
+
+def test_every_module_the_package_imports_is_installed_by_make_demo():
+    """`make demo` installs [project].dependencies only; `faceledger audit endpoint` (README, Use it)
+    imported boto3, which only the [test] extra installed: a traceback on a fresh clone. Every
+    third-party import under faceledger/ must come from a runtime dependency (ray: its own extra,
+    for --ray)."""
+    import ast
+    import sys
+    import tomllib
+    from importlib import metadata
+    from importlib.metadata import packages_distributions
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    norm = lambda name: re.split(r"[=<>\[; ]", name)[0].lower().replace("_", "-")
+    allowed = {norm(d) for d in project["dependencies"]} | {norm(d) for d in project["optional-dependencies"]["ray"]}
+    todo = list(allowed)
+    while todo:  # and what they install in turn (fastapi brings starlette and pydantic)
+        try:
+            requires = metadata.requires(todo.pop()) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for r in requires:
+            if "extra ==" not in r and norm(r) not in allowed:
+                allowed.add(norm(r))
+                todo.append(norm(r))
+    dists = packages_distributions()
+
+    def tops(dist: str) -> set[str]:  # dlib-bin's top_level.txt names only _dlib_pybind11, not dlib/
+        try:
+            return {f.parts[0] for f in metadata.distribution(dist).files or [] if len(f.parts) > 1}
+        except metadata.PackageNotFoundError:
+            return set()
+    missing = {}
+    for path in (root / "faceledger").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top == "faceledger" or top in sys.stdlib_module_names:
+                    continue
+                found = {norm(d) for d in dists.get(top, [])} or {d for d in allowed if top in tops(d)}
+                if not found & allowed:
+                    missing.setdefault(top, set()).add(str(path.relative_to(root)))
+    assert not missing, missing
