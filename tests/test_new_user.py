@@ -140,3 +140,13 @@ def test_every_module_the_package_imports_is_installed_by_make_demo():
                 if not found & allowed:
                     missing.setdefault(top, set()).add(str(path.relative_to(root)))
     assert not missing, missing
+
+
+def test_an_unknown_nested_member_is_refused_with_the_members_it_has():
+    """REST takes top-level members in snake_case; a new user wrote the nested ones that way too
+    (`{"video": {"s3_object": ...}}`) and read only 'StartFaceDetection.Video has no member s3_object'."""
+    from faceledger import errors
+    from faceledger.service.api_model import validate
+
+    with pytest.raises(errors.InvalidParameterError, match=r"Video has no member s3_object \(its members: S3Object\)"):
+        validate("StartFaceDetection", {"Video": {"s3_object": {"bucket": "footage", "name": "lobby.mp4"}}})
