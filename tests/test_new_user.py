@@ -150,3 +150,16 @@ def test_an_unknown_nested_member_is_refused_with_the_members_it_has():
 
     with pytest.raises(errors.InvalidParameterError, match=r"Video has no member s3_object \(its members: S3Object\)"):
         validate("StartFaceDetection", {"Video": {"s3_object": {"bucket": "footage", "name": "lobby.mp4"}}})
+
+
+def test_a_role_refusal_names_the_roles_that_may_and_how_to_get_one():
+    """A key made without --purpose searched and read only '... (user) may not call
+    SearchFacesByImage under policy moratorium'."""
+    from faceledger.governance.policy import Context, Policy, Principal
+
+    policy = Policy.load("moratorium")
+    decision = policy.decide(Context(Principal("AKIAPLAIN", ("user",), ()), None, None, "http"), "SearchFacesByImage")
+    assert not decision.allowed and "investigator" in decision.reason and "keys create --role" in decision.reason
+    assert "--purpose" in decision.reason, decision.reason
+    decision = policy.decide(Context(Principal("AKIAPLAIN", ("user",), ()), None, None, "http"), "CreateKey")
+    assert not decision.allowed and "operator" in decision.reason and "--purpose" not in decision.reason
