@@ -163,3 +163,10 @@ def test_a_role_refusal_names_the_roles_that_may_and_how_to_get_one():
     assert "--purpose" in decision.reason, decision.reason
     decision = policy.decide(Context(Principal("AKIAPLAIN", ("user",), ()), None, None, "http"), "CreateKey")
     assert not decision.allowed and "operator" in decision.reason and "--purpose" not in decision.reason
+
+
+def test_video_search_without_a_collection_is_a_usage_error_naming_the_option(tmp_path):
+    """It ran the job's set-up and answered 'StartFaceSearch: CollectionId is required', a name
+    the command line does not take."""
+    r = runner.invoke(app, ["video", "search", str(tmp_path / "lobby.mp4"), "--purpose", "access-control"])
+    assert r.exit_code == 2 and "--collection" in r.output, r.output

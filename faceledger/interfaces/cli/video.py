@@ -92,8 +92,8 @@ def detect(
 @video_app.command("search")
 def search(
     file: Path,
-    collection: Optional[str] = member_option("StartFaceSearch", "CollectionId", "--collection",
-                                              note="The collection searched for every person seen."),
+    collection: str = member_option("StartFaceSearch", "CollectionId", "--collection", default=...,
+                                    note="The collection searched for every person seen."),
     threshold: Optional[float] = member_option("StartFaceSearch", "FaceMatchThreshold", "--threshold", note="Default 80."),
     max_fmr: Optional[float] = MaxFmrOpt,
     purpose: Optional[str] = PurposeOpt,
