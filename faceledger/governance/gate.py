@@ -174,7 +174,10 @@ class Gate:
             raise InvalidParameterError(f"ledger entry {seq} is not a served identification: nothing to review")
         if self.policy.separate_duties and b.get("principal") == ctx.principal.name:
             raise AccessDeniedError(f"separation of duties (policy {self.policy.name}): {ctx.principal.name} ran the "
-                                    f"search of entry {seq}, so another principal must {duty} its candidates")
+                                    f"search of entry {seq}, so another principal must {duty} its candidates: a reviewer's "
+                                    "key (`faceledger keys create --role reviewer`) through the console (/console) or "
+                                    "the API, or `faceledger review` run by another OS user "
+                                    "(the command line acts as local:<user>)")
         return entry
 
     def review(self, ctx: Context, search_entry: int, decision: str, reason: str,

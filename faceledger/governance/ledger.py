@@ -161,7 +161,9 @@ class Signer:
         try:
             key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
         except (OSError, ValueError, TypeError) as exc:
-            raise InvalidParameterError(f"{path}: not a readable Ed25519 private key ({exc})") from None
+            hint = ("; make the signer's key with `faceledger ledger keygen` (docs/ledger.md)"
+                    if isinstance(exc, FileNotFoundError) else "")
+            raise InvalidParameterError(f"{path}: not a readable Ed25519 private key ({exc}){hint}") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise InvalidParameterError(f"{path}: not an Ed25519 private key")
         return cls(key)
@@ -542,7 +544,10 @@ def verify_ledger(ledger: Ledger, log_: HeadLog, public_hex: str | None, witness
                                                   "its entries were deleted"))
     if require_heads and walk.count and not valid:
         problems.append(Problem(1, "unsigned", "no valid signed head covers this ledger: heads are required "
-                                               f"(missing {log_.heads_path}? run `faceledger ledger sign-heads`)"))
+                                               f"(missing {log_.heads_path}?). A ledger never signed cannot be told "
+                                               "from one whose heads were deleted: sign it with `faceledger ledger "
+                                               "keygen` (once, as the signer), then `faceledger ledger sign-heads`, "
+                                               "and verify with the public key it printed (docs/ledger.md)"))
     length = walk.end[0]
     for label, published in (("head", [(h.seq, h.hash) for h in valid]), ("witness head", [(h.seq, h.hash) for h in pinned]),
                               ("published tip", sorted(tips.items()))):

@@ -148,7 +148,11 @@ class Policy:
         roles = [r for r in p.roles if r in self.roles]
         if not any("*" in self.roles[r] or operation in self.roles[r] for r in roles):
             held = ", ".join(p.roles) or "no role"
-            return Decision(False, f"{p.name} ({held}) may not call {operation} under policy {self.name}")
+            able = [r for r, ops in self.roles.items() if "*" in ops or operation in ops]
+            how = (f": roles that may, {', '.join(able)} (a key with one: faceledger keys create --role ROLE"
+                   + ("; one made with --purpose P holds user and investigator)" if operation in IDENTIFICATION else ")")
+                   if able else ": no role may")
+            return Decision(False, f"{p.name} ({held}) may not call {operation} under policy {self.name}{how}")
         if operation not in IDENTIFICATION:
             return Decision(True, "role permits the operation")
         return self._identification(ctx, operation)

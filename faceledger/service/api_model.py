@@ -72,7 +72,8 @@ def check_value(where: str, shape: Shape, value: Any) -> None:
         for name, item in value.items():
             member = shape.members.get(name)
             if member is None:
-                raise InvalidParameterError(f"{where} has no member {name}")
+                raise InvalidParameterError(f"{where} has no member {name} (its members: "
+                                            f"{', '.join(shape.members) or 'none'})")
             if item is not None:
                 check_value(f"{where}.{name}", member, item)
         return

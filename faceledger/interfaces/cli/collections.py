@@ -13,7 +13,7 @@ from rich.table import Table
 
 from faceledger.service import api_model
 from faceledger.interfaces.cli.options import member_argument, member_option
-from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NEGATIVE, JsonOpt, id_column, RayOpt, box_text, err, errors, out, pool, progress
+from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NEGATIVE, JsonOpt, id_column, RayOpt, box_text, review_hint, err, errors, out, pool, progress
 from faceledger.errors import FaceledgerError, InvalidParameterError
 from faceledger.service.operations import (
     DEFAULT_ASSOCIATE_THRESHOLD, DEFAULT_FACE_MATCH_THRESHOLD, DEFAULT_USER_MATCH_THRESHOLD, FaceService, PreparedImage,
@@ -68,6 +68,35 @@ def _service(purpose: str | None = None, case: str | None = None) -> FaceService
 
 def _rate(x: float | None) -> str:
     return "-" if x is None else f"{x:.1e}"
+
+
+# The table's columns need about 105 characters (a face id is 36 and is never cut): on a narrower
+# terminal (80 columns by default) each candidate is printed as two lines instead, so no figure is
+# cut to an ellipsis.
+_TABLE_WIDTH = 105
+
+
+def _print_face_candidates(collection: str, matches) -> None:
+    if not matches:
+        out.print("no candidate reached the threshold")
+        return
+    if out.width >= _TABLE_WIDTH:
+        table = Table("#", "similarity", "FMR", "strangers expected this high", title=f"candidates in {collection}",
+                      title_justify="left")
+        id_column(table, "face id")
+        table.add_column("external id", overflow="fold")
+        table.add_column("user", overflow="fold")
+        for i, m in enumerate(matches, 1):
+            table.add_row(str(i), f"{m.similarity:.1f}", _rate(m.false_match_rate), _rate(m.expected_false_candidates),
+                          m.face.face_id, m.face.external_image_id or "-", m.face.user_id or "-")
+        out.print(table)
+        return
+    out.print(f"candidates in {collection}:")
+    for i, m in enumerate(matches, 1):
+        out.print(f"{i}. similarity {m.similarity:.1f}, FMR {_rate(m.false_match_rate)}, "
+                  f"{_rate(m.expected_false_candidates)} strangers expected this high", soft_wrap=True)
+        out.print(f"   face {m.face.face_id}  external id {m.face.external_image_id or '-'}  "
+                  f"user {m.face.user_id or '-'}", soft_wrap=True)
 
 
 def _print_identification(r) -> None:
@@ -316,19 +345,11 @@ def search(
             max_false_match_rate=max_fmr,
         )
         if not _emit("SearchFacesByImage", r, as_json):
-            table = Table("#", "similarity", "FMR", "strangers expected this high", title=f"candidates in {collection}",
-                          title_justify="left")
-            id_column(table, "face id")
-            table.add_column("external id", overflow="fold")
-            table.add_column("user", overflow="fold")
-            for i, m in enumerate(r.face_matches, 1):
-                table.add_row(str(i), f"{m.similarity:.1f}", _rate(m.false_match_rate), _rate(m.expected_false_candidates),
-                              m.face.face_id, m.face.external_image_id or "-", m.face.user_id or "-")
             out.print(f"searched face: {box_text(r.searched_face_bounding_box)}, confidence {r.searched_face_confidence:.1f}")
             _print_identification(r)
-            out.print(table if r.face_matches else "no candidate reached the threshold")
+            _print_face_candidates(collection, r.face_matches)
             out.print("[dim]Candidates are leads for a person to review, never an identification "
-                      f"(faceledger review {r.ledger_entry} ...).[/]")
+                      f"({review_hint(r.ledger_entry)}).[/]", soft_wrap=True)
     if not r.face_matches:
         raise typer.Exit(EXIT_NEGATIVE)
 

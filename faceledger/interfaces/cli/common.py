@@ -102,5 +102,11 @@ def id_column(table, header: str) -> None:
     table.add_column(header, no_wrap=True, min_width=36, overflow="ignore")
 
 
+def review_hint(entry) -> str:
+    """The command that reviews a search's candidates, as the user types it (by a reviewer: a
+    principal other than the searcher when the policy separates duties)."""
+    return f"a reviewer: faceledger review decide {entry} --decision confirmed|rejected|inconclusive --reason ..."
+
+
 def box_text(b) -> str:
     return f"left {b.left:.2f} top {b.top:.2f} w {b.width:.2f} h {b.height:.2f}"

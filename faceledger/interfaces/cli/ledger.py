@@ -139,7 +139,8 @@ def _print_problems(problems, as_json: bool, prefix: str = "") -> None:
         print(json.dumps({"intact": False, "problems": [p.__dict__ for p in problems]}, indent=2))
         return
     first = problems[0]
-    out.print(f"[red]{prefix}ledger broken[/]: first bad entry {first.seq} ({first.kind}): {first.detail}", soft_wrap=True)
+    state = "not signed" if first.kind == "unsigned" else "broken"  # a fresh ledger is unsigned, not tampered with
+    out.print(f"[red]{prefix}ledger {state}[/]: first bad entry {first.seq} ({first.kind}): {first.detail}", soft_wrap=True)
     for p in problems[1:10]:
         out.print(f"  entry {p.seq} ({p.kind}): {p.detail}", soft_wrap=True)
 
@@ -262,7 +263,9 @@ def show(entry: int, as_json: bool = JsonOpt) -> None:
         out.print(f"entry {e.seq}: {b.get('operation')} by {b.get('principal')} for {b.get('purpose')!r} "
                   f"(case {b.get('case_reference')!r}) on {b.get('collection')!r} at {b.get('time')}", soft_wrap=True)
         for c in b.get("result", {}).get("candidates", []):
-            out.print(f"  candidate {c['id']}: similarity {c['similarity']:.1f}, false match rate {c['false_match_rate']}")
+            fmr = c.get("false_match_rate")
+            out.print(f"  candidate {c['id']}: similarity {c['similarity']:.1f}, false match rate "
+                      f"{'-' if fmr is None else format(fmr, '.1e')}", soft_wrap=True)
         for r in reviews:
             out.print(f"  review {r['ledger_entry']}: {r['verdict']} by {r['principal']}: {r['reason']}")
 

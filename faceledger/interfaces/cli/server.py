@@ -94,7 +94,8 @@ def serve(
 
     os.environ[WORKERS_ENV] = str(workers)
     settings = Settings.load()
-    out.print(f"faceledger on http://{host}:{port} (auth {settings.auth}, region {settings.region}, store {settings.store})")
+    out.print(f"faceledger on http://{host}:{port} (auth {settings.auth}, region {settings.region}, store {settings.store})"
+              f"; the review console at http://{host}:{port}/console, the REST API's docs at /v1/docs", soft_wrap=True)
     from faceledger.interfaces.http.protocol import NoDelayH11Protocol
 
     uvicorn.run("faceledger.interfaces.http.asgi:app", host=host, port=port, workers=workers, log_level="info", http=NoDelayH11Protocol)

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from faceledger.interfaces.cli.collections import CaseOpt, MaxFmrOpt, PurposeOpt, _Gated
 from faceledger.interfaces.cli.options import member_option
-from faceledger.interfaces.cli.common import EXIT_NEGATIVE, JsonOpt, RayOpt, err, errors, out, pool, progress
+from faceledger.interfaces.cli.common import EXIT_NEGATIVE, JsonOpt, RayOpt, err, errors, out, pool, progress, review_hint
 from faceledger.service import api_model
 
 WorkersOpt = typer.Option(None, "--workers", help="Worker processes for the job's 30-second segments "
@@ -93,8 +93,8 @@ def detect(
 @video_app.command("search")
 def search(
     file: Path,
-    collection: Optional[str] = member_option("StartFaceSearch", "CollectionId", "--collection",
-                                              note="The collection searched for every person seen."),
+    collection: str = member_option("StartFaceSearch", "CollectionId", "--collection", default=...,
+                                    note="The collection searched for every person seen."),
     threshold: Optional[float] = member_option("StartFaceSearch", "FaceMatchThreshold", "--threshold", note="Default 80."),
     max_fmr: Optional[float] = MaxFmrOpt,
     purpose: Optional[str] = PurposeOpt,
@@ -139,7 +139,7 @@ def search(
                 out.print(f"threshold {ident['EffectiveThreshold']:.1f} for a gallery of {ident['GallerySize']} faces")
             if r.get("ResultsLedgerEntry"):
                 out.print("[dim]Candidates are leads for a person to review, never an identification "
-                          f"(faceledger review {r['ResultsLedgerEntry']} ...).[/]")
+                          f"({review_hint(r['ResultsLedgerEntry'])}).[/]", soft_wrap=True)
     if r.get("JobStatus") != "SUCCEEDED" or not matched:
         raise typer.Exit(EXIT_NEGATIVE)
 
