@@ -289,6 +289,7 @@ def index(
             except KeyboardInterrupt:
                 interrupted = True
                 err.print(f"[yellow]interrupted after {done} of {len(files)} images: every image reported is stored[/]")
+        skipped.sort()  # workers finish in any order; the summary lists images in a stable order
         summary = {"Images": done, "ImagesFound": len(files), "AlreadyIndexed": len(already), "FacesIndexed": indexed,
                    "UnindexedReasons": dict(unindexed),
                    "NotIndexed": [{"Image": p, "FacesIndexed": n, "Reasons": why} for p, n, why in skipped],
