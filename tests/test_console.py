@@ -12,15 +12,11 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from faceledger.governance.app import open_gate, open_service
 from faceledger.governance.keys import KeyStore
@@ -28,16 +24,11 @@ from faceledger.governance.policy import Context, Principal
 from faceledger.governance.probes import ProbeStore
 from faceledger.governance.sessions import SessionExpiredError, SessionStore
 from faceledger.interfaces.http.app import create_app
+from .live import LiveServer
 
 SHOTS = Path(__file__).resolve().parent.parent / "docs" / "console"
 SIZES = {"wide": (1280, 800), "phone": (390, 844)}
 GALLERY = ["Colin_Powell", "Tony_Blair", "George_W_Bush", "Gerhard_Schroeder", "Donald_Rumsfeld"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +45,8 @@ def site(tmp_path_factory, settings, engine, lfw):
         key, secret = keys.create(name, principal=name, roles=roles, purposes=purposes)
         made[name] = (key.access_key_id, secret)
     app = create_app(s, open_service(s, engine=engine))
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if uv.started:
-            break
-        time.sleep(0.05)
+    http_server = LiveServer(app)
+    port = http_server.port
     url = f"http://127.0.0.1:{port}"
 
     def api(who: str, method: str, path: str, **kw):
@@ -84,8 +69,7 @@ def site(tmp_path_factory, settings, engine, lfw):
         assert r["FaceMatches"], f"{person}'s second photo found no candidate"
         searches[person] = r
     yield {"url": url, "keys": made, "settings": s, "root": root, "searches": searches, "lfw": lfw}
-    uv.should_exit = True
-    thread.join(timeout=10)
+    http_server.stop()
 
 
 def _ledger(site) -> list[dict]:

@@ -10,21 +10,18 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 import sqlite3
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from faceledger.governance.app import open_service
 from faceledger.governance.keys import KeyStore
 from faceledger.governance.ledger import Ledger
 from faceledger.governance.sessions import SessionExpiredError, SessionStore
 from faceledger.interfaces.http.app import create_app
+from .live import LiveServer
 
 OTHER = "111122223333"
 GALLERY = "a-private-gallery"  # account A's collection: its name must never reach account B
@@ -47,16 +44,8 @@ def site(tmp_path_factory, settings, engine, lfw):
                                   **({"account": account} if account else {}))
         made[name] = (key.access_key_id, secret)
     app = create_app(s, open_service(s, engine=engine))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if uv.started:
-            break
-        time.sleep(0.05)
+    http_server = LiveServer(app)
+    port = http_server.port
     url = f"http://127.0.0.1:{port}"
 
     def api(who: str, method: str, path: str, **kw) -> httpx.Response:
@@ -78,8 +67,7 @@ def site(tmp_path_factory, settings, engine, lfw):
     search = r.json()
     yield {"url": url, "keys": made, "settings": s, "api": api, "entry": search["LedgerEntry"],
            "candidates": [m["Face"]["FaceId"] for m in search["FaceMatches"]]}
-    uv.should_exit = True
-    thread.join(timeout=10)
+    http_server.stop()
 
 
 def _ledger(site) -> list[dict]:

@@ -9,13 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import boto3
 import pytest
-import uvicorn
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -23,8 +20,8 @@ from faceledger.governance.app import open_service
 from faceledger.governance.keys import KeyStore
 from faceledger.governance.ledger import Ledger
 from faceledger.interfaces.http.app import create_app
+from .live import LiveServer
 
-from .test_server import _free_port
 
 
 def _aws() -> str:
@@ -45,17 +42,10 @@ def live(tmp_path_factory, settings, engine):
                           env=env, capture_output=True, text=True, check=True)
     key = json.loads(made.stdout)
     app = create_app(s, open_service(s, engine=engine))
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if uv.started:
-            break
-        time.sleep(0.05)
+    http_server = LiveServer(app)
+    port = http_server.port
     yield {"url": f"http://127.0.0.1:{port}", "key": key, "settings": s, "root": root}
-    uv.should_exit = True
-    thread.join(timeout=10)
+    http_server.stop()
 
 
 def aws(live, *args: str, key: dict | None = None) -> dict:

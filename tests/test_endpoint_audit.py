@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
 
 from faceledger.evaluation import endpoint_audit as ea
 from faceledger.evaluation.audit import audit, read_scores
@@ -36,28 +35,14 @@ from faceledger.interfaces.http.app import create_app
 from faceledger.service import api_model
 from faceledger.service.operations import FaceService
 from faceledger.store.sqlite import SQLiteStore
+from .live import LiveServer
 
 HEADERS = {"X-Faceledger-Purpose": "research-audit", "X-Faceledger-Case": "AUDIT-2026-1"}
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(s, engine):
-    app = create_app(s, open_service(s, engine=engine))
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if uv.started:
-            break
-        time.sleep(0.05)
-    return uv, thread, port
+def _serve(s, engine) -> LiveServer:
+    return LiveServer(create_app(s, open_service(s, engine=engine)))
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +52,10 @@ def server(tmp_path_factory, settings, engine):
                          ledger=root / "ledger.sqlite")
     key, secret = KeyStore(s.keys_file).create("auditor", principal="auditor", roles=("admin",),
                                                 purposes=("research-audit",))
-    uv, thread, port = _serve(s, engine)
-    yield {"url": f"http://127.0.0.1:{port}", "port": port, "key": key.access_key_id, "secret": secret, "root": root,
+    http_server = _serve(s, engine)
+    yield {"url": http_server.url, "port": http_server.port, "key": key.access_key_id, "secret": secret, "root": root,
            "settings": s}
-    uv.should_exit = True
-    thread.join(timeout=10)
+    http_server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +66,9 @@ def other_server(server, tmp_path_factory, engine):
     s = server["settings"]
     s = s.replace(store=root / "store.sqlite", ledger=root / "ledger.sqlite",
                   score_normalisation="none" if s.score_normalisation == "cohort" else "cohort")
-    uv, thread, port = _serve(s, engine)
-    yield {**server, "url": f"http://127.0.0.1:{port}", "port": port, "settings": s}
-    uv.should_exit = True
-    thread.join(timeout=10)
+    http_server = _serve(s, engine)
+    yield {**server, "url": http_server.url, "port": http_server.port, "settings": s}
+    http_server.stop()
 
 
 @pytest.fixture(scope="module")

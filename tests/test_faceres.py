@@ -16,6 +16,7 @@ from botocore.config import Config
 from faceledger import errors
 from faceledger.models import tfjs, zoo
 from faceledger.models.registry import Registry
+from .live import LiveServer
 
 PEOPLE = ["Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder", "Ariel_Sharon"]
 
@@ -79,13 +80,6 @@ def test_faceres_through_the_engine(faceres, lfw):
 def test_faceres_over_http_on_a_collection_bound_to_it(faceres, lfw, tmp_path):
     """Unchanged boto3: CreateCollection tagged with the model, IndexFaces, SearchFacesByImage with
     calibrated false match rates, and mixing refused."""
-    import threading
-    import time
-
-    import uvicorn
-
-    from .test_server import _free_port  # the same server set-up as test_server.py
-
     from faceledger.governance.app import open_service
     from faceledger.governance.keys import KeyStore
     from faceledger.interfaces.http.app import create_app
@@ -94,12 +88,8 @@ def test_faceres_over_http_on_a_collection_bound_to_it(faceres, lfw, tmp_path):
                         ledger=tmp_path / "ledger.sqlite")
     key, secret = KeyStore(s.keys_file).create("t", principal="door", roles=("admin",), purposes=("access-control",))
     app = create_app(s, open_service(s))
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    while not uv.started:
-        time.sleep(0.05)
+    http_server = LiveServer(app)
+    port = http_server.port
     try:
         rek = boto3.client("rekognition", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                            aws_access_key_id=key.access_key_id, aws_secret_access_key=secret,
@@ -126,8 +116,7 @@ def test_faceres_over_http_on_a_collection_bound_to_it(faceres, lfw, tmp_path):
         d = rek.describe_collection(CollectionId="dlib")
         assert d["FaceModelVersion"] == wire_model_version(str(model_id(Settings.load())))  # dlib's, as a number
     finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
+        http_server.stop()
 
 
 def test_faceres_in_the_cli_and_the_audit(faceres, lfw, tmp_path, monkeypatch):

@@ -11,7 +11,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +20,6 @@ import time
 import boto3
 import httpx
 import pytest
-import uvicorn
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -32,14 +30,9 @@ from faceledger.governance.keys import KeyStore
 from faceledger.governance.ledger import Ledger
 from faceledger.governance.policy import Context, Policy, Principal
 from faceledger.interfaces.http.app import create_app
+from .live import LiveServer, free_port as _free_port
 
 ADMIN = Context(Principal("op", ("admin",), ("*",)), None, None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _client(url: str, key: str, secret: str):
@@ -92,19 +85,12 @@ def live(tmp_path_factory, settings, engine):
                          ledger_busy_ms=300, auth="sigv4")
     key, secret = KeyStore(s.keys_file).create("t", principal="writer", roles=("admin",), purposes=("access-control",))
     app = create_app(s, open_service(s, engine=engine))
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if uv.started:
-            break
-        time.sleep(0.05)
+    http_server = LiveServer(app)
+    port = http_server.port
     url = f"http://127.0.0.1:{port}"
     yield {"url": url, "rek": _client(url, key.access_key_id, secret), "ledger": Ledger(s.ledger),
            "bearer": {"Authorization": f"Bearer {key.access_key_id}:{secret}"}}
-    uv.should_exit = True
-    thread.join(timeout=10)
+    http_server.stop()
 
 
 def _code(exc) -> str:

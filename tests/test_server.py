@@ -5,26 +5,18 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import socket
-import threading
 import time
 
 import boto3
 import botocore.auth
 import pytest
-import uvicorn
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from faceledger.governance.app import open_service
 from faceledger.interfaces.http.app import create_app
 from faceledger.governance.keys import KeyStore
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .live import LiveServer, free_port as _free_port
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +27,10 @@ def server(tmp_path_factory, settings, engine):
     key, secret = KeyStore(s.keys_file).create("tests", principal="test-suite", roles=("admin",),
                                                 purposes=("access-control",))
     app = create_app(s, open_service(s, engine=engine))
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if uv.started:
-            break
-        time.sleep(0.05)
+    http_server = LiveServer(app)
+    port = http_server.port
     yield {"url": f"http://127.0.0.1:{port}", "key": key.access_key_id, "secret": secret, "settings": s, "root": root}
-    uv.should_exit = True
-    thread.join(timeout=10)
+    http_server.stop()
 
 
 def client(server, *, secret=None, key=None, region="us-east-1", validate=True, case="TEST-1", purpose=None):

@@ -11,13 +11,9 @@ bare service (no gate) to show that it works there: the protection, not the data
 from __future__ import annotations
 
 import io
-import socket
-import threading
-import time
 
 import boto3
 import pytest
-import uvicorn
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from PIL import Image, ImageFilter
@@ -31,6 +27,7 @@ from faceledger.governance.policy import Context, Policy, Principal
 from faceledger.scoring.calibration import similarity_of_fmr
 
 from .conftest import encode
+from .live import LiveServer
 
 GALLERY = 49  # people: one 7 x 7 mosaic
 PROBES = 20
@@ -310,12 +307,6 @@ def test_whoever_searched_may_neither_review_nor_export(world):
 # --- accounts -----------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def tenants(tmp_path_factory, settings, engine):
     """`faceledger serve` with SigV4 and keys in two accounts."""
@@ -335,14 +326,8 @@ def tenants(tmp_path_factory, settings, engine):
         "local": keys.create("default account"),
     }
     app = create_app(s, open_service(s, engine=engine))
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if uv.started:
-            break
-        time.sleep(0.05)
+    http_server = LiveServer(app)
+    port = http_server.port
 
     def client(who, headers=None):
         key, secret = made[who]
@@ -357,8 +342,7 @@ def tenants(tmp_path_factory, settings, engine):
         return rek
 
     yield {"client": client, "settings": s}
-    uv.should_exit = True
-    thread.join(timeout=10)
+    http_server.stop()
 
 
 def _code(exc) -> str:

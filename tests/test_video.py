@@ -374,28 +374,18 @@ def test_cli_video_detect_and_a_refused_search(media):
 def test_boto3_runs_a_detection_job_against_the_server(media, settings, engine, tmp_path):
     """An unchanged boto3 client: StartFaceDetection (boto3 fills ClientRequestToken itself), the
     server's worker thread runs the job, GetFaceDetection polled until SUCCEEDED."""
-    import threading
-
     import boto3
-    import uvicorn
 
     from faceledger.governance.app import open_service
     from faceledger.interfaces.http.app import create_app
 
-    from .test_server import _free_port
+    from .live import LiveServer
 
     s = settings.replace(store=tmp_path / "store.sqlite", ledger=tmp_path / "ledger.sqlite", auth="none",
                          s3_root=media["root"])
-    app = create_app(s, open_service(s, engine=engine))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    http_server = LiveServer(create_app(s, open_service(s, engine=engine)))
+    port = http_server.port
     try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.05)
         rek = boto3.client("rekognition", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                            aws_access_key_id="x", aws_secret_access_key="y")
         job_id = rek.start_face_detection(Video={"S3Object": {"Bucket": "footage", "Name": "walk.mp4"}})["JobId"]
@@ -420,8 +410,7 @@ def test_boto3_runs_a_detection_job_against_the_server(media, settings, engine, 
                                                               "collection_id": "nowhere"})
         assert refused.status_code == 403 and refused.json()["__type"] == "AccessDeniedException"  # no purpose stated
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        http_server.stop()
 
 
 def test_segments_tile_the_video_exactly(media):

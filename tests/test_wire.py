@@ -9,14 +9,12 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import boto3
 import httpx
 import pytest
-import uvicorn
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
@@ -28,12 +26,7 @@ from faceledger.interfaces.http.app import create_app
 from faceledger.interfaces.http.metrics import Metrics
 
 from .malformed import corpus
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .live import LiveServer
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +36,10 @@ def server(tmp_path_factory, settings, engine):
                          s3_root=root / "s3", auth="sigv4", body_read_timeout=2)
     key, secret = KeyStore(s.keys_file).create("wire", principal="wire-tests", roles=("admin",), purposes=("access-control",))
     app = create_app(s, open_service(s, engine=engine))
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if uv.started:
-            break
-        time.sleep(0.05)
+    http_server = LiveServer(app)
+    port = http_server.port
     yield {"url": f"http://127.0.0.1:{port}", "key": key.access_key_id, "secret": secret, "root": root, "app": app}
-    uv.should_exit = True
-    thread.join(timeout=10)
+    http_server.stop()
 
 
 def signed(server, operation: str, body: dict | bytes, *, sign_only: tuple[str, ...] | None = None,
