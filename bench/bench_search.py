@@ -23,6 +23,10 @@ Measured 2026-12-02 (load 3.4-6.4 on 2 cores: CI and other benches on top of the
 nprobe 224 (shipped) recall@10 0.994; threads 1 p50 6.5 / p99 16.1 ms (CPU 2.75 ms a search),
 shipped default 2 threads p50 25.6 / p99 88.0 ms (CPU 14.5 ms: OpenMP's waiting threads burn it).
 nprobe 160 / 128 / 96 / 64: recall 0.984 / 0.975 / 0.955 / 0.912, below the 0.99 floor.
+With OMP_WAIT_POLICY=PASSIVE in the environment (load 3.9-4.1): recall 0.9945; 1 thread p50 3.18 /
+p99 11.2 ms (CPU 3.15 ms), 2 threads p50 3.44 / p99 9.2 ms (CPU 3.32 ms): the default's penalty is
+OpenMP's spinning, not the second thread. Not a clean reading of the target's condition: the
+machine carried two other heavy processes besides the busy core in every run.
 """
 
 from __future__ import annotations
