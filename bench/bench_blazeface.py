@@ -4,7 +4,8 @@ FaceFinder, largest face as in acquisition), and time per 1-megapixel photo for 
 detection (BlazeFace with its tiles vs HOG on the 1024 copy). ``--fit`` instead fits
 vision/blazeface.TO_DLIB_BOX on LFW faces both find.
 
-    .venv/bin/python bench/bench_blazeface.py [--per-group 300] [--lfw 13233] [--photos 20] [--fit 300]
+    .venv/bin/python bench/bench_blazeface.py [--per-group 300] [--lfw 13233] [--photos 20]
+    .venv/bin/python bench/bench_blazeface.py --fit 300 | --lfw-pairs 100
 """
 
 from __future__ import annotations
@@ -33,9 +34,16 @@ def finder(settings):
     return engine, engine._finder  # detection and the 5 landmarks only: no chip, quality or mesh
 
 
-def found_by(engine, find, path) -> str:
-    faces = find.find(engine.load(str(path)).pixels, largest_only=True)
-    return faces[0].detector if faces else "none"
+def found_by(engine, find, path) -> tuple[str, bool]:
+    """Which detector found the largest face, and whether it sits off the image's centre (LFW
+    centres its face: a box elsewhere is a false detection taken for the face)."""
+    pixels = engine.load(str(path)).pixels
+    faces = find.find(pixels, largest_only=True)
+    if not faces:
+        return "none", False
+    f, (h, w) = faces[0], pixels.shape[:2]
+    off = abs(f.left + f.width / 2 - w / 2) > 0.2 * w or abs(f.top + f.height / 2 - h / 2) > 0.2 * h
+    return f.detector, off
 
 
 def fit(base, n):
@@ -62,10 +70,12 @@ def fit(base, n):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--per-group", type=int, default=300)
-    ap.add_argument("--lfw", type=int, default=1000)
+    ap.add_argument("--per-group", type=int, default=300, help="FairFace images per group (0: none)")
+    ap.add_argument("--lfw", type=int, default=1000, help="LFW images (13233: all; 0: none)")
     ap.add_argument("--photos", type=int, default=20, help="1 MP photos (LFW faces on a canvas) to time")
     ap.add_argument("--fit", type=int, default=0)
+    ap.add_argument("--only", choices=("hog+mmod", "blazeface+mmod"), help="one configuration only")
+    ap.add_argument("--lfw-pairs", type=int, default=0, help="instead: LFW View 2 accuracy on N pairs per fold")
     args = ap.parse_args()
     base = Settings.load().replace(threads=1)
     if args.fit:
@@ -73,27 +83,43 @@ def main() -> None:
         return
     configs = {"hog+mmod": base.replace(detector="hog", fallback_detector="mmod"),
                "blazeface+mmod": base.replace(detector="blazeface", fallback_detector="mmod")}
+    if args.only:
+        configs = {args.only: configs[args.only]}
+    if args.lfw_pairs:  # verification accuracy: does the alignment from BlazeFace's boxes keep it?
+        from faceledger.evaluation.protocols import evaluate_lfw
+
+        for k, s in configs.items():
+            r = evaluate_lfw(LFW.locate(base), s.replace(landmark_model="none"), pairs_per_fold=args.lfw_pairs, workers=1)
+            print(f"LFW View 2, {args.lfw_pairs} pairs per fold, {k}: accuracy {100 * r.mean:.2f}% +- {100 * r.std:.2f} "
+                  f"over 10 folds; {r.images} images, {len(r.failures_to_acquire)} failures to acquire, "
+                  f"detectors {r.detectors}", flush=True)
+        return
     finders = {k: finder(s) for k, s in configs.items()}
-    groups = {g: sample(ps, args.per_group) for g, ps in sorted(fairface_groups(FairFace.locate(base)).items())}
+    groups = {g: sample(ps, args.per_group) for g, ps in sorted(fairface_groups(FairFace.locate(base)).items())
+              if args.per_group}
     lfw = LFW.locate(base).images()
-    groups["LFW"] = sample(lfw, args.lfw)
+    if args.lfw:
+        groups["LFW"] = sample(lfw, args.lfw)
     print(f"{load()}; {sum(map(len, groups.values()))} images, both configurations on each")
     print(f"{'group':18} {'n':>6} " + " ".join(f"{k + ' primary/any':>30}" for k in configs))
     misses = {k: [] for k in configs}
+    off_centre = {k: 0 for k in configs}
     for g, paths in groups.items():
         counts = {k: [0, 0] for k in configs}
         for p in paths:
             for k, (engine, find) in finders.items():
-                d = found_by(engine, find, p)
+                d, off = found_by(engine, find, p)
                 counts[k][0] += d == configs[k].detector
                 counts[k][1] += d != "none"
+                if g == "LFW":
+                    off_centre[k] += off
                 if d == "none" and g == "LFW":
                     misses[k].append(p.name)
         n = len(paths)
         print(f"{g:18} {n:6d} " + " ".join(f"{100 * c[0] / n:13.1f}% / {100 * c[1] / n:5.1f}% ({n - c[1]:3d} miss)"
                                           for c in counts.values()), flush=True)
-    for k, m in misses.items():
-        print(f"LFW failures to acquire, {k}: {len(m)} {m[:10]}")
+    for k, m in misses.items() if args.lfw else ():
+        print(f"LFW failures to acquire, {k}: {len(m)} {m[:10]}; largest face off the centre: {off_centre[k]}")
     if args.photos:
         photos(finders, lfw, args.photos)
     print(load())
