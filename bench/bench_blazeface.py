@@ -100,7 +100,7 @@ def main() -> None:
     lfw = LFW.locate(base).images()
     if args.lfw:
         groups["LFW"] = sample(lfw, args.lfw)
-    print(f"{load()}; {sum(map(len, groups.values()))} images, both configurations on each")
+    print(f"{load()}; {sum(map(len, groups.values()))} images, on each: {', '.join(configs)}")
     print(f"{'group':18} {'n':>6} " + " ".join(f"{k + ' primary/any':>30}" for k in configs))
     misses = {k: [] for k in configs}
     off_centre = {k: 0 for k in configs}
