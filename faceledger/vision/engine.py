@@ -77,7 +77,7 @@ class Face:
     confidence: float
     landmarks: tuple[Landmark, ...]
     quality: Quality
-    detector: str  # "hog", "mmod" or "prealigned"
+    detector: str  # "hog", "mmod", "blazeface" or "prealigned"
     chip: np.ndarray = field(repr=False)  # the chip the engine's model makes its template from
     #: The cloud API's landmark types (all 30, vision/landmarks.py) from the face mesh; empty with
     #: ``landmark_model = "none"``. ``landmarks`` above are dlib's 5 points, which alignment uses.
