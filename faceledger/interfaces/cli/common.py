@@ -39,8 +39,8 @@ def pool(workers: int | None, ray: str | None):
 
         return RayCluster(ray)
     return workers
-DetectorOpt = typer.Option(None, "--detector", help="Face detector: hog or mmod.")
-FallbackOpt = typer.Option(None, "--fallback", help="Detector tried when the first finds nothing: mmod, hog or none.")
+DetectorOpt = typer.Option(None, "--detector", help="Face detector: hog, mmod or blazeface.")
+FallbackOpt = typer.Option(None, "--fallback", help="Detector tried when the first finds nothing: mmod, hog, blazeface or none.")
 
 
 @contextmanager

@@ -1,0 +1,169 @@
+"""BlazeFace as a Detector: anchors, box decoding, weighted NMS, and tiles for small faces.
+
+Decoding, as MediaPipe's face detection graph does it (SSD anchors with a fixed anchor size 1,
+reverse output order, x/y/w/h scales equal to the input size): anchor centres sit at the middle of
+each cell, ((col + 0.5) / cells, (row + 0.5) / cells), 2 per cell at stride 16 and 6 per cell at
+stride 32; a regression (dx, dy, w, h, 6 x (kx, ky)) in input pixels gives the box centre anchor +
+d / 256 and size w / 256, h / 256; the score is the logistic of the logit. Overlapping detections
+(IoU > 0.3) are merged by MediaPipe's weighted NMS: the score-weighted mean of the cluster's boxes,
+scored by its best member.
+
+Tiles: the network sees 256 x 256, and finds faces down to ~16 px of that. A whole 1024-px photo
+shrunk to 256 keeps faces from ~64 px; HOG with one upsampling at 1024 finds them from ~40 px. So
+beside the whole image, a larger image is also searched in overlapping tiles of ``tile`` px (512:
+faces from ~32 px), all in one batch. A tile's detections that touch an inner tile edge or are
+larger than a third of the tile are dropped (the neighbouring tile or the whole image sees them
+whole), then everything is merged by the weighted NMS.
+
+Boxes: dlib's shape predictor (which gives the alignment landmarks) was trained on dlib's own
+detector boxes, so each BlazeFace box is mapped to the box HOG would give the same face
+(``TO_DLIB_BOX``, a shift and scale fitted on LFW, see the constant).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from faceledger.models.blazeface import INPUT_SIZE, BlazeFaceNet
+from faceledger.vision.detection import Candidate
+
+#: (dx, dy, scale): dlib-like box = blaze box shifted by (dx, dy) x its size and scaled about its
+#: centre by ``scale``: medians over 298 of 300 LFW faces both found (bench/bench_blazeface.py --fit 300).
+TO_DLIB_BOX = (-0.024, -0.038, 1.0)
+NMS_IOU = 0.3
+EDGE_MARGIN = 2.0  # px of the network input: a box this close to an inner tile edge is cut off
+
+
+def anchors(size: int = INPUT_SIZE) -> np.ndarray:
+    """(896, 2) anchor centres in [0, 1], in the network's output order."""
+    out = []
+    for stride, per_cell in ((16, 2), (32, 6)):
+        cells = size // stride
+        ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
+        centres = np.stack([(xs.ravel() + 0.5) / cells, (ys.ravel() + 0.5) / cells], axis=1)
+        out.append(np.repeat(centres, per_cell, axis=0))
+    return np.concatenate(out).astype(np.float32)
+
+
+def decode(logits: np.ndarray, raw: np.ndarray, anchor: np.ndarray, threshold: float,
+           size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """One input's detections above ``threshold``: boxes (K, 4) as left, top, right, bottom in
+    [0, 1] of the network input, and scores (K,)."""
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
+    keep = scores > threshold
+    r, a = raw[keep], anchor[keep]
+    cx, cy = r[:, 0] / size + a[:, 0], r[:, 1] / size + a[:, 1]
+    w, h = r[:, 2] / size, r[:, 3] / size
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    return boxes, scores[keep]
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    l, t = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
+    r, b = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(r - l, 0, None) * np.clip(b - t, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> list[tuple[np.ndarray, float]]:
+    """MediaPipe's weighted NMS: best first, each cluster (IoU > ``iou`` with its best box)
+    becomes its score-weighted mean box with the best score."""
+    order = np.argsort(-scores)
+    boxes, scores = boxes[order], scores[order]
+    alive = np.ones(len(boxes), bool)
+    out = []
+    for i in range(len(boxes)):
+        if not alive[i]:
+            continue
+        members = alive & (_iou(boxes[i], boxes) > iou)
+        members[i] = True
+        w = scores[members]
+        out.append(((boxes[members] * w[:, None]).sum(0) / w.sum(), float(scores[i])))
+        alive &= ~members
+    return out
+
+
+def tiles(height: int, width: int, tile: int) -> list[tuple[int, int, int]]:
+    """(left, top, side) squares covering the image, overlapping by a quarter: none when the image
+    is not much larger than one tile (the whole image, searched anyway, is then fine enough)."""
+    if max(height, width) <= tile * 1.25:
+        return []
+    step = tile * 3 // 4
+
+    def starts(n: int) -> list[int]:
+        if n <= tile:
+            return [0]
+        count = math.ceil((n - tile) / step) + 1
+        return [round(i * (n - tile) / (count - 1)) for i in range(count)]
+
+    return [(x, y, tile) for y in starts(height) for x in starts(width)]
+
+
+class BlazeFaceDetector:
+    """A Detector (detection.Detector): candidates in the pixels of the image it is given; the
+    score is the logit's margin over the threshold, so 0 is the detector's own decision point,
+    as for the dlib detectors (detection.score_to_confidence)."""
+
+    name = "blazeface"
+
+    def __init__(self, package_cache: Path, cache_dir: Path, *, allow_download: bool = True, threads: int = 0,
+                 threshold: float = 0.5, tile: int = 512) -> None:
+        self._net = BlazeFaceNet(package_cache, cache_dir, allow_download=allow_download, threads=threads)
+        self.threshold = threshold
+        self.tile = tile
+        self._anchors = anchors()
+
+    def _inputs(self, pixels: np.ndarray) -> tuple[np.ndarray, list[tuple[float, float, float, bool]]]:
+        """The batch (whole image letterboxed, then tiles) and, per input, (left, top, side in image
+        pixels, is a tile)."""
+        from PIL import Image
+
+        h, w = pixels.shape[:2]
+        views = [(0, 0, max(h, w), False)] + [(x, y, s, True) for x, y, s in tiles(h, w, self.tile)]
+        batch = np.zeros((len(views), INPUT_SIZE, INPUT_SIZE, 3), np.float32)  # black padding
+        for i, (x, y, side, _) in enumerate(views):
+            crop = pixels[y : y + side, x : x + side]
+            k = INPUT_SIZE / side
+            cw, ch = max(1, round(crop.shape[1] * k)), max(1, round(crop.shape[0] * k))
+            small = np.asarray(Image.fromarray(crop).resize((cw, ch), Image.BILINEAR), np.float32)
+            batch[i, :ch, :cw] = small
+        return batch / 127.5 - 1.0, views
+
+    def detections(self, pixels: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """(box (left, top, right, bottom) in image pixels, probability), best first."""
+        h, w = pixels.shape[:2]
+        batch, views = self._inputs(np.ascontiguousarray(pixels[..., :3], dtype=np.uint8))
+        logits, raw = self._net.run(batch)
+        all_boxes, all_scores = [], []
+        for i, (x, y, side, is_tile) in enumerate(views):
+            boxes, scores = decode(logits[i], raw[i], self._anchors, self.threshold)
+            if is_tile and len(boxes):
+                m = EDGE_MARGIN / INPUT_SIZE
+                inner = ((boxes[:, 0] < m) & (x > 0)) | ((boxes[:, 1] < m) & (y > 0)) \
+                    | ((boxes[:, 2] > 1 - m) & (x + side < w)) | ((boxes[:, 3] > 1 - m) & (y + side < h))
+                big = (boxes[:, 2] - boxes[:, 0]) > 1 / 3
+                boxes, scores = boxes[~inner & ~big], scores[~inner & ~big]
+            all_boxes.append(boxes * side + np.array([x, y, x, y], np.float32))
+            all_scores.append(scores)
+        boxes, scores = np.concatenate(all_boxes), np.concatenate(all_scores)
+        if not len(boxes):
+            return []
+        return weighted_nms(boxes, scores)
+
+    def propose(self, pixels: np.ndarray) -> list[Candidate]:
+        dx, dy, scale = TO_DLIB_BOX
+        found = []
+        logit0 = math.log(self.threshold / (1 - self.threshold))
+        for (l, t, r, b), p in self.detections(pixels):
+            bw, bh = r - l, b - t
+            cx, cy = (l + r) / 2 + dx * bw, (t + b) / 2 + dy * bh
+            side_w, side_h = bw * scale / 2, bh * scale / 2
+            logit = math.log(max(p, 1e-9) / max(1 - p, 1e-9))
+            found.append(Candidate(float(cx - side_w), float(cy - side_h), float(cx + side_w), float(cy + side_h),
+                                   logit - logit0))
+        return found
