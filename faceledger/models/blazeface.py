@@ -56,10 +56,9 @@ class BlazeFaceNet:
     def __init__(self, package_cache: Path, cache_dir: Path, *, allow_download: bool = True, threads: int = 0) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        from faceledger.models.threads import session_options
+
+        options = session_options(threads)
         path = onnx_file(package_cache, cache_dir, allow_download=allow_download)
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()

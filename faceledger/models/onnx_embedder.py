@@ -23,10 +23,9 @@ class OnnxEmbedder:
                  input_name: str = "", output_name: str = "") -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: one per core
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        from faceledger.models.threads import session_options
+
+        options = session_options(threads)  # 0: one per core
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph classes
