@@ -137,8 +137,9 @@ class BlazeFaceDetector:
         half = self.tile == 2 * INPUT_SIZE and bool(grid)
         if half:
             image = image.reduce(2)  # the half copy: (w + 1) // 2 x (h + 1) // 2 pixels
+            small = np.asarray(image)
             for i, (x, y, side, _) in enumerate(views[1:], 1):
-                crop = np.asarray(image)[y // 2 : y // 2 + INPUT_SIZE, x // 2 : x // 2 + INPUT_SIZE]
+                crop = small[y // 2 : y // 2 + INPUT_SIZE, x // 2 : x // 2 + INPUT_SIZE]
                 batch[i, : crop.shape[0], : crop.shape[1]] = crop
         else:
             for i, (x, y, side, _) in enumerate(views[1:], 1):
