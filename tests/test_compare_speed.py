@@ -1,0 +1,97 @@
+"""What makes a 1:1 comparison of two large photos cheaper (issue 25) without changing what it finds:
+BlazeFace's tiles cut from one half-size copy find the boxes that resizing each tile did; ONNX
+Runtime's optimised graph, saved once, gives the same templates and is never used for another
+source; pool threads do not spin."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceledger import FaceEngine
+from faceledger.models import sessions
+from faceledger.models.blazeface import INPUT_SIZE, onnx_file
+from faceledger.vision import blazeface
+
+
+@pytest.fixture(scope="module")
+def detector(settings):
+    return blazeface.BlazeFaceDetector(settings.package_cache, settings.cache_dir, allow_download=False, threads=1)
+
+
+def _per_tile_inputs(self, pixels):
+    """The former batch: every view resized from the full image on its own (the reference)."""
+    h, w = pixels.shape[:2]
+    views = [(0, 0, max(h, w), False)] + [(x, y, s, True) for x, y, s in blazeface.tiles(h, w, self.tile)]
+    batch = np.zeros((len(views), INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+    for i, (x, y, side, _) in enumerate(views):
+        crop = pixels[y:y + side, x:x + side]
+        k = INPUT_SIZE / side
+        cw, ch = max(1, round(crop.shape[1] * k)), max(1, round(crop.shape[0] * k))
+        batch[i, :ch, :cw] = np.asarray(Image.fromarray(crop).resize((cw, ch), Image.BILINEAR), np.float32)
+    return batch / 127.5 - 1.0, views
+
+
+def _photos(lfw):
+    """A 1 MP photo of one person (an LFW photo upscaled), and a 1152x864 group photo whose smallest
+    face (~23 px) only the tiles find."""
+    one = np.asarray(Image.open(lfw.image("Aaron_Eckhart", 1)).convert("RGB").resize((1000, 1000), Image.BICUBIC))
+    canvas = Image.new("RGB", (1152, 864), (90, 92, 88))
+    for (name, k), side, at in ((("Colin_Powell", 1), 250, (40, 40)), (("Serena_Williams", 1), 125, (330, 300)),
+                                (("Aaron_Eckhart", 1), 56, (800, 480))):
+        canvas.paste(Image.open(lfw.image(name, k)).convert("RGB").resize((side, side), Image.BILINEAR), at)
+    return [one, np.asarray(canvas)]
+
+
+def test_tiles_from_one_half_size_copy_find_the_boxes_resizing_each_tile_found(detector, lfw):
+    reference = blazeface.BlazeFaceDetector.__new__(blazeface.BlazeFaceDetector)
+    reference.__dict__.update(detector.__dict__)
+    reference._inputs = _per_tile_inputs.__get__(reference)
+    for pixels in _photos(lfw):
+        new = sorted(detector.propose(pixels), key=lambda c: -(c.right - c.left))
+        old = sorted(reference.propose(pixels), key=lambda c: -(c.right - c.left))
+        assert len(new) == len(old) > 0
+        for a, b in zip(new, old):
+            side = b.right - b.left
+            assert max(abs(a.left - b.left), abs(a.top - b.top), abs(a.right - b.right), abs(a.bottom - b.bottom)) \
+                < 0.1 * side + 1, (a, b)  # 2 px of the ~20 px face, under 1% of the large one
+            assert a.score > 0 and abs(a.score - b.score) < 0.5
+
+
+def test_the_optimised_graph_is_saved_once_and_gives_the_same_outputs(settings, tmp_path):
+    source = onnx_file(settings.package_cache, settings.cache_dir, allow_download=False)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, INPUT_SIZE, INPUT_SIZE, 3)).astype(np.float32)
+    plain = sessions.open_session(source, 1).run(None, {"input": x})
+    first = sessions.open_session(source, 1, tmp_path)
+    saved = sessions.optimized_path(source, tmp_path)
+    assert saved.is_file()
+    again = sessions.open_session(source, 1, tmp_path)  # loads the saved graph, optimisation off
+    for a, b, c in zip(plain, first.run(None, {"input": x}), again.run(None, {"input": x})):
+        assert np.allclose(a, b, atol=1e-5) and np.allclose(a, c, atol=1e-5)
+    # a damaged copy is not trusted: made again, and the session still runs
+    saved.write_bytes(saved.read_bytes()[:1000])
+    repaired = sessions.open_session(source, 1, tmp_path)
+    assert np.allclose(repaired.run(None, {"input": x})[0], plain[0], atol=1e-5)
+    assert saved.stat().st_size > 1000
+
+
+def test_a_saved_graph_is_never_used_for_another_source(settings, tmp_path):
+    """The copy is named by its source (name, size, modification time), ONNX Runtime's version and
+    the CPU's flags: a source rewritten in place gets a copy of its own."""
+    source = tmp_path / "model.onnx"
+    source.write_bytes(onnx_file(settings.package_cache, settings.cache_dir, allow_download=False).read_bytes())
+    before = sessions.optimized_path(source, tmp_path)
+    source.write_bytes(source.read_bytes()[:-1] + source.read_bytes()[-1:])  # rewritten in place
+    os.utime(source, ns=(0, 1))
+    assert sessions.optimized_path(source, tmp_path) != before
+
+
+def test_the_engines_pool_threads_sleep_between_runs(settings, lfw):
+    """Spinning threads took the CPU other work needed on shared cores (compare 662 vs 290 ms at load 15)."""
+    e = FaceEngine(settings.replace(detector="blazeface"))
+    e.detect(lfw.image("Aaron_Eckhart", 1), max_faces=1)
+    for s in (e._embedder._session, e._finder.detectors[0]._net._session, e.face_mesh._session):
+        assert s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
