@@ -95,3 +95,55 @@ def test_the_engines_pool_threads_sleep_between_runs(settings, lfw):
     e.detect(lfw.image("Aaron_Eckhart", 1), max_faces=1)
     for s in (e._embedder._session, e._finder.detectors[0]._net._session, e.face_mesh._session):
         assert s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+# --- landmarks without dlib's 0.2 s loader ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trees(settings):
+    from faceledger.models import files
+    from faceledger.models.dlib import shape_predictor
+
+    return shape_predictor.RegressionTrees(shape_predictor.cached(files.model_path(files.SHAPE_5), settings.cache_dir))
+
+
+def test_the_regression_trees_in_numpy_give_dlibs_points_exactly(trees, lfw):
+    """On real faces, at 250 px and at 1 MP, for the detector's box and boxes shifted off it: every
+    point equal to dlib's (adding the leaves in another order, or averaging the channels in float,
+    moves some by a pixel)."""
+    import dlib
+
+    from faceledger.models import files
+    from faceledger.vision.detection import HogDetector
+
+    predictor = dlib.shape_predictor(str(files.model_path(files.SHAPE_5)))
+    hog = HogDetector(1)
+    paths = lfw.images()[::441][:30]
+    compared = 0
+    for i, p in enumerate(paths):
+        img = Image.open(p).convert("RGB")
+        (c,) = sorted(hog.propose(np.asarray(img)), key=lambda c: -c.score)[:1] or [None]
+        if c is None:
+            continue
+        k = 4 if i % 3 == 0 else 1
+        pixels = np.asarray(img.resize((250 * k, 250 * k), Image.BICUBIC)) if k > 1 else np.asarray(img)
+        l, t, r, b = (round(v * k) for v in (c.left, c.top, c.right - 1, c.bottom - 1))
+        for dx, dy in ((0, 0), (7, -5), (-9, 4)):
+            box = (l + dx, t + dy, r + dx, b + dy)
+            ours = trees.points(pixels, *box)
+            theirs = np.array([(q.x, q.y) for q in predictor(pixels, dlib.rectangle(*box)).parts()], float)
+            assert np.array_equal(ours, theirs), (p.name, box, ours, theirs)
+            compared += 1
+    assert compared >= 60
+
+
+def test_a_process_loads_dlibs_predictor_only_after_its_first_faces(settings, lfw):
+    from faceledger.vision.detection import Landmarker
+
+    marks = Landmarker(settings.cache_dir)
+    pixels = np.asarray(Image.open(lfw.image("Aaron_Eckhart", 1)).convert("RGB"))
+    first = [marks.points(pixels, 70, 70, 180, 180) for _ in range(marks.quick)]
+    assert marks._predictor is None  # a one-off comparison (2-3 faces) never pays dlib's loader
+    later = marks.points(pixels, 70, 70, 180, 180)
+    assert marks._predictor is not None  # a server or an index run pays it once
+    assert all(np.array_equal(f, later) for f in first)
