@@ -3,8 +3,8 @@ its ``.dat`` file and evaluated with numpy, giving dlib's own points.
 
 Why: ``dlib.shape_predictor`` decodes the 9 MB file (15 cascades x 500 trees, every number in
 dlib's portable integer encoding) in ~0.2 s of CPU, which `faceledger compare` paid in full to
-place two or three faces (issue 25). Read once into arrays (~5 s, like the ONNX conversions, on
-first use) and cached as ``.npz``, the model loads in a few ms. Evaluating it in numpy is slower
+place two or three faces (issue 25). Read once into arrays (a few seconds, like the ONNX
+conversions, on first use) and cached as ``.npz``, the model loads in a few ms. Evaluating it in numpy is slower
 per face than dlib (~2-4x), so the engine uses it for a process's first faces only
 (vision/detection.Landmarker).
 
@@ -21,41 +21,66 @@ are rounded to whole pixels, as dlib's ``point``s are.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from faceledger.models.dlib.dat_format import DlibFormatError, _Reader
+from faceledger.models.dlib.dat_format import DlibFormatError
 
 FOLDER = "landmarks"
 
 
 def read(dat: Path) -> dict[str, np.ndarray]:
     """The predictor's arrays: mean shape (2P,), split pixel indices (C, T, S, 2) and thresholds
-    (C, T, S), leaves (C, T, S + 1, 2P), anchors (C, F) and deltas (C, F, 2)."""
-    r = _Reader(Path(dat).read_bytes(), Path(dat).name)
-    if r.int() != 1:
-        raise DlibFormatError(f"{dat}: not a version 1 shape predictor")
+    (C, T, S), leaves (C, T, S + 1, 2P), anchors (C, F) and deltas (C, F, 2).
+
+    dlib's primitives (dat_format.py): an integer is a control byte (bit 7: sign, low 4 bits: byte
+    count) and that many little-endian bytes; a float is an integer mantissa and exponent. Read
+    here in one tight loop (~2 million numbers) rather than through dat_format's checked reader."""
+    data = Path(dat).read_bytes()
+    pos = 0
+    end = len(data)
+    from_bytes = int.from_bytes
+    ldexp = math.ldexp
+
+    def number() -> int:
+        nonlocal pos
+        if pos >= end:
+            raise DlibFormatError(f"{dat}: truncated at byte {pos}")
+        control = data[pos]
+        size = control & 0x0F
+        if size > 8 or control & 0x70:
+            raise DlibFormatError(f"{dat}: not an integer at byte {pos} (control byte {control:#x})")
+        value = from_bytes(data[pos + 1 : pos + 1 + size], "little")
+        pos += 1 + size
+        return -value if control & 0x80 else value
+
+    def real() -> float:
+        mantissa = number()
+        return ldexp(mantissa, number())
 
     def column() -> list[float]:
-        rows, cols = abs(r.int()), abs(r.int())
-        return [r.real() for _ in range(rows * cols)]
+        rows, cols = abs(number()), abs(number())
+        return [real() for _ in range(rows * cols)]
 
+    if number() != 1:
+        raise DlibFormatError(f"{dat}: not a version 1 shape predictor")
     mean = column()
     splits, leaves = [], []
-    for _ in range(r.int()):
+    for _ in range(number()):
         cascade_splits, cascade_leaves = [], []
-        for _ in range(r.int()):
-            cascade_splits.append([(r.int(), r.int(), r.real()) for _ in range(r.int())])
-            cascade_leaves.append([column() for _ in range(r.int())])
+        for _ in range(number()):
+            cascade_splits.append([(number(), number(), real()) for _ in range(number())])
+            cascade_leaves.append([column() for _ in range(number())])
         splits.append(cascade_splits)
         leaves.append(cascade_leaves)
-    anchors = [[r.int() for _ in range(r.int())] for _ in range(r.int())]
-    deltas = [[(r.real(), r.real()) for _ in range(r.int())] for _ in range(r.int())]
-    if r.pos != len(r.data):
-        raise DlibFormatError(f"{dat}: {len(r.data) - r.pos} bytes after the shape predictor")
+    anchors = [[number() for _ in range(number())] for _ in range(number())]
+    deltas = [[(real(), real()) for _ in range(number())] for _ in range(number())]
+    if pos != end:
+        raise DlibFormatError(f"{dat}: {end - pos} bytes after the shape predictor")
     s = np.array(splits, np.float64)
     return {"mean": np.array(mean, np.float32), "idx": s[..., :2].astype(np.int32), "thresh": s[..., 2].astype(np.float32),
             "leaves": np.array(leaves, np.float32), "anchors": np.array(anchors, np.int32),
