@@ -147,3 +147,24 @@ def test_a_process_loads_dlibs_predictor_only_after_its_first_faces(settings, lf
     later = marks.points(pixels, 70, 70, 180, 180)
     assert marks._predictor is not None  # a server or an index run pays it once
     assert all(np.array_equal(f, later) for f in first)
+
+
+def test_compare_imports_neither_the_evaluation_layer_nor_ssl(settings, lfw, tmp_path):
+    """The dataset and audit layers (and the ssl a download needs) are imported by the commands that
+    use them, not by every command: `faceledger compare` goes without them."""
+    import json
+    import subprocess
+    import sys
+
+    probe = ("import json, runpy, sys\nsys.argv = ['faceledger', *sys.argv[1:]]\ntry:\n"
+             "    runpy.run_module('faceledger', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print('@@' + json.dumps(sorted(sys.modules)))\n")
+    a = tmp_path / "a.jpg"
+    Image.open(lfw.image("Aaron_Eckhart", 1)).resize((1000, 1000), Image.BICUBIC).save(a, quality=92)
+    FaceEngine(settings.replace(detector="blazeface")).detect(a)  # converted once, as from a user's second command on
+    import faceledger.interfaces.cli.main  # noqa: F401  the options' descriptions, read from botocore once
+    done = subprocess.run([sys.executable, "-c", probe, "compare", str(a), str(a)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "FACELEDGER_DETECTOR": "blazeface"})
+    modules = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("@@"))[2:])
+    assert "faceledger.vision.engine" in modules, done.stderr  # it did compare
+    assert not [m for m in modules if m.startswith("faceledger.evaluation") or m in ("ssl", "urllib.request")]
