@@ -24,6 +24,7 @@ import hashlib
 import math
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,7 @@ def cached(dat: Path, cache_dir: Path) -> dict[str, np.ndarray]:
         try:
             with np.load(path) as z:
                 return {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError):  # a damaged copy: read again below
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a damaged copy: read again below
             pass
     arrays = read(dat)
     path.parent.mkdir(parents=True, exist_ok=True)
