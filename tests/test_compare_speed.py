@@ -89,11 +89,9 @@ def test_a_saved_graph_is_never_used_for_another_source(settings, tmp_path):
     assert sessions.optimized_path(source, tmp_path) != before
 
 
-def test_the_engines_pool_threads_sleep_between_runs(settings, lfw):
+def test_the_engines_pool_threads_sleep_between_runs(engine, detector):
     """Spinning threads took the CPU other work needed on shared cores (compare 662 vs 290 ms at load 15)."""
-    e = FaceEngine(settings.replace(detector="blazeface"))
-    e.detect(lfw.image("Aaron_Eckhart", 1), max_faces=1)
-    for s in (e._embedder._session, e._finder.detectors[0]._net._session, e.face_mesh._session):
+    for s in (engine._embedder._session, engine.face_mesh._session, detector._net._session):
         assert s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
