@@ -8,7 +8,9 @@ dlib's face network on each image, then the descriptors' distance. In process, t
 alternate in blocks (every pair once per side per block); on the command line, `faceledger compare`
 (through the gate and its ledger, as always) alternates with a script doing the baseline's work,
 each a fresh process with Python's bytecode cache warm. Figures: min / median / max, and the
-per-block ratios, with the load average.
+per-block ratios, with the load average; for the commands also their CPU seconds (user + system),
+which a loaded machine inflates far less than wall time. The detector is the settings' (issue 25
+measures with FACELEDGER_DETECTOR=blazeface).
 
     .venv/bin/python bench/bench_compare.py [--pairs 10] [--blocks 5] [--runs 6]
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -82,7 +85,7 @@ def main() -> None:
         import face_recognition_style as base  # noqa: E402
 
         engine = FaceEngine(settings)
-        print(f"{len(big)} LFW same-person pairs at {args.side}x{args.side}; engine: detect_max_side "
+        print(f"{len(big)} LFW same-person pairs at {args.side}x{args.side}; engine: detector {settings.detector}, detect_max_side "
               f"{settings.detect_max_side}, pyramid to {settings.detect_pyramid_max_side}, threads {engine.threads}; {load()}")
         found = sum(bool(engine.compare(a, b, 0.0).matches) for a, b in big)
         base_found = sum(bool(base.compare(a, b)) for a, b in big)
@@ -107,11 +110,15 @@ def main() -> None:
         for cmd in cmds.values():  # warm: bytecode written, models converted once
             subprocess.run(cmd, env=env, capture_output=True)
         wall: dict[str, list[float]] = {"base": [], "ours": []}
+        cpu: dict[str, list[float]] = {"base": [], "ours": []}  # user + system seconds: what load does not inflate
         for i in range(args.runs):
             for side in (("base", "ours") if i % 2 == 0 else ("ours", "base")):
                 t = time.perf_counter()
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 done = subprocess.run(cmds[side], env=env, capture_output=True, text=True)
                 wall[side].append(time.perf_counter() - t)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[side].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
                 if done.returncode not in (0, 1):
                     raise SystemExit(done.stderr)
         rr = [o / b for o, b in zip(wall["ours"], wall["base"])]
@@ -120,6 +127,10 @@ def main() -> None:
         print(f"  faceledger compare:            {min(wall['ours']):.2f} / {np.median(wall['ours']):.2f} / {max(wall['ours']):.2f} s")
         print(f"  faceledger's wall time / the script's: {min(rr):.2f} / {np.median(rr):.2f} / {max(rr):.2f} (< 1: faceledger "
               f"faster); {load()}")
+        rc = [o / b for o, b in zip(cpu["ours"], cpu["base"])]
+        print(f"  CPU seconds (user + system), script: {min(cpu['base']):.2f} / {np.median(cpu['base']):.2f} / "
+              f"{max(cpu['base']):.2f}; faceledger: {min(cpu['ours']):.2f} / {np.median(cpu['ours']):.2f} / "
+              f"{max(cpu['ours']):.2f}; ratio {min(rc):.2f} / {np.median(rc):.2f} / {max(rc):.2f}")
 
 
 if __name__ == "__main__":

@@ -54,14 +54,10 @@ class BlazeFaceNet:
     regressions (N, 896, 16), anchors in vision/blazeface.py's order."""
 
     def __init__(self, package_cache: Path, cache_dir: Path, *, allow_download: bool = True, threads: int = 0) -> None:
-        import onnxruntime as ort
+        from faceledger.models.sessions import open_session
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
         path = onnx_file(package_cache, cache_dir, allow_download=allow_download)
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = open_session(path, threads, cache_dir)
         self._lock = threading.Lock()
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

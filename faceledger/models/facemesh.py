@@ -73,13 +73,10 @@ class FaceMesh:
     """The face mesh on ONNX Runtime."""
 
     def __init__(self, package_cache: Path, cache_dir: Path, *, allow_download: bool = True, threads: int = 0) -> None:
-        import onnxruntime as ort
+        from faceledger.models.sessions import open_session
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         path = onnx_file(package_cache, cache_dir, allow_download=allow_download)
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = open_session(path, threads, cache_dir)
         self._lock = threading.Lock()
 
     def run(self, crops: np.ndarray) -> np.ndarray:

@@ -20,15 +20,12 @@ class OnnxEmbedder:
     batch_size = 32
 
     def __init__(self, manifest: Manifest, path: Path, model: ModelId, *, threads: int = 0,
-                 input_name: str = "", output_name: str = "") -> None:
-        import onnxruntime as ort
+                 input_name: str = "", output_name: str = "", cache_dir: Path | None = None) -> None:
+        """``cache_dir``: where its optimised graph is kept (models/sessions.py); None: optimised in memory."""
+        from faceledger.models.sessions import open_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: one per core
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self._session = open_session(path, threads, cache_dir)  # threads 0: one per core
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph classes
             raise ModelFileError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         self.manifest = manifest

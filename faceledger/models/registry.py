@@ -149,7 +149,8 @@ class Registry:
             return DlibResnetEmbedder(entry.manifest.flip)
         if backend not in ("onnx", "dlib"):
             raise InvalidParameterError(f"embedder must be onnx or dlib, not {backend!r}")
-        return OnnxEmbedder(entry.manifest, entry.onnx_path(self.cache_dir), entry.id, threads=threads)
+        return OnnxEmbedder(entry.manifest, entry.onnx_path(self.cache_dir), entry.id, threads=threads,
+                            cache_dir=self.cache_dir)
 
 
 

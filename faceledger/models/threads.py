@@ -66,6 +66,25 @@ def _limit_blas(threads: int) -> None:
     threadpool_limits(limits=threads, user_api="blas")
 
 
+def session_options(threads: int):
+    """ONNX Runtime session options for this process: ``threads`` intra-op threads (0: ONNX
+    Runtime's own default), one inter-op thread, and pool threads that sleep instead of spinning
+    between runs. Spinning keeps an idle pool thread busy-waiting for work; on shared cores it
+    took the CPU the other thread (or process) needed: a 10-input BlazeFace batch ran 148-272 ms
+    spinning off against 227-416 ms on (2 threads, load 15), the face network's session was made in
+    156-168 against 239-309 ms, and FaceEngine.compare of two 1 MP photos took 290 against 662 ms
+    median (load 15; issue 25; the 1M search measured OMP's passive wait alike)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def applied() -> int | None:
     return _applied
 

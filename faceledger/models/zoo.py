@@ -14,7 +14,6 @@ import json
 import os
 import tarfile
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -89,6 +88,8 @@ def download(package: Package, cache_dir: Path, progress: Progress | None = None
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".download-")
     try:
+        import urllib.request  # (ssl and http: imported to download only, not by every detection)
+
         with urllib.request.urlopen(package.url, timeout=60) as resp, os.fdopen(fd, "wb") as out:
             total = int(resp.headers.get("Content-Length") or 0) or None
             done = 0

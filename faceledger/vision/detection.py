@@ -164,14 +164,43 @@ def make_detector(name: str, *, hog_upsample: int = 1, mmod_upsample: int = 0, m
 
 
 class Landmarker:
-    """dlib's 5-point shape predictor, run on the full-resolution image."""
+    """dlib's 5-point shape predictor, run on the full-resolution image.
 
-    def __init__(self) -> None:
-        self._predictor = dlib.shape_predictor(str(models.model_path(models.SHAPE_5)))
+    dlib's loader decodes the model in ~0.2 s of CPU, a fifth of a whole `faceledger compare`
+    (issue 25). With a ``cache_dir``, a process's first ``quick`` faces are placed by the same trees
+    evaluated in numpy from a cached table (models/dlib/shape_predictor.py: dlib's points exactly,
+    ~2-4x slower a face), and dlib's own predictor is loaded only for the faces after them, so a
+    one-off command never loads it and a server or an index run pays it once."""
+
+    quick = 8
+
+    def __init__(self, cache_dir=None) -> None:
+        self._predictor = None
+        self._trees = None
+        self._placed = 0
+        if cache_dir is not None:
+            from faceledger.models.dlib import shape_predictor
+
+            try:
+                self._trees = shape_predictor.RegressionTrees(
+                    shape_predictor.cached(models.model_path(models.SHAPE_5), cache_dir))
+            except OSError:  # a cache that cannot be written: dlib's own, as before
+                self._trees = None
+        if self._trees is None:
+            self._predictor = self._dlib()
+
+    @staticmethod
+    def _dlib():
+        return dlib.shape_predictor(str(models.model_path(models.SHAPE_5)))
 
     def points(self, pixels: np.ndarray, left: float, top: float, right: float, bottom: float) -> np.ndarray:
-        rect = dlib.rectangle(int(round(left)), int(round(top)), int(round(right)) - 1, int(round(bottom)) - 1)
-        shape = self._predictor(pixels, rect)
+        box = int(round(left)), int(round(top)), int(round(right)) - 1, int(round(bottom)) - 1
+        if self._predictor is None and self._placed >= self.quick:
+            self._predictor = self._dlib()
+        self._placed += 1
+        if self._predictor is None:
+            return self._trees.points(np.ascontiguousarray(pixels), *box)
+        shape = self._predictor(pixels, dlib.rectangle(*box))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
 
 

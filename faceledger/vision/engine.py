@@ -149,7 +149,7 @@ class FaceEngine:
             if n == "mmod" and s.mmod_backend not in ("onnx", "dlib"):
                 raise InvalidParameterError(f"mmod_backend must be onnx or dlib, not {s.mmod_backend!r}")
         detectors = [make(names[0])] + [LazyDetector(n, lambda n=n: make(n)) for n in names[1:]]
-        self._landmarker = Landmarker()
+        self._landmarker = Landmarker(s.cache_dir)
         self._mesh = None  # the face mesh, made on first use (face_mesh)
         self._finder = FaceFinder(detectors, self._landmarker, max_side=s.detect_max_side, min_face_size=s.min_face_size,
                                   pyramid_max_side=s.detect_pyramid_max_side)

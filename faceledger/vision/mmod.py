@@ -146,9 +146,9 @@ class OnnxMmodDetector:
         self.window = (window["width"], window["height"])
         self.nms_iou = net.loss_params["overlaps_nms"]["iou_thresh"]
         self.scale, self.offset = output_to_input(net.layers)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        from faceledger.models.threads import session_options
+
+        options = session_options(threads)
         self._session = ort.InferenceSession(str(converted_model(dat, cache_dir)), options,
                                              providers=["CPUExecutionProvider"])
 

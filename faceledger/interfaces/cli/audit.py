@@ -9,10 +9,35 @@ from typing import Optional
 
 import typer
 
-from faceledger.evaluation.audit import audit, markdown, read_scores
-from faceledger.evaluation.audit_report import render_html
 from faceledger.interfaces.cli.common import JsonOpt, RayOpt, errors, pool
 from faceledger.errors import InvalidParameterError
+
+
+# The audit layer is imported when an audit runs: every command loads this module (to list it), and
+# `faceledger compare` and `detect` never audit (issue 25: start-up).
+def audit(*args, **kwargs):
+    from faceledger.evaluation.audit import audit as run
+
+    return run(*args, **kwargs)
+
+
+def markdown(*args, **kwargs):
+    from faceledger.evaluation.audit import markdown as run
+
+    return run(*args, **kwargs)
+
+
+def read_scores(*args, **kwargs):
+    from faceledger.evaluation.audit import read_scores as run
+
+    return run(*args, **kwargs)
+
+
+def render_html(*args, **kwargs):
+    from faceledger.evaluation.audit_report import render_html as run
+
+    return run(*args, **kwargs)
+
 
 audit_app = typer.Typer(no_args_is_help=True, help="Demographic audit: per-group error rates with intervals.")
 

@@ -24,12 +24,10 @@ from faceledger.interfaces.cli.options import member_option
 from faceledger.interfaces.cli.server import keys_app, serve
 from faceledger.interfaces.cli.collections import collection_app, faces_app, index, search, users_app
 from faceledger.interfaces.cli.video import video_app
-from faceledger.evaluation.datasets import LFW, FairFace, fetch_lfw
 from faceledger.models.registry import model_id
 from faceledger.vision.engine import CompareResult, Detection, Face
 from faceledger.scoring.calibrated import DEFAULT_COMPARE_FMR, DEFAULT_COMPARE_THRESHOLD
 from faceledger.errors import DatasetError, FaceledgerError, InvalidParameterError
-from faceledger.evaluation.protocols import detection_rates, evaluate_lfw, fairface_groups
 from faceledger.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Accountable, self-hosted face recognition.")
@@ -235,6 +233,9 @@ def eval_lfw(
     model: Optional[str] = ModelOpt,
 ) -> None:
     """LFW View 2: 10 folds, threshold fitted on nine, accuracy on the tenth."""
+    from faceledger.evaluation.datasets import LFW
+    from faceledger.evaluation.protocols import evaluate_lfw
+
     with errors(as_json):
         settings = Settings.load(detector=detector, fallback_detector=fallback, model=model)
         lfw = LFW.locate(settings)
@@ -266,6 +267,9 @@ def eval_detection(
     fallback: Optional[str] = FallbackOpt,
 ) -> None:
     """How often a face is found (primary detector, then with the fallback): failures to acquire."""
+    from faceledger.evaluation.datasets import LFW, FairFace
+    from faceledger.evaluation.protocols import detection_rates, fairface_groups
+
     with errors(as_json):
         settings = Settings.load(detector=detector, fallback_detector=fallback)
         if dataset == "fairface":
@@ -297,6 +301,8 @@ def _total(rates):
 @datasets_app.command("info")
 def datasets_info(as_json: bool = JsonOpt) -> None:
     """Where the datasets are, and whether they are complete."""
+    from faceledger.evaluation.datasets import LFW, FairFace
+
     settings = Settings.load()
     info: dict[str, object] = {"data": str(settings.data) if settings.data else None, "cache_dir": str(settings.cache_dir)}
     for name, locate in (("lfw", LFW.locate), ("fairface", FairFace.locate)):
@@ -314,6 +320,8 @@ def datasets_info(as_json: bool = JsonOpt) -> None:
 @datasets_app.command("fetch")
 def datasets_fetch(name: str = typer.Argument(..., help="Dataset to download: lfw.")) -> None:
     """Download a public dataset into the cache, checking its published checksum."""
+    from faceledger.evaluation.datasets import fetch_lfw
+
     with errors(False):
         if name != "lfw":
             raise InvalidParameterError("only 'lfw' can be fetched; FairFace is distributed by its authors")
@@ -327,6 +335,8 @@ def datasets_fetch(name: str = typer.Argument(..., help="Dataset to download: lf
 def demo() -> None:
     """A short real job on LFW: detect faces, compare a matched and a mismatched pair. Through the
     gate, as every interface: each call decided by the policy and written to the ledger."""
+    from faceledger.evaluation.datasets import LFW
+
     with errors(False):
         settings = Settings.load()
         lfw = LFW.locate(settings)

@@ -43,4 +43,4 @@ def onnx_embedder(flip: bool = True, cache_dir: Path | None = None, threads: int
     from faceledger.models.onnx_embedder import OnnxEmbedder
 
     name = "dlib-resnet-v1-flip" if flip else "dlib-resnet-v1"
-    return OnnxEmbedder(MANIFESTS[name], onnx_file(cache_dir), model_id(name), threads=threads)
+    return OnnxEmbedder(MANIFESTS[name], onnx_file(cache_dir), model_id(name), threads=threads, cache_dir=cache_dir)
