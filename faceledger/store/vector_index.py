@@ -1,14 +1,14 @@
 """Nearest-neighbour search over unit templates: a rebuildable cache of what SQLite holds.
 
 Small collections are searched exactly (a matrix product). From ``EXACT_BELOW`` templates on, an
-inverted-file index with 8-bit scalar quantisation (faiss ``IVF1024,SQ8``) proposes
-``RERANK`` candidates from ``NPROBE`` of its 1,024 lists, and the candidates are re-scored
-exactly in float32. bench/bench_index.py chose this over an HNSW graph (usearch): at 1M
-face-like templates it reaches recall@10 0.994 at p99 3.7 ms and builds in 7 s, where usearch's
-HNSW (M 16) reached 0.87 at p99 4.7 ms and took 630 s to build on 2 cores.
+HNSW graph (faceledger/store/graph_index.py) proposes the candidates and they are re-scored
+exactly in float32 from the matrix, so scores are the same as an exact search's. At 1M templates
+the graph replaced an IVF1024,SQ8 inverted file (nprobe 224: ~220,000 codes scanned a query for
+recall@10 0.994); figures in docs/evaluation.md, from bench/bench_search.py.
 
 Removal is real: a removed template leaves the float32 matrix (its row is overwritten) and the
-quantised lists (faiss removes ids from inverted lists), so a saved index never holds it.
+graph (its node becomes a tombstone with a zeroed vector and no links), so a saved index never
+holds it.
 """
 
 from __future__ import annotations
@@ -19,18 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from faceledger.models.threads import faiss_module
+from faceledger.store.graph_index import REBUILD_FRACTION, GraphIndex
 
 #: Below this many templates, search is exact.
 EXACT_BELOW = 50_000
-#: IVF parameters, measured in bench/bench_index.py.
-NLIST = 1024
-NPROBE = 224
-RERANK = 100
-TRAIN_SAMPLE = 100_000
+#: Templates added to a new graph at a time (bounds the build's extra memory).
+BUILD_CHUNK = 100_000
 
-
-TEMPORARY_KINDS = ("tmp.npz", "ivf.tmp", "jtmp")
+#: ``ivf.tmp``: an IVF index's temporary from versions before the graph.
+TEMPORARY_KINDS = ("tmp.npz", "hnsw.tmp", "ivf.tmp", "jtmp")
 
 
 def temporary(path: Path, kind: str) -> Path:
@@ -64,14 +61,14 @@ def _alive(pid: int) -> bool:
 
 
 class VectorIndex:
-    def __init__(self, ndim: int, *, exact_below: int = EXACT_BELOW) -> None:
+    def __init__(self, ndim: int, *, exact_below: int | None = None) -> None:
         self.ndim = ndim
-        self.exact_below = max(exact_below, NLIST * 39)  # faiss wants ~39 training points per list
+        self.exact_below = max(EXACT_BELOW if exact_below is None else exact_below, 1)
         self._vecs = np.zeros((0, ndim), np.float32)
         self._keys = np.zeros(0, np.int64)
         self._n = 0
         self._row: dict[int, int] = {}
-        self._ivf: faiss.Index | None = None
+        self._graph: GraphIndex | None = None
 
     def __len__(self) -> int:
         return self._n
@@ -97,10 +94,10 @@ class VectorIndex:
         self._keys[start : start + len(keys)] = keys
         self._row.update({int(k): start + i for i, k in enumerate(keys)})
         self._n += len(keys)
-        if self._ivf is not None:
-            self._ivf.add_with_ids(vectors, keys)
+        if self._graph is not None:
+            self._graph.add(keys, vectors)
         elif self._n >= self.exact_below:
-            self._train()
+            self._build_graph()
 
     def remove(self, keys) -> None:
         gone = [int(k) for k in keys if int(k) in self._row]
@@ -116,8 +113,10 @@ class VectorIndex:
             self._vecs[last] = 0.0  # the removed template's bytes do not linger
             self._keys[last] = 0
             self._n -= 1
-        if self._ivf is not None:
-            self._ivf.remove_ids(np.asarray(gone, dtype=np.int64))
+        if self._graph is not None:
+            self._graph.remove(gone)
+            if self._graph.nodes - self._n > REBUILD_FRACTION * self._graph.nodes:
+                self._build_graph()  # tombstones cost recall: a fresh graph of the live templates
 
     def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(keys, cosine scores), best first."""
@@ -125,12 +124,11 @@ class VectorIndex:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         q = np.asarray(vector, np.float32).reshape(self.ndim)
         k = min(k, self._n)
-        if self._ivf is None:
+        if self._graph is None:
             rows = np.arange(self._n)
         else:
-            _, ids = self._ivf.search(q[None, :], max(RERANK, k))
-            rows = np.array([self._row[int(i)] for i in ids[0] if i >= 0 and int(i) in self._row], dtype=np.int64)
-            if len(rows) < k:  # too few candidates in the probed lists: fall back to exact
+            rows = np.array([self._row[int(i)] for i in self._graph.search(q, k) if int(i) in self._row], dtype=np.int64)
+            if len(rows) < k:  # the walk found too few (a graph cut up by removals): fall back to exact
                 rows = np.arange(self._n)
         scores = self._vecs[rows] @ q
         top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
@@ -147,23 +145,18 @@ class VectorIndex:
         keys[: self._n] = self._keys[: self._n]
         self._vecs, self._keys = vecs, keys
 
-    def _train(self) -> None:
-        data = self._vecs[: self._n]
-        rng = np.random.default_rng(0)
-        sample = data[rng.choice(self._n, min(self._n, TRAIN_SAMPLE), replace=False)]
-        faiss = faiss_module()
-        ivf = faiss.index_factory(self.ndim, f"IVF{NLIST},SQ8", faiss.METRIC_INNER_PRODUCT)
-        ivf.train(sample)
-        inner = faiss.extract_index_ivf(ivf)
-        inner.nprobe = NPROBE
-        inner.parallel_mode = 1  # one query's lists are scanned in parallel
-        ivf.add_with_ids(data, self._keys[: self._n])
-        self._ivf = ivf
+    def _build_graph(self) -> None:
+        """A new graph of the live templates (2 cores: ~N s at 1M, docs/evaluation.md)."""
+        graph = GraphIndex(self.ndim)
+        for i in range(0, self._n, BUILD_CHUNK):
+            end = min(i + BUILD_CHUNK, self._n)  # the arrays' capacity runs past the templates
+            graph.add(self._keys[i:end], self._vecs[i:end])
+        self._graph = graph
 
     # --- persistence -------------------------------------------------------------------------------
 
     def save(self, path: Path, meta: dict) -> None:
-        """Write the templates (and the trained IVF), then the metadata, each atomically.
+        """Write the templates (and the graph), then the metadata, each atomically.
 
         Temporary files are named ``<stem>.<pid>.<kind>``: a crash mid-save leaves one that names
         its dead writer, which :func:`stale_temporaries` finds (it holds every template)."""
@@ -173,16 +166,17 @@ class VectorIndex:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        ivf_path = path.with_suffix(".ivf")
-        if self._ivf is not None:
-            tmp_ivf = temporary(path, "ivf.tmp")
-            faiss_module().write_index(self._ivf, str(tmp_ivf))
-            os.replace(tmp_ivf, ivf_path)
+        path.with_suffix(".ivf").unlink(missing_ok=True)  # an older version's inverted file
+        graph_path = path.with_suffix(".hnsw")
+        if self._graph is not None:
+            tmp_graph = temporary(path, "hnsw.tmp")
+            self._graph.write(tmp_graph)
+            os.replace(tmp_graph, graph_path)
         else:
-            ivf_path.unlink(missing_ok=True)
+            graph_path.unlink(missing_ok=True)
         meta_path = path.with_suffix(".json")
         tmp_meta = temporary(path, "jtmp")
-        tmp_meta.write_text(json.dumps({**meta, "count": self._n, "ivf": self._ivf is not None}))
+        tmp_meta.write_text(json.dumps({**meta, "count": self._n, "graph": self._graph is not None}))
         os.replace(tmp_meta, meta_path)
 
     @classmethod
@@ -195,12 +189,12 @@ class VectorIndex:
             meta = json.loads(meta_path.read_text())
             with np.load(path) as saved:
                 keys, vectors = saved["keys"], saved["vectors"]
-            ivf = faiss_module().read_index(str(path.with_suffix(".ivf"))) if meta.get("ivf") else None
+            graph = GraphIndex.read(path.with_suffix(".hnsw"), ndim) if meta.get("graph") else None
         except (OSError, ValueError, KeyError, RuntimeError):
             return None
         if vectors.shape != (len(keys), ndim) or len(keys) != meta.get("count"):
             return None
-        if ivf is not None and ivf.ntotal != len(keys):
+        if graph is not None and not np.array_equal(np.sort(graph.live_keys()), np.sort(keys)):
             return None
         out = cls(ndim)
         out._grow(len(keys))
@@ -208,11 +202,8 @@ class VectorIndex:
         out._keys[: len(keys)] = keys
         out._row = {int(k): i for i, k in enumerate(keys)}
         out._n = len(keys)
-        if ivf is not None:
-            inner = faiss_module().extract_index_ivf(ivf)
-            inner.nprobe = NPROBE
-            inner.parallel_mode = 1
-            out._ivf = ivf
-        elif out._n >= out.exact_below:
-            out._train()
+        if graph is not None:
+            out._graph = graph
+        elif out._n >= out.exact_below:  # saved before the graph (an IVF, or below the threshold then)
+            out._build_graph()
         return out, meta
