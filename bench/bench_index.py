@@ -1,4 +1,4 @@
-"""ANN search at 1M face templates: the store's index (faiss IVF-SQ8 + exact re-rank), and on
+"""ANN search at 1M face templates: the store's index (faiss inverted file + exact re-scoring), and on
 request HNSW graphs (usearch, hnswlib, faiss), against exact numpy brute force (the baseline),
 all in one run.
 
@@ -23,7 +23,7 @@ from faceledger.evaluation.datasets import LFW, FairFace
 from faceledger.models.registry import model_id
 from faceledger.evaluation.protocols import acquire
 from faceledger.evaluation.template_cache import file_digest
-from faceledger.store import graph_index, vector_index
+from faceledger.store import vector_index
 
 
 HNSW_M, HNSW_EF_ADD = 16, 128  # graph parameters for the HNSW libraries compared
@@ -75,13 +75,13 @@ def exact_top(data: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray
 
 
 class Faceledger:
-    """The store's own index: its HNSW graph's candidates, re-scored exactly. ``ef`` = efSearch."""
+    """The store's own index: faiss inverted-file candidates, re-scored exactly. ``ef`` = nprobe."""
 
     name = "faceledger"
 
     def build(self, data):
         before = rss_mb()
-        self.ix = vector_index.VectorIndex(data.shape[1], exact_below=1)
+        self.ix = vector_index.VectorIndex(data.shape[1], exact_below=0)
         self.ix.add(np.arange(len(data)), data, new=True)
         return rss_mb() - before
 
@@ -89,7 +89,9 @@ class Faceledger:
         return self.ix.search(q, k)[0]
 
     def set_ef(self, ef):
-        self.ix._graph._inner.hnsw.efSearch = ef
+        import faiss
+
+        faiss.extract_index_ivf(self.ix._ivf).nprobe = ef
 
 
 class Usearch:
@@ -119,7 +121,7 @@ class Hnswlib:
         self.ix = hnswlib.Index(space="ip", dim=data.shape[1])
         self.ix.init_index(max_elements=len(data), M=HNSW_M, ef_construction=HNSW_EF_ADD)
         self.ix.add_items(data, np.arange(len(data)))
-        self.ix.set_ef(graph_index.EF_SEARCH)
+        self.ix.set_ef(vector_index.EXPANSION_SEARCH)
         return rss_mb() - before
 
     def query(self, q, k):
@@ -141,7 +143,7 @@ class Faiss:
         self.ix = faiss.IndexHNSWFlat(data.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
         self.ix.hnsw.efConstruction = HNSW_EF_ADD
         self.ix.add(data)
-        self.ix.hnsw.efSearch = graph_index.EF_SEARCH
+        self.ix.hnsw.efSearch = vector_index.EXPANSION_SEARCH
         return rss_mb() - before
 
     def query(self, q, k):
@@ -171,7 +173,7 @@ def run(label: str, data: np.ndarray, queries: np.ndarray, libs, efs: list[int],
                 hits += len(set(map(int, found)) & set(map(int, true)))
             p50, p99 = np.percentile(times, [50, 99]) * 1000
             print(
-                f"  {lib.name:10} {'ef_search':9} {ef:4}  p50 {p50:.3f} ms  p99 {p99:.3f} ms  "
+                f"  {lib.name:10} {'nprobe' if lib.name == 'faceledger' else 'ef_search':9} {ef:4}  p50 {p50:.3f} ms  p99 {p99:.3f} ms  "
                 f"recall@{k} {hits / (k * len(queries)):.4f}  p99 speed-up x{base_p99 / p99:.0f}"
             )
         del lib.ix
@@ -183,7 +185,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--fairface", type=int, default=2000)
     ap.add_argument("--libraries", default="faceledger", help="faceledger (the store's index), usearch, hnswlib, faiss (HNSW)")
-    ap.add_argument("--ef", default=f"{graph_index.EF_SEARCH}", help="ef_search values, comma-separated")
+    ap.add_argument("--ef", default=f"{vector_index.NPROBE}", help="nprobe (faceledger) or ef_search (HNSW) values, comma-separated")
     args = ap.parse_args()
     chosen = {"faceledger": Faceledger, "usearch": Usearch, "hnswlib": Hnswlib, "faiss": Faiss}
     libs = [chosen[n]() for n in args.libraries.split(",")]
@@ -193,7 +195,7 @@ def main() -> None:
     evr = np.sort(np.linalg.eigvalsh(np.cov(real, rowvar=False)))[::-1]
     dims90 = int(np.searchsorted(np.cumsum(evr) / evr.sum(), 0.9)) + 1
     print(f"fitted on {len(real):,} real templates; {dims90} of 128 dimensions hold 90% of the variance")
-    print(f"faceledger: HNSW M={graph_index.M} ef_construction={graph_index.EF_CONSTRUCTION}, exact re-scoring; HNSW libraries: M={HNSW_M} "
+    print(f"faceledger: {vector_index.FACTORY} + exact re-scoring of {vector_index.CANDIDATES}; HNSW libraries: M={HNSW_M} "
           f"ef_construction={HNSW_EF_ADD}; one query at a time")
     efs = [int(x) for x in args.ef.split(",")]
     run("face-like (Gaussian fitted to real templates)", data[: args.n], data[args.n :], libs, efs)

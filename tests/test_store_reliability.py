@@ -218,16 +218,16 @@ def test_a_file_that_is_not_a_store(tmp_path):
         SQLiteStore(bad)
 
 
-def test_large_collections_use_the_graph_index_and_still_find_and_forget(tmp_path):
-    """Past the exact threshold the graph serves searches; stored faces find themselves, removed
-    ones are gone from it and from the saved files, and a save/load round trip keeps the graph."""
+def test_large_collections_use_the_quantised_index_and_still_find_and_forget(tmp_path):
+    """Past EXACT_BELOW the IVF index serves searches; stored faces find themselves, removed ones
+    are gone from it and from the saved files, and a save/load round trip keeps the trained index."""
     from faceledger.store.vector_index import VectorIndex
 
     rng = np.random.default_rng(5)
-    data = _unit(rng, 4_200)
-    ix = VectorIndex(128, exact_below=4_000)
-    ix.add(np.arange(1, 4_201), data[:4_200], new=True)
-    assert ix._graph is not None
+    data = _unit(rng, 42_000)
+    ix = VectorIndex(128, exact_below=40_000)
+    ix.add(np.arange(1, 42_001), data[:42_000], new=True)
+    assert ix._ivf is not None
     keys, scores = ix.search(data[123], 5)
     assert keys[0] == 124 and scores[0] > 0.999
     ix.remove([124])
@@ -236,6 +236,6 @@ def test_large_collections_use_the_graph_index_and_still_find_and_forget(tmp_pat
     ix.save(path, {"seq": 1})
     for f in tmp_path.iterdir():
         assert data[123].tobytes() not in f.read_bytes(), f
-    loaded, meta = VectorIndex.load(path, 128)  # keeps the saved graph
-    assert meta["seq"] == 1 and len(loaded) == 4_199 and loaded._graph is not None
+    loaded, meta = VectorIndex.load(path, 128)  # keeps the saved, trained IVF
+    assert meta["seq"] == 1 and len(loaded) == 41_999 and loaded._ivf is not None
     assert loaded.search(data[7], 1)[0][0] == 8

@@ -421,7 +421,7 @@ class SQLiteStore:
         for f in stale_temporaries(self.index_dir):
             f.unlink(missing_ok=True)
         for f in self.index_dir.iterdir():
-            if f.name.split(".")[0] not in live and f.name.endswith((".npz", ".hnsw", ".ivf", ".json")):
+            if f.name.split(".")[0] not in live and f.name.endswith((".npz", ".ivf", ".json")):
                 f.unlink(missing_ok=True)
 
     def verify(self, name: str, *, repair: bool = True) -> dict:
