@@ -146,7 +146,9 @@ class VectorIndex:
             rows = np.arange(self._n)
         else:
             _, ids = self._ivf.search(q[None, :], max(CANDIDATES, k))
-            rows = np.array([self._row[int(i)] for i in ids[0] if i >= 0 and int(i) in self._row], dtype=np.int64)
+            # keys -> rows without a Python int() per candidate (it cost ~0.8 ms at 500); -1 (none) maps to None
+            rows = [r for r in map(self._row.get, ids[0].tolist()) if r is not None]
+            rows = np.fromiter(rows, dtype=np.int64, count=len(rows))
             if len(rows) < k:  # too few candidates in the probed lists: fall back to exact
                 rows = np.arange(self._n)
         scores = self._vecs[rows] @ q
