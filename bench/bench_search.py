@@ -21,14 +21,14 @@ its memory (resident-set growth: the float32 matrix and the coded lists) reporte
     .venv/bin/python bench/bench_search.py [--n 1000000] [--queries 1000] [--blocks 4] [--no-busy]
         [--nprobe 256,224] [--candidates 500] [--baseline]
 
-Measured 2026-12-02 (load 3.4-6.4 on 2 cores: CI and other benches on top of the busy core):
-nprobe 224 (shipped) recall@10 0.994; threads 1 p50 6.5 / p99 16.1 ms (CPU 2.75 ms a search),
-shipped default 2 threads p50 25.6 / p99 88.0 ms (CPU 14.5 ms: OpenMP's waiting threads burn it).
-nprobe 160 / 128 / 96 / 64: recall 0.984 / 0.975 / 0.955 / 0.912, below the 0.99 floor.
-With OMP_WAIT_POLICY=PASSIVE in the environment (load 3.9-4.1): recall 0.9945; 1 thread p50 3.18 /
-p99 11.2 ms (CPU 3.15 ms), 2 threads p50 3.44 / p99 9.2 ms (CPU 3.32 ms): the default's penalty is
-OpenMP's spinning, not the second thread. Not a clean reading of the target's condition: the
-machine carried two other heavy processes besides the busy core in every run.
+Measured 2026-12-02 with `--baseline` (load 10.1-10.2 on 2 cores: five other engineers' work on top
+of the busy core): nprobe 256 / 500 candidates recall@10 0.9927; shipped default (2 threads) p50
+2.13 / p99 18.45 ms (CPU 2.08 ms), 1 thread 2.19 / 20.74 ms; the index as it shipped before
+(IVF1024,SQ8, nprobe 224, parallel lists) in the same run: recall 0.9938, 2 threads p50 56.0 / p99
+167.9 ms (CPU 23.8 ms: OpenMP's spinning), 1 thread 2.57 / 22.55 ms. Ratios before / now: 2
+threads p50 26.3x, p99 9.1x; 1 thread 1.18x / 1.09x. p99 <= 5 ms not reached: at this load the
+p99 is the scheduler's. Earlier (the old index alone, load 3.4-6.4): 1 thread p99 16.1 ms, 2
+threads 88.0 ms; with OMP_WAIT_POLICY=PASSIVE 11.2 / 9.2 ms.
 """
 
 from __future__ import annotations
