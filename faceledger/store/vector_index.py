@@ -5,8 +5,8 @@ inverted file proposes ``CANDIDATES`` candidates from ``NPROBE`` of its 1,024 li
 re-scored exactly in float32, so scores are an exact search's. The file (faiss
 ``PCA64,IVF1024,PQ32x4fsr``) codes each template's 64 principal components as 32 4-bit codes
 that faiss scans with SIMD lookups ("fast scan"): on a 1M gallery of face-like templates it
-reached recall@10 0.992 for ~1.2 ms of CPU a query, where the 8-bit scalar-quantised file it
-replaced (IVF1024,SQ8, nprobe 224) needed ~3 ms for 0.994 and an HNSW graph (faiss, M 32) needed a
+reaches recall@10 0.993 with a scan of ~1 ms of CPU, where the 8-bit scalar-quantised file it
+replaced (IVF1024,SQ8, nprobe 224) scanned for ~3 ms, and an HNSW graph (faiss, M 32) needed a
 beam past 384 (~750 s to build on 2 loaded cores) (bench/bench_search.py, docs/evaluation.md).
 Face templates are barely clustered at this scale, so every inverted file scans about a quarter
 of the gallery: what pays is making each code cheap to scan, not probing fewer lists.
