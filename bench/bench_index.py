@@ -1,4 +1,4 @@
-"""ANN search at 1M face templates: the store's index (faiss IVF-SQ8 + exact re-rank), and on
+"""ANN search at 1M face templates: the store's index (faiss inverted file + exact re-scoring), and on
 request HNSW graphs (usearch, hnswlib, faiss), against exact numpy brute force (the baseline),
 all in one run.
 
@@ -75,7 +75,7 @@ def exact_top(data: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray
 
 
 class Faceledger:
-    """The store's own index: faiss IVF-SQ8 candidates, re-ranked exactly. ``ef`` = nprobe."""
+    """The store's own index: faiss inverted-file candidates, re-scored exactly. ``ef`` = nprobe."""
 
     name = "faceledger"
 
@@ -195,7 +195,7 @@ def main() -> None:
     evr = np.sort(np.linalg.eigvalsh(np.cov(real, rowvar=False)))[::-1]
     dims90 = int(np.searchsorted(np.cumsum(evr) / evr.sum(), 0.9)) + 1
     print(f"fitted on {len(real):,} real templates; {dims90} of 128 dimensions hold 90% of the variance")
-    print(f"faceledger: IVF{vector_index.NLIST},SQ8 + exact re-rank of {vector_index.RERANK}; HNSW libraries: M={HNSW_M} "
+    print(f"faceledger: {vector_index.FACTORY} + exact re-scoring of {vector_index.CANDIDATES}; HNSW libraries: M={HNSW_M} "
           f"ef_construction={HNSW_EF_ADD}; one query at a time")
     efs = [int(x) for x in args.ef.split(",")]
     run("face-like (Gaussian fitted to real templates)", data[: args.n], data[args.n :], libs, efs)

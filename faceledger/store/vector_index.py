@@ -1,14 +1,27 @@
 """Nearest-neighbour search over unit templates: a rebuildable cache of what SQLite holds.
 
 Small collections are searched exactly (a matrix product). From ``EXACT_BELOW`` templates on, an
-inverted-file index with 8-bit scalar quantisation (faiss ``IVF1024,SQ8``) proposes
-``RERANK`` candidates from ``NPROBE`` of its 1,024 lists, and the candidates are re-scored
-exactly in float32. bench/bench_index.py chose this over an HNSW graph (usearch): at 1M
-face-like templates it reaches recall@10 0.994 at p99 3.7 ms and builds in 7 s, where usearch's
-HNSW (M 16) reached 0.87 at p99 4.7 ms and took 630 s to build on 2 cores.
+inverted file proposes ``CANDIDATES`` candidates from ``NPROBE`` of its 1,024 lists and they are
+re-scored exactly in float32, so scores are an exact search's. The file (faiss
+``PCA64,IVF1024,PQ32x4fsr``) codes each template's 64 principal components as 32 4-bit codes
+that faiss scans with SIMD lookups ("fast scan"): on a 1M gallery of face-like templates it
+reaches recall@10 0.993 with a scan of ~1 ms of CPU, where the 8-bit scalar-quantised file it
+replaced (IVF1024,SQ8, nprobe 224) scanned for ~3 ms, and an HNSW graph (faiss, M 32) needed a
+beam past 384 (~750 s to build on 2 loaded cores) (bench/bench_search.py, docs/evaluation.md).
+Face templates are barely clustered at this scale, so every inverted file scans about a quarter
+of the gallery: what pays is making each code cheap to scan, not probing fewer lists.
+
+Unit vectors rank the same by L2 distance as by inner product; the file uses L2 because a PCA
+(which centres the data) keeps L2 distances, not inner products.
+
+A single query runs on the calling thread (``parallel_mode`` 0: faiss parallelises over queries),
+so it never waits on OpenMP's other threads (issue 25: a 2-thread pool on 2 cores with one busy
+made p99 88 ms).
 
 Removal is real: a removed template leaves the float32 matrix (its row is overwritten) and the
-quantised lists (faiss removes ids from inverted lists), so a saved index never holds it.
+coded lists (faiss removes ids from inverted lists; a saved file is byte-for-byte the one saved
+had the template been any other vector, tests/test_search_index.py), so a saved index never
+holds it.
 """
 
 from __future__ import annotations
@@ -23,10 +36,11 @@ from faceledger.models.threads import faiss_module
 
 #: Below this many templates, search is exact.
 EXACT_BELOW = 50_000
-#: IVF parameters, measured in bench/bench_index.py.
+#: Inverted-file parameters, measured by bench/bench_search.py.
 NLIST = 1024
-NPROBE = 224
-RERANK = 100
+FACTORY = f"PCA64,IVF{NLIST},PQ32x4fsr"
+NPROBE = 256
+CANDIDATES = 500
 TRAIN_SAMPLE = 100_000
 
 
@@ -106,6 +120,8 @@ class VectorIndex:
         gone = [int(k) for k in keys if int(k) in self._row]
         if not gone:
             return
+        if self._ivf is not None:  # the lists they were coded into, while their vectors are here
+            lists = _lists_of(self._ivf, self._vecs[[self._row[k] for k in gone]])
         for key in gone:
             row = self._row.pop(key)
             last = self._n - 1
@@ -118,6 +134,7 @@ class VectorIndex:
             self._n -= 1
         if self._ivf is not None:
             self._ivf.remove_ids(np.asarray(gone, dtype=np.int64))
+            _scrub(self._ivf, lists)
 
     def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(keys, cosine scores), best first."""
@@ -128,8 +145,10 @@ class VectorIndex:
         if self._ivf is None:
             rows = np.arange(self._n)
         else:
-            _, ids = self._ivf.search(q[None, :], max(RERANK, k))
-            rows = np.array([self._row[int(i)] for i in ids[0] if i >= 0 and int(i) in self._row], dtype=np.int64)
+            _, ids = self._ivf.search(q[None, :], max(CANDIDATES, k))
+            # keys -> rows without a Python int() per candidate (it cost ~0.8 ms at 500); -1 (none) maps to None
+            rows = [r for r in map(self._row.get, ids[0].tolist()) if r is not None]
+            rows = np.fromiter(rows, dtype=np.int64, count=len(rows))
             if len(rows) < k:  # too few candidates in the probed lists: fall back to exact
                 rows = np.arange(self._n)
         scores = self._vecs[rows] @ q
@@ -152,11 +171,9 @@ class VectorIndex:
         rng = np.random.default_rng(0)
         sample = data[rng.choice(self._n, min(self._n, TRAIN_SAMPLE), replace=False)]
         faiss = faiss_module()
-        ivf = faiss.index_factory(self.ndim, f"IVF{NLIST},SQ8", faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.index_factory(self.ndim, FACTORY, faiss.METRIC_L2)
         ivf.train(sample)
-        inner = faiss.extract_index_ivf(ivf)
-        inner.nprobe = NPROBE
-        inner.parallel_mode = 1  # one query's lists are scanned in parallel
+        _tune(ivf)
         ivf.add_with_ids(data, self._keys[: self._n])
         self._ivf = ivf
 
@@ -208,11 +225,44 @@ class VectorIndex:
         out._keys[: len(keys)] = keys
         out._row = {int(k): i for i, k in enumerate(keys)}
         out._n = len(keys)
+        if ivf is not None and ivf.metric_type != faiss_module().METRIC_L2:
+            ivf = None  # an older version's IVF1024,SQ8 (inner product): replaced by a new file
         if ivf is not None:
-            inner = faiss_module().extract_index_ivf(ivf)
-            inner.nprobe = NPROBE
-            inner.parallel_mode = 1
+            _tune(ivf)
             out._ivf = ivf
         elif out._n >= out.exact_below:
             out._train()
         return out, meta
+
+
+def _lists_of(ivf, vectors: np.ndarray) -> set[int]:
+    """The inverted lists these templates are (or were) coded into."""
+    faiss = faiss_module()
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    for i in range(ivf.chain.size()):
+        x = ivf.chain.at(i).apply(x)
+    return set(faiss.extract_index_ivf(ivf).quantizer.assign(x, 1).ravel().tolist())
+
+
+def _scrub(ivf, lists: set[int]) -> None:
+    """Zero the unused slots of these lists' last blocks. Fast-scan lists hold codes in blocks of
+    32; removing one shortens its list but leaves the removed code's nibbles in the block, where
+    a saved file would keep them (tests/test_search_index.py caught it)."""
+    faiss = faiss_module()
+    invlists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(ivf).invlists)
+    per, size_b = invlists.n_per_block, invlists.block_size
+    zero = np.zeros(invlists.packer.code_size, np.uint8)
+    for lst in lists:
+        size = invlists.list_size(lst)
+        end = -(-size // per) * per
+        if end == size:
+            continue
+        blocks = faiss.rev_swig_ptr(invlists.get_codes(lst), end // per * size_b).reshape(-1, size_b)
+        for slot in range(size, end):
+            invlists.packer.pack_1(zero, slot, blocks)
+
+
+def _tune(ivf) -> None:
+    inner = faiss_module().extract_index_ivf(ivf)
+    inner.nprobe = NPROBE
+    inner.parallel_mode = 0  # over queries: a single query stays on the calling thread
