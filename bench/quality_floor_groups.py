@@ -107,6 +107,7 @@ def main() -> None:
                     help="a candidate floor: the preset's with these fields changed")
     ap.add_argument("--sweep", action="store_true", help="the spread and the bad probes over a grid of floors")
     ap.add_argument("--estimator", action="store_true", help="check the yaw estimator for group bias")
+    ap.add_argument("--mirror", type=int, default=50, help="faces per group for the mirror symmetry check")
     args = ap.parse_args()
     settings = Settings.load()
     engine = FaceEngine(settings)
@@ -168,21 +169,21 @@ def main() -> None:
             f = dataclasses.replace(floor, max_abs_yaw=yaw, max_abs_pitch=pitch, min_sharpness=sharp)
             print(f"  yaw {yaw} pitch {pitch} sharpness {sharp}: {summary(f, groups, probes)}")
     if args.estimator:
-        estimator(engine, by_group, groups)
+        estimator(engine, by_group, groups, args.mirror, floor)
     print(f"({time.perf_counter() - start:.0f} s)")
 
 
-def estimator(engine: FaceEngine, by_group: dict, groups: dict) -> None:
+def estimator(engine: FaceEngine, by_group: dict, groups: dict, mirror: int, floor: QualityFloor) -> None:
     """The yaw estimator checked apart from the photos: mirror symmetry per group, and the groups'
     yaw on faces an independent proxy calls frontal."""
-    print("\nyaw estimator: mirror symmetry (first 100 faces per group; yaw(image) + yaw(mirror) is 0 for an "
+    print(f"\nyaw estimator: mirror symmetry (first {mirror} faces per group; yaw(image) + yaw(mirror) is 0 for an "
           "unbiased estimator) and yaw on faces the mirror agreement calls frontal")
     cos_all = np.concatenate([[c.mirror_cos for c in v] for v in groups.values()])
     frontal_cut = float(np.quantile(cos_all, 0.5))
     print(f"{'group':30} {'mean sum':>9} {'|sum| p90':>9} {'median |yaw|':>12} {'frontal: median |yaw|':>22} "
           f"{'> 30':>6} {'5-pt med':>8} {'mirror cos med':>14}")
     for key, cs in groups.items():
-        paths = by_group[key][:100]
+        paths = by_group[key][:mirror]
         real = criteria_for(paths, engine, prealigned=True)
         mirr = criteria_for(paths, engine, variant="mirrored", prealigned=True)
         sums = np.array([real[p].quality.pose.yaw + mirr[p].quality.pose.yaw for p in paths if real[p] and mirr[p]])
@@ -202,6 +203,32 @@ def estimator(engine: FaceEngine, by_group: dict, groups: dict) -> None:
         band = np.clip(np.searchsorted(edges, cos, side="right") - 1, 0, 4)
         print(f"  {key:30} " + " ".join(f"{np.median(yaw[band == b]) if (band == b).any() else float('nan'):5.1f}"
                                         f" ({(band == b).sum():3})" for b in range(5)))
+    # Refusal standardised to one pose mix: each group's refusal rate within each band of the
+    # independent proxy, averaged with the pooled band weights (equal: quintiles). If the floor
+    # treats equally turned faces alike, the standardised rates agree even where the photos'
+    # pose mixes differ.
+    rng = np.random.default_rng(0)
+    std, boot = {}, []
+    bands = {}
+    for key, cs in groups.items():
+        cos = np.array([c.mirror_cos for c in cs])
+        bands[key] = (np.clip(np.searchsorted(edges, cos, side="right") - 1, 0, 4),
+                      np.array([bool(floor.failures(c.quality)) for c in cs]))
+    def standardised(band, ref):
+        return np.mean([ref[band == b].mean() for b in range(5) if (band == b).any()])
+    for key, (band, ref) in bands.items():
+        std[key] = standardised(band, ref)
+    for _ in range(1000):
+        r = []
+        for band, ref in bands.values():
+            i = rng.integers(0, len(ref), len(ref))
+            r.append(standardised(band[i], ref[i]))
+        boot.append(max(r) / max(min(r), 1e-9))
+    print("floor refusal standardised to the pooled mix of mirror agreement (quintiles): " + ", ".join(
+        f"{k} {100 * v:.1f}%" for k, v in std.items()))
+    print(f"  max/min {max(std.values()) / max(min(std.values()), 1e-9):.2f}, bootstrap 95% interval "
+          f"[{np.quantile(boot, 0.025):.2f}, {np.quantile(boot, 0.975):.2f}]; share in the lowest agreement quintile "
+          "(the proxy's most turned): " + ", ".join(f"{k} {100 * np.mean(b == 0):.0f}%" for k, (b, _) in bands.items()))
 
 
 if __name__ == "__main__":

@@ -82,6 +82,11 @@ class Criteria:
     pose5: Pose  # from the 5 landmarks (the previous estimator)
     mirror_cos: float  # cosine of the templates of the chip and of its mirror image
     detector: str
+    #: the engine's template of the face, kept when asked (``templates=True``) for error-by-quality curves
+    template: np.ndarray | None = None
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Criteria) and self.to_json() == other.to_json()
 
     def to_json(self) -> str:
         q, p = self.quality, self.quality.pose
@@ -89,17 +94,20 @@ class Criteria:
                            "shadow": q.shadow, "roll": p.roll, "yaw": p.yaw, "pitch": p.pitch,
                            "face_size": q.face_size, "confidence": q.confidence,
                            "pose5": [self.pose5.roll, self.pose5.yaw, self.pose5.pitch],
-                           "mirror_cos": self.mirror_cos, "detector": self.detector})
+                           "mirror_cos": self.mirror_cos, "detector": self.detector,
+                           "template": None if self.template is None else [float(x) for x in self.template]})
 
     @classmethod
     def from_json(cls, text: str) -> "Criteria":
         d = json.loads(text)
         q = Quality(d["brightness"], d["sharpness"], d["highlight"], d["shadow"], Pose(d["roll"], d["yaw"], d["pitch"]),
                     d["face_size"], d["confidence"])
-        return cls(q, Pose(*d["pose5"]), d["mirror_cos"], d["detector"])
+        t = d.get("template")
+        return cls(q, Pose(*d["pose5"]), d["mirror_cos"], d["detector"], None if t is None else np.asarray(t, np.float32))
 
 
-def measure(engine: FaceEngine, plain: FaceEngine, image, *, prealigned: bool, expected) -> Criteria | None:
+def measure(engine: FaceEngine, plain: FaceEngine, image, *, prealigned: bool, expected,
+            template: bool = False) -> Criteria | None:
     """The criteria of the image's face (the dataset's labelled one among several); ``plain``: the
     same model without mirror averaging, for the mirror agreement."""
     try:
@@ -113,7 +121,8 @@ def measure(engine: FaceEngine, plain: FaceEngine, image, *, prealigned: bool, e
     mirrored = Face(face.bounding_box, face.confidence, face.landmarks, face.quality, face.detector,
                     np.ascontiguousarray(face.chip[:, ::-1]))
     a, b = (e.template.vector for e in plain.embed_faces([face, mirrored]))
-    return Criteria(face.quality, quality.pose(points), float(np.dot(a, b)), face.detector)
+    t = engine.embed_faces([face])[0].template.vector if template else None
+    return Criteria(face.quality, quality.pose(points), float(np.dot(a, b)), face.detector, t)
 
 
 class QualityCache:
@@ -147,10 +156,14 @@ def criteria_for(
     prealigned: bool = False,
     expected=None,
     cache_path: Path | None = None,
+    templates: bool = False,
+    cached_only: bool = False,
     advance: Callable[[int], None] | None = None,
 ) -> dict[Path, Criteria | None]:
     """Criteria per image, from the cache where possible, measuring the rest (in this process:
-    the bench shares a small machine) and committing as it goes."""
+    the bench shares a small machine) and committing as it goes. ``templates``: also the face's
+    template (a cached record without one is measured again). ``cached_only``: measure nothing,
+    leave out what the cache lacks (to look at a partial cache while another process fills it)."""
     cache = QualityCache(cache_path or engine.settings.cache_dir / "quality_criteria.sqlite")
     key = code_key(engine, prealigned, expected)
     plain = None
@@ -161,11 +174,13 @@ def criteria_for(
             p = Path(p)
             sha = file_digest(p)
             hit, got = cache.get(key, variant, sha)
-            if not hit:
+            if not hit or (templates and got is not None and got.template is None):
+                if cached_only:
+                    continue
                 if plain is None:
                     plain = engine.with_model(engine.model.name.removesuffix("-flip"))
                 image = p if variant == "real" else degrade(p, variant)
-                got = measure(engine, plain, image, prealigned=prealigned, expected=expected)
+                got = measure(engine, plain, image, prealigned=prealigned, expected=expected, template=templates)
                 pending.append((sha, got))
                 if len(pending) >= 64:
                     cache.put_many(key, variant, pending)
