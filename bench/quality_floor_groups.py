@@ -10,8 +10,8 @@ or turned 45 degrees or more (found by eye: tests/test_quality_floor.py's PROFIL
 mirror images, and the same LFW faces as taken.
 
 Each face's raw criteria come from a cache (evaluation/quality_cache.py, keyed by code and model
-versions), so after one run that measures (~12 minutes for every FairFace face) a re-run or a
-``--sweep`` of other floors takes seconds. ``--estimator`` checks the yaw estimator for group bias
+versions), so after one run that measures them (tens of minutes for every FairFace face on a busy
+2-core machine) a re-run or a ``--sweep`` of other floors takes about a minute. ``--estimator`` checks the yaw estimator for group bias
 apart from the photos: the mirror image must read -yaw, and on faces that an independent proxy
 (the agreement of a face's template with its mirror image's) calls frontal, the groups' yaw
 should read alike.
