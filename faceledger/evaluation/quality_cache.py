@@ -3,7 +3,7 @@
 Measuring a face (detection, the face mesh, the chip's measures) costs tens of milliseconds; the
 floor's cut-offs are then a comparison. Storing the raw criteria per image (keyed by the code and
 models that measured them, the acquisition recipe, a variant such as "blurred", and the file's
-SHA-256) turns a 12-minute bench into a seconds-long sweep. A change to the quality, engine,
+SHA-256) turns a half-hour measurement into a sweep of a minute or less. A change to the quality, engine,
 alignment or landmark code, or to a model, gives a new key, so a stale measure is never read.
 
 Besides what the floor reads, each record holds the 5-point pose (the previous estimator) and the
