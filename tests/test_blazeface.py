@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceledger import FaceEngine, errors
+from faceledger import FaceEngine, Settings, errors
 from faceledger.vision import blazeface
 
 
@@ -88,13 +88,16 @@ def test_a_group_photo_gives_every_face_once_the_small_ones_through_its_tiles(de
     assert len(whole.propose(pixels)) < 3
 
 
-def test_the_engine_runs_it_by_setting_with_a_template_of_the_same_person(blaze_engine, engine, lfw):
-    """``detector = "blazeface"``: the engine's faces say so, and the template (dlib's landmarks on
-    the mapped box, then the face network) matches the default detector's for the same photo."""
+def test_it_is_the_default_with_a_template_of_the_same_person_as_hogs(blaze_engine, settings, lfw):
+    """``detector = "blazeface"`` is the default: the engine's faces say so, and the template (dlib's
+    landmarks on the mapped box, then the face network) matches HOG's for the same photo."""
+    assert Settings().detector == "blazeface" and Settings().fallback_detector == "mmod"
     src = lfw.image("Aaron_Eckhart", 1)
     (face,) = blaze_engine.detect(src).faces
     assert face.detector == "blazeface" and face.confidence > 50
-    a, b = blaze_engine.embed(src), engine.embed(src)
+    hog = FaceEngine(settings.replace(detector="hog", landmark_model="none"))
+    a, b = blaze_engine.embed(src), hog.embed(src)
+    assert b[0].face.detector == "hog"
     assert float(np.dot(a[0].template.vector, b[0].template.vector)) > 0.95
     every = blaze_engine.detect(_group(lfw, small=80)).faces  # ~35 px: the engine detects on a 1024 copy
     assert len(every) == 3 and all(f.detector == "blazeface" for f in every)

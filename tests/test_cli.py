@@ -29,7 +29,7 @@ def test_detect_json(face_path):
 def test_detect_table_for_people(face_path):
     r = runner.invoke(app, ["detect", str(face_path)])
     assert r.exit_code == 0
-    assert "1 face(s)" in r.stdout and "hog" in r.stdout
+    assert "1 face(s)" in r.stdout and "blazeface" in r.stdout  # the default detector (docs/detection.md)
 
 
 def test_detect_without_face_exits_1(tmp_path):

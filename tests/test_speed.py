@@ -132,7 +132,7 @@ def test_a_small_face_in_a_large_photo_is_found_by_a_finer_level(engine, face_pa
     pixels = _canvas(face_path, 200)
     for max_faces in (1, None):  # the largest face only (the pyramid), and every face (the finest copy)
         faces = engine.detect(pixels, max_faces=max_faces).faces
-        assert len(faces) == 1 and faces[0].detector == "hog"
+        assert len(faces) == 1 and faces[0].detector == "blazeface"  # the default, not its fallback
         assert faces[0].quality.face_size >= 60
 
 
@@ -196,7 +196,7 @@ def test_the_cached_hog_detector_finds_what_dlibs_own_does(lfw, fairface, tmp_pa
 def test_the_fallback_is_loaded_only_when_needed(settings, face_path):
     engine = FaceEngine(settings.replace(landmark_model="none"))
     fallback = engine._finder.detectors[1]
-    engine.detect(face_path)  # HOG finds it
+    engine.detect(face_path)  # the primary (BlazeFace) finds it
     assert fallback._detector is None
     with pytest.raises(Exception, match="unknown detector"):
         FaceEngine(settings.replace(fallback_detector="bogus"))

