@@ -28,7 +28,7 @@ from faceledger.models.embedding import normalise
 from faceledger.vision.engine import BoundingBox, CompareResult, Face, FaceEngine, Landmark
 from faceledger.vision.landmarks import ALL_TYPES, DEFAULT_TYPES
 from faceledger.errors import (
-    InvalidPaginationTokenError, InvalidParameterError, ModelMismatchError, NoFaceError, ProbeQualityError,
+    FaceledgerError, InvalidPaginationTokenError, InvalidParameterError, ModelMismatchError, NoFaceError, ProbeQualityError,
     ResourceNotFoundError, ServiceQuotaExceededError, UncalibratedModelError,
 )
 from faceledger.vision.imaging import ImageSource
@@ -593,19 +593,40 @@ class FaceService:
     def commit_index(self, collection_id: str, prepared: "PreparedImage", *, external_image_id: str | None = None) -> IndexFacesResult:
         """Store what ``prepare_index`` computed (possibly in another process): one transaction."""
         api_model.check("IndexFaces", CollectionId=collection_id, Image={}, ExternalImageId=external_image_id)
+        result = self.commit_index_many(collection_id, [(prepared, external_image_id)])[0]
+        if isinstance(result, FaceledgerError):
+            raise result
+        return result
+
+    def commit_index_many(self, collection_id: str, items: Sequence[tuple["PreparedImage", str | None]]
+                          ) -> list["IndexFacesResult | FaceledgerError"]:
+        """Store several prepared images (with their ExternalImageIds) in one store transaction:
+        bulk indexing's one commit for many images. Per image: its result, or the error that kept
+        it out, found before anything is written (a failing write fails them all, raised)."""
+        api_model.check("IndexFaces", CollectionId=collection_id, Image={})
         model = self._model_of(collection_id).id
-        if prepared.model != model:
-            raise InvalidParameterError(f"templates were made by {prepared.model}; collection {collection_id!r} holds {model}")
         store_images = self.collections.get_collection(collection_id, counts=False).store_images
-        stored = self.collections.add_faces(
-            collection_id,
-            [NewFace(v, _box(d.bounding_box), d.confidence, external_image_id, q)
-             for d, v, q in zip(prepared.indexed, prepared.vectors, prepared.qualities or [None] * len(prepared.indexed))],
-            image=prepared.raw if store_images and prepared.indexed else None,
-            image_sha256=prepared.sha256 or None,
-        )
-        records = [FaceRecord(FaceRef.of(s, model), d) for s, d in zip(stored, prepared.indexed)]
-        return IndexFacesResult(records, prepared.orientation, model, prepared.unindexed)
+        results: list = [None] * len(items)
+        batch, where = [], []
+        for i, (prepared, external_image_id) in enumerate(items):
+            try:
+                api_model.check("IndexFaces", CollectionId=collection_id, Image={}, ExternalImageId=external_image_id)
+                if prepared.model != model:
+                    raise InvalidParameterError(f"templates were made by {prepared.model}; collection {collection_id!r} "
+                                                f"holds {model}")
+            except FaceledgerError as exc:
+                results[i] = exc
+                continue
+            batch.append(([NewFace(v, _box(d.bounding_box), d.confidence, external_image_id, q)
+                           for d, v, q in zip(prepared.indexed, prepared.vectors,
+                                              prepared.qualities or [None] * len(prepared.indexed))],
+                          prepared.raw if store_images and prepared.indexed else None, prepared.sha256 or None))
+            where.append(i)
+        for i, stored in zip(where, self.collections.add_images(collection_id, batch) if batch else []):
+            prepared = items[i][0]
+            records = [FaceRecord(FaceRef.of(s, model), d) for s, d in zip(stored, prepared.indexed)]
+            results[i] = IndexFacesResult(records, prepared.orientation, model, prepared.unindexed)
+        return results
 
     def list_faces(
         self,
