@@ -17,7 +17,7 @@ from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_
 from faceledger.errors import FaceledgerError, InvalidParameterError
 from faceledger.service.operations import (
     DEFAULT_ASSOCIATE_THRESHOLD, DEFAULT_FACE_MATCH_THRESHOLD, DEFAULT_USER_MATCH_THRESHOLD, FaceService, PreparedImage,
-    prepare_index,
+    prepare_index_many,
 )
 from faceledger.governance.bulk import BatchedIndex
 from faceledger.settings import Settings
@@ -212,12 +212,23 @@ def external_id(path: Path, source: str) -> str | None:
     return (re.sub(r"[^a-zA-Z0-9_.\-:]", "_", raw) or "_")[:255]
 
 
-def _prepare_job(job: tuple[str, int | None, str, bool]) -> tuple[str, PreparedImage | None, dict | None]:
-    path, max_faces, quality_filter, keep_bytes = job
-    try:
-        return path, prepare_index(worker_engine(), path, max_faces=max_faces, quality_filter=quality_filter, keep_bytes=keep_bytes), None
-    except (FaceledgerError, OSError) as exc:
-        return path, None, {"code": getattr(exc, "code", "FileError"), "message": str(exc)}
+#: Images a worker prepares together at most (their faces embedded in one batch).
+IMAGES_PER_TASK = 8
+
+
+def _prepare_job(chunk: list[tuple[str, int | None, str, bool]]) -> list[tuple[str, PreparedImage | None, dict | None]]:
+    """A worker's task: a few images (same options), detected one by one, embedded together."""
+    _, max_faces, quality_filter, keep_bytes = chunk[0]
+    done = prepare_index_many(worker_engine(), [path for path, *_ in chunk], max_faces=max_faces,
+                              quality_filter=quality_filter, keep_bytes=keep_bytes)
+    return [(path, None, {"code": getattr(r, "code", "FileError"), "message": str(r)}) if isinstance(r, Exception)
+            else (path, r, None) for (path, *_), r in zip(chunk, done)]
+
+
+def _tasks(jobs: list, workers: int | None) -> list[list]:
+    """Jobs in tasks of up to IMAGES_PER_TASK images, small enough that every worker gets several."""
+    per_task = max(1, min(IMAGES_PER_TASK, len(jobs) // (8 * max(1, workers or 1))))
+    return [jobs[i : i + per_task] for i in range(0, len(jobs), per_task)]
 
 
 def index(
@@ -290,12 +301,13 @@ def index(
                 bar.advance(task)
 
             try:
-                for path, prepared, error in parallel_map(_prepare_job, jobs, settings, pool(workers, ray)):
-                    if prepared is None:
-                        report(path, error)
-                        continue
-                    for stored in batches.add(path, prepared, external_id(Path(path), external_ids)):
-                        report(*stored)
+                for prepared_task in parallel_map(_prepare_job, _tasks(jobs, workers), settings, pool(workers, ray)):
+                    for path, prepared, error in prepared_task:
+                        if prepared is None:
+                            report(path, error)
+                            continue
+                        for stored in batches.add(path, prepared, external_id(Path(path), external_ids)):
+                            report(*stored)
             except KeyboardInterrupt:
                 interrupted = True
             for stored in batches.flush():  # what the workers prepared is stored and reported, even when interrupted
