@@ -10,11 +10,14 @@ share of the images (--workers processes, images dealt round-robin), every templ
 - dlib-bin: the same pipeline through face_recognition's calls on the dlib-bin wheel (no BLAS),
   as a Python script (below) storing every template in SQLite.
 - faceledger: `faceledger collection create` + `faceledger index --workers N` into a fresh store
-  and ledger (each image its own transaction and ledger entry).
+  and ledger (each image its own intent and outcome entries, images stored in batches), with the
+  detector --detector names (default: the settings'; FACELEDGER_DETECTOR=blazeface is what issue 25
+  measures with).
 The sides alternate (order rotating), --repeats times; images/s as min / median / max, the load
-average printed with every run.
+average printed with every run, and the CPU seconds each side's processes used (user + sys, from
+the children's rusage): on a shared machine wall time depends on the load, CPU time much less.
 
-    .venv/bin/python bench/bench_indexing.py [--images 2000] [--workers 2] [--repeats 3] [--baselines blas,dlib-bin]
+    .venv/bin/python bench/bench_indexing.py [--images 2000] [--workers 2] [--repeats 3] [--baselines blas,dlib-bin] [--detector blazeface]
 
 Measured 2026-12-02 (defaults, 2 shared cores, load 3.8-6.5 from CI and other benches): BLAS dlib
 35.2 / 37.5 / 43.3 images/s (1,807 faces), faceledger 21.4 / 21.4 / 28.8 images/s (2,104 faces),
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -102,7 +106,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--baselines", default="blas", help="blas (dlib with OpenBLAS, C++), dlib-bin (face_recognition's calls in Python)")
+    ap.add_argument("--detector", default="", help="faceledger's detector (hog, mmod, blazeface); default: the settings'")
     args = ap.parse_args()
+    if args.detector:
+        os.environ["FACELEDGER_DETECTOR"] = args.detector
     baselines = args.baselines.split(",")
     lfw = LFW.locate(Settings.load())
     every = lfw.images()
@@ -110,15 +117,18 @@ def main() -> None:
     exe = build_blas() if "blas" in baselines else ""
     sides = [*baselines, "faceledger"]
     rates: dict[str, list[float]] = {s: [] for s in sides}
+    cpu: dict[str, list[float]] = {s: [] for s in sides}
     faces: dict[str, int] = {}
     summary = ""
-    print(f"{len(paths)} LFW images, {args.workers} process(es) a side; {load()} at the start")
+    print(f"{len(paths)} LFW images, {args.workers} process(es) a side, faceledger's detector "
+          f"{Settings.load().detector}; {load()} at the start")
     with tempfile.TemporaryDirectory() as tmp:
         script = os.path.join(tmp, "baseline.py")
         with open(script, "w") as fh:
             fh.write(BASELINE)
         for r in range(args.repeats):
             for side in sides[r % len(sides):] + sides[: r % len(sides)]:
+                used = resource.getrusage(resource.RUSAGE_CHILDREN)
                 if side == "blas":
                     seconds, faces[side] = run_blas(exe, paths, args.workers, tmp, f"blas{r}")
                 elif side == "dlib-bin":
@@ -141,8 +151,12 @@ def main() -> None:
                     if done.returncode not in (0, 3):
                         raise SystemExit(done.stderr)
                     summary = done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
+                now = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[side].append(now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime)
                 rates[side].append(len(paths) / seconds)
-                print(f"  repeat {r + 1} {side:10} {seconds:6.1f} s  {len(paths) / seconds:6.2f} images/s  {load()}", flush=True)
+                print(f"  repeat {r + 1} {side:10} {seconds:6.1f} s  {len(paths) / seconds:6.2f} images/s  "
+                      f"CPU {cpu[side][-1]:6.1f} s ({1000 * cpu[side][-1] / len(paths):5.1f} ms an image)  {load()}",
+                      flush=True)
 
     def mmm(v):
         return f"{min(v):.2f} / {np.median(v):.2f} / {max(v):.2f} images/s"
@@ -158,6 +172,8 @@ def main() -> None:
         ratios = [o / b for o, b in zip(rates["faceledger"], rates[side])]
         print(f"faceledger vs {side}: {min(ratios):.2f}x / {np.median(ratios):.2f}x / {max(ratios):.2f}x "
               f"(min / median / max over {args.repeats} alternating repeats, paired by repeat)")
+        by_cpu = [b / o for o, b in zip(cpu["faceledger"], cpu[side])]
+        print(f"  in CPU seconds ({side} / faceledger): {min(by_cpu):.2f}x / {np.median(by_cpu):.2f}x / {max(by_cpu):.2f}x")
     print(load())
 
 
