@@ -19,10 +19,12 @@ the children's rusage): on a shared machine wall time depends on the load, CPU t
 
     .venv/bin/python bench/bench_indexing.py [--images 2000] [--workers 2] [--repeats 3] [--baselines blas,dlib-bin] [--detector blazeface]
 
-Measured 2026-12-02 (defaults, 2 shared cores, load 3.8-6.5 from CI and other benches): BLAS dlib
-35.2 / 37.5 / 43.3 images/s (1,807 faces), faceledger 21.4 / 21.4 / 28.8 images/s (2,104 faces),
-ratio 0.49x / 0.61x / 0.77x: issue 25's >= 3x is missed. dlib's HOG with one upsampling, faceledger's
-primary detector, alone costs 19.3 ms CPU an LFW image, more than a 3x-faster whole pipeline allows.
+Measured 2026-12-02 (--detector blazeface, batched writes, 2 shared cores, load 7.9-11.3 from the
+other sessions): BLAS dlib 23.91 / 26.30 / 26.40 images/s (1,807 faces, 18.5-19.3 ms CPU an image),
+faceledger 21.35 / 21.45 / 21.81 images/s (2,200 faces, 22.5-24.2 ms CPU an image), ratio 0.81x /
+0.83x / 0.89x (CPU 0.81x median): issue 25's >= 3x is missed; faceledger's models alone cost more
+CPU an image than the whole baseline (docs/evaluation.md). Before (HOG, a transaction and three
+synced commits an image, load 3.8-6.5): 0.61x median.
 """
 
 from __future__ import annotations
