@@ -19,12 +19,12 @@ the children's rusage): on a shared machine wall time depends on the load, CPU t
 
     .venv/bin/python bench/bench_indexing.py [--images 2000] [--workers 2] [--repeats 3] [--baselines blas,dlib-bin] [--detector blazeface]
 
-Measured 2026-12-02 (--detector blazeface, batched writes, 2 shared cores, load 7.9-11.3 from the
-other sessions): BLAS dlib 23.91 / 26.30 / 26.40 images/s (1,807 faces, 18.5-19.3 ms CPU an image),
-faceledger 21.35 / 21.45 / 21.81 images/s (2,200 faces, 22.5-24.2 ms CPU an image), ratio 0.81x /
-0.83x / 0.89x (CPU 0.81x median): issue 25's >= 3x is missed; faceledger's models alone cost more
-CPU an image than the whole baseline (docs/evaluation.md). Before (HOG, a transaction and three
-synced commits an image, load 3.8-6.5): 0.61x median.
+Measured 2026-12-02 (--detector blazeface, batched writes, 2 shared cores, load 2.0-2.5): BLAS
+dlib 103.35 / 103.73 / 107.40 images/s (1,807 faces, 18.4-19.2 ms CPU an image), faceledger
+91.21 / 91.52 / 92.53 images/s (2,200 faces, 20.6-21.0 ms CPU an image), ratio 0.85x / 0.88x /
+0.89x (CPU 0.92x median): issue 25's >= 3x is missed; faceledger's models alone cost about the
+baseline's whole CPU an image (docs/evaluation.md). Under load 7.9-11.3: 0.83x median. Before
+(HOG, a transaction and three synced commits an image, load 3.8-6.5): 0.61x median.
 """
 
 from __future__ import annotations
