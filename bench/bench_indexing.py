@@ -10,22 +10,28 @@ share of the images (--workers processes, images dealt round-robin), every templ
 - dlib-bin: the same pipeline through face_recognition's calls on the dlib-bin wheel (no BLAS),
   as a Python script (below) storing every template in SQLite.
 - faceledger: `faceledger collection create` + `faceledger index --workers N` into a fresh store
-  and ledger (each image its own transaction and ledger entry).
+  and ledger (each image its own intent and outcome entries, images stored in batches), with the
+  detector --detector names (default: the settings'; FACELEDGER_DETECTOR=blazeface is what issue 25
+  measures with).
 The sides alternate (order rotating), --repeats times; images/s as min / median / max, the load
-average printed with every run.
+average printed with every run, and the CPU seconds each side's processes used (user + sys, from
+the children's rusage): on a shared machine wall time depends on the load, CPU time much less.
 
-    .venv/bin/python bench/bench_indexing.py [--images 2000] [--workers 2] [--repeats 3] [--baselines blas,dlib-bin]
+    .venv/bin/python bench/bench_indexing.py [--images 2000] [--workers 2] [--repeats 3] [--baselines blas,dlib-bin] [--detector blazeface]
 
-Measured 2026-12-02 (defaults, 2 shared cores, load 3.8-6.5 from CI and other benches): BLAS dlib
-35.2 / 37.5 / 43.3 images/s (1,807 faces), faceledger 21.4 / 21.4 / 28.8 images/s (2,104 faces),
-ratio 0.49x / 0.61x / 0.77x: issue 25's >= 3x is missed. dlib's HOG with one upsampling, faceledger's
-primary detector, alone costs 19.3 ms CPU an LFW image, more than a 3x-faster whole pipeline allows.
+Measured 2026-12-02 (--detector blazeface, batched writes, 2 shared cores, load 2.0-2.5): BLAS
+dlib 103.35 / 103.73 / 107.40 images/s (1,807 faces, 18.4-19.2 ms CPU an image), faceledger
+91.21 / 91.52 / 92.53 images/s (2,200 faces, 20.6-21.0 ms CPU an image), ratio 0.85x / 0.88x /
+0.89x (CPU 0.92x median): issue 25's >= 3x is missed; faceledger's models alone cost about the
+baseline's whole CPU an image (docs/evaluation.md). Under load 7.9-11.3: 0.83x median. Before
+(HOG, a transaction and three synced commits an image, load 3.8-6.5): 0.61x median.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -102,7 +108,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--baselines", default="blas", help="blas (dlib with OpenBLAS, C++), dlib-bin (face_recognition's calls in Python)")
+    ap.add_argument("--detector", default="", help="faceledger's detector (hog, mmod, blazeface); default: the settings'")
     args = ap.parse_args()
+    if args.detector:
+        os.environ["FACELEDGER_DETECTOR"] = args.detector
     baselines = args.baselines.split(",")
     lfw = LFW.locate(Settings.load())
     every = lfw.images()
@@ -110,15 +119,18 @@ def main() -> None:
     exe = build_blas() if "blas" in baselines else ""
     sides = [*baselines, "faceledger"]
     rates: dict[str, list[float]] = {s: [] for s in sides}
+    cpu: dict[str, list[float]] = {s: [] for s in sides}
     faces: dict[str, int] = {}
     summary = ""
-    print(f"{len(paths)} LFW images, {args.workers} process(es) a side; {load()} at the start")
+    print(f"{len(paths)} LFW images, {args.workers} process(es) a side, faceledger's detector "
+          f"{Settings.load().detector}; {load()} at the start")
     with tempfile.TemporaryDirectory() as tmp:
         script = os.path.join(tmp, "baseline.py")
         with open(script, "w") as fh:
             fh.write(BASELINE)
         for r in range(args.repeats):
             for side in sides[r % len(sides):] + sides[: r % len(sides)]:
+                used = resource.getrusage(resource.RUSAGE_CHILDREN)
                 if side == "blas":
                     seconds, faces[side] = run_blas(exe, paths, args.workers, tmp, f"blas{r}")
                 elif side == "dlib-bin":
@@ -141,8 +153,12 @@ def main() -> None:
                     if done.returncode not in (0, 3):
                         raise SystemExit(done.stderr)
                     summary = done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
+                now = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[side].append(now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime)
                 rates[side].append(len(paths) / seconds)
-                print(f"  repeat {r + 1} {side:10} {seconds:6.1f} s  {len(paths) / seconds:6.2f} images/s  {load()}", flush=True)
+                print(f"  repeat {r + 1} {side:10} {seconds:6.1f} s  {len(paths) / seconds:6.2f} images/s  "
+                      f"CPU {cpu[side][-1]:6.1f} s ({1000 * cpu[side][-1] / len(paths):5.1f} ms an image)  {load()}",
+                      flush=True)
 
     def mmm(v):
         return f"{min(v):.2f} / {np.median(v):.2f} / {max(v):.2f} images/s"
@@ -158,6 +174,8 @@ def main() -> None:
         ratios = [o / b for o, b in zip(rates["faceledger"], rates[side])]
         print(f"faceledger vs {side}: {min(ratios):.2f}x / {np.median(ratios):.2f}x / {max(ratios):.2f}x "
               f"(min / median / max over {args.repeats} alternating repeats, paired by repeat)")
+        by_cpu = [b / o for o, b in zip(cpu["faceledger"], cpu[side])]
+        print(f"  in CPU seconds ({side} / faceledger): {min(by_cpu):.2f}x / {np.median(by_cpu):.2f}x / {max(by_cpu):.2f}x")
     print(load())
 
 

@@ -16,7 +16,8 @@ INTERFACES = Path(faceledger.__file__).parent / "interfaces"
 #: What does the work; reaching either outside the gate skips the policy and the ledger.
 HOLDERS = {"service", "engine"}
 #: Names whose call builds an engine or a service, or runs one.
-FACTORIES = {"FaceEngine", "FaceService", "open_service", "worker_engine", "prepare_index", "Dispatcher"}
+FACTORIES = {"FaceEngine", "FaceService", "open_service", "worker_engine", "prepare_index", "prepare_index_many",
+             "Dispatcher"}
 #: Looking at an object is not calling into it.
 REFLECTION = {"getattr", "hasattr", "isinstance", "signature", "type", "callable", "set", "str"}
 #: (module, function) -> why it may: reviewed exceptions, each narrow.
@@ -26,10 +27,10 @@ ALLOWED = {
     ("interfaces/http/app.py", "create_app"): "builds the Dispatcher over the gate (every request goes through "
     "Dispatcher.dispatch's gate.call)",
     ("interfaces/cli/collections.py", "_prepare_job"): "bulk indexing computes templates in worker processes; "
-    "each image is stored only through gate.call('IndexFaces') in index",
+    "each image is stored only through the gate (governance.bulk: gate.call_batch('IndexFaces')) in index",
     ("interfaces/cli/collections.py", "index"): "asks the policy first (a refused principal is refused and recorded "
     "before any template is made), reads the collection's model and checks the parameters, then starts the workers; "
-    "every image is stored through gate.call('IndexFaces')",
+    "every image is stored through the gate (governance.bulk: gate.call_batch('IndexFaces'))",
     ("interfaces/cli/models.py", "_check_on_faces"): "models add runs a model being added on a few real faces before "
     "registering it: no collection, no user's image, nothing the policy governs",
 }
@@ -151,7 +152,7 @@ def test_a_refused_bulk_index_makes_no_template(tmp_path, monkeypatch, lfw):
     def no_template(*args, **kwargs):
         raise AssertionError("a template was computed for a refused principal")
 
-    monkeypatch.setattr(cli_collections, "prepare_index", no_template)
+    monkeypatch.setattr(cli_collections, "prepare_index_many", no_template)
     r = runner.invoke(app, ["index", "staff", str(lfw.image("Colin_Powell", 1))])
     assert r.exit_code == 3 and "AccessDenied" in r.output, r.output
     last = list(Ledger(Settings.load().ledger).entries_of("IndexFaces"))[-1].body

@@ -129,6 +129,57 @@ class Gate:
             result = dataclasses.replace(result, ledger_entry=recorded.seq)
         return result
 
+    def call_batch(self, ctx: Context, operation: str, items: Sequence[dict], run: Callable[[], Sequence[Any]]) -> list[Any]:
+        """``call`` for many requests of one operation stored together (bulk indexing). Each item
+        (``collection``, ``digests``) has its own intent and outcome entries, as ``call`` writes
+        them, but all intents are one ledger transaction committed before ``run`` starts, and all
+        outcomes one after it: three synced commits a batch instead of three an image, and still a
+        kill can leave intents without their change, never a change without its intent.
+        ``run()`` returns one result or FaceledgerError per item; what it raises fails them all.
+        Returns the results (each FaceledgerError marked recorded). Not for operations that
+        compare faces: each of those needs its own comparison budget and probe."""
+        if operation in IDENTIFICATION:
+            raise InvalidParameterError(f"{operation} is not run in batches")
+        self._refresh_policy()
+        decision = self.policy.decide(ctx, operation)
+        entries = [{**self._base(ctx, operation, item.get("collection"), (), item.get("digests", ())),
+                    "decision": {"allowed": decision.allowed, "reason": decision.reason}} for item in items]
+        if not decision.allowed:
+            self.ledger.append_many([{**e, "outcome": "AccessDeniedException"} for e in entries])
+            raise _recorded(AccessDeniedError(decision.reason))
+        intents = self.ledger.append_many([{**e, "phase": "intent"} for e in entries])
+        outcomes = [{**e, "phase": "outcome", "intent": i.seq} for e, i in zip(entries, intents)]
+        guard = ComparisonGuard(self.policy, ctx, self.budget)
+        try:
+            with acting(CallScope(ctx.acting_account, guard)):
+                results = list(run())
+            if len(results) != len(items):
+                raise RuntimeError(f"{len(results)} results for {len(items)} requests")
+        except FaceledgerError as exc:
+            self._record_batch(guard, [{**o, "outcome": exc.code, "message": exc.message} for o in outcomes])
+            raise _recorded(exc)
+        except Exception as exc:  # as in call: still an outcome, for every item
+            self._record_batch(guard, [{**o, "outcome": "InternalServerError", "message": type(exc).__name__}
+                                       for o in outcomes])
+            raise _recorded(exc)
+        recorded = self._record_batch(guard, [
+            {**o, "outcome": r.code, "message": r.message} if isinstance(r, FaceledgerError)
+            else {**o, "outcome": "ok", "result": summarize(r)} for o, r in zip(outcomes, results)])
+        out = []
+        for r, entry in zip(results, recorded):
+            if isinstance(r, FaceledgerError):
+                r = _recorded(r)
+            elif dataclasses.is_dataclass(r) and any(f.name == "ledger_entry" for f in dataclasses.fields(r)):
+                r = dataclasses.replace(r, ledger_entry=entry.seq)
+            out.append(r)
+        return out
+
+    def _record_batch(self, guard: ComparisonGuard, bodies: list[dict]) -> list[Entry]:
+        try:
+            return self.ledger.append_many([{**body, **guard.record()} for body in bodies])
+        finally:
+            guard.settle()
+
     def _record(self, guard: ComparisonGuard, body: dict) -> Entry:
         """The call's outcome entry with what it compared; its budget charge is then counted from the ledger."""
         try:

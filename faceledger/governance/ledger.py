@@ -352,27 +352,37 @@ class Ledger:
         """Add one entry at the end of the chain (atomic: all of it or nothing), then publish its
         tip. A ledger that cannot be written (locked, read-only, unreachable) raises
         BackendUnavailableError: the caller must not go on with what the entry announces."""
-        body = {"time": now(), **body}
-        text = canonical(body)
+        return self.append_many([body])[0]
+
+    def append_many(self, bodies: list[dict]) -> list[Entry]:
+        """Add consecutive entries in one transaction (all of them or none: one commit, one sync,
+        where bulk indexing would otherwise pay one per entry), then publish their tips."""
+        stamp = now()
+        bodies = [{"time": stamp, **body} for body in bodies]
         db = self._db()
+        out: list[Entry] = []
         try:
             self._begin(db)
             row = db.execute(self._q("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")).fetchone()
-            seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
-            digest = chain_hash(prev, seq, text)
-            db.execute(self._q("INSERT INTO entries (seq, operation, body, hash) VALUES (?, ?, ?, ?)"),
-                       (seq, str(body.get("operation", "")), text, digest))
+            seq, prev = (row[0], row[1]) if row else (0, GENESIS)
+            for body in bodies:
+                seq, text = seq + 1, canonical(body)
+                prev = chain_hash(prev, seq, text)
+                db.execute(self._q("INSERT INTO entries (seq, operation, body, hash) VALUES (?, ?, ?, ?)"),
+                           (seq, str(body.get("operation", "")), text, prev))
+                out.append(Entry(seq, body, prev))
             db.execute("COMMIT")
         except self._errors as exc:
             if self._in_transaction(db):
                 db.execute("ROLLBACK")
             raise self._failure(exc) from exc
         if self.heads is not None:
-            try:
-                self.heads.publish_tip(seq, digest)
-            except OSError as exc:  # the entry is committed; only the outside copy of its tip is missing
-                log.warning("ledger tip %d not published to %s: %s", seq, self.heads.tips_path, exc)
-        return Entry(seq, body, digest)
+            for entry in out:
+                try:
+                    self.heads.publish_tip(entry.seq, entry.hash)
+                except OSError as exc:  # the entry is committed; only the outside copy of its tip is missing
+                    log.warning("ledger tip %d not published to %s: %s", entry.seq, self.heads.tips_path, exc)
+        return out
 
     def _failure(self, exc: Exception) -> Exception:
         return BackendUnavailableError(f"the ledger {self.where} could not be written ({exc}); "

@@ -19,7 +19,7 @@ from faceledger.store.base import CollectionInfo
 
 #: Store methods whose first argument is a collection's name.
 _BY_NAME = frozenset({
-    "get_collection", "delete_collection", "add_faces", "get_faces", "list_faces", "delete_faces", "search",
+    "get_collection", "delete_collection", "add_faces", "add_images", "get_faces", "list_faces", "delete_faces", "search",
     "face_count", "stored_image", "indexed_image", "create_user", "get_user", "list_users", "delete_user", "set_user", "verify",
 })
 

@@ -28,7 +28,7 @@ from faceledger.models.embedding import normalise
 from faceledger.vision.engine import BoundingBox, CompareResult, Face, FaceEngine, Landmark
 from faceledger.vision.landmarks import ALL_TYPES, DEFAULT_TYPES
 from faceledger.errors import (
-    InvalidPaginationTokenError, InvalidParameterError, ModelMismatchError, NoFaceError, ProbeQualityError,
+    FaceledgerError, InvalidPaginationTokenError, InvalidParameterError, ModelMismatchError, NoFaceError, ProbeQualityError,
     ResourceNotFoundError, ServiceQuotaExceededError, UncalibratedModelError,
 )
 from faceledger.vision.imaging import ImageSource
@@ -593,19 +593,40 @@ class FaceService:
     def commit_index(self, collection_id: str, prepared: "PreparedImage", *, external_image_id: str | None = None) -> IndexFacesResult:
         """Store what ``prepare_index`` computed (possibly in another process): one transaction."""
         api_model.check("IndexFaces", CollectionId=collection_id, Image={}, ExternalImageId=external_image_id)
+        result = self.commit_index_many(collection_id, [(prepared, external_image_id)])[0]
+        if isinstance(result, FaceledgerError):
+            raise result
+        return result
+
+    def commit_index_many(self, collection_id: str, items: Sequence[tuple["PreparedImage", str | None]]
+                          ) -> list["IndexFacesResult | FaceledgerError"]:
+        """Store several prepared images (with their ExternalImageIds) in one store transaction:
+        bulk indexing's one commit for many images. Per image: its result, or the error that kept
+        it out, found before anything is written (a failing write fails them all, raised)."""
+        api_model.check("IndexFaces", CollectionId=collection_id, Image={})
         model = self._model_of(collection_id).id
-        if prepared.model != model:
-            raise InvalidParameterError(f"templates were made by {prepared.model}; collection {collection_id!r} holds {model}")
         store_images = self.collections.get_collection(collection_id, counts=False).store_images
-        stored = self.collections.add_faces(
-            collection_id,
-            [NewFace(v, _box(d.bounding_box), d.confidence, external_image_id, q)
-             for d, v, q in zip(prepared.indexed, prepared.vectors, prepared.qualities or [None] * len(prepared.indexed))],
-            image=prepared.raw if store_images and prepared.indexed else None,
-            image_sha256=prepared.sha256 or None,
-        )
-        records = [FaceRecord(FaceRef.of(s, model), d) for s, d in zip(stored, prepared.indexed)]
-        return IndexFacesResult(records, prepared.orientation, model, prepared.unindexed)
+        results: list = [None] * len(items)
+        batch, where = [], []
+        for i, (prepared, external_image_id) in enumerate(items):
+            try:
+                api_model.check("IndexFaces", CollectionId=collection_id, Image={}, ExternalImageId=external_image_id)
+                if prepared.model != model:
+                    raise InvalidParameterError(f"templates were made by {prepared.model}; collection {collection_id!r} "
+                                                f"holds {model}")
+            except FaceledgerError as exc:
+                results[i] = exc
+                continue
+            batch.append(([NewFace(v, _box(d.bounding_box), d.confidence, external_image_id, q)
+                           for d, v, q in zip(prepared.indexed, prepared.vectors,
+                                              prepared.qualities or [None] * len(prepared.indexed))],
+                          prepared.raw if store_images and prepared.indexed else None, prepared.sha256 or None))
+            where.append(i)
+        for i, stored in zip(where, self.collections.add_images(collection_id, batch) if batch else []):
+            prepared = items[i][0]
+            records = [FaceRecord(FaceRef.of(s, model), d) for s, d in zip(stored, prepared.indexed)]
+            results[i] = IndexFacesResult(records, prepared.orientation, model, prepared.unindexed)
+        return results
 
     def list_faces(
         self,
@@ -882,6 +903,32 @@ def prepare_index(
     prealigned: bool = False, keep_bytes: bool = True,
 ) -> PreparedImage:
     """Decode, detect (largest first, at most 100), apply the filter and MaxFaces, embed."""
+    selected = _select_for_index(engine, image, max_faces, quality_filter, prealigned)
+    return _prepared(engine, *selected, engine.embed_faces(selected[1]), keep_bytes)
+
+
+def prepare_index_many(
+    engine: FaceEngine, images: Sequence[ImageSource], *, max_faces: int | None = None, quality_filter: str = "AUTO",
+    keep_bytes: bool = True,
+) -> list["PreparedImage | FaceledgerError | OSError"]:
+    """``prepare_index`` for several images, their faces embedded in one call (per face, a batch
+    of a few images' faces costs less than one face at a time): the same templates. An image that
+    cannot be read or decoded gives its error in its place; the others are prepared."""
+    selected: list = []
+    for image in images:
+        try:
+            selected.append(_select_for_index(engine, image, max_faces, quality_filter, False))
+        except (FaceledgerError, OSError) as exc:
+            selected.append(exc)
+    faces = [f for s in selected if not isinstance(s, Exception) for f in s[1]]
+    embedded = iter(engine.embed_faces(faces))
+    return [s if isinstance(s, Exception) else _prepared(engine, *s, [next(embedded) for _ in s[1]], keep_bytes)
+            for s in selected]
+
+
+def _select_for_index(engine: FaceEngine, image: ImageSource, max_faces: int | None, quality_filter: str,
+                      prealigned: bool) -> tuple:
+    """(image, faces to index, UnindexedFaces, orientation): detection, the filter and MaxFaces."""
     quality_filter = QualityFilter.parse(quality_filter).value
     image = imaging.read_source(image, max_bytes=engine.settings.max_image_bytes)  # a path: size-checked, read once
     detection = engine.detect(image, prealigned=prealigned)  # decodes under the engine's decode budget
@@ -895,12 +942,16 @@ def prepare_index(
             unindexed.append(UnindexedFace(["EXCEEDS_MAX_FACES"], FaceDetail.of(f)))
         else:
             keep.append(f)
-    embedded = engine.embed_faces(keep)
+    return image, keep, unindexed, detection.orientation.name
+
+
+def _prepared(engine: FaceEngine, image, keep: list, unindexed: list, orientation: str, embedded: list,
+              keep_bytes: bool) -> PreparedImage:
     vectors = np.array([e.template.vector for e in embedded], dtype=np.float32).reshape(len(embedded), -1) if embedded \
         else np.zeros((0, 0), np.float32)
     raw = _raw_bytes(image)
     digest = hashlib.sha256(raw).hexdigest() if raw is not None else ""
-    return PreparedImage(str(engine.model), detection.orientation.name, [FaceDetail.of(f) for f in keep], vectors, unindexed,
+    return PreparedImage(str(engine.model), orientation, [FaceDetail.of(f) for f in keep], vectors, unindexed,
                          raw if keep_bytes and keep else None, digest, tuple(quality_record(f.quality) for f in keep))
 
 

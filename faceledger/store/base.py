@@ -64,6 +64,8 @@ class FaceStore(Protocol):
 
     def add_faces(self, name: str, faces: Sequence[NewFace], image: bytes | None = None,
                   image_sha256: str | None = None) -> list[StoredFace]: ...
+    def add_images(self, name: str, images: Sequence[tuple[Sequence[NewFace], bytes | None, str | None]]
+                   ) -> list[list[StoredFace]]: ...  # add_faces for several images (SQLite: one transaction)
     def indexed_image(self, name: str, image_sha256: str, external_image_id: str | None) -> bool:
         """Whether faces of this image (by digest) were stored under this ExternalImageId: what makes
         a resumed bulk index idempotent."""

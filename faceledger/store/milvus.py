@@ -205,6 +205,11 @@ class MilvusStore:
                                  f'external_image_id == "{ext}"', output_fields=["key"], limit=1)
         return bool(rows)
 
+    def add_images(self, name: str, images: Sequence[tuple[Sequence[NewFace], bytes | None, str | None]]
+                   ) -> list[list[StoredFace]]:
+        """Several images' faces, each image written as add_faces writes it (one insert each)."""
+        return [self.add_faces(name, faces, image, sha) for faces, image, sha in images]
+
     @_unavailable
     def add_faces(self, name: str, faces: Sequence[NewFace], image: bytes | None = None,
                   image_sha256: str | None = None) -> list[StoredFace]:

@@ -206,30 +206,39 @@ class SQLiteStore:
 
     def add_faces(self, name: str, faces: Sequence[NewFace], image: bytes | None = None,
                   image_sha256: str | None = None) -> list[StoredFace]:
+        return self.add_images(name, [(faces, image, image_sha256)])[0]
+
+    def add_images(self, name: str, images: Sequence[tuple[Sequence[NewFace], bytes | None, str | None]]
+                   ) -> list[list[StoredFace]]:
+        """Several images' faces (each ``(faces, image bytes, image SHA-256)`` as add_faces takes
+        them) in one transaction: all or none, one commit and one sync for the lot (bulk indexing)."""
         with self._lock:
             cid, _, ndim = self._collection(name)
-            image_id = str(uuid.uuid4())
             now = time.time()
-            stored = []
+            out = []
             with self._tx():
                 store_images = self._db.execute("SELECT store_images FROM collections WHERE id=?", (cid,)).fetchone()[0]
-                if image is not None and store_images:
-                    self._db.execute("INSERT INTO images VALUES (?, ?, ?)", (image_id, cid, image))
-                for f in faces:
-                    vector = np.asarray(f.vector, dtype=np.float32)
-                    if vector.shape != (ndim,):
-                        raise ValueError(f"template has shape {vector.shape}, the collection holds ({ndim},)")
-                    face_id = str(uuid.uuid4())
-                    cur = self._db.execute(
-                        f"INSERT INTO faces (collection, {_FACE_COLUMNS}, vector, image_sha256) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
-                        (cid, face_id, image_id, f.external_image_id, *f.box, f.confidence, now, _json(f.quality),
-                         vector.tobytes(), image_sha256),
-                    )
-                    self._db.execute("INSERT INTO changes (collection, key, op) VALUES (?, ?, 'add')", (cid, cur.lastrowid))
-                    stored.append(StoredFace(face_id, image_id, f.external_image_id, tuple(f.box), f.confidence, None, now,
-                                             quality=f.quality))
-            return stored
+                for faces, image, image_sha256 in images:
+                    image_id = str(uuid.uuid4())
+                    stored = []
+                    if image is not None and store_images:
+                        self._db.execute("INSERT INTO images VALUES (?, ?, ?)", (image_id, cid, image))
+                    for f in faces:
+                        vector = np.asarray(f.vector, dtype=np.float32)
+                        if vector.shape != (ndim,):
+                            raise ValueError(f"template has shape {vector.shape}, the collection holds ({ndim},)")
+                        face_id = str(uuid.uuid4())
+                        cur = self._db.execute(
+                            f"INSERT INTO faces (collection, {_FACE_COLUMNS}, vector, image_sha256) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
+                            (cid, face_id, image_id, f.external_image_id, *f.box, f.confidence, now, _json(f.quality),
+                             vector.tobytes(), image_sha256),
+                        )
+                        self._db.execute("INSERT INTO changes (collection, key, op) VALUES (?, ?, 'add')", (cid, cur.lastrowid))
+                        stored.append(StoredFace(face_id, image_id, f.external_image_id, tuple(f.box), f.confidence, None, now,
+                                                 quality=f.quality))
+                    out.append(stored)
+            return out
 
     def indexed_image(self, name: str, image_sha256: str, external_image_id: str | None) -> bool:
         with self._lock:

@@ -73,6 +73,19 @@ def to_image_3d(mesh: np.ndarray, geometry: tuple[float, float, float, float], s
     return np.c_[to_image(mesh, geometry, size), np.asarray(mesh)[:, 2] * geometry[2] / size]
 
 
+def _averaging() -> np.ndarray:
+    """(types, 468): row t averages type t's mesh points, so every type is one matrix product."""
+    w = np.zeros((len(MESH_POINTS), 468))
+    for row, ix in enumerate(MESH_POINTS.values()):
+        w[row, list(ix)] = 1.0 / len(ix)
+    return w
+
+
+_AVERAGING = _averaging()
+
+
 def landmark_points(mesh_in_image: np.ndarray) -> dict[str, tuple[float, float]]:
-    """Every type's (x, y) in image pixels."""
-    return {t: tuple(mesh_in_image[list(ix)].mean(0)) for t, ix in MESH_POINTS.items()}
+    """Every type's (x, y) in image pixels: the mean of its mesh points (one product for all
+    types; a mean per type was ~0.6 ms a face, on every face bulk indexing stores)."""
+    points = _AVERAGING @ np.asarray(mesh_in_image, np.float64)[:, :2]
+    return dict(zip(MESH_POINTS, map(tuple, points.tolist())))

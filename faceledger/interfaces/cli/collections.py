@@ -17,8 +17,9 @@ from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_
 from faceledger.errors import FaceledgerError, InvalidParameterError
 from faceledger.service.operations import (
     DEFAULT_ASSOCIATE_THRESHOLD, DEFAULT_FACE_MATCH_THRESHOLD, DEFAULT_USER_MATCH_THRESHOLD, FaceService, PreparedImage,
-    prepare_index,
+    prepare_index_many,
 )
+from faceledger.governance.bulk import BatchedIndex
 from faceledger.settings import Settings
 from faceledger.vision.workers import parallel_map, worker_engine
 
@@ -211,12 +212,23 @@ def external_id(path: Path, source: str) -> str | None:
     return (re.sub(r"[^a-zA-Z0-9_.\-:]", "_", raw) or "_")[:255]
 
 
-def _prepare_job(job: tuple[str, int | None, str, bool]) -> tuple[str, PreparedImage | None, dict | None]:
-    path, max_faces, quality_filter, keep_bytes = job
-    try:
-        return path, prepare_index(worker_engine(), path, max_faces=max_faces, quality_filter=quality_filter, keep_bytes=keep_bytes), None
-    except (FaceledgerError, OSError) as exc:
-        return path, None, {"code": getattr(exc, "code", "FileError"), "message": str(exc)}
+#: Images a worker prepares together at most (their faces embedded in one batch).
+IMAGES_PER_TASK = 8
+
+
+def _prepare_job(chunk: list[tuple[str, int | None, str, bool]]) -> list[tuple[str, PreparedImage | None, dict | None]]:
+    """A worker's task: a few images (same options), detected one by one, embedded together."""
+    _, max_faces, quality_filter, keep_bytes = chunk[0]
+    done = prepare_index_many(worker_engine(), [path for path, *_ in chunk], max_faces=max_faces,
+                              quality_filter=quality_filter, keep_bytes=keep_bytes)
+    return [(path, None, {"code": getattr(r, "code", "FileError"), "message": str(r)}) if isinstance(r, Exception)
+            else (path, r, None) for (path, *_), r in zip(chunk, done)]
+
+
+def _tasks(jobs: list, workers: int | None) -> list[list]:
+    """Jobs in tasks of up to IMAGES_PER_TASK images, small enough that every worker gets several."""
+    per_task = max(1, min(IMAGES_PER_TASK, len(jobs) // (8 * max(1, workers or 1))))
+    return [jobs[i : i + per_task] for i in range(0, len(jobs), per_task)]
 
 
 def index(
@@ -235,8 +247,9 @@ def index(
 ) -> None:
     """Index every face in the images. --json prints one line per image as it is stored (JSON Lines).
 
-    Each image is stored in its own transaction and ledger entry (IndexFaces, decided by the
-    policy): an interrupted run keeps every image it reported, and running the same command again
+    Each image has its own ledger entries (IndexFaces, decided by the policy); images are stored
+    in batches (governance.bulk: every intent committed before any face of its batch), and an
+    image is reported once stored: an interrupted run keeps every image it reported, and running the same command again
     resumes it: an image (by the SHA-256 of its bytes) already indexed under the same
     ExternalImageId is skipped, unless --reindex.
     """
@@ -263,31 +276,43 @@ def index(
                 for f in already:
                     print(json.dumps({"Image": str(f), "AlreadyIndexed": True}), flush=True)
         indexed, unindexed, failed, skipped, done, interrupted = 0, Counter(), [], [], 0, False
+        batches = BatchedIndex(gated.gate, gated.ctx, collection)
         with progress() as bar:
             task = bar.add_task(f"indexing into {collection}", total=len(jobs))
             done = len(already)
+
+            def report(path: str, r) -> None:
+                """An image's outcome once it is stored (or why it is not): counted, listed, printed."""
+                nonlocal indexed, done
+                if isinstance(r, (FaceledgerError, dict)):
+                    failed.append((path, r if isinstance(r, dict) else {"code": r.code, "message": r.message}))
+                    if as_json:
+                        print(json.dumps({"Image": path, "error": failed[-1][1]}), flush=True)
+                else:
+                    indexed += len(r.face_records)
+                    unindexed.update(reason for u in r.unindexed_faces for reason in u.reasons)
+                    why = _not_indexed(r)
+                    if why:
+                        skipped.append((path, len(r.face_records), why))
+                        unindexed.update(["NO_FACE"] if why == ["NO_FACE"] else [])
+                    if as_json:
+                        print(json.dumps({"Image": path, **api_model.output("IndexFaces", r)}), flush=True)
+                done += 1
+                bar.advance(task)
+
             try:
-                for path, prepared, error in parallel_map(_prepare_job, jobs, settings, pool(workers, ray)):
-                    if prepared is not None:
-                        r = gated.gate.call(gated.ctx, "IndexFaces", lambda: svc.commit_index(
-                            collection, prepared, external_image_id=external_id(Path(path), external_ids)),
-                            collection=collection, digests=[prepared.sha256])
-                        indexed += len(r.face_records)
-                        unindexed.update(reason for u in r.unindexed_faces for reason in u.reasons)
-                        why = _not_indexed(r)
-                        if why:
-                            skipped.append((path, len(r.face_records), why))
-                            unindexed.update(["NO_FACE"] if why == ["NO_FACE"] else [])
-                        if as_json:
-                            print(json.dumps({"Image": path, **api_model.output("IndexFaces", r)}), flush=True)
-                    else:
-                        failed.append((path, error))
-                        if as_json:
-                            print(json.dumps({"Image": path, "error": error}), flush=True)
-                    done += 1
-                    bar.advance(task)
+                for prepared_task in parallel_map(_prepare_job, _tasks(jobs, workers), settings, pool(workers, ray)):
+                    for path, prepared, error in prepared_task:
+                        if prepared is None:
+                            report(path, error)
+                            continue
+                        for stored in batches.add(path, prepared, external_id(Path(path), external_ids)):
+                            report(*stored)
             except KeyboardInterrupt:
                 interrupted = True
+            for stored in batches.flush():  # what the workers prepared is stored and reported, even when interrupted
+                report(*stored)
+            if interrupted:
                 err.print(f"[yellow]interrupted after {done} of {len(files)} images: every image reported is stored[/]")
         skipped.sort()  # workers finish in any order; the summary lists images in a stable order
         summary = {"Images": done, "ImagesFound": len(files), "AlreadyIndexed": len(already), "FacesIndexed": indexed,
