@@ -80,8 +80,10 @@ def test_a_group_photo_gives_every_face_once_the_small_ones_through_its_tiles(de
     found = sorted(detector.propose(pixels), key=lambda c: -(c.right - c.left))
     assert len(found) == 3, [(round(c.left), round(c.top), round(c.right - c.left)) for c in found]
     centres = [((c.left + c.right) / 2, (c.top + c.bottom) / 2) for c in found]
-    for (x, y), (left, top, side) in zip(centres, ((40, 40, 250), (330, 300, 125), (800, 480, 56))):
+    seeds = [((c.seed[0] + c.seed[2]) / 2, (c.seed[1] + c.seed[3]) / 2) for c in found]  # from the keypoints
+    for (x, y), (sx, sy), (left, top, side) in zip(centres, seeds, ((40, 40, 250), (330, 300, 125), (800, 480, 56))):
         assert left < x < left + side and top < y < top + side
+        assert left < sx < left + side and top < sy < top + side  # tiles' keypoints map back like their boxes
     # the adversary: without tiles (one view of the whole photo: ~5 px at the network) the ~23 px face is lost
     whole = blazeface.BlazeFaceDetector.__new__(blazeface.BlazeFaceDetector)
     whole.__dict__.update(detector.__dict__, tile=10**6)
