@@ -66,14 +66,22 @@ def test_models_download_puts_the_package_where_the_detector_reads_it(tmp_path, 
     assert Path(done["Path"]) == packages / package.file_name
 
 
-def test_templates_of_one_detector_are_never_reused_for_another(settings):
+def test_templates_of_one_detector_are_never_reused_for_another(settings, monkeypatch):
     """The template cache is keyed by the acquisition recipe: HOG-made templates (the calibration
     before issue 25) are not served to a BlazeFace run, nor the reverse."""
     expected = (0.27, 0.31, 0.44, 0.44)
     blaze = recipe(settings.replace(detector="blazeface"), False, expected)
     hog = recipe(settings.replace(detector="hog"), False, expected)
-    assert blaze != hog and blaze.startswith("blazeface+") and hog.startswith("hog+")
+    assert blaze != hog and blaze.startswith("blazeface-v") and hog.startswith("hog+")
     assert recipe(settings, False, expected) == blaze  # the default
+    # BlazeFace's output version is in the key: templates made before its predictor boxes moved to
+    # its keypoints (vision/blazeface.OUTPUT_VERSION) are not served after
+    from faceledger.vision import blazeface
+
+    monkeypatch.setattr(blazeface, "OUTPUT_VERSION", blazeface.OUTPUT_VERSION + 1)
+    assert recipe(settings.replace(detector="blazeface"), False, expected) != blaze
+    assert recipe(settings.replace(detector="hog", fallback_detector="blazeface"), False, expected) != \
+        hog.replace("hog+mmod", "hog+blazeface")
     # pre-aligned chips go through no detector: their templates are shared, as they should be
     assert recipe(settings.replace(detector="hog"), True, None) == recipe(settings, True, None)
 

@@ -38,11 +38,21 @@ class Acquired:
 Box = tuple[float, float, float, float]  # left, top, width, height as ratios of the image
 
 
+def _versioned(detector: str) -> str:
+    """BlazeFace's name carries its output version (vision/blazeface.OUTPUT_VERSION): a change to
+    its boxes or predictor seeds must not reuse cached templates."""
+    if detector == "blazeface":
+        from faceledger.vision.blazeface import OUTPUT_VERSION
+
+        return f"blazeface-v{OUTPUT_VERSION}"
+    return detector
+
+
 def recipe(settings: Settings, prealigned: bool, expected: Box | None) -> str:
     if prealigned:
         return "prealigned"
     return (
-        f"{settings.detector}+{settings.fallback_detector}/hog{settings.hog_upsample}"
+        f"{_versioned(settings.detector)}+{_versioned(settings.fallback_detector)}/hog{settings.hog_upsample}"
         f"/mmod{settings.mmod_upsample}/max{settings.detect_max_side}-{settings.detect_pyramid_max_side}"
         f"/min{settings.min_face_size}"
         f"/expect{expected}"

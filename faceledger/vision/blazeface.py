@@ -16,8 +16,13 @@ larger than a third of the tile are dropped (the neighbouring tile or the whole 
 whole), then everything is merged by the weighted NMS.
 
 Boxes: dlib's shape predictor (which gives the alignment landmarks) was trained on dlib's own
-detector boxes, so each BlazeFace box is mapped to the box HOG would give the same face
-(``TO_DLIB_BOX``, a shift and scale fitted on LFW, see the constant).
+detector boxes. The reported box is BlazeFace's head box mapped to the box HOG would give the same
+face (``TO_DLIB_BOX``, a shift and scale fitted on LFW). The predictor is seeded differently: on a
+turned head the head box's centre sits beside the face, and dlib's points drift with it (LFW View
+2 cost 0.27 points), so its box is placed from BlazeFace's own keypoints (``KEYPOINT_BOX``):
+centred on the midpoint of the eyes' midpoint and the mouth, the head box's width wide. The
+keypoints are decoded for every view (tiles map back like boxes) and averaged by the weighted NMS
+with their boxes.
 """
 
 from __future__ import annotations
@@ -33,6 +38,14 @@ from faceledger.vision.detection import Candidate
 #: (dx, dy, scale): dlib-like box = blaze box shifted by (dx, dy) x its size and scaled about its
 #: centre by ``scale``: medians over 298 of 300 LFW faces both found (bench/bench_blazeface.py --fit 300).
 TO_DLIB_BOX = (-0.024, -0.038, 1.0)
+#: (dx, dy) x the head box's width: the predictor's square box (side: the head box's width) is
+#: centred this far from the midpoint of the eyes' midpoint and the mouth keypoint. Medians of
+#: HOG's box centre minus that midpoint over 298 of 300 LFW faces both found, IQR 0.023 / 0.025
+#: (bench/fit_blazeface_keypoints.py, seed 0; the experiment bench/experiment_blazeface_keypoints.py).
+KEYPOINT_BOX = (-0.034, -0.035)
+#: Bump when what BlazeFace's detector hands on changes (boxes or predictor seeds): it is part of
+#: the evaluation template cache's recipe, so templates made by older code are not reused.
+OUTPUT_VERSION = 2
 NMS_IOU = 0.3
 EDGE_MARGIN = 2.0  # px of the network input: a box this close to an inner tile edge is cut off
 
@@ -48,17 +61,26 @@ def anchors(size: int = INPUT_SIZE) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def decode(logits: np.ndarray, raw: np.ndarray, anchor: np.ndarray, threshold: float,
-           size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """One input's detections above ``threshold``: boxes (K, 4) as left, top, right, bottom in
-    [0, 1] of the network input, and scores (K,)."""
+def decode_rows(logits: np.ndarray, raw: np.ndarray, anchor: np.ndarray, threshold: float,
+                size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """One input's detections above ``threshold``: rows (K, 16), the box (left, top, right,
+    bottom) then the 6 keypoints as x0, y0, ..., x5, y5 (right eye, left eye, nose tip, mouth,
+    right ear, left ear), all in [0, 1] of the network input; and scores (K,)."""
     scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
     keep = scores > threshold
     r, a = raw[keep], anchor[keep]
     cx, cy = r[:, 0] / size + a[:, 0], r[:, 1] / size + a[:, 1]
     w, h = r[:, 2] / size, r[:, 3] / size
-    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-    return boxes, scores[keep]
+    points = r[:, 4:16] / size + np.tile(a, 6)
+    rows = np.concatenate([np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1), points], axis=1)
+    return rows, scores[keep]
+
+
+def decode(logits: np.ndarray, raw: np.ndarray, anchor: np.ndarray, threshold: float,
+           size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (K, 4) only, as ``decode_rows``."""
+    rows, scores = decode_rows(logits, raw, anchor, threshold, size)
+    return rows[:, :4], scores
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -71,8 +93,9 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> list[tuple[np.ndarray, float]]:
-    """MediaPipe's weighted NMS: best first, each cluster (IoU > ``iou`` with its best box)
-    becomes its score-weighted mean box with the best score."""
+    """MediaPipe's weighted NMS: best first, each cluster (IoU > ``iou`` of its rows' first 4
+    columns, the box, with its best box) becomes its score-weighted mean row with the best score;
+    further columns (keypoints) are averaged with the box."""
     order = np.argsort(-scores)
     boxes, scores = boxes[order], scores[order]
     alive = np.ones(len(boxes), bool)
@@ -80,7 +103,7 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) ->
     for i in range(len(boxes)):
         if not alive[i]:
             continue
-        members = alive & (_iou(boxes[i], boxes) > iou)
+        members = alive & (_iou(boxes[i, :4], boxes[:, :4]) > iou)
         members[i] = True
         w = scores[members]
         out.append(((boxes[members] * w[:, None]).sum(0) / w.sum(), float(scores[i])))
@@ -159,34 +182,52 @@ class BlazeFaceDetector:
 
     def detections(self, pixels: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """(box (left, top, right, bottom) in image pixels, probability), best first."""
+        return [(row[:4], p) for row, p in self.rows(pixels)]
+
+    def rows(self, pixels: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """(row, probability), best first: the row is the box then the 6 keypoints (decode_rows),
+        in image pixels."""
         h, w = pixels.shape[:2]
         batch, views = self._inputs(np.ascontiguousarray(pixels[..., :3], dtype=np.uint8))
         logits, raw = self._net.run(batch)
-        all_boxes, all_scores = [], []
+        all_rows, all_scores = [], []
         for i, (x, y, side, is_tile) in enumerate(views):
-            boxes, scores = decode(logits[i], raw[i], self._anchors, self.threshold)
-            if is_tile and len(boxes):
+            rows, scores = decode_rows(logits[i], raw[i], self._anchors, self.threshold)
+            if is_tile and len(rows):
                 m = EDGE_MARGIN / INPUT_SIZE
-                inner = ((boxes[:, 0] < m) & (x > 0)) | ((boxes[:, 1] < m) & (y > 0)) \
-                    | ((boxes[:, 2] > 1 - m) & (x + side < w)) | ((boxes[:, 3] > 1 - m) & (y + side < h))
-                big = (boxes[:, 2] - boxes[:, 0]) > 1 / 3
-                boxes, scores = boxes[~inner & ~big], scores[~inner & ~big]
-            all_boxes.append(boxes * side + np.array([x, y, x, y], np.float32))
+                inner = ((rows[:, 0] < m) & (x > 0)) | ((rows[:, 1] < m) & (y > 0)) \
+                    | ((rows[:, 2] > 1 - m) & (x + side < w)) | ((rows[:, 3] > 1 - m) & (y + side < h))
+                big = (rows[:, 2] - rows[:, 0]) > 1 / 3
+                rows, scores = rows[~inner & ~big], scores[~inner & ~big]
+            all_rows.append(rows * side + np.array([x, y] * 8, np.float32))
             all_scores.append(scores)
-        boxes, scores = np.concatenate(all_boxes), np.concatenate(all_scores)
-        if not len(boxes):
+        rows, scores = np.concatenate(all_rows), np.concatenate(all_scores)
+        if not len(rows):
             return []
-        return weighted_nms(boxes, scores)
+        return weighted_nms(rows, scores)
 
     def propose(self, pixels: np.ndarray) -> list[Candidate]:
+        """The reported box is the head box mapped by ``TO_DLIB_BOX``; the predictor's seed is the
+        keypoint-placed box (``KEYPOINT_BOX``)."""
         dx, dy, scale = TO_DLIB_BOX
+        kdx, kdy = KEYPOINT_BOX
         found = []
         logit0 = math.log(self.threshold / (1 - self.threshold))
-        for (l, t, r, b), p in self.detections(pixels):
+        for row, p in self.rows(pixels):
+            l, t, r, b = (float(v) for v in row[:4])
             bw, bh = r - l, b - t
             cx, cy = (l + r) / 2 + dx * bw, (t + b) / 2 + dy * bh
             side_w, side_h = bw * scale / 2, bh * scale / 2
+            fx, fy = keypoint_centre(row)
+            sx, sy = fx + kdx * bw, fy + kdy * bw
             logit = math.log(max(p, 1e-9) / max(1 - p, 1e-9))
             found.append(Candidate(float(cx - side_w), float(cy - side_h), float(cx + side_w), float(cy + side_h),
-                                   logit - logit0))
+                                   logit - logit0, seed=(sx - bw / 2, sy - bw / 2, sx + bw / 2, sy + bw / 2)))
         return found
+
+
+def keypoint_centre(row: np.ndarray) -> tuple[float, float]:
+    """The midpoint of the eyes' midpoint and the mouth keypoint, of a ``rows`` row."""
+    k = row[4:16].reshape(6, 2)
+    eyes = (k[0] + k[1]) / 2
+    return float((eyes[0] + k[3, 0]) / 2), float((eyes[1] + k[3, 1]) / 2)

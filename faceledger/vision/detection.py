@@ -30,6 +30,9 @@ class Candidate:
     right: float
     bottom: float
     score: float  # the detector's raw margin; 0 is its own decision threshold
+    #: (left, top, right, bottom) for the 5-point predictor when it should not be the reported box
+    #: (BlazeFace: placed from its keypoints, vision/blazeface.py); None: the box above.
+    seed: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -282,8 +285,10 @@ class FaceFinder:
         h, w = pixels.shape[:2]
         left, top = max(0.0, c.left / scale), max(0.0, c.top / scale)
         right, bottom = min(float(w), c.right / scale), min(float(h), c.bottom / scale)
-        # Landmarks come from the unclipped box: the predictor was trained on detector boxes.
-        points = self.landmarker.points(pixels, c.left / scale, c.top / scale, c.right / scale, c.bottom / scale)
+        # Landmarks come from the unclipped box (or the detector's seed for them): the predictor
+        # was trained on detector boxes.
+        sl, st, sr, sb = c.seed if c.seed is not None else (c.left, c.top, c.right, c.bottom)
+        points = self.landmarker.points(pixels, sl / scale, st / scale, sr / scale, sb / scale)
         return DetectedFace(
             left, top, right - left, bottom - top, score_to_confidence(c.score), points, detector
         )
