@@ -41,7 +41,7 @@ TO_DLIB_BOX = (-0.024, -0.038, 1.0)
 #: (dx, dy) x the head box's width: the predictor's square box (side: the head box's width) is
 #: centred this far from the midpoint of the eyes' midpoint and the mouth keypoint. Medians of
 #: HOG's box centre minus that midpoint over 298 of 300 LFW faces both found, IQR 0.023 / 0.025
-#: (bench/fit_blazeface_keypoints.py, seed 0; the experiment bench/experiment_blazeface_keypoints.py).
+#: (bench/fit_blazeface_keypoints.py, seed 0).
 KEYPOINT_BOX = (-0.034, -0.035)
 #: Bump when what BlazeFace's detector hands on changes (boxes or predictor seeds): it is part of
 #: the evaluation template cache's recipe, so templates made by older code are not reused.
