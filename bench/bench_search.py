@@ -34,13 +34,12 @@ threads 88.0 ms; with OMP_WAIT_POLICY=PASSIVE 11.2 / 9.2 ms.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import sqlite3
 import time
 
 import numpy as np
 
-from blocks import load
+from blocks import busy_core, load
 from faceledger import Settings
 from faceledger.evaluation.datasets import LFW
 from faceledger.evaluation.template_cache import file_digest
@@ -52,11 +51,6 @@ from faceledger.store import vector_index
 def rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * 4096 / 2**20
-
-
-def _spin(stop) -> None:
-    while not stop.is_set():
-        sum(i * i for i in range(10_000))
 
 
 def cached_templates(settings: Settings) -> dict[str, np.ndarray]:
@@ -175,12 +169,9 @@ def main() -> None:
         searches["before"] = previous_index(faiss, data, ix._vecs)
     del data
     inner = faiss.extract_index_ivf(ix._ivf)
-    stop = mp.Event()
-    spinner = None if args.no_busy else mp.Process(target=_spin, args=(stop,))
-    if spinner:
-        spinner.start()
+    stop_busy = busy_core(not args.no_busy)
     try:
-        print(f"{load()}; {'no extra load' if spinner is None else 'one core kept busy by a second process'}")
+        print(f"{load()}; {'no extra load' if args.no_busy else 'one core kept busy by a second process'}")
         for rerank in (int(x) for x in args.candidates.split(",")):
             vector_index.CANDIDATES = rerank  # read by VectorIndex.search
             for nprobe in (int(x) for x in args.nprobe.split(",")):
@@ -213,9 +204,7 @@ def main() -> None:
                         print(f"  threads {t}: before / store p50 {r[0]:.2f}x  p99 {r[1]:.2f}x (same run)", flush=True)
         print(load())
     finally:
-        if spinner:
-            stop.set()
-            spinner.join()
+        stop_busy()
 
 
 if __name__ == "__main__":

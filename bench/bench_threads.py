@@ -10,22 +10,16 @@ worker does.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import time
 
 import numpy as np
 
-from blocks import alternate, load, mmm, ratio_text
+from blocks import alternate, busy_core, load, mmm, ratio_text
 from faceledger import FaceEngine, Settings
 from faceledger.evaluation.datasets import LFW
 from faceledger.models.dlib.entry import onnx_embedder
 from faceledger.models.threads import faiss_module
 from faceledger.store.vector_index import VectorIndex
-
-
-def _spin(stop) -> None:
-    while not stop.is_set():
-        sum(i * i for i in range(10_000))
 
 
 def main() -> None:
@@ -52,10 +46,7 @@ def main() -> None:
             break
     chips = np.stack(chips)
     images = [engine.load(p).pixels for p in paths[: args.images]]
-    stop = mp.Event()
-    spinner = mp.Process(target=_spin, args=(stop,)) if args.busy else None
-    if spinner:
-        spinner.start()
+    stop_busy = busy_core(args.busy)
     try:
         print(f"{load()}; {'one core kept busy by a second process' if args.busy else 'no extra load'}")
         nets = {t: onnx_embedder(flip=False, cache_dir=settings.cache_dir, threads=t) for t in (a, b)}
@@ -107,9 +98,7 @@ def main() -> None:
                   f"{hits[t] / (10 * len(queries) * args.blocks):.3f}")
         print(load())
     finally:
-        if spinner:
-            stop.set()
-            spinner.join()
+        stop_busy()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ average at the time. Imported by the bench scripts (``python bench/x.py`` puts b
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import statistics
 import time
@@ -14,6 +15,27 @@ def load() -> str:
     """The 1/5/15-minute load averages, as `uptime` shows them."""
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def _spin(stop) -> None:
+    while not stop.is_set():
+        sum(i * i for i in range(10_000))
+
+
+def busy_core(on: bool = True) -> Callable[[], None]:
+    """Keep one core busy with a second process (a shared host, or a second worker) until the
+    returned function is called; with ``on`` false, nothing runs and the function does nothing."""
+    if not on:
+        return lambda: None
+    stop = mp.Event()
+    spinner = mp.Process(target=_spin, args=(stop,), daemon=True)
+    spinner.start()
+
+    def done() -> None:
+        stop.set()
+        spinner.join()
+
+    return done
 
 
 def alternate(cases: dict[str, Callable[[], object]], *, blocks: int = 5, per_block: int = 3,
