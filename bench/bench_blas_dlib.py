@@ -22,6 +22,7 @@ import dlib
 import numpy as np
 
 from blocks import load
+from samples import first_chips
 from faceledger import FaceEngine, Settings
 from faceledger.evaluation.datasets import LFW, FairFace
 from faceledger.models.dlib.entry import onnx_embedder
@@ -61,14 +62,7 @@ def main() -> None:
     lfw = LFW.locate(settings)
     engine = FaceEngine(settings.replace(threads=1))
     paths = [p for ps in lfw.people().values() for p in ps]
-    chips = []
-    for p in paths:
-        faces = engine.detect(p).faces
-        if faces:
-            chips.append(faces[0].chip)
-        if len(chips) == args.chips:
-            break
-    chips = np.stack(chips)
+    chips = first_chips(engine, paths, args.chips)
     ff = FairFace.locate(settings).records()
     img_paths = [ps[0] for ps in list(lfw.people().values())[: args.images // 2]] + \
         [r.path for r in ff[: args.images - args.images // 2]]

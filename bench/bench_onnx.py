@@ -17,6 +17,7 @@ import time
 import dlib
 import numpy as np
 
+from samples import first_chips
 from faceledger import FaceEngine, Settings
 from faceledger.evaluation.datasets import LFW
 from faceledger.models.dlib.entry import onnx_embedder
@@ -44,15 +45,8 @@ def main() -> None:
     lfw = LFW.locate(settings)
     engine = FaceEngine(settings)
     paths = [p for ps in lfw.people().values() for p in ps]
-    chips = []
     t = time.perf_counter()
-    for p in paths:
-        faces = engine.detect(p).faces
-        if faces:
-            chips.append(faces[0].chip)
-        if len(chips) == args.chips:
-            break
-    chips = np.stack(chips)
+    chips = first_chips(engine, paths, args.chips)
     print(f"{len(chips)} LFW chips in {time.perf_counter() - t:.0f} s")
 
     net = dlib.face_recognition_model_v1(str(model_path(RESNET)))

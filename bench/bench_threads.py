@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from blocks import alternate, busy_core, load, mmm, ratio_text
+from samples import first_chips
 from faceledger import FaceEngine, Settings
 from faceledger.evaluation.datasets import LFW
 from faceledger.models.dlib.entry import onnx_embedder
@@ -37,14 +38,7 @@ def main() -> None:
     lfw = LFW.locate(settings)
     engine = FaceEngine(settings.replace(threads=1))
     paths = [p for ps in lfw.people().values() for p in ps][: max(args.chips, args.images) * 2]
-    chips = []
-    for p in paths:
-        faces = engine.detect(p).faces
-        if faces:
-            chips.append(faces[0].chip)
-        if len(chips) == args.chips:
-            break
-    chips = np.stack(chips)
+    chips = first_chips(engine, paths, args.chips)
     images = [engine.load(p).pixels for p in paths[: args.images]]
     stop_busy = busy_core(args.busy)
     try:
