@@ -16,14 +16,16 @@ def _run(model, x: np.ndarray) -> np.ndarray:
     return session.run(None, {"x": x})[0]
 
 
-def test_prelu_as_relus_is_prelu_for_every_sign_and_slope():
+@pytest.mark.parametrize("slopes", [[-0.9, 0.0, 0.25, 1.37], [0.3]], ids=["per-channel", "one-for-all"])
+def test_prelu_as_relus_is_prelu_for_every_sign_and_slope(slopes):
     """Negative, zero and positive inputs; slopes below 0, between 0 and 1, and above 1 (the mesh has
-    all three: a max(x, slope * x) shortcut would be wrong for them)."""
+    all three: a max(x, slope * x) shortcut would be wrong for them); a per-channel slope (the
+    convolution form) and one slope broadcast over all channels (the plain form)."""
     from onnx import TensorProto, helper, numpy_helper
 
     from faceledger.models.graph_edits import prelu_as_relus
 
-    slope = np.array([-0.9, 0.0, 0.25, 1.37], np.float32).reshape(4, 1, 1)
+    slope = np.array(slopes, np.float32).reshape(-1, 1, 1)
     graph = helper.make_graph(
         [helper.make_node("PRelu", ["x", "slope"], ["h"], name="p1"), helper.make_node("PRelu", ["h", "slope"], ["y"], name="p2")],
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 3, 3])],
@@ -34,7 +36,7 @@ def test_prelu_as_relus_is_prelu_for_every_sign_and_slope():
     before = _run(model, x)
     prelu_as_relus(model)
     assert not [n for n in model.graph.node if n.op_type == "PRelu"]
-    np.testing.assert_array_equal(_run(model, x), before)
+    np.testing.assert_allclose(_run(model, x), before, rtol=1e-6, atol=1e-6)
 
 
 def test_the_shipped_mesh_gives_the_converted_graphs_points_on_real_faces(settings, engine, lfw):

@@ -71,9 +71,9 @@ def converted(package_cache: Path, cache_dir: Path, name: str, graph: str, outpu
 
 def onnx_file(package_cache: Path, cache_dir: Path, *, allow_download: bool = True) -> Path:
     """The mesh's ONNX file in ``<cache_dir>/onnx``, converted once from the package's graph, its
-    PReLUs spelt as ReLUs (graph_edits.prelu_as_relus: the same points, ~1.8x faster a face on 1
-    thread: 1.4 vs 2.5 ms, bench/bench_detector_nets.py)."""
-    return converted(package_cache, cache_dir, "facemesh", GRAPH, OUTPUT_NODE, f"{OUTPUT_NODE}/prelu-as-relus",
+    PReLUs spelt as ReLUs and per-channel scales (graph_edits.prelu_as_relus: the same points to
+    float rounding, ~2-3x faster a face on 1 thread, bench/bench_detector_nets.py)."""
+    return converted(package_cache, cache_dir, "facemesh", GRAPH, OUTPUT_NODE, f"{OUTPUT_NODE}/prelu-as-relus-and-scales",
                      allow_download=allow_download, edit=prelu_as_relus)
 
 
