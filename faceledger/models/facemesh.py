@@ -73,7 +73,7 @@ def onnx_file(package_cache: Path, cache_dir: Path, *, allow_download: bool = Tr
     """The mesh's ONNX file in ``<cache_dir>/onnx``, converted once from the package's graph, its
     PReLUs spelt as ReLUs and per-channel scales (graph_edits.prelu_as_relus: the same points to
     float rounding, ~2-3x faster a face on 1 thread, bench/bench_detector_nets.py)."""
-    return converted(package_cache, cache_dir, "facemesh", GRAPH, OUTPUT_NODE, f"{OUTPUT_NODE}/prelu-as-relus-and-scales",
+    return converted(package_cache, cache_dir, "facemesh", GRAPH, OUTPUT_NODE, f"{OUTPUT_NODE}/prelu-as-relus-and-scales-v2",
                      allow_download=allow_download, edit=prelu_as_relus)
 
 

@@ -64,6 +64,10 @@ def prelu_as_relus(model) -> None:
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     model.graph.initializer.extend(weights)
+    read = {i for n in nodes for i in n.input}
+    unread = [t for t in model.graph.initializer if t.name not in read]  # the slopes now in the convolutions
+    for t in unread:
+        model.graph.initializer.remove(t)
 
 
 def nchwc_block() -> int:
