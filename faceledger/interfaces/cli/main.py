@@ -6,6 +6,7 @@ Exit codes are listed in cli_common.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -390,9 +391,15 @@ def _short(path: Path, lfw: LFW) -> str:
 def main() -> None:
     startup.pause()
     try:
-        app()
-    finally:
-        startup.finish()
+        app()  # click's standalone mode: ends in SystemExit
+    except SystemExit as done:
+        code = done.code
+    else:
+        code = None
+    # only now, with the exception's traceback (and the command's frames) let go, can the
+    # command's objects be collected: its database connections closed as before
+    startup.finish()
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # `python -m faceledger.interfaces.cli.main`: the module's own app, which COMMANDS names
