@@ -1,0 +1,147 @@
+"""A one-off command's start and exit (issue 25; interfaces/cli/startup.py, models/files.py): each
+command's module imported only when it runs, the collector paused while it loads, the weights'
+digest kept between processes. What a user relies on stays: every command listed and reachable,
+the ledger written and closed by a command run as a process, model ids that follow the weights."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import typer
+from typer.testing import CliRunner
+
+from faceledger.interfaces.cli import main as cli_main
+from faceledger.interfaces.cli.main import COMMANDS, app
+from faceledger.models import files
+
+runner = CliRunner()
+
+
+def test_help_lists_every_command_and_each_answers_its_own_help():
+    r = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    commands = r.stdout.split("Commands", 1)[1]
+    listed = re.findall(r"^│ (\S+) {2,}\S", commands, re.M)
+    assert listed == list(COMMANDS), listed  # every one, in the table's order, each with its help line
+    for name in COMMANDS:
+        r = runner.invoke(app, [name, "--help"])
+        assert r.exit_code == 0 and "Usage:" in r.stdout, (name, r.output)
+
+
+def test_no_typer_app_of_the_cli_is_left_out_of_the_table():
+    """The table is the only registration: a new command group that is not in it is caught here."""
+    import importlib
+    import pkgutil
+
+    import faceledger.interfaces.cli as package
+
+    apps, nested = {}, set()
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for attr, value in vars(module).items():
+            if isinstance(value, typer.Typer) and value is not app:
+                apps[id(value)] = f"{module.__name__}:{attr}"
+                nested |= {id(g.typer_instance) for g in value.registered_groups}
+    registered = {id(getattr(importlib.import_module(m), a)) for m, _, a in (s.partition(":") for s in COMMANDS.values())}
+    missing = sorted(where for key, where in apps.items() if key not in registered | nested)
+    assert not missing, f"typer apps in no command: {missing}"
+
+
+def test_an_unknown_command_gets_clicks_usage_error_and_a_suggestion():
+    r = runner.invoke(app, ["colection"])
+    assert r.exit_code == 2
+    assert "No such command 'colection'" in r.output and "'collection'" in r.output
+
+
+def _cli_modules_after(lookup: str) -> set[str]:
+    probe = ("import sys, typer.main\nfrom faceledger.interfaces.cli.main import app\n"
+             f"typer.main.get_command(app).commands[{lookup!r}]\n"
+             "print(' '.join(m for m in sys.modules if m.startswith('faceledger.interfaces.cli.')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return {m.rsplit(".", 1)[1] for m in done.stdout.split()}
+
+
+def test_a_command_imports_its_own_module_not_the_others():
+    base = {"main", "common", "options", "startup"}
+    assert _cli_modules_after("compare") == base
+    assert _cli_modules_after("audit") == base | {"audit"}
+
+
+def test_running_the_app_in_a_process_of_ones_own_leaves_its_collector_alone():
+    """Only ``main`` (a command's own process) pauses and freezes the collector; a test, or a program
+    that runs the app, keeps its collector as it was."""
+    frozen = gc.get_freeze_count()
+    r = runner.invoke(app, ["compare", "--help"])
+    assert r.exit_code == 0
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+def test_a_command_run_as_a_process_writes_its_ledger_entry_and_closes_its_databases(engine, fold1, settings, tmp_path):
+    """The exit skips the collector's passes over what the imports made, not the command's own
+    objects: its ledger and store connections are closed as before (SQLite then folds its
+    write-ahead log into the file and removes it; a connection left open leaves the -wal file)."""
+    from faceledger.governance.app import ledger_of
+
+    pair = next(p for p in fold1 if p.mated)
+    engine.detect(pair.a)  # the models converted once into the session's cache, as a user's second command has them
+    ledger, store = tmp_path / "ledger.sqlite", tmp_path / "store.sqlite"
+    env = {**os.environ, "FACELEDGER_LEDGER": str(ledger), "FACELEDGER_STORE": str(store)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    done = subprocess.run([sys.executable, "-m", "faceledger", "compare", "--json", str(pair.a), str(pair.b)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode in (0, 1), done.stderr
+    assert "SimilarityThreshold" in json.loads(done.stdout)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(("-wal", "-shm"))) == []
+    entry = ledger_of(settings.replace(ledger=ledger), create=False).last("CompareFaces")
+    assert entry is not None and entry.body["phase"] == "outcome" and entry.body["outcome"] == "ok", entry
+
+
+# --- the weights' digest, kept between processes ----------------------------------------------------
+
+
+def test_a_kept_digest_is_reused_while_the_file_is_unchanged(tmp_path, monkeypatch):
+    weights = files.model_path(files.RESNET)  # installed long ago: its digest is kept
+    first = files.file_sha256.__wrapped__(weights, tmp_path)
+    hashed = []
+    monkeypatch.setattr(files, "_sha256", lambda p: hashed.append(p) or "0" * 64)
+    assert files.file_sha256.__wrapped__(weights, tmp_path) == first and not hashed
+
+
+def test_a_kept_digest_never_outlives_a_change_to_the_weights(tmp_path):
+    """An adversary (or an upgrade) rewrites the weights with the same size and puts the
+    modification time back: the model id still follows the bytes, so templates of different
+    weights are never taken for one model's."""
+    weights, cache = tmp_path / "w.dat", tmp_path / "cache"
+    weights.write_bytes(b"a" * 4096)
+    assert files.file_sha256.__wrapped__(weights, cache) == hashlib.sha256(b"a" * 4096).hexdigest()
+    assert not (cache / "sha256").exists()  # just written: not kept (its times could repeat on the next write)
+    time.sleep(files._SETTLED_NS / 1e9 + 0.1)
+    assert files.file_sha256.__wrapped__(weights, cache) == hashlib.sha256(b"a" * 4096).hexdigest()
+    assert len(list((cache / "sha256").iterdir())) == 1  # settled: kept
+    st = weights.stat()
+    weights.write_bytes(b"b" * 4096)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert weights.stat().st_mtime_ns == st.st_mtime_ns and weights.stat().st_size == st.st_size
+    assert files.file_sha256.__wrapped__(weights, cache) == hashlib.sha256(b"b" * 4096).hexdigest()
+    other = tmp_path / "other.dat"  # a file moved into its place, same size and times
+    other.write_bytes(b"c" * 4096)
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(other, weights)
+    assert files.file_sha256.__wrapped__(weights, cache) == hashlib.sha256(b"c" * 4096).hexdigest()
+
+
+def test_main_is_the_entry_point_that_pauses_the_collector():
+    """The console script and `python -m faceledger` both run ``main`` (what makes start-up and exit cheap)."""
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["faceledger"] == f"{cli_main.__name__}:main"
