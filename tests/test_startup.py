@@ -17,7 +17,6 @@ import time
 import typer
 from typer.testing import CliRunner
 
-from faceledger.interfaces.cli import main as cli_main
 from faceledger.interfaces.cli.main import COMMANDS, app
 from faceledger.models import files
 
@@ -70,7 +69,7 @@ def _cli_modules_after(lookup: str) -> set[str]:
 
 
 def test_a_command_imports_its_own_module_not_the_others():
-    base = {"main", "common", "options", "startup"}
+    base = {"main", "common", "options", "startup", "lazy"}
     assert _cli_modules_after("compare") == base
     assert _cli_modules_after("audit") == base | {"audit"}
 
@@ -138,10 +137,28 @@ def test_a_kept_digest_never_outlives_a_change_to_the_weights(tmp_path):
     assert files.file_sha256.__wrapped__(weights, cache) == hashlib.sha256(b"c" * 4096).hexdigest()
 
 
-def test_main_is_the_entry_point_that_pauses_the_collector():
-    """The console script and `python -m faceledger` both run ``main`` (what makes start-up and exit cheap)."""
+def test_the_entry_points_pause_the_collector_before_the_heavy_imports():
+    """The console script and `python -m faceledger` run startup.run, which pauses the collector
+    before numpy, the engine and typer load: importing the package or that module loads none."""
     import tomllib
     from pathlib import Path
 
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert project["project"]["scripts"]["faceledger"] == f"{cli_main.__name__}:main"
+    root = Path(__file__).parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["faceledger"] == "faceledger.interfaces.cli.startup:run"
+    assert "startup import run" in (root / "faceledger" / "__main__.py").read_text()
+    probe = "import sys, faceledger.interfaces.cli.startup\nprint(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    loaded = set(done.stdout.split())
+    assert "faceledger.interfaces.cli.startup" in loaded, done.stderr
+    assert not loaded & {"numpy", "typer", "rich", "PIL", "onnxruntime", "faceledger.vision.engine"}
+
+
+def test_the_packages_names_are_there_on_first_use():
+    import faceledger
+    from faceledger.scoring.calibrated import FaceEngine
+
+    assert faceledger.FaceEngine is FaceEngine  # the calibrated engine, as before
+    for name in faceledger.__all__:
+        assert getattr(faceledger, name) is not None
+    assert set(faceledger.__all__) <= set(dir(faceledger))

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from faceledger.vision import quality as quality_mod
 from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_NEGATIVE, DetectorOpt, FallbackOpt, JsonOpt, box_text, err, errors, face_json, out, progress, with_progress
-from faceledger.interfaces.cli import startup
+from faceledger.interfaces.cli import lazy, startup
 from faceledger.interfaces.cli.options import member_option
 from faceledger.models.registry import model_id
 from faceledger.vision.engine import CompareResult, Detection, Face
@@ -26,7 +26,7 @@ from faceledger.errors import DatasetError, FaceledgerError, InvalidParameterErr
 from faceledger.settings import Settings
 
 #: Every top-level command, in the order `faceledger --help` lists them: a command function or a
-#: typer app, as ``module:attribute``. A command's module is imported only when it runs (startup.py).
+#: typer app, as ``module:attribute``. A command's module is imported only when it runs (lazy.py).
 COMMANDS = {
     "index": "faceledger.interfaces.cli.collections:index",
     "search": "faceledger.interfaces.cli.collections:search",
@@ -55,7 +55,7 @@ def _started() -> None:
     startup.resume()
 
 
-app = typer.Typer(cls=startup.lazy_group(COMMANDS), callback=_started, no_args_is_help=True, add_completion=False,
+app = typer.Typer(cls=lazy.lazy_group(COMMANDS), callback=_started, no_args_is_help=True, add_completion=False,
                   help="Accountable, self-hosted face recognition.")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy and detection rates on real datasets.")
 datasets_app = typer.Typer(no_args_is_help=True, help="Find and fetch the face datasets.")
