@@ -94,10 +94,15 @@ def test_a_command_run_as_a_process_writes_its_ledger_entry_and_closes_its_datab
     ledger, store = tmp_path / "ledger.sqlite", tmp_path / "store.sqlite"
     env = {**os.environ, "FACELEDGER_LEDGER": str(ledger), "FACELEDGER_STORE": str(store)}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    done = subprocess.run([sys.executable, "-m", "faceledger", "compare", "--json", str(pair.a), str(pair.b)],
+    probe = ("import atexit, json, runpy, sys\n"  # the modules the command loaded, printed as it exits
+             "atexit.register(lambda: print('@@' + json.dumps(sorted(sys.modules))))\n"
+             "sys.argv = ['faceledger', *sys.argv[1:]]\nrunpy.run_module('faceledger', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", probe, "compare", "--json", str(pair.a), str(pair.b)],
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode in (0, 1), done.stderr
-    assert "SimilarityThreshold" in json.loads(done.stdout)
+    report, _, modules = done.stdout.partition("@@")
+    assert "SimilarityThreshold" in json.loads(report)
+    assert "numpy.ma" not in json.loads(modules)  # quality.percentiles, not np.percentile's np.unique
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(("-wal", "-shm"))) == []
     entry = ledger_of(settings.replace(ledger=ledger), create=False).last("CompareFaces")
     assert entry is not None and entry.body["phase"] == "outcome" and entry.body["outcome"] == "ok", entry
@@ -162,3 +167,22 @@ def test_the_packages_names_are_there_on_first_use():
     for name in faceledger.__all__:
         assert getattr(faceledger, name) is not None
     assert set(faceledger.__all__) <= set(dir(faceledger))
+
+
+def test_exposure_percentiles_are_numpys_to_the_last_bit(lfw):
+    """quality.percentiles replaces np.percentile (which imports numpy.ma on first use): on the
+    luma of real face photos (LFW's are centred on the face), on ties, and on random values and
+    percentiles, the same floats."""
+    import numpy as np
+    from PIL import Image
+
+    from faceledger.vision import quality
+
+    rng = np.random.default_rng(25)
+    samples = [quality._luma(quality._inner(np.asarray(Image.open(p).convert("RGB")))) for p in lfw.images()[::1300]]
+    samples += [rng.normal(100, 40, n) for n in (1, 2, 3, 99, 100, 101, 5000)]
+    samples += [rng.integers(0, 4, n).astype(float) for n in (7, 1000)]  # ties
+    samples += [rng.normal(100, 40, n) for n in rng.integers(2, 300, 2000)]  # NumPy's two-sided interpolation shows here
+    for values in samples:
+        for qs in ((1, 99), (0, 100), tuple(rng.uniform(0, 100, 3))):
+            assert quality.percentiles(values, qs) == [float(x) for x in np.percentile(values, qs)], (values.shape, qs)
