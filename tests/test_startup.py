@@ -102,7 +102,10 @@ def test_a_command_run_as_a_process_writes_its_ledger_entry_and_closes_its_datab
     assert done.returncode in (0, 1), done.stderr
     report, _, modules = done.stdout.partition("@@")
     assert "SimilarityThreshold" in json.loads(report)
-    assert "numpy.ma" not in json.loads(modules)  # quality.percentiles, not np.percentile's np.unique
+    loaded = set(json.loads(modules))
+    assert "numpy.ma" not in loaded  # quality.percentiles, not np.percentile's np.unique
+    assert not {m for m in loaded if m.startswith("faceledger.interfaces.cli.")} - {
+        f"faceledger.interfaces.cli.{m}" for m in ("main", "common", "options", "startup", "lazy", "gated")}
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(("-wal", "-shm"))) == []
     entry = ledger_of(settings.replace(ledger=ledger), create=False).last("CompareFaces")
     assert entry is not None and entry.body["phase"] == "outcome" and entry.body["outcome"] == "ok", entry

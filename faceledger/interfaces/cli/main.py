@@ -66,7 +66,7 @@ ModelOpt = typer.Option(None, "--model", help="Embedding model (`faceledger mode
 
 def _gated(detector: Optional[str], fallback: Optional[str]):
     """The service behind the gate, as the local user (the CLI's principal, the policy's local roles)."""
-    from faceledger.interfaces.cli.collections import _Gated
+    from faceledger.interfaces.cli.gated import _Gated
 
     return _Gated(settings=Settings.load(detector=detector, fallback_detector=fallback))
 
