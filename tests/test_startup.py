@@ -189,3 +189,39 @@ def test_exposure_percentiles_are_numpys_to_the_last_bit(lfw):
     for values in samples:
         for qs in ((1, 99), (0, 100), tuple(rng.uniform(0, 100, 3))):
             assert quality.percentiles(values, qs) == [float(x) for x in np.percentile(values, qs)], (values.shape, qs)
+
+
+_BLAS_PROBE = """
+import json, sys
+import numpy
+from faceledger.models import threads
+n = threads.cores()
+threads.apply(n)
+skipped = "threadpoolctl" not in sys.modules
+from threadpoolctl import threadpool_info
+def blas():
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+first = blas()
+threads.apply(1)
+one = blas()
+threads.apply(n)
+print(json.dumps({"cores": n, "skipped": skipped, "first": first, "one": one, "again": blas()}))
+"""
+
+
+def test_blas_is_sized_by_the_setting_without_threadpoolctl_when_it_already_is():
+    """At one thread per core and no BLAS variable set, BLAS already runs that many: apply skips
+    threadpoolctl (~10 ms of a one-off command). A pool once limited is always set again, and a
+    variable that sets BLAS otherwise is overridden as before."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
+                                                            "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                                                            "VECLIB_MAXIMUM_THREADS", "FACELEDGER_WORKER_PROCESSES")}
+    for extra, skipped in (({}, True), ({"OMP_NUM_THREADS": "1"}, False)):
+        done = subprocess.run([sys.executable, "-c", _BLAS_PROBE], capture_output=True, text=True, timeout=60,
+                              env={**env, **extra})
+        got = json.loads(done.stdout or "{}")
+        assert got, done.stderr
+        n = got["cores"]
+        assert got["skipped"] is skipped, (extra, got)
+        assert got["first"] and all(t == n for t in got["first"]), got
+        assert all(t == 1 for t in got["one"]) and all(t == n for t in got["again"]), got
