@@ -122,10 +122,11 @@ def test_a_kept_digest_is_reused_while_the_file_is_unchanged(tmp_path, monkeypat
     assert files.file_sha256.__wrapped__(weights, tmp_path) == first and not hashed
 
 
-def test_a_kept_digest_never_outlives_a_change_to_the_weights(tmp_path):
+def test_a_kept_digest_never_outlives_a_change_to_the_weights(tmp_path, monkeypatch):
     """An adversary (or an upgrade) rewrites the weights with the same size and puts the
     modification time back: the model id still follows the bytes, so templates of different
     weights are never taken for one model's."""
+    monkeypatch.setattr(files, "_SETTLED_NS", 300_000_000)  # 0.3 s, not 2: the same rule, a shorter wait
     weights, cache = tmp_path / "w.dat", tmp_path / "cache"
     weights.write_bytes(b"a" * 4096)
     assert files.file_sha256.__wrapped__(weights, cache) == hashlib.sha256(b"a" * 4096).hexdigest()
