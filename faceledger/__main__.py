@@ -1,5 +1,5 @@
 """`python -m faceledger`: the faceledger command."""
 
-from faceledger.interfaces.cli.main import main
+from faceledger.interfaces.cli.startup import run
 
-main()
+run()

@@ -68,12 +68,12 @@ class Registry:
         name = name.partition("@")[0]
         folder = self.root / name
         if name in dlib_entry.MANIFESTS:
-            return ModelEntry(dlib_entry.MANIFESTS[name], dlib_entry.model_id(name), True, folder)
+            return ModelEntry(dlib_entry.MANIFESTS[name], dlib_entry.model_id(name, self.cache_dir), True, folder)
         if not (folder / MANIFEST_FILE).is_file() or not (folder / MODEL_FILE).is_file():
             known = ", ".join(m.name for m in self.entries())
             raise ModelNotFoundError(f"no model named {name!r} (known: {known}); add one with `faceledger models add`")
         manifest = Manifest.load(folder / MANIFEST_FILE)
-        digest = files.file_sha256(folder / MODEL_FILE)[:12]
+        digest = files.file_sha256(folder / MODEL_FILE, self.cache_dir)[:12]
         return ModelEntry(manifest, files.ModelId(manifest.name, digest), False, folder)
 
     def default_name(self, flip: bool = True) -> str:

@@ -53,8 +53,18 @@ def apply(threads: int) -> int:
 
     if "faiss" in sys.modules:
         sys.modules["faiss"].omp_set_num_threads(threads)
-    _limit_blas(threads)
+    if _blas["limited"] or threads != cores() or any(os.environ.get(v) for v in BLAS_ENV):
+        _limit_blas(threads)
+    # else every BLAS already runs one thread per core this process may use (OpenBLAS's default,
+    # MKL's is fewer), so threadpoolctl's import and library scan (~10 ms of every one-off
+    # command, issue 25) would change nothing
     return threads
+
+
+#: Variables that set a BLAS's thread count otherwise than its default.
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+            "VECLIB_MAXIMUM_THREADS")
+_blas = {"limited": False}
 
 
 def _limit_blas(threads: int) -> None:
@@ -64,6 +74,7 @@ def _limit_blas(threads: int) -> None:
     except ImportError:  # not installed: BLAS keeps its own default
         return
     threadpool_limits(limits=threads, user_api="blas")
+    _blas["limited"] = True
 
 
 def session_options(threads: int):

@@ -14,7 +14,6 @@ from typing import Iterator
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from faceledger.service import api_model
 from faceledger.vision import quality as quality_mod
@@ -67,7 +66,10 @@ def fail(as_json: bool, code: str, message: str, exit_code: int) -> None:
     raise typer.Exit(exit_code)
 
 
-def progress() -> Progress:
+def progress():
+    """A progress bar on stderr (rich.progress is imported here: `compare` and `detect` show none)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TimeRemainingColumn(), console=err, transient=False,

@@ -6,6 +6,7 @@ Exit codes are listed in cli_common.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -16,39 +17,48 @@ from rich.table import Table
 
 from faceledger.vision import quality as quality_mod
 from faceledger.interfaces.cli.common import EXIT_INPUT, EXIT_NEGATIVE, DetectorOpt, FallbackOpt, JsonOpt, box_text, err, errors, face_json, out, progress, with_progress
-from faceledger.interfaces.cli.audit import audit_app
-from faceledger.interfaces.cli.calibration import calibration_app
-from faceledger.interfaces.cli.ledger import ledger_app, policy_app, review_app
-from faceledger.interfaces.cli.models import models_app
+from faceledger.interfaces.cli import lazy, startup
 from faceledger.interfaces.cli.options import member_option
-from faceledger.interfaces.cli.server import keys_app, serve
-from faceledger.interfaces.cli.collections import collection_app, faces_app, index, search, users_app
-from faceledger.interfaces.cli.video import video_app
 from faceledger.models.registry import model_id
 from faceledger.vision.engine import CompareResult, Detection, Face
 from faceledger.scoring.calibrated import DEFAULT_COMPARE_FMR, DEFAULT_COMPARE_THRESHOLD
 from faceledger.errors import DatasetError, FaceledgerError, InvalidParameterError
 from faceledger.settings import Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Accountable, self-hosted face recognition.")
+#: Every top-level command, in the order `faceledger --help` lists them: a command function or a
+#: typer app, as ``module:attribute``. A command's module is imported only when it runs (lazy.py).
+COMMANDS = {
+    "index": "faceledger.interfaces.cli.collections:index",
+    "search": "faceledger.interfaces.cli.collections:search",
+    "serve": "faceledger.interfaces.cli.server:serve",
+    "detect": "faceledger.interfaces.cli.main:detect",
+    "compare": "faceledger.interfaces.cli.main:compare",
+    "demo": "faceledger.interfaces.cli.main:demo",
+    "eval": "faceledger.interfaces.cli.main:eval_app",
+    "datasets": "faceledger.interfaces.cli.main:datasets_app",
+    "collection": "faceledger.interfaces.cli.collections:collection_app",
+    "faces": "faceledger.interfaces.cli.collections:faces_app",
+    "users": "faceledger.interfaces.cli.collections:users_app",
+    "video": "faceledger.interfaces.cli.video:video_app",
+    "keys": "faceledger.interfaces.cli.server:keys_app",
+    "audit": "faceledger.interfaces.cli.audit:audit_app",
+    "calibration": "faceledger.interfaces.cli.calibration:calibration_app",
+    "models": "faceledger.interfaces.cli.models:models_app",
+    "ledger": "faceledger.interfaces.cli.ledger:ledger_app",
+    "review": "faceledger.interfaces.cli.ledger:review_app",
+    "policy": "faceledger.interfaces.cli.ledger:policy_app",
+}
+
+
+def _started() -> None:
+    """Runs once the command is found and imported, before its options are read."""
+    startup.resume()
+
+
+app = typer.Typer(cls=lazy.lazy_group(COMMANDS), callback=_started, no_args_is_help=True, add_completion=False,
+                  help="Accountable, self-hosted face recognition.")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy and detection rates on real datasets.")
 datasets_app = typer.Typer(no_args_is_help=True, help="Find and fetch the face datasets.")
-app.add_typer(eval_app, name="eval")
-app.add_typer(datasets_app, name="datasets")
-app.add_typer(collection_app, name="collection")
-app.add_typer(faces_app, name="faces")
-app.add_typer(users_app, name="users")
-app.command()(index)
-app.command()(search)
-app.add_typer(video_app, name="video")
-app.add_typer(keys_app, name="keys")
-app.add_typer(audit_app, name="audit")
-app.add_typer(calibration_app, name="calibration")
-app.add_typer(models_app, name="models")
-app.add_typer(ledger_app, name="ledger")
-app.add_typer(review_app, name="review")
-app.add_typer(policy_app, name="policy")
-app.command()(serve)
 
 
 ModelOpt = typer.Option(None, "--model", help="Embedding model (`faceledger models list`); default: the configured one.")
@@ -56,7 +66,7 @@ ModelOpt = typer.Option(None, "--model", help="Embedding model (`faceledger mode
 
 def _gated(detector: Optional[str], fallback: Optional[str]):
     """The service behind the gate, as the local user (the CLI's principal, the policy's local roles)."""
-    from faceledger.interfaces.cli.collections import _Gated
+    from faceledger.interfaces.cli.gated import _Gated
 
     return _Gated(settings=Settings.load(detector=detector, fallback_detector=fallback))
 
@@ -99,7 +109,6 @@ def _box(face: Face) -> str:
 # --- commands --------------------------------------------------------------------------------------
 
 
-@app.command()
 def detect(
     images: list[Path] = typer.Argument(..., help="Image files."),
     as_json: bool = JsonOpt,
@@ -163,7 +172,6 @@ def _print_detection(path: str, d: Detection) -> None:
     out.print(table)
 
 
-@app.command()
 def compare(
     source: Path = typer.Argument(..., help="Image whose largest face is compared."),
     target: Path = typer.Argument(..., help="Image whose faces are searched."),
@@ -331,7 +339,6 @@ def datasets_fetch(name: str = typer.Argument(..., help="Dataset to download: lf
         out.print(f"LFW ready at {lfw.root}")
 
 
-@app.command()
 def demo() -> None:
     """A short real job on LFW: detect faces, compare a matched and a mismatched pair. Through the
     gate, as every interface: each call decided by the policy and written to the ledger."""
@@ -382,8 +389,20 @@ def _short(path: Path, lfw: LFW) -> str:
 
 
 def main() -> None:
-    app()
+    startup.pause()
+    try:
+        app()  # click's standalone mode: ends in SystemExit
+    except SystemExit as done:
+        code = done.code
+    else:
+        code = None
+    # only now, with the exception's traceback (and the command's frames) let go, can the
+    # command's objects be collected: its database connections closed as before
+    startup.finish()
+    sys.exit(code)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m faceledger.interfaces.cli.main`: the module's own app, which COMMANDS names
+    from faceledger.interfaces.cli.main import main as _main
+
+    _main()

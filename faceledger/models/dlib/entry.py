@@ -27,8 +27,9 @@ MANIFESTS = {
 }
 
 
-def model_id(name: str) -> files.ModelId:
-    return files.ModelId(name, files.file_sha256(files.model_path(files.RESNET))[:12])
+def model_id(name: str, cache_dir: Path | None = None) -> files.ModelId:
+    """``cache_dir``: where the weights' digest is kept between processes (files.file_sha256)."""
+    return files.ModelId(name, files.file_sha256(files.model_path(files.RESNET), cache_dir)[:12])
 
 
 def onnx_file(cache_dir: Path | None) -> Path:
@@ -43,4 +44,5 @@ def onnx_embedder(flip: bool = True, cache_dir: Path | None = None, threads: int
     from faceledger.models.onnx_embedder import OnnxEmbedder
 
     name = "dlib-resnet-v1-flip" if flip else "dlib-resnet-v1"
-    return OnnxEmbedder(MANIFESTS[name], onnx_file(cache_dir), model_id(name), threads=threads, cache_dir=cache_dir)
+    return OnnxEmbedder(MANIFESTS[name], onnx_file(cache_dir), model_id(name, cache_dir), threads=threads,
+                        cache_dir=cache_dir)

@@ -218,7 +218,7 @@ def converted_model(dat: Path, cache_dir: Path | None = None) -> Path:
     from faceledger.models.dlib import dat_format as dlib_format
     from faceledger.models import files as models
 
-    digest = models.file_sha256(dat)
+    digest = models.file_sha256(dat, cache_dir)
     folder = Path(cache_dir or state_dir("cache")) / "onnx"
     target = folder / f"{dat.stem}-{digest[:16]}.onnx"
     if target.is_file():
