@@ -30,6 +30,13 @@ dlib 103.35 / 103.73 / 107.40 images/s (1,807 faces, 18.4-19.2 ms CPU an image),
 0.89x (CPU 0.92x median): issue 25's >= 3x is missed; faceledger's models alone cost about the
 baseline's whole CPU an image (docs/evaluation.md). Under load 7.9-11.3: 0.83x median. Before
 (HOG, a transaction and three synced commits an image, load 3.8-6.5): 0.61x median.
+
+Again after BlazeFace's padded channels (int8det25) and detect_many (workers detect a task's images
+step by step), --fast, load 2.1-3.0 (other sessions running: wall times spread 19-32 s for the same
+work, so the CPU figures are the steadier): BLAS dlib 64.12 / 74.18 / 75.18 images/s (18.7-20.5 ms
+CPU an image), faceledger 62.73 / 76.23 / 76.26 images/s, 69.00 / 83.85 / 83.89 faces/s (18.6-18.7
+ms CPU an image): 1.03x median in images/s, 1.25x in faces/s, 1.00x in CPU; faceledger-fast (not the
+default) 1.06x images/s, 1.29x faces/s, 1.47x in CPU (12.6-14.0 ms an image).
 """
 
 from __future__ import annotations
