@@ -157,3 +157,22 @@ def test_images_prepared_together_get_the_templates_they_get_one_by_one(engine, 
         assert [d.landmarks for d in batched.indexed] == [d.landmarks for d in alone.indexed]
         assert batched.qualities == alone.qualities
         assert np.abs(batched.vectors - alone.vectors).max() < 1e-5
+
+
+def test_images_detected_together_stay_within_the_decode_budget(settings, lfw):
+    """detect_many holds every image of a task decoded at once: when they would not fit in the
+    decode budget together, they are detected one at a time (the same faces), and an image over
+    the budget alone is refused in its place, before it is decoded (planted: holding the whole
+    task's pixels regardless -> the batch is refused whole and the test fails)."""
+    from faceledger.vision.engine import FaceEngine
+    from faceledger.vision.imaging import decode_cost
+
+    paths = [lfw.image("Colin_Powell", 1), lfw.image("Tony_Blair", 2)]
+    one = decode_cost(paths[0].read_bytes())
+    tight = FaceEngine(settings.replace(decode_budget_bytes=int(one * 1.5), landmark_model="none"))
+    together = tight.detect_many(paths)
+    assert [len(d.faces) for d in together] == [len(tight.detect(p).faces) for p in paths] == [1, 1]
+    assert [d.faces[0].bounding_box for d in together] == [tight.detect(p).faces[0].bounding_box for p in paths]
+    small = FaceEngine(settings.replace(decode_budget_bytes=one // 2, landmark_model="none"))
+    refused = small.detect_many(paths)
+    assert all(isinstance(r, errors.TooManyPixelsError) for r in refused)
