@@ -32,11 +32,13 @@ baseline's whole CPU an image (docs/evaluation.md). Under load 7.9-11.3: 0.83x m
 (HOG, a transaction and three synced commits an image, load 3.8-6.5): 0.61x median.
 
 Again after BlazeFace's padded channels (int8det25) and detect_many (workers detect a task's images
-step by step), --fast, load 2.1-3.0 (other sessions running: wall times spread 19-32 s for the same
-work, so the CPU figures are the steadier): BLAS dlib 64.12 / 74.18 / 75.18 images/s (18.7-20.5 ms
-CPU an image), faceledger 62.73 / 76.23 / 76.26 images/s, 69.00 / 83.85 / 83.89 faces/s (18.6-18.7
-ms CPU an image): 1.03x median in images/s, 1.25x in faces/s, 1.00x in CPU; faceledger-fast (not the
-default) 1.06x images/s, 1.29x faces/s, 1.47x in CPU (12.6-14.0 ms an image).
+step by step), load 1.7-3.0 (other sessions running: the same work took 18-35 s, so the CPU figures
+are the steadier): BLAS dlib 57.63 / 69.84 / 102.43 images/s (18.2-19.0 ms CPU an image), faceledger
+70.55 / 100.58 / 110.96 images/s, 77.60 / 110.64 / 122.05 faces/s (16.8-18.0 ms CPU an image): 1.22x
+median in images/s (1.08-1.44x), 1.49x in faces/s, 1.08x in CPU. A --fast run just before (load
+2.1-3.0): faceledger-fast, not the default, 1.06x images/s, 1.29x faces/s, 1.47x in CPU (12.6-14.0
+ms an image) where the default read 1.03x / 1.25x / 1.00x (that run's faceledger processes had no
+bytecode cache, PYTHONDONTWRITEBYTECODE being set, and compiled their modules at start).
 """
 
 from __future__ import annotations
