@@ -31,14 +31,16 @@ dlib 103.35 / 103.73 / 107.40 images/s (1,807 faces, 18.4-19.2 ms CPU an image),
 baseline's whole CPU an image (docs/evaluation.md). Under load 7.9-11.3: 0.83x median. Before
 (HOG, a transaction and three synced commits an image, load 3.8-6.5): 0.61x median.
 
-Again after BlazeFace's padded channels (int8det25) and detect_many (workers detect a task's images
-step by step), load 1.7-3.0 (other sessions running: the same work took 18-35 s, so the CPU figures
-are the steadier): BLAS dlib 57.63 / 69.84 / 102.43 images/s (18.2-19.0 ms CPU an image), faceledger
-70.55 / 100.58 / 110.96 images/s, 77.60 / 110.64 / 122.05 faces/s (16.8-18.0 ms CPU an image): 1.22x
-median in images/s (1.08-1.44x), 1.49x in faces/s, 1.08x in CPU. A --fast run just before (load
-2.1-3.0): faceledger-fast, not the default, 1.06x images/s, 1.29x faces/s, 1.47x in CPU (12.6-14.0
-ms an image) where the default read 1.03x / 1.25x / 1.00x (that run's faceledger processes had no
-bytecode cache, PYTHONDONTWRITEBYTECODE being set, and compiled their modules at start).
+Again after BlazeFace's padded channels (int8det25), the start-up work (startup25) and detect_many
+(workers detect a task's images step by step), on 2 cores shared with other sessions (the same work
+took 18-36 s from run to run, so the CPU figures are the steadier): at load 2.2-3.9, BLAS dlib
+55.64 / 56.79 / 64.66 images/s (18.1-19.8 ms CPU an image), faceledger 57.18 / 58.12 / 70.10
+images/s, 62.90 / 63.94 / 77.11 faces/s (17.5-18.0 ms CPU an image): 1.03x median in images/s
+(1.02-1.08x), 1.25x in faces/s, 1.04x in CPU. Before startup25, at load 1.7-3.0: 1.22x images/s
+(1.08-1.44x), 1.49x faces/s, 1.08x CPU (16.8-18.0 against 18.2-19.0 ms an image). A --fast run
+(load 2.1-3.0; its faceledger processes had no bytecode cache, PYTHONDONTWRITEBYTECODE being set,
+and compiled their modules at start): faceledger-fast, not the default, 1.06x images/s, 1.29x
+faces/s, 1.47x in CPU (12.6-14.0 ms an image) where the default read 1.03x / 1.25x / 1.00x.
 """
 
 from __future__ import annotations
