@@ -136,19 +136,43 @@ def test_a_kill_in_a_batch_leaves_no_face_without_its_intent_and_resumes(when, t
 
 
 def test_images_prepared_together_get_the_templates_they_get_one_by_one(engine, lfw, tmp_path):
-    """Workers embed a task's faces in one batch: the same templates, faces and verdicts as one
-    image at a time; an unreadable image gives its error in its place and spoils no other."""
+    """Workers detect a task's images step by step over all of them (FaceEngine.detect_many) and
+    embed their faces in one batch: the same templates, faces, landmarks and quality as one image
+    at a time; an unreadable or missing image gives its error in its place and spoils no other."""
     import numpy as np
 
     from faceledger.service.operations import prepare_index, prepare_index_many
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a jpeg")
-    paths = [lfw.image("Colin_Powell", 1), broken, lfw.image("Tony_Blair", 2), lfw.image("Serena_Williams", 1)]
+    missing = tmp_path / "missing.jpg"
+    paths = [lfw.image("Colin_Powell", 1), broken, lfw.image("Alejandro_Toledo", 39), missing, lfw.image("Tony_Blair", 2),
+             lfw.image("Serena_Williams", 1)]  # Toledo 39: three faces
     together = prepare_index_many(engine, paths, quality_filter="NONE")
-    assert isinstance(together[1], errors.FaceledgerError)
-    for path, batched in ((p, t) for p, t in zip(paths, together) if p != broken):
+    assert isinstance(together[1], errors.FaceledgerError) and isinstance(together[3], FileNotFoundError)
+    for path, batched in ((p, t) for p, t in zip(paths, together) if p not in (broken, missing)):
         alone = prepare_index(engine, path, quality_filter="NONE")
         assert batched.sha256 == alone.sha256 and len(batched.indexed) == len(alone.indexed) >= 1
         assert [d.bounding_box for d in batched.indexed] == [d.bounding_box for d in alone.indexed]
+        assert [d.landmarks for d in batched.indexed] == [d.landmarks for d in alone.indexed]
+        assert batched.qualities == alone.qualities
         assert np.abs(batched.vectors - alone.vectors).max() < 1e-5
+
+
+def test_images_detected_together_stay_within_the_decode_budget(settings, lfw):
+    """detect_many holds every image of a task decoded at once: when they would not fit in the
+    decode budget together, they are detected one at a time (the same faces), and an image over
+    the budget alone is refused in its place, before it is decoded (planted: holding the whole
+    task's pixels regardless -> the batch is refused whole and the test fails)."""
+    from faceledger.vision.engine import FaceEngine
+    from faceledger.vision.imaging import decode_cost
+
+    paths = [lfw.image("Colin_Powell", 1), lfw.image("Tony_Blair", 2)]
+    one = decode_cost(paths[0].read_bytes())
+    tight = FaceEngine(settings.replace(decode_budget_bytes=int(one * 1.5), landmark_model="none"))
+    together = tight.detect_many(paths)
+    assert [len(d.faces) for d in together] == [len(tight.detect(p).faces) for p in paths] == [1, 1]
+    assert [d.faces[0].bounding_box for d in together] == [tight.detect(p).faces[0].bounding_box for p in paths]
+    small = FaceEngine(settings.replace(decode_budget_bytes=one // 2, landmark_model="none"))
+    refused = small.detect_many(paths)
+    assert all(isinstance(r, errors.TooManyPixelsError) for r in refused)

@@ -26,8 +26,6 @@ ALLOWED = {
     "calls happen in dispatch, inside gate.call",
     ("interfaces/http/app.py", "create_app"): "builds the Dispatcher over the gate (every request goes through "
     "Dispatcher.dispatch's gate.call)",
-    ("interfaces/cli/collections.py", "_prepare_job"): "bulk indexing computes templates in worker processes; "
-    "each image is stored only through the gate (governance.bulk: gate.call_batch('IndexFaces')) in index",
     ("interfaces/cli/collections.py", "index"): "asks the policy first (a refused principal is refused and recorded "
     "before any template is made), reads the collection's model and checks the parameters, then starts the workers; "
     "every image is stored through the gate (governance.bulk: gate.call_batch('IndexFaces'))",
@@ -136,8 +134,8 @@ def test_a_refused_bulk_index_makes_no_template(tmp_path, monkeypatch, lfw):
     from typer.testing import CliRunner
 
     from faceledger.governance.ledger import Ledger
-    from faceledger.interfaces.cli import collections as cli_collections
     from faceledger.interfaces.cli.main import app
+    from faceledger.service import index_jobs
     from faceledger.settings import Settings
 
     monkeypatch.setenv("FACELEDGER_STORE", str(tmp_path / "store.sqlite"))
@@ -152,7 +150,7 @@ def test_a_refused_bulk_index_makes_no_template(tmp_path, monkeypatch, lfw):
     def no_template(*args, **kwargs):
         raise AssertionError("a template was computed for a refused principal")
 
-    monkeypatch.setattr(cli_collections, "prepare_index_many", no_template)
+    monkeypatch.setattr(index_jobs, "prepare_index_many", no_template)
     r = runner.invoke(app, ["index", "staff", str(lfw.image("Colin_Powell", 1))])
     assert r.exit_code == 3 and "AccessDenied" in r.output, r.output
     last = list(Ledger(Settings.load().ledger).entries_of("IndexFaces"))[-1].body

@@ -25,7 +25,7 @@ from faceledger.service.scope import Admission
 from faceledger.vision import imaging, quality
 from faceledger.scoring.calibration import CalibrationMissingError, fmr_of_similarity, similarity_of_fmr
 from faceledger.models.embedding import normalise
-from faceledger.vision.engine import BoundingBox, CompareResult, Face, FaceEngine, Landmark
+from faceledger.vision.engine import BoundingBox, CompareResult, Detection, Face, FaceEngine, Landmark
 from faceledger.vision.landmarks import ALL_TYPES, DEFAULT_TYPES
 from faceledger.errors import (
     FaceledgerError, InvalidPaginationTokenError, InvalidParameterError, ModelMismatchError, NoFaceError, ProbeQualityError,
@@ -914,12 +914,23 @@ def prepare_index_many(
     """``prepare_index`` for several images, their faces embedded in one call (per face, a batch
     of a few images' faces costs less than one face at a time): the same templates. An image that
     cannot be read or decoded gives its error in its place; the others are prepared."""
-    selected: list = []
+    try:
+        QualityFilter.parse(quality_filter)
+    except FaceledgerError as exc:  # every image's error, as when each is prepared alone
+        return [exc for _ in images]
+    sources: list = []
     for image in images:
-        try:
-            selected.append(_select_for_index(engine, image, max_faces, quality_filter, False))
+        try:  # a path: size-checked, read once (its bytes are hashed for the ledger)
+            sources.append(imaging.read_source(image, max_bytes=engine.settings.max_image_bytes))
         except (FaceledgerError, OSError) as exc:
-            selected.append(exc)
+            sources.append(exc)
+    readable = [s for s in sources if not isinstance(s, Exception)]
+    detected = iter(engine.detect_many(readable))  # every step over all the images at once: less CPU an image
+    selected: list = []
+    for source in sources:
+        detection = source if isinstance(source, Exception) else next(detected)
+        selected.append(detection if isinstance(detection, Exception) else
+                        (source, *_select(detection, max_faces, quality_filter)))
     faces = [f for s in selected if not isinstance(s, Exception) for f in s[1]]
     embedded = iter(engine.embed_faces(faces))
     return [s if isinstance(s, Exception) else _prepared(engine, *s, [next(embedded) for _ in s[1]], keep_bytes)
@@ -932,6 +943,12 @@ def _select_for_index(engine: FaceEngine, image: ImageSource, max_faces: int | N
     quality_filter = QualityFilter.parse(quality_filter).value
     image = imaging.read_source(image, max_bytes=engine.settings.max_image_bytes)  # a path: size-checked, read once
     detection = engine.detect(image, prealigned=prealigned)  # decodes under the engine's decode budget
+    return (image, *_select(detection, max_faces, quality_filter))
+
+
+def _select(detection: Detection, max_faces: int | None, quality_filter: str) -> tuple:
+    """(faces to index, UnindexedFaces, orientation) of a detection: the filter and MaxFaces."""
+    quality_filter = QualityFilter.parse(quality_filter).value
     faces = detection.faces[:MAX_FACES_PER_IMAGE]
     keep, unindexed = [], []
     for f in faces:
@@ -942,7 +959,7 @@ def _select_for_index(engine: FaceEngine, image: ImageSource, max_faces: int | N
             unindexed.append(UnindexedFace(["EXCEEDS_MAX_FACES"], FaceDetail.of(f)))
         else:
             keep.append(f)
-    return image, keep, unindexed, detection.orientation.name
+    return keep, unindexed, detection.orientation.name
 
 
 def _prepared(engine: FaceEngine, image, keep: list, unindexed: list, orientation: str, embedded: list,
