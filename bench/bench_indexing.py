@@ -209,7 +209,9 @@ def run_faceledger(paths: list[str], workers: int, tmp: str, tag: str, *, fast: 
            "FACELEDGER_LEDGER": os.path.join(tmp, f"ledger{tag}.sqlite")}
     if fast:
         env["FACELEDGER_LANDMARK_MODEL"] = "none"
-    cli = [sys.executable, "-m", "faceledger.interfaces.cli.main"]
+    # as the `faceledger` command starts (its light entry): spawned workers re-import a script's
+    # main module, and `-m faceledger.interfaces.cli.main` made each import the whole command line
+    cli = [sys.executable, "-m", "faceledger"]
     t = time.perf_counter()
     subprocess.run([*cli, "collection", "create", "bench", *(["--model", "dlib-resnet-v1"] if fast else [])],
                    env=env, check=True, capture_output=True)
