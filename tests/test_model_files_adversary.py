@@ -1,0 +1,56 @@
+"""Model files changed behind the caches' backs (issue 25 review): a file rewritten in place with its
+size and modification time put back (``touch -r``) must never keep what was cached for the old
+contents, and a damaged file must say which file it is."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from faceledger.errors import ModelFileError
+from faceledger.models import sessions
+
+onnx = pytest.importorskip("onnx")
+
+
+def _scale_model(path, factor: float) -> None:
+    """A one-node graph y = x * w (w: 64 floats, stored raw: every factor gives a file of one size)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full(64, factor, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], "scale",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    data = model.SerializeToString()
+    if path.exists():  # in place: the same inode, as an editor or `dd conv=notrunc` would write it
+        assert len(data) == path.stat().st_size
+        with open(path, "r+b") as fh:
+            fh.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def test_a_source_rewritten_in_place_with_its_times_put_back_never_runs_its_old_graph(tmp_path):
+    source = tmp_path / "model.onnx"
+    _scale_model(source, 2.0)
+    x = np.ones((1, 64), np.float32)
+    assert sessions.open_session(source, 1, tmp_path / "cache").run(None, {"x": x})[0][0, 0] == 2.0
+    st = source.stat()
+    _scale_model(source, 3.0)  # same size, same inode
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))  # touch -r: the modification time put back
+    assert (source.stat().st_size, source.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    # the saved optimised copy of the old contents is not this file's: the new weights run
+    assert sessions.open_session(source, 1, tmp_path / "cache").run(None, {"x": x})[0][0, 0] == 3.0
+
+
+def test_a_damaged_source_is_a_model_file_error_naming_it(tmp_path):
+    source = tmp_path / "model.onnx"
+    _scale_model(source, 2.0)
+    source.write_bytes(source.read_bytes()[:40])  # truncated
+    for cache in (tmp_path / "cache", None):
+        with pytest.raises(ModelFileError, match="model.onnx"):
+            sessions.open_session(source, 1, cache)
