@@ -54,3 +54,25 @@ def test_a_damaged_source_is_a_model_file_error_naming_it(tmp_path):
     for cache in (tmp_path / "cache", None):
         with pytest.raises(ModelFileError, match="model.onnx"):
             sessions.open_session(source, 1, cache)
+
+
+def test_a_damaged_kept_digest_is_hashed_again(tmp_path, monkeypatch):
+    """The digest kept for the weights (models/files.py) becomes the model id: an entry that is
+    not a hex SHA-256 (a damaged cache) is not taken for one."""
+    import hashlib
+    import time
+
+    from faceledger.models import files
+
+    monkeypatch.setattr(files, "_SETTLED_NS", 0)  # kept at once: the settle time is another test's
+    weights, cache = tmp_path / "w.dat", tmp_path / "cache"
+    weights.write_bytes(b"a" * 4096)
+    time.sleep(0.01)
+    real = hashlib.sha256(b"a" * 4096).hexdigest()
+    assert files.file_sha256.__wrapped__(weights, cache) == real
+    (kept,) = (cache / "sha256").iterdir()
+    stamp, _, digest = kept.read_text().rpartition(" ")
+    assert digest == real
+    for damaged in ("z" * 64, "\x00" * 64, real.upper()[:63] + " "):
+        kept.write_text(f"{stamp} {damaged}")
+        assert files.file_sha256.__wrapped__(weights, cache) == real
