@@ -76,3 +76,19 @@ def test_a_damaged_kept_digest_is_hashed_again(tmp_path, monkeypatch):
     for damaged in ("z" * 64, "\x00" * 64, real.upper()[:63] + " "):
         kept.write_text(f"{stamp} {damaged}")
         assert files.file_sha256.__wrapped__(weights, cache) == real
+
+
+def test_a_damaged_added_model_says_so_once(tmp_path):
+    """An added model's file that ONNX Runtime cannot read: the engine's error names it once."""
+    from faceledger.models.files import ModelId
+    from faceledger.models.manifest import Alignment, Manifest
+    from faceledger.models.onnx_embedder import OnnxEmbedder
+
+    source = tmp_path / "model.onnx"
+    _scale_model(source, 2.0)
+    source.write_bytes(source.read_bytes()[:40])
+    manifest = Manifest(name="scale", dimension=64, input_size=(8, 8), alignment=Alignment("dlib-chip", 0.25),
+                        input="rgb", licence="CC0-1.0", source="test")
+    with pytest.raises(ModelFileError) as info:
+        OnnxEmbedder(manifest, source, ModelId("scale", "0" * 12), threads=1, cache_dir=tmp_path / "cache")
+    assert info.value.message.count("cannot load") == 1, info.value.message
