@@ -79,8 +79,8 @@ def test_the_optimised_graph_is_saved_once_and_gives_the_same_outputs(settings, 
 
 
 def test_a_saved_graph_is_never_used_for_another_source(settings, tmp_path):
-    """The copy is named by its source (name, size, modification time), ONNX Runtime's version and
-    the CPU's flags: a source rewritten in place gets a copy of its own."""
+    """The copy is named by its source (path, device, inode, size, modification and change times),
+    ONNX Runtime's version and the CPU's flags: a source rewritten in place gets a copy of its own."""
     source = tmp_path / "model.onnx"
     source.write_bytes(onnx_file(settings.package_cache, settings.cache_dir, allow_download=False).read_bytes())
     before = sessions.optimized_path(source, tmp_path)

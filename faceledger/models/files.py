@@ -39,6 +39,8 @@ def model_path(name: str) -> Path:
     return path
 
 
+#: The characters of a kept digest (a hex SHA-256); an entry with others is damaged and not read.
+_HEX = "0123456789abcdef"
 #: How long a file must have been left unchanged before its digest is kept (file_sha256).
 _SETTLED_NS = 2_000_000_000
 
@@ -60,7 +62,7 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
     kept = Path(cache_dir) / "sha256" / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]}.txt"
     try:
         known, _, digest = kept.read_text().rpartition(" ")
-        if known == stamp and len(digest) == 64:
+        if known == stamp and len(digest) == 64 and not digest.strip(_HEX):  # a damaged entry: hashed again
             return digest
     except (OSError, UnicodeDecodeError):
         pass

@@ -26,6 +26,8 @@ class OnnxEmbedder:
 
         try:
             self._session = open_session(path, threads, cache_dir)  # threads 0: one per core
+        except ModelFileError:  # already names the file and the way out (sessions._from_source)
+            raise
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph classes
             raise ModelFileError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         self.manifest = manifest

@@ -5,10 +5,13 @@ blocked layouts); for the face network, the face mesh and BlazeFace that was ~60
 every `faceledger compare` (issue 25). The rewritten graph is saved once into
 ``<cache_dir>/onnx-optimized`` and later sessions load it with optimisation off: ~20 ms for the
 three. The rewrite may hold layouts for this CPU's vector units, so the saved file is named by the
-source file (name, size, modification time), the ONNX Runtime version and this CPU's feature flags;
-another CPU, version or source makes its own. A saved file that fails to load is made again; where
-the cache cannot be written, the session is made from the source as before. Outputs are the same:
-it is the graph ONNX Runtime would have run anyway.
+source file's identity (path, device, inode, size, modification and change times, as
+files.file_sha256 keys a digest: a source rewritten in place with its size and modification time
+kept still moves its change time, and must never run its old graph), the ONNX Runtime version and
+this CPU's feature flags; another CPU, version or source makes its own. A saved file that fails to
+load is made again; a source that fails to load is a ModelFileError naming the file; where the
+cache cannot be written, the session is made from the source as before. Outputs are the same: it
+is the graph ONNX Runtime would have run anyway.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ def optimized_path(source: Path, cache_dir: Path) -> Path:
     import onnxruntime as ort
 
     st = source.stat()
-    key = hashlib.sha256("\n".join(map(str, (source.resolve(), st.st_size, st.st_mtime_ns, ort.__version__,
-                                              platform.machine(), _cpu_flags()))).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\n".join(map(str, (source.resolve(), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                                              st.st_ctime_ns, ort.__version__, platform.machine(),
+                                              _cpu_flags()))).encode()).hexdigest()[:16]
     return Path(cache_dir) / FOLDER / f"{source.stem}-{key}.onnx"
 
 
@@ -52,7 +56,7 @@ def open_session(source: Path, threads: int, cache_dir: Path | None = None):
 
     providers = ["CPUExecutionProvider"]
     if cache_dir is None:
-        return ort.InferenceSession(str(source), session_options(threads), providers=providers)
+        return _from_source(source, session_options(threads), providers)
     saved = optimized_path(Path(source), cache_dir)
     if saved.is_file():
         options = session_options(threads)
@@ -67,13 +71,32 @@ def open_session(source: Path, threads: int, cache_dir: Path | None = None):
         fd, tmp = tempfile.mkstemp(dir=saved.parent, prefix=".opt-", suffix=".onnx")
         os.close(fd)
     except OSError:  # a read-only cache: optimise in memory, as before
-        return ort.InferenceSession(str(source), options, providers=providers)
+        return _from_source(source, options, providers)
     options.optimized_model_filepath = tmp
     options.log_severity_level = 3  # its note that the saved layouts suit this CPU: why the name holds its flags
     try:
-        session = ort.InferenceSession(str(source), options, providers=providers)
+        session = _from_source(source, options, providers)
         os.replace(tmp, saved)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return session
+
+
+def _from_source(source: Path, options, providers: list[str]):
+    """A session on the model file itself. A file ONNX Runtime cannot read (truncated, overwritten)
+    is a ModelFileError naming it and the way out, not onnxruntime's traceback: the cached graphs
+    are only checked by name (models/facemesh.converted, dlib/onnx_export.converted_model)."""
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    try:
+        return ort.InferenceSession(str(source), options, providers=providers)
+    except (state.InvalidProtobuf, state.InvalidGraph, state.Fail, state.NoSuchFile, state.InvalidArgument) as exc:
+        from faceledger.errors import ModelFileError
+
+        raise ModelFileError(
+            f"{source}: ONNX Runtime cannot load this model file, damaged or not a model ({str(exc).strip()}). "
+            "A graph converted into the cache is converted again once the file is deleted; an added model "
+            "is added again with `faceledger models add`"
+        ) from None
