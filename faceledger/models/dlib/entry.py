@@ -29,7 +29,10 @@ MANIFESTS = {
     "dlib-resnet-v1-flip-int8": Manifest(name="dlib-resnet-v1-flip-int8", flip=True, **_COMMON,
                                          description="the default network quantized to int8 (opt-in): about 2x "
                                                      "faster templates on CPUs with int8 dot products, its own "
-                                                     "model id and calibration (docs/models.md)"),
+                                                     "model id and calibration (docs/models.md)",
+                                         measured={"lfw_10fold_accuracy": 0.9920,
+                                                   "command": "faceledger eval lfw --model dlib-resnet-v1-flip-int8 "
+                                                              "(BlazeFace; the default model: 99.28% in the same run)"}),
 }
 #: Built-in entries that run the int8 copy of the network: their id is the digest of that file, and
 #: dlib's own runtime (``embedder = dlib``) cannot run them.
