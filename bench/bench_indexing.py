@@ -41,6 +41,9 @@ images/s, 62.90 / 63.94 / 77.11 faces/s (17.5-18.0 ms CPU an image): 1.03x media
 (load 2.1-3.0; its faceledger processes had no bytecode cache, PYTHONDONTWRITEBYTECODE being set,
 and compiled their modules at start): faceledger-fast, not the default, 1.06x images/s, 1.29x
 faces/s, 1.47x in CPU (12.6-14.0 ms an image) where the default read 1.03x / 1.25x / 1.00x.
+With ``--fast --fast-model dlib-resnet-v1-flip-int8`` (the opt-in int8 network, mirror averaged, no
+face mesh; load 1.8-2.8): 1.54x the baseline in CPU (11.4-13.0 ms an image against 17.8-18.6; the
+defaults 16.2-18.0 in the same run), 1.41x median in images/s, 1.72x in faces/s (wall 0.78-2.18x).
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ def run_blas(exe: str, paths: list[str], workers: int, tmp: str, tag: str) -> tu
 
 
 def main() -> None:
+    global FAST_WHAT
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -127,7 +131,11 @@ def main() -> None:
     ap.add_argument("--baselines", default="blas", help="blas (dlib with OpenBLAS, C++), dlib-bin (face_recognition's calls in Python)")
     ap.add_argument("--fast", action="store_true", help=f"also a row {FAST!r}, not the default: {FAST_WHAT}")
     ap.add_argument("--detector", default="", help="faceledger's detector (hog, mmod, blazeface); default: the settings'")
+    ap.add_argument("--fast-model", default="dlib-resnet-v1", help="the --fast row's model: dlib-resnet-v1 (one pass), "
+                    "or dlib-resnet-v1-flip-int8 (the opt-in int8 copy, mirror averaged; docs/models.md)")
     args = ap.parse_args()
+    if args.fast_model != "dlib-resnet-v1":
+        FAST_WHAT = f"--model {args.fast_model} (opt-in, its own calibration: docs/models.md) and no face mesh (landmark_model = none)"
     if args.detector:
         os.environ["FACELEDGER_DETECTOR"] = args.detector
     baselines = args.baselines.split(",")
@@ -162,7 +170,7 @@ def main() -> None:
                     faces[side] = sqlite3.connect(db).execute("SELECT count(*) FROM templates").fetchone()[0]
                 else:
                     seconds, faces[side], summary[side] = run_faceledger(paths, args.workers, tmp, f"{side}{r}",
-                                                                         fast=side == FAST)
+                                                                         fast=args.fast_model if side == FAST else "")
                 now = resource.getrusage(resource.RUSAGE_CHILDREN)
                 cpu[side].append(now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime)
                 rates[side].append(len(paths) / seconds)
@@ -202,9 +210,10 @@ FAST_WHAT = ("one pass of the face network (--model dlib-resnet-v1, LFW 98.93% a
              "(landmark_model = none)")
 
 
-def run_faceledger(paths: list[str], workers: int, tmp: str, tag: str, *, fast: bool) -> tuple[float, int, str]:
+def run_faceledger(paths: list[str], workers: int, tmp: str, tag: str, *, fast: str) -> tuple[float, int, str]:
     """Seconds for `faceledger collection create` + `faceledger index` into a fresh store and ledger
-    (launch to exit), faces indexed, and the command's summary line."""
+    (launch to exit), faces indexed, and the command's summary line. ``fast``: the --fast row's model
+    (no face mesh); "": the defaults."""
     env = {**os.environ, "FACELEDGER_STORE": os.path.join(tmp, f"s{tag}.sqlite"),
            "FACELEDGER_LEDGER": os.path.join(tmp, f"ledger{tag}.sqlite")}
     if fast:
@@ -213,7 +222,7 @@ def run_faceledger(paths: list[str], workers: int, tmp: str, tag: str, *, fast: 
     # main module, and `-m faceledger.interfaces.cli.main` made each import the whole command line
     cli = [sys.executable, "-m", "faceledger"]
     t = time.perf_counter()
-    subprocess.run([*cli, "collection", "create", "bench", *(["--model", "dlib-resnet-v1"] if fast else [])],
+    subprocess.run([*cli, "collection", "create", "bench", *(["--model", fast] if fast else [])],
                    env=env, check=True, capture_output=True)
     done = subprocess.run([*cli, "index", "bench", *paths, "--workers", str(workers), "--quality-filter", "NONE"],
                           env=env, capture_output=True, text=True)

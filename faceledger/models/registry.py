@@ -42,7 +42,7 @@ class ModelEntry:
         return self.manifest.name
 
     def onnx_path(self, cache_dir: Path | None = None) -> Path:
-        return dlib_entry.onnx_file(cache_dir) if self.builtin else self.folder / MODEL_FILE
+        return dlib_entry.onnx_file(cache_dir, self.name) if self.builtin else self.folder / MODEL_FILE
 
 
 class Registry:
@@ -144,6 +144,7 @@ class Registry:
         from faceledger.models.onnx_embedder import OnnxEmbedder
 
         if entry.builtin and backend == "dlib":
+            dlib_entry.check_backend(entry.name, backend)
             from faceledger.models.embedding import DlibResnetEmbedder
 
             return DlibResnetEmbedder(entry.manifest.flip)

@@ -157,7 +157,10 @@ class Calibration:
 
 #: Shipped calibrations, one per model name (``+normalisation`` for normalised scores), in faceledger/data/.
 SHIPPED = {"dlib-resnet-v1-flip": "calibration-dlib-resnet-v1-flip.json",
-           "dlib-resnet-v1-flip+cohort": "calibration-dlib-resnet-v1-flip-cohort.json"}
+           "dlib-resnet-v1-flip+cohort": "calibration-dlib-resnet-v1-flip-cohort.json",
+           # the opt-in int8 copy: fitted on its own templates (docs/models.md), bound to its file's digest
+           "dlib-resnet-v1-flip-int8": "calibration-dlib-resnet-v1-flip-int8.json",
+           "dlib-resnet-v1-flip-int8+cohort": "calibration-dlib-resnet-v1-flip-int8-cohort.json"}
 
 
 def shipped_name(model: str, normalisation: str = "none") -> str:

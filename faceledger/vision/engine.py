@@ -32,7 +32,9 @@ from faceledger.settings import Settings
 
 #: Per model name: (D50, K) of the logistic similarity map below, fitted on LFW View 2 so that
 #: the most accurate 1:1 threshold reads ~80 and the median different-person pair ~10.
-SIMILARITY_MAPS = {"dlib-resnet-v1": (0.489, 24.0), "dlib-resnet-v1-flip": (0.476, 24.0)}
+SIMILARITY_MAPS = {"dlib-resnet-v1": (0.489, 24.0), "dlib-resnet-v1-flip": (0.476, 24.0),
+                   # the int8 copy: the default's map (their templates agree to cosine >= 0.998)
+                   "dlib-resnet-v1-flip-int8": (0.476, 24.0)}
 
 
 def to_similarity(cos: float, model: str = "dlib-resnet-v1-flip") -> float:
