@@ -150,3 +150,16 @@ def test_models_prune_command_reports_json(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["BytesFreed"] == 31 and not stale.exists() and len(out["Removed"]) == 2
+
+
+def test_a_damaged_converted_graph_that_cannot_be_made_again_is_a_model_file_error_naming_it(tmp_path, capsys):
+    from faceledger.errors import ModelFileError
+    from faceledger.models import facemesh
+
+    target = facemesh.onnx_path(tmp_path)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not the mesh")  # no record: it would have run (and failed, or worse) unchecked
+    with pytest.raises(ModelFileError, match=target.name) as info:
+        facemesh.onnx_file(tmp_path / "no-packages", tmp_path, allow_download=False)
+    assert "models download" in info.value.message
+    assert str(target) in capsys.readouterr().err

@@ -62,15 +62,20 @@ def converted(package_cache: Path, cache_dir: Path, name: str, graph: str, outpu
     except ModelFileError as exc:
         if not damaged:
             raise
-        raise ModelFileError(f"{target} was damaged and removed, and cannot be converted again: {exc.message}") from exc
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
-        model = convert(zoo._extract(source, graph, Path(tmp)), outputs)
-        if edit is not None:
-            edit(model)
-        staged = Path(tmp) / "model.onnx"
-        staged.write_bytes(model.SerializeToString())
-        os.replace(staged, target)
+        raise ModelFileError(f"{target} failed its digest check (not run) and cannot be converted again: "
+                             f"{exc.message}") from exc
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+            model = convert(zoo._extract(source, graph, Path(tmp)), outputs)
+            if edit is not None:
+                edit(model)
+            staged = Path(tmp) / "model.onnx"
+            staged.write_bytes(model.SerializeToString())
+            os.replace(staged, target)
+    except OSError as exc:
+        raise ModelFileError(f"cannot write {target} ({needed_for}): {exc.strerror or exc}; make the cache folder "
+                             "writable or set FACELEDGER_CACHE_DIR to one that is") from exc
     derived.record(target, cache_dir)
     return target
 
