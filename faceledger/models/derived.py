@@ -38,17 +38,18 @@ def record_path(path: Path) -> Path:
     return Path(path).with_name(Path(path).name + SUFFIX)
 
 
-def record(path: Path, cache_dir: Path | None = None) -> None:
-    """Write ``path``'s digest beside it (atomically; after the file itself is in place). A record
-    that cannot be written leaves the file to be made again when next opened, with its warning."""
+def record(path: Path, digest: str | None = None) -> None:
+    """Write ``path``'s digest beside it, atomically, after the file itself is in place. ``digest``:
+    hashed from the staged file before it was moved into place, so that the moment between the two
+    renames, when another process would find the file without its record (and make it again), is
+    short. A record that cannot be written leaves the file to be made again when next opened."""
     path = Path(path)
-    digest = files._sha256(path)
-    target = record_path(path)
+    digest = digest or files._sha256(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".rec-")
         with os.fdopen(fd, "w") as fh:
             fh.write(f"{digest}  {path.name}\n")
-        os.replace(tmp, target)
+        os.replace(tmp, record_path(path))
     except OSError:
         pass
 

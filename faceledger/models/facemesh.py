@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from faceledger.errors import ModelFileError
-from faceledger.models import derived, zoo
+from faceledger.models import derived, files, zoo
 from faceledger.models.graph_edits import prelu_as_relus
 
 GRAPH = "models/facemesh.json"
@@ -72,11 +72,12 @@ def converted(package_cache: Path, cache_dir: Path, name: str, graph: str, outpu
                 edit(model)
             staged = Path(tmp) / "model.onnx"
             staged.write_bytes(model.SerializeToString())
+            digest = files._sha256(staged)
             os.replace(staged, target)
     except OSError as exc:
         raise ModelFileError(f"cannot write {target} ({needed_for}): {exc.strerror or exc}; make the cache folder "
                              "writable or set FACELEDGER_CACHE_DIR to one that is") from exc
-    derived.record(target, cache_dir)
+    derived.record(target, digest)
     return target
 
 

@@ -23,7 +23,7 @@ import platform
 import tempfile
 from pathlib import Path
 
-from faceledger.models import derived
+from faceledger.models import derived, files
 from faceledger.models.threads import session_options
 
 FOLDER = "onnx-optimized"
@@ -78,8 +78,9 @@ def open_session(source: Path, threads: int, cache_dir: Path | None = None):
     options.log_severity_level = 3  # its note that the saved layouts suit this CPU: why the name holds its flags
     try:
         session = _from_source(source, options, providers)
+        digest = files._sha256(Path(tmp))
         os.replace(tmp, saved)
-        derived.record(saved, cache_dir)
+        derived.record(saved, digest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

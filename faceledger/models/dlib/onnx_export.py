@@ -220,6 +220,7 @@ def converted_path(dat: Path, cache_dir: Path | None = None) -> Path:
 def converted_model(dat: Path, cache_dir: Path | None = None) -> Path:
     """The ONNX graph of a dlib network file, converted once into the cache (atomically, its digest
     recorded beside it); a copy that does not match its record is converted again (models/derived.py)."""
+    import hashlib
     import os
     import tempfile
 
@@ -242,5 +243,5 @@ def converted_model(dat: Path, cache_dir: Path | None = None) -> Path:
 
         raise ModelFileError(f"cannot write {target}, the ONNX graph of {dat}: {exc.strerror or exc}; make "
                              "the cache folder writable or set FACELEDGER_CACHE_DIR to one that is") from exc
-    derived.record(target, folder.parent)
+    derived.record(target, hashlib.sha256(data).hexdigest())
     return target
