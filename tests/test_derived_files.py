@@ -98,7 +98,9 @@ def test_prune_removes_only_what_no_current_key_names(tmp_path):
     for p in today + stale + unknown:
         p.write_bytes(b"x" * 100)
     for p in today + stale[:1]:
-        derived.record(p)
+        staged = p.with_name(".staged-" + p.name)
+        staged.write_bytes(p.read_bytes())
+        derived.install(staged, p)
     orphan = derived.record_path(onnx_dir / f"gone-{k[1]}.onnx")
     orphan.write_text("0" * 64 + "  gone\n")
 
@@ -163,3 +165,22 @@ def test_a_damaged_converted_graph_that_cannot_be_made_again_is_a_model_file_err
         facemesh.onnx_file(tmp_path / "no-packages", tmp_path, allow_download=False)
     assert "models download" in info.value.message
     assert str(target) in capsys.readouterr().err
+
+
+def test_a_file_failing_its_check_stays_in_place_until_replaced(tmp_path):
+    """Another process may be opening it (two index workers start together on a fresh cache): the
+    check names it and lets the caller replace it by rename, never unlinks it under them."""
+    target = tmp_path / "onnx" / f"m-{'1' * 16}.onnx"
+    target.parent.mkdir()
+    staged = tmp_path / "onnx" / ".staged"
+    staged.write_bytes(b"good" * 100)
+    derived.install(staged, target)
+    assert derived.usable(target, tmp_path) and not staged.exists()
+    inode = target.stat().st_ino
+    with open(target, "r+b") as fh:  # altered in place: same inode and size
+        fh.write(b"bad!")
+    assert not derived.usable(target, tmp_path)
+    assert target.is_file() and target.stat().st_ino == inode and derived.record_path(target).is_file()
+    staged.write_bytes(b"good" * 100)
+    derived.install(staged, target)
+    assert derived.usable(target, tmp_path) and target.read_bytes() == b"good" * 100

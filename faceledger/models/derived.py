@@ -5,11 +5,12 @@ networks, BlazeFace, the face mesh, the zoo models, the int8 copy) and ONNX Runt
 graphs (``<cache>/onnx-optimized``). They are named by their source's key, but a name says nothing
 about the bytes: a copy damaged or altered after it was written would run under the source's model
 id (halving an optimised BlazeFace copy's weights gave 31 'faces' on a one-face image, issue 25
-review). So each is written with ``<file>.sha256`` beside it (``sha256sum -c`` reads it), written
-atomically after the file, and checked when opened through files.file_sha256's identity cache: an
-unchanged file costs a stat and two small reads, a changed one is hashed again and compared. A file
-whose digest does not match, or has no record, is made again from its source with a one-line
-warning on stderr naming it; it never runs silently. This guards against damage and stray edits, not
+review). So each is written with ``<file>.sha256`` beside it (``sha256sum -c`` reads it), the
+record put in place before the file, and checked when opened through files.file_sha256's identity
+cache: an unchanged file costs a stat and two small reads, a changed one is hashed again and
+compared. A file whose digest does not match, or has no record, is made again from its source with
+a one-line warning on stderr naming it, and replaced by rename (never unlinked: another process may
+be opening it); it never runs silently. This guards against damage and stray edits, not
 against someone who can rewrite both the file and its record (they own the cache).
 
 Stale copies (one per source change, ONNX Runtime version or CPU) are removed by `faceledger models
@@ -38,20 +39,22 @@ def record_path(path: Path) -> Path:
     return Path(path).with_name(Path(path).name + SUFFIX)
 
 
-def record(path: Path, digest: str | None = None) -> None:
-    """Write ``path``'s digest beside it, atomically, after the file itself is in place. ``digest``:
-    hashed from the staged file before it was moved into place, so that the moment between the two
-    renames, when another process would find the file without its record (and make it again), is
-    short. A record that cannot be written leaves the file to be made again when next opened."""
-    path = Path(path)
-    digest = digest or files._sha256(path)
+def install(staged: Path, target: Path) -> None:
+    """Move ``staged`` into place as ``target``, its digest recorded first. The record goes before
+    the file so that no other process ever finds the new file without its record (it would make the
+    file again); one that reads the old file against the new record makes it again, which is only
+    redundant work. Nothing is ever unlinked under a process that may be opening it: a file that
+    fails its check is replaced by rename, like this."""
+    staged, target = Path(staged), Path(target)
+    digest = files._sha256(staged)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".rec-")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".rec-")
         with os.fdopen(fd, "w") as fh:
-            fh.write(f"{digest}  {path.name}\n")
-        os.replace(tmp, record_path(path))
-    except OSError:
+            fh.write(f"{digest}  {target.name}\n")
+        os.replace(tmp, record_path(target))
+    except OSError:  # no record: the file is made again when next opened
         pass
+    os.replace(staged, target)
 
 
 def problem(path: Path, cache_dir: Path | None = None) -> str | None:
@@ -72,8 +75,9 @@ def problem(path: Path, cache_dir: Path | None = None) -> str | None:
 
 
 def usable(path: Path, cache_dir: Path | None = None) -> bool:
-    """True when ``path`` exists and matches its record; a file that does not is removed (with its
-    record) and named on stderr, so that the caller makes it again from its source."""
+    """True when ``path`` exists and matches its record; a file that does not is named on stderr and
+    the caller makes it again from its source (:func:`install` replaces it by rename: never unlinked
+    here, since another process may be opening it)."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -81,16 +85,7 @@ def usable(path: Path, cache_dir: Path | None = None) -> bool:
     if why is None:
         return True
     sys.stderr.write(f"faceledger: warning: {path}: {why}; making it again from its source\n")
-    discard(path)
     return False
-
-
-def discard(path: Path) -> None:
-    for p in (Path(path), record_path(path)):
-        try:
-            p.unlink(missing_ok=True)
-        except OSError:  # a read-only cache: the new file cannot be written either; the caller says so
-            pass
 
 
 def group(name: str) -> str:

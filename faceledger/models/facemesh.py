@@ -10,7 +10,6 @@ crop's pixels. dlib's 68-point model is not used: its licence excludes commercia
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 import threading
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from faceledger.errors import ModelFileError
-from faceledger.models import derived, files, zoo
+from faceledger.models import derived, zoo
 from faceledger.models.graph_edits import prelu_as_relus
 
 GRAPH = "models/facemesh.json"
@@ -72,12 +71,10 @@ def converted(package_cache: Path, cache_dir: Path, name: str, graph: str, outpu
                 edit(model)
             staged = Path(tmp) / "model.onnx"
             staged.write_bytes(model.SerializeToString())
-            digest = files._sha256(staged)
-            os.replace(staged, target)
+            derived.install(staged, target)
     except OSError as exc:
         raise ModelFileError(f"cannot write {target} ({needed_for}): {exc.strerror or exc}; make the cache folder "
                              "writable or set FACELEDGER_CACHE_DIR to one that is") from exc
-    derived.record(target, digest)
     return target
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import tempfile
 from pathlib import Path
 
@@ -138,9 +137,7 @@ def quantized(source: Path, model: str, *, ranges_file: Path = RANGES_FILE) -> P
                                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
             finally:
                 logging.getLogger().setLevel(quiet)
-            digest = hashlib.sha256(staged.read_bytes()).hexdigest()
-            os.replace(staged, target)
-        derived.record(target, digest)
+            derived.install(staged, target)
     except OSError as exc:
         raise ModelFileError(f"cannot write the int8 face network beside {source}: {exc.strerror or exc}") from exc
     return target

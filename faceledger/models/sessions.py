@@ -23,7 +23,7 @@ import platform
 import tempfile
 from pathlib import Path
 
-from faceledger.models import derived, files
+from faceledger.models import derived
 from faceledger.models.threads import session_options
 
 FOLDER = "onnx-optimized"
@@ -65,8 +65,8 @@ def open_session(source: Path, threads: int, cache_dir: Path | None = None):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             return ort.InferenceSession(str(saved), options, providers=providers)
-        except Exception:  # noqa: BLE001  onnxruntime's own Fail/InvalidGraph: a damaged copy, made again below
-            derived.discard(saved)
+        except Exception:  # noqa: BLE001  onnxruntime's own Fail/InvalidGraph: a damaged copy, replaced below
+            pass
     options = session_options(threads)
     try:
         saved.parent.mkdir(parents=True, exist_ok=True)
@@ -78,9 +78,7 @@ def open_session(source: Path, threads: int, cache_dir: Path | None = None):
     options.log_severity_level = 3  # its note that the saved layouts suit this CPU: why the name holds its flags
     try:
         session = _from_source(source, options, providers)
-        digest = files._sha256(Path(tmp))
-        os.replace(tmp, saved)
-        derived.record(saved, digest)
+        derived.install(Path(tmp), saved)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

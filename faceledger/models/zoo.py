@@ -138,9 +138,7 @@ def convert(name: str, cache_dir: Path, progress: Progress | None = None) -> tup
         target.parent.mkdir(parents=True, exist_ok=True)
         staged = work / "model.onnx"
         staged.write_bytes(model.SerializeToString())
-        digest = hashlib.sha256(staged.read_bytes()).hexdigest()
-        os.replace(staged, target)
-    derived.record(target, digest)
+        derived.install(staged, target)
     return target, z.manifest
 
 

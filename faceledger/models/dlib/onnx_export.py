@@ -220,7 +220,6 @@ def converted_path(dat: Path, cache_dir: Path | None = None) -> Path:
 def converted_model(dat: Path, cache_dir: Path | None = None) -> Path:
     """The ONNX graph of a dlib network file, converted once into the cache (atomically, its digest
     recorded beside it); a copy that does not match its record is converted again (models/derived.py)."""
-    import hashlib
     import os
     import tempfile
 
@@ -237,11 +236,10 @@ def converted_model(dat: Path, cache_dir: Path | None = None) -> Path:
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.replace(tmp, target)
+        derived.install(Path(tmp), target)
     except OSError as exc:
         from faceledger.errors import ModelFileError
 
         raise ModelFileError(f"cannot write {target}, the ONNX graph of {dat}: {exc.strerror or exc}; make "
                              "the cache folder writable or set FACELEDGER_CACHE_DIR to one that is") from exc
-    derived.record(target, hashlib.sha256(data).hexdigest())
     return target
