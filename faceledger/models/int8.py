@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import tempfile
 from pathlib import Path
 
@@ -105,9 +104,12 @@ def int8_path(source: Path, model: str, ranges_file: Path = RANGES_FILE) -> Path
 
 def quantized(source: Path, model: str, *, ranges_file: Path = RANGES_FILE) -> Path:
     """The int8 copy of the fp32 ONNX file ``source``, beside it, made once (deterministically,
-    written atomically) from the shipped ranges of ``model``."""
+    written atomically, its digest recorded beside it) from the shipped ranges of ``model``; a copy
+    that does not match its record is made again."""
+    from faceledger.models import derived
+
     target = int8_path(source, model, ranges_file)
-    if target.is_file():
+    if derived.usable(target):  # its digest matches the one recorded when it was made (models/derived.py)
         return target
     import logging
 
@@ -135,7 +137,7 @@ def quantized(source: Path, model: str, *, ranges_file: Path = RANGES_FILE) -> P
                                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
             finally:
                 logging.getLogger().setLevel(quiet)
-            os.replace(staged, target)
+            derived.install(staged, target)
     except OSError as exc:
         raise ModelFileError(f"cannot write the int8 face network beside {source}: {exc.strerror or exc}") from exc
     return target

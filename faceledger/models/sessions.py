@@ -8,8 +8,9 @@ three. The rewrite may hold layouts for this CPU's vector units, so the saved fi
 source file's identity (path, device, inode, size, modification and change times, as
 files.file_sha256 keys a digest: a source rewritten in place with its size and modification time
 kept still moves its change time, and must never run its old graph), the ONNX Runtime version and
-this CPU's feature flags; another CPU, version or source makes its own. A saved file that fails to
-load is made again; a source that fails to load is a ModelFileError naming the file; where the
+this CPU's feature flags; another CPU, version or source makes its own. A saved file whose digest
+does not match the one recorded when it was saved (models/derived.py), or that fails to load, is
+made again; a source that fails to load is a ModelFileError naming the file; where the
 cache cannot be written, the session is made from the source as before. Outputs are the same: it
 is the graph ONNX Runtime would have run anyway.
 """
@@ -22,6 +23,7 @@ import platform
 import tempfile
 from pathlib import Path
 
+from faceledger.models import derived
 from faceledger.models.threads import session_options
 
 FOLDER = "onnx-optimized"
@@ -58,13 +60,13 @@ def open_session(source: Path, threads: int, cache_dir: Path | None = None):
     if cache_dir is None:
         return _from_source(source, session_options(threads), providers)
     saved = optimized_path(Path(source), cache_dir)
-    if saved.is_file():
+    if derived.usable(saved, cache_dir):  # its digest matches the one recorded when it was saved
         options = session_options(threads)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             return ort.InferenceSession(str(saved), options, providers=providers)
-        except Exception:  # noqa: BLE001  onnxruntime's own Fail/InvalidGraph: a damaged copy, made again below
-            saved.unlink(missing_ok=True)
+        except Exception:  # noqa: BLE001  onnxruntime's own Fail/InvalidGraph: a damaged copy, replaced below
+            pass
     options = session_options(threads)
     try:
         saved.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +78,7 @@ def open_session(source: Path, threads: int, cache_dir: Path | None = None):
     options.log_severity_level = 3  # its note that the saved layouts suit this CPU: why the name holds its flags
     try:
         session = _from_source(source, options, providers)
-        os.replace(tmp, saved)
+        derived.install(Path(tmp), saved)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -85,8 +87,7 @@ def open_session(source: Path, threads: int, cache_dir: Path | None = None):
 
 def _from_source(source: Path, options, providers: list[str]):
     """A session on the model file itself. A file ONNX Runtime cannot read (truncated, overwritten)
-    is a ModelFileError naming it and the way out, not onnxruntime's traceback: the cached graphs
-    are only checked by name (models/facemesh.converted, dlib/onnx_export.converted_model)."""
+    is a ModelFileError naming it and the way out, not onnxruntime's traceback."""
     import onnxruntime as ort
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 

