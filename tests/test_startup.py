@@ -116,10 +116,10 @@ def test_a_command_run_as_a_process_writes_its_ledger_entry_and_closes_its_datab
 
 def test_a_kept_digest_is_reused_while_the_file_is_unchanged(tmp_path, monkeypatch):
     weights = files.model_path(files.RESNET)  # installed long ago: its digest is kept
-    first = files.file_sha256.__wrapped__(weights, tmp_path)
+    first = files.kept_sha256(weights, tmp_path)
     hashed = []
-    monkeypatch.setattr(files, "_sha256", lambda p: hashed.append(p) or "0" * 64)
-    assert files.file_sha256.__wrapped__(weights, tmp_path) == first and not hashed
+    monkeypatch.setattr(files, "sha256_of", lambda p: hashed.append(p) or "0" * 64)
+    assert files.kept_sha256(weights, tmp_path) == first and not hashed
 
 
 def test_a_kept_digest_never_outlives_a_change_to_the_weights(tmp_path, monkeypatch):
@@ -129,21 +129,21 @@ def test_a_kept_digest_never_outlives_a_change_to_the_weights(tmp_path, monkeypa
     monkeypatch.setattr(files, "_SETTLED_NS", 300_000_000)  # 0.3 s, not 2: the same rule, a shorter wait
     weights, cache = tmp_path / "w.dat", tmp_path / "cache"
     weights.write_bytes(b"a" * 4096)
-    assert files.file_sha256.__wrapped__(weights, cache) == hashlib.sha256(b"a" * 4096).hexdigest()
+    assert files.kept_sha256(weights, cache) == hashlib.sha256(b"a" * 4096).hexdigest()
     assert not (cache / "sha256").exists()  # just written: not kept (its times could repeat on the next write)
     time.sleep(files._SETTLED_NS / 1e9 + 0.1)
-    assert files.file_sha256.__wrapped__(weights, cache) == hashlib.sha256(b"a" * 4096).hexdigest()
+    assert files.kept_sha256(weights, cache) == hashlib.sha256(b"a" * 4096).hexdigest()
     assert len(list((cache / "sha256").iterdir())) == 1  # settled: kept
     st = weights.stat()
     weights.write_bytes(b"b" * 4096)
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert weights.stat().st_mtime_ns == st.st_mtime_ns and weights.stat().st_size == st.st_size
-    assert files.file_sha256.__wrapped__(weights, cache) == hashlib.sha256(b"b" * 4096).hexdigest()
+    assert files.kept_sha256(weights, cache) == hashlib.sha256(b"b" * 4096).hexdigest()
     other = tmp_path / "other.dat"  # a file moved into its place, same size and times
     other.write_bytes(b"c" * 4096)
     os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.replace(other, weights)
-    assert files.file_sha256.__wrapped__(weights, cache) == hashlib.sha256(b"c" * 4096).hexdigest()
+    assert files.kept_sha256(weights, cache) == hashlib.sha256(b"c" * 4096).hexdigest()
 
 
 def test_the_entry_points_pause_the_collector_before_the_heavy_imports():

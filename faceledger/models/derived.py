@@ -46,7 +46,7 @@ def install(staged: Path, target: Path) -> None:
     redundant work. Nothing is ever unlinked under a process that may be opening it: a file that
     fails its check is replaced by rename, like this."""
     staged, target = Path(staged), Path(target)
-    digest = files._sha256(staged)
+    digest = files.sha256_of(staged)
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".rec-")
         with os.fdopen(fd, "w") as fh:
@@ -68,8 +68,8 @@ def problem(path: Path, cache_dir: Path | None = None) -> str | None:
         return "its digest record is unreadable"
     if name != path.name or len(digest) != 64 or digest.strip(files._HEX):
         return "its digest record is damaged"
-    # not the per-process lru_cache: a file changed since this process last looked is hashed again
-    if files.file_sha256.__wrapped__(path, cache_dir if cache_dir is not None else path.parent.parent) != digest:
+    # not the memoised file_sha256: a file changed since this process last looked is hashed again
+    if files.kept_sha256(path, cache_dir if cache_dir is not None else path.parent.parent) != digest:
         return "its contents do not match the digest recorded when it was written"
     return None
 

@@ -45,9 +45,9 @@ _HEX = "0123456789abcdef"
 _SETTLED_NS = 2_000_000_000
 
 
-@lru_cache(maxsize=None)
-def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
-    """The file's SHA-256 (hex). ``cache_dir``: kept there under the file's identity, so a process
+def kept_sha256(path: Path, cache_dir: Path | None = None) -> str:
+    """The file's SHA-256 (hex), looked up afresh on every call (:func:`file_sha256` is the same,
+    memoised for the process: a file checked again after it may have changed calls this). ``cache_dir``: kept there under the file's identity, so a process
     does not hash the same weights again (dlib's 22 MB network: ~25 ms of every `faceledger compare`,
     issue 25). The identity is the device, inode, size, modification and change times: any write
     to the file, or a file put in its place, moves the change time, which no ordinary call can
@@ -56,7 +56,7 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
     kept only for a file unchanged for the last ``_SETTLED_NS``: a later write gets a later time."""
     path = Path(path)
     if cache_dir is None:
-        return _sha256(path)
+        return sha256_of(path)
     st = path.stat()
     stamp = f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
     kept = Path(cache_dir) / "sha256" / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]}.txt"
@@ -66,7 +66,7 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
             return digest
     except (OSError, UnicodeDecodeError):
         pass
-    digest = _sha256(path)
+    digest = sha256_of(path)
     if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < _SETTLED_NS:
         return digest  # just written: its times may not move on its next write
     try:
@@ -80,7 +80,12 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
     return digest
 
 
-def _sha256(path: Path) -> str:
+#: :func:`kept_sha256` memoised: a model's weights are hashed (or looked up) once a process.
+file_sha256 = lru_cache(maxsize=None)(kept_sha256)
+
+
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256 (hex), read in blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
